@@ -1,0 +1,169 @@
+"""Reading images from disk with one clear error per bad file (torch-free).
+
+Supports PNG, JPEG, BMP and TIFF, 8- and 16-bit, grayscale and colour. Images are returned as
+``(H, W)`` or ``(H, W, 3)`` RGB arrays of dtype uint8 or uint16; alpha is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from flawscope.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MIN_SIDE = 16
+MAX_PIXELS = 16384 * 16384
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """True when the file name has an image suffix flawscope reads."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _check_size(path: Path, height: int, width: int) -> None:
+    if min(height, width) < MIN_SIDE:
+        raise InputError(path, f"image is {width}x{height} px; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+    if height * width > MAX_PIXELS:
+        raise InputError(
+            path, f"image is {width}x{height} px, over the {MAX_PIXELS // 1_000_000} megapixel limit"
+        )
+
+
+def _to_standard(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 3 and array.shape[2] == 4:
+        array = array[:, :, :3]
+    if array.ndim == 3 and array.shape[2] == 2:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
+        raise InputError(path, f"unsupported image layout {array.shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype in (np.int32, np.uint32, np.int16):
+        array = np.clip(array, 0, 65535).astype(np.uint16)
+    elif array.dtype in (np.float32, np.float64):
+        high = float(np.nanmax(array)) if array.size else 0.0
+        scale = 65535.0 if high > 1.0 else 1.0
+        array = (np.clip(np.nan_to_num(array), 0, scale) / scale * 65535).astype(np.uint16)
+    elif array.dtype not in (np.uint8, np.uint16):
+        raise InputError(path, f"unsupported pixel type {array.dtype}")
+    return np.ascontiguousarray(array)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            shape = page.shape  # type: ignore[union-attr]
+            height, width = (shape[0], shape[1]) if len(shape) >= 2 else (1, shape[0])
+            if len(shape) == 3 and shape[0] in (3, 4) and shape[2] not in (3, 4):
+                height, width = shape[1], shape[2]
+            _check_size(path, int(height), int(width))
+            array = page.asarray()  # type: ignore[union-attr]
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(path, f"not a readable TIFF image ({exc.__class__.__name__}: {exc})") from None
+    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[2] not in (3, 4):
+        array = np.moveaxis(array, 0, -1)
+    return array
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                _check_size(path, height, width)
+                img.load()
+                mode = img.mode
+                if mode in ("I;16", "I;16B", "I;16L", "I"):
+                    return np.asarray(img).astype(np.uint16 if mode != "I" else np.int32)
+                if mode not in ("L", "RGB"):
+                    img = img.convert("RGB" if mode not in ("1", "P", "LA") else "L")
+                return np.asarray(img)
+    except InputError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(path, f"not a readable image ({exc.__class__.__name__})") from None
+    except OSError as exc:
+        raise InputError(path, f"corrupt or truncated image ({exc})") from None
+    except Exception as exc:
+        raise InputError(path, f"cannot decode image ({exc.__class__.__name__}: {exc})") from None
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one image file.
+
+    Args:
+        path: image file (PNG, JPEG, BMP, TIFF).
+
+    Returns:
+        ``(H, W)`` or ``(H, W, 3)`` uint8/uint16 array (RGB order).
+
+    Raises:
+        InputError: naming the file, when it is missing, unreadable, corrupt, too small or too large.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist")
+    if path.is_dir():
+        raise InputError(path, "is a directory, not an image file")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "file is not readable (permission denied)")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        array = _read_tiff(path)
+    else:
+        array = _read_pillow(path)
+    return _to_standard(array, path)
+
+
+def read_mask(path: str | os.PathLike[str], shape: tuple[int, int]) -> np.ndarray:
+    """Read a binary ground-truth mask and check that it fits its image.
+
+    Args:
+        path: mask file; any pixel > 0 is defective.
+        shape: ``(H, W)`` of the image the mask belongs to.
+
+    Returns:
+        ``(H, W)`` bool array.
+
+    Raises:
+        InputError: when the mask is unreadable or its size differs from the image's.
+    """
+    mask = read_image(path)
+    if mask.ndim == 3:
+        mask = mask.max(axis=2)
+    if mask.shape != tuple(shape):
+        raise InputError(
+            path, f"mask is {mask.shape[1]}x{mask.shape[0]} px but its image is {shape[1]}x{shape[0]} px"
+        )
+    return mask > 0
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_array(image: np.ndarray) -> str:
+    """SHA-256 of an image array's shape, dtype and pixels (for images that never were files)."""
+    digest = hashlib.sha256(f"{image.shape}|{image.dtype}|".encode())
+    digest.update(np.ascontiguousarray(image).tobytes())
+    return digest.hexdigest()

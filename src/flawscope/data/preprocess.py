@@ -1,0 +1,237 @@
+"""Preprocessing shared by training, evaluation and the torch-free runtime.
+
+The same numpy/OpenCV code turns an image into the network input at training time and on the
+line, so the deployed runtime sees exactly the tensor the model was fitted on.
+
+Non-square parts: by default (``mode="fit_pad"``) an image is resized *keeping its aspect ratio*
+to fit a fixed canvas, and the rest of the canvas is filled by mirroring the image. The canvas
+itself follows the training set's median aspect ratio (see :func:`choose_canvas`), so a long
+commutator is not squashed into a square and thin cracks keep their width. Anomaly maps are cut
+back to the image's own area and resized to its original size. ``mode="stretch"`` (anomalib's
+behaviour) is available for parts whose framing is fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from flawscope.errors import InputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MODES = ("fit_pad", "stretch")
+# The canvas is a multiple of 32 so every stride (8, 16, 32) divides it and the TF "same"
+# padding of the backbones is fixed, which keeps the ONNX graph static and export exact.
+CANVAS_MULTIPLE = 32
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the network input; saved in every bundle's manifest.
+
+    Attributes:
+        height: canvas height in pixels (multiple of 32).
+        width: canvas width in pixels (multiple of 32).
+        mode: ``"fit_pad"`` (keep aspect, mirror-pad) or ``"stretch"``.
+        mean: per-channel mean subtracted after scaling to [0, 1].
+        std: per-channel standard deviation.
+    """
+
+    height: int = 256
+    width: int = 256
+    mode: str = "fit_pad"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError("preprocessing.mode", f"must be one of {MODES}, not {self.mode!r}")
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value < CANVAS_MULTIPLE or value % CANVAS_MULTIPLE:
+                raise InputError(f"preprocessing.{name}", f"must be a multiple of 32 >= 32, not {value}")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form for the manifest."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            height=int(data["height"]),  # type: ignore[call-overload]
+            width=int(data["width"]),  # type: ignore[call-overload]
+            mode=str(data["mode"]),
+            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type, attr-defined]
+            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type, attr-defined]
+        )
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where an image lies in the canvas, to map results back to its pixels.
+
+    Attributes:
+        height: original image height.
+        width: original image width.
+        top: first canvas row of the image.
+        left: first canvas column of the image.
+        inner_height: rows the image occupies in the canvas.
+        inner_width: columns the image occupies in the canvas.
+    """
+
+    height: int
+    width: int
+    top: int
+    left: int
+    inner_height: int
+    inner_width: int
+
+
+def round_canvas(value: float) -> int:
+    """Round a side length to the nearest multiple of 32 (at least 32)."""
+    return max(CANVAS_MULTIPLE, int(round(value / CANVAS_MULTIPLE)) * CANVAS_MULTIPLE)
+
+
+def choose_canvas(sizes: Sequence[tuple[int, int]], short_side: int = 256, max_ratio: float = 4.0) -> tuple[int, int]:
+    """Pick a canvas ``(height, width)`` that follows the training images' median aspect ratio.
+
+    Args:
+        sizes: ``(height, width)`` of the training images.
+        short_side: canvas size along its shorter side.
+        max_ratio: cap on long side / short side.
+
+    Returns:
+        ``(height, width)``, both multiples of 32.
+    """
+    if not sizes:
+        return round_canvas(short_side), round_canvas(short_side)
+    aspect = float(np.median([h / w for h, w in sizes]))
+    aspect = min(max(aspect, 1.0 / max_ratio), max_ratio)
+    if aspect >= 1.0:
+        return round_canvas(short_side * aspect), round_canvas(short_side)
+    return round_canvas(short_side), round_canvas(short_side / aspect)
+
+
+def _to_float_rgb(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        scaled = image.astype(np.float32) * (1.0 / 255.0)
+    elif image.dtype == np.uint16:
+        scaled = image.astype(np.float32) * (1.0 / 65535.0)
+    elif image.dtype in (np.float32, np.float64):
+        scaled = image.astype(np.float32)
+    else:
+        raise InputError("image", f"pixel type {image.dtype} is not supported (use uint8 or uint16)")
+    if scaled.ndim == 2:
+        scaled = np.repeat(scaled[:, :, None], 3, axis=2)
+    return scaled
+
+
+def check_image(image: object) -> np.ndarray:
+    """Validate an in-memory image array and return it.
+
+    Raises:
+        InputError: for a wrong type, shape, channel count, dtype, size or non-finite values.
+    """
+    if not isinstance(image, np.ndarray):
+        raise InputError("image", f"expected a numpy array, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise InputError("image", f"expected (H, W) or (H, W, 3), got shape {image.shape}")
+    if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        raise InputError("image", f"pixel type {image.dtype} is not supported (use uint8 or uint16)")
+    if min(image.shape[:2]) < 16:
+        raise InputError("image", f"image is {image.shape[1]}x{image.shape[0]} px; at least 16x16 is needed")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise InputError("image", "contains NaN or infinite values")
+    return image
+
+
+def to_canvas(image: np.ndarray, config: Preprocessing) -> tuple[np.ndarray, Geometry]:
+    """Resize/pad one image onto the canvas and normalise it.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, 3)`` uint8/uint16 array.
+        config: preprocessing settings.
+
+    Returns:
+        ``(3, canvas_h, canvas_w)`` float32 array and the image's geometry in the canvas.
+    """
+    image = check_image(image)
+    height, width = image.shape[:2]
+    rgb = _to_float_rgb(image)
+    ch, cw = config.height, config.width
+    if config.mode == "stretch":
+        inner_h, inner_w = ch, cw
+    else:
+        scale = min(ch / height, cw / width)
+        inner_h = min(ch, max(1, int(round(height * scale))))
+        inner_w = min(cw, max(1, int(round(width * scale))))
+    interp = cv2.INTER_AREA if inner_h < height else cv2.INTER_LINEAR
+    resized = cv2.resize(rgb, (inner_w, inner_h), interpolation=interp)
+    top, left = (ch - inner_h) // 2, (cw - inner_w) // 2
+    if (inner_h, inner_w) != (ch, cw):
+        # Mirror padding continues the part's texture, so the padded band looks normal to the
+        # backbone and adds no edge response next to the image; it is cut away afterwards.
+        resized = cv2.copyMakeBorder(
+            resized, top, ch - inner_h - top, left, cw - inner_w - left, cv2.BORDER_REFLECT_101
+        )
+    mean = np.asarray(config.mean, dtype=np.float32)
+    inv_std = 1.0 / np.asarray(config.std, dtype=np.float32)
+    normalised = (resized - mean) * inv_std
+    tensor = np.ascontiguousarray(normalised.transpose(2, 0, 1), dtype=np.float32)
+    return tensor, Geometry(height, width, top, left, inner_h, inner_w)
+
+
+def to_batch(images: Sequence[np.ndarray], config: Preprocessing) -> tuple[np.ndarray, list[Geometry]]:
+    """Stack several images into one ``(N, 3, H, W)`` float32 batch."""
+    tensors, geometries = [], []
+    for image in images:
+        tensor, geometry = to_canvas(image, config)
+        tensors.append(tensor)
+        geometries.append(geometry)
+    if not tensors:
+        return np.zeros((0, 3, config.height, config.width), dtype=np.float32), []
+    return np.stack(tensors), geometries
+
+
+def canvas_valid_mask(geometries: Sequence[Geometry], config: Preprocessing, stride: int) -> np.ndarray:
+    """``(N, H/stride, W/stride)`` bool: feature cells whose centre lies inside the image."""
+    gh, gw = config.height // stride, config.width // stride
+    centres_y = (np.arange(gh) + 0.5) * stride
+    centres_x = (np.arange(gw) + 0.5) * stride
+    masks = np.zeros((len(geometries), gh, gw), dtype=bool)
+    for i, g in enumerate(geometries):
+        rows = (centres_y >= g.top) & (centres_y < g.top + g.inner_height)
+        cols = (centres_x >= g.left) & (centres_x < g.left + g.inner_width)
+        masks[i] = rows[:, None] & cols[None, :]
+    return masks
+
+
+# Gaussian smoothing of the anomaly map, as in PatchCore and PaDiM (sigma in canvas pixels).
+MAP_SIGMA = 4.0
+
+
+def finish_map(patch_map: np.ndarray, geometry: Geometry, config: Preprocessing) -> tuple[float, np.ndarray]:
+    """Turn a coarse patch-score map into the image score and a full-resolution anomaly map.
+
+    Args:
+        patch_map: ``(h, w)`` float32 scores on the canvas grid (any stride).
+        geometry: where the image lies in the canvas.
+        config: preprocessing settings.
+
+    Returns:
+        The image score (the highest smoothed value inside the image) and the ``(H, W)`` float32
+        anomaly map at the image's original size.
+    """
+    canvas = cv2.resize(patch_map.astype(np.float32), (config.width, config.height), interpolation=cv2.INTER_LINEAR)
+    canvas = cv2.GaussianBlur(canvas, (0, 0), sigmaX=MAP_SIGMA, sigmaY=MAP_SIGMA, borderType=cv2.BORDER_REFLECT)
+    inner = canvas[geometry.top : geometry.top + geometry.inner_height, geometry.left : geometry.left + geometry.inner_width]
+    score = float(inner.max())
+    full = cv2.resize(inner, (geometry.width, geometry.height), interpolation=cv2.INTER_LINEAR)
+    return score, full

@@ -1,0 +1,1 @@
+"""flawscope.decide."""
