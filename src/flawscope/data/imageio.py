@@ -63,12 +63,19 @@ def _read_tiff(path: Path) -> np.ndarray:
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
-            shape = page.shape  # type: ignore[union-attr]
+            shape = page.shape
             height, width = (shape[0], shape[1]) if len(shape) >= 2 else (1, shape[0])
             if len(shape) == 3 and shape[0] in (3, 4) and shape[2] not in (3, 4):
                 height, width = shape[1], shape[2]
             _check_size(path, int(height), int(width))
-            array = page.asarray()  # type: ignore[union-attr]
+            try:
+                array = page.asarray()
+            except ValueError as exc:
+                if "imagecodecs" not in str(exc):
+                    raise
+                # LZW/JPEG TIFFs (OpenCV's default) need the optional imagecodecs package in
+                # tifffile; OpenCV's own libtiff decodes them.
+                return _read_tiff_opencv(path)
     except InputError:
         raise
     except Exception as exc:
@@ -78,23 +85,54 @@ def _read_tiff(path: Path) -> np.ndarray:
     return array
 
 
+def _read_tiff_opencv(path: Path) -> np.ndarray:
+    import cv2
+
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise InputError(path, "not a readable TIFF image (compression not supported)")
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+    return array
+
+
+def _read_png16_colour(path: Path) -> np.ndarray:
+    import cv2
+
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None or array.ndim != 3:
+        raise InputError(path, "corrupt or truncated 16-bit colour PNG")
+    return cv2.cvtColor(array[:, :, :3], cv2.COLOR_BGR2RGB)
+
+
 def _read_pillow(path: Path) -> np.ndarray:
+    # One limit for every format: our own, checked from the header before decoding.
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 width, height = img.size
                 _check_size(path, height, width)
+                if (
+                    img.format == "PNG"
+                    and any(str(t.args).endswith(";16B") for t in img.tile)
+                    and (img.mode in ("RGB", "RGBA"))
+                ):
+                    # Pillow decodes 16-bit colour PNGs to 8 bits; OpenCV keeps all 16.
+                    return _read_png16_colour(path)
                 img.load()
                 mode = img.mode
                 if mode in ("I;16", "I;16B", "I;16L", "I"):
                     return np.asarray(img).astype(np.uint16 if mode != "I" else np.int32)
                 if mode not in ("L", "RGB"):
-                    img = img.convert("RGB" if mode not in ("1", "P", "LA") else "L")
+                    return np.asarray(img.convert("RGB" if mode not in ("1", "P", "LA") else "L"))
                 return np.asarray(img)
     except InputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(path, f"image is too large to decode safely ({exc})") from None
+    except UnidentifiedImageError as exc:
         raise InputError(path, f"not a readable image ({exc.__class__.__name__})") from None
     except OSError as exc:
         raise InputError(path, f"corrupt or truncated image ({exc})") from None
@@ -123,10 +161,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise InputError(path, "file is not readable (permission denied)")
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty")
-    if path.suffix.lower() in (".tif", ".tiff"):
-        array = _read_tiff(path)
-    else:
-        array = _read_pillow(path)
+    array = _read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else _read_pillow(path)
     return _to_standard(array, path)
 
 

@@ -1,0 +1,177 @@
+"""The self-describing model bundle: a folder with ``manifest.json`` and the files it lists.
+
+Torch-free, so the deployed runtime reads the same manifest as training. Every file's SHA-256
+is recorded in the manifest, and the manifest carries the SHA-256 of its own canonical JSON, so
+an altered, missing or swapped file (or a hand-edited manifest) is refused on load. This is an
+integrity check, not a signature: it detects change, not who made it.
+
+Thresholds are an append-only list of versions inside the manifest; a new calibration adds a
+version and never edits an old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flawscope import __version__
+from flawscope.errors import BundleError
+
+MANIFEST = "manifest.json"
+FORMAT = "flawscope-bundle"
+FORMAT_VERSION = 1
+
+
+def sha256_bytes(data: bytes) -> str:
+    """SHA-256 hex digest of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_json(data: Any) -> bytes:
+    """Deterministic JSON bytes (sorted keys, no spaces) for hashing."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
+
+
+def _manifest_hash(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return sha256_bytes(canonical_json(body))
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software a bundle was made with."""
+    found = {"flawscope": __version__, "python": platform.python_version()}
+    for module in ("numpy", "torch", "onnx", "onnxruntime", "cv2"):
+        try:
+            found[module] = str(__import__(module).__version__)
+        except Exception:  # noqa: S112, BLE001 (an absent package is simply not listed)
+            continue
+    return found
+
+
+@dataclass
+class Bundle:
+    """A loaded (verified) bundle folder.
+
+    Attributes:
+        path: the folder.
+        manifest: the parsed manifest.
+    """
+
+    path: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_hash(self) -> str:
+        """SHA-256 of the learned weights file: the model's identity in verdicts and the audit trail."""
+        return str(self.manifest["model_hash"])
+
+    @property
+    def thresholds(self) -> list[dict[str, Any]]:
+        """All threshold versions, oldest first."""
+        return list(self.manifest.get("thresholds", []))
+
+    @property
+    def version(self) -> str:
+        """Human-readable version: model hash prefix and active threshold version."""
+        active = self.thresholds[-1]["version"] if self.thresholds else 0
+        return f"{self.model_hash[:12]}.t{active}"
+
+    def file(self, name: str) -> Path:
+        """Path of a listed file."""
+        if name not in self.manifest.get("files", {}):
+            raise BundleError(f"{self.path}: bundle has no file {name!r}")
+        return self.path / name
+
+
+def write_bundle(path: str | os.PathLike[str], manifest: dict[str, Any], files: dict[str, bytes]) -> Bundle:
+    """Write a bundle folder: the given files and a manifest listing their hashes.
+
+    Files already in the folder and listed in ``manifest["files"]`` are kept and re-hashed.
+
+    Args:
+        path: bundle folder (created if needed).
+        manifest: manifest content; ``files``, ``format`` and ``manifest_sha256`` are filled in.
+        files: new file name -> content.
+
+    Returns:
+        The written bundle.
+    """
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    listed = dict(manifest.get("files", {}))
+    for name, data in files.items():
+        _atomic_write(folder / name, data)
+        listed[name] = sha256_bytes(data)
+    for name in listed:
+        if name not in files:
+            listed[name] = file_sha256(folder / name)
+    manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "files": listed}
+    manifest["manifest_sha256"] = _manifest_hash(manifest)
+    _atomic_write(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, allow_nan=True).encode())
+    return Bundle(folder, manifest)
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
+    """Open a bundle folder and check its integrity.
+
+    Raises:
+        BundleError: naming the folder and what is wrong (missing, altered, wrong format).
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise BundleError(f"{folder}: not a bundle folder (it does not exist or is a file)")
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{folder}: not a bundle: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: manifest is not valid JSON ({exc})") from None
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{manifest_path}: not a flawscope bundle manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise BundleError(f"{manifest_path}: bundle format {manifest.get('format_version')} is newer than this flawscope")
+    if verify:
+        if manifest.get("manifest_sha256") != _manifest_hash(manifest):
+            raise BundleError(f"{manifest_path}: manifest was altered (its content hash does not match)")
+        for name, digest in manifest.get("files", {}).items():
+            target = folder / name
+            if not target.is_file():
+                raise BundleError(f"{target}: file listed in the manifest is missing")
+            if file_sha256(target) != digest:
+                raise BundleError(f"{target}: file was altered (SHA-256 does not match the manifest)")
+    return Bundle(folder, manifest)
+
+
+def update_manifest(bundle: Bundle, **changes: Any) -> Bundle:
+    """Rewrite the manifest with some top-level keys changed (files are re-verified first)."""
+    fresh = read_bundle(bundle.path)
+    return write_bundle(fresh.path, {**fresh.manifest, **changes}, {})

@@ -1,0 +1,83 @@
+"""Saving and loading anomaly models as bundles: safetensors plus the JSON manifest. No pickle."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from flawscope.bundle import Bundle, read_bundle, sha256_bytes, versions, write_bundle
+from flawscope.data.preprocess import Preprocessing
+from flawscope.errors import BundleError
+from flawscope.features.backbones import BACKBONES
+from flawscope.models.base import STRIDE, AnomalyModel
+from flawscope.models.registry import get_model_class
+
+WEIGHTS = "model.safetensors"
+
+
+def save_model(
+    model: AnomalyModel,
+    path: str | os.PathLike[str],
+    training: dict[str, Any] | None = None,
+    thresholds: list[dict[str, Any]] | None = None,
+) -> Bundle:
+    """Write a fitted model to a bundle folder.
+
+    Args:
+        model: a fitted anomaly model.
+        path: bundle folder.
+        training: what it was trained on (dataset, file-list hash, skipped files, hold-out split).
+        thresholds: threshold versions to store (normally empty until calibration).
+
+    Returns:
+        The written bundle.
+    """
+    if not model.is_fitted or model.preprocessing_ is None:
+        raise RuntimeError("only a fitted model can be saved")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_tensors().items()}
+    data = save_safetensors(tensors, metadata={"model": model.name})
+    spec = BACKBONES[model.config.backbone]
+    manifest: dict[str, Any] = {
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "model": {"name": model.name, "hyperparameters": model.hyperparameters(), "output_stride": STRIDE},
+        "backbone": {"name": spec.name, "weights_sha256": spec.sha256, "licence": spec.licence},
+        "preprocessing": model.preprocessing_.to_dict(),
+        "model_hash": sha256_bytes(data),
+        "training": training or {},
+        "thresholds": thresholds or [],
+        "metrics": {},
+        "versions": versions(),
+    }
+    return write_bundle(path, manifest, {WEIGHTS: data})
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[AnomalyModel, Bundle]:
+    """Load and verify a bundle and rebuild its model.
+
+    Raises:
+        BundleError: for a missing, altered or inconsistent bundle.
+    """
+    bundle = read_bundle(path)
+    manifest = bundle.manifest
+    try:
+        cls = get_model_class(manifest["model"]["name"])
+        model = cls(**manifest["model"]["hyperparameters"])
+        preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{bundle.path}: manifest does not describe a known model ({exc})") from None
+    weights = Path(bundle.file(WEIGHTS)).read_bytes()
+    if sha256_bytes(weights) != manifest.get("model_hash"):
+        raise BundleError(f"{bundle.path / WEIGHTS}: weights do not match the manifest's model hash")
+    spec = BACKBONES.get(manifest["backbone"]["name"])
+    if spec is None or spec.sha256 != manifest["backbone"].get("weights_sha256"):
+        raise BundleError(f"{bundle.path}: backbone weights differ from those the model was trained with")
+    tensors: dict[str, torch.Tensor] = load_safetensors(weights)
+    model.load_state_tensors(tensors)
+    model.preprocessing_ = preprocessing
+    return model, bundle

@@ -1,0 +1,45 @@
+"""Shared fixtures: small synthetic datasets the project generates itself, and the real-data path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a real dataset in ../shared/datasets, or skip the test with the reason."""
+    path = SHARED / name
+    if not (path / "manifest.csv").is_file():
+        pytest.skip(f"real dataset {name!r} not found at {path} (it lives in ../shared/datasets beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_parts() -> dict[str, list[np.ndarray]]:
+    """A few small generated parts: good training images, good test images and defective ones with masks."""
+    from flawscope.data.synthetic import SyntheticSpec, add_defect, make_part
+
+    rng = np.random.default_rng(0)
+    spec = SyntheticSpec(texture="brushed_metal", size=(96, 128), seed=0)
+    train = [make_part(rng, spec) for _ in range(12)]
+    good = [make_part(rng, spec) for _ in range(4)]
+    bad, masks = [], []
+    for kind in ("scratch", "spot", "contamination", "missing"):
+        image, mask = add_defect(make_part(rng, spec), kind, rng)
+        bad.append(image)
+        masks.append(mask)
+    return {"train": train, "good": good, "bad": bad, "masks": masks}
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory):
+    """An MVTec-layout synthetic dataset on disk (small)."""
+    from flawscope.data.synthetic import SyntheticSpec, write_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    spec = SyntheticSpec(size=(128, 128), n_train=24, n_test_good=10, n_test_defect_per_type=3, seed=1)
+    return write_dataset(root, spec)
