@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,10 @@ ONNX_INT8 = "model.int8.onnx"
 def export_scorer(module: torch.nn.Module, height: int, width: int) -> bytes:
     """Trace a scorer ``(B, 3, H, W) -> (B, H/8, W/8)`` to ONNX bytes with a dynamic batch axis."""
     example = torch.zeros(2, 3, height, width)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # The TorchScript exporter's notes on constant folding are about its internals, not ours.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         target = Path(tmp) / "scorer.onnx"
         torch.onnx.export(
             module.eval(),

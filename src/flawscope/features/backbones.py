@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flawscope.errors import OfflineError
+from flawscope.errors import InputError, OfflineError
 from flawscope.features.nets import LiteTrunk, MobileNetV2Trunk
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def weights_path(name: str, weights_dir: str | os.PathLike[str] | None = None) -
 
 def _spec(name: str) -> BackboneSpec:
     if name not in BACKBONES:
-        raise KeyError(f"unknown backbone {name!r}; choose from {', '.join(sorted(BACKBONES))}")
+        raise InputError("backbone", f"unknown backbone {name!r}; choose from {', '.join(sorted(BACKBONES))}")
     return BACKBONES[name]
 
 

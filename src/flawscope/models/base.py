@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flawscope.errors import InputError
 from flawscope.data.preprocess import Preprocessing, canvas_valid_mask, choose_canvas, finish_map, to_batch
 from flawscope.features.backbones import BACKBONES, load_backbone
 from flawscope.types import Prediction
@@ -90,6 +91,10 @@ class AnomalyModel(ABC):
         if "canvas" in common and common["canvas"] is not None:
             common["canvas"] = tuple(common["canvas"])
         self.config = ModelConfig(**common)
+        if self.config.backbone not in BACKBONES:
+            raise InputError(
+                "backbone", f"unknown backbone {self.config.backbone!r}; choose from {', '.join(sorted(BACKBONES))}"
+            )
         self.params = self.default_params() | params
         unknown = set(self.params) - set(self.default_params())
         if unknown:

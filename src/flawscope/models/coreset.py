@@ -74,7 +74,8 @@ def greedy_coreset(
             break
         index = torch.tensor(chosen)
         centres = x[index]
-        d = (sq[:, None] - 2 * x @ centres.T + sq[index][None, :]).clamp_min_(0).min(1).values
+        # min_j |x_i - c_j|^2 = |x_i|^2 + min_j (|c_j|^2 - 2 x_i.c_j): one fused GEMM, one temporary.
+        d = torch.addmm(sq[index][None, :], x, centres.T, alpha=-2.0).min(1).values.add_(sq).clamp_min_(0)
         torch.minimum(min_d, d, out=min_d)
         min_d[index] = -1.0
         selected.extend(chosen)

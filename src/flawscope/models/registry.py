@@ -33,10 +33,11 @@ def get_model_class(name: str) -> type[AnomalyModel]:
     """Look up a registered model class by name.
 
     Raises:
-        KeyError: naming the known models.
+        InputError: naming the known models.
     """
     import flawscope.models  # noqa: F401  (registers the built-in models)
+    from flawscope.errors import InputError
 
     if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
+        raise InputError("model", f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
     return MODELS[name]

@@ -1,0 +1,158 @@
+"""Evaluating a bundle on a dataset's test split: scores, metrics, the operating point, the report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flawscope.bundle import update_manifest
+from flawscope.data.datasets import load_dataset, read_samples
+from flawscope.decide.calibration import clopper_pearson_interval, clopper_pearson_upper
+from flawscope.decide.thresholds import ThresholdHistory, Thresholds
+from flawscope.errors import InputError
+from flawscope.evaluate.metrics import EvaluationSummary, evaluate_scores
+from flawscope.types import Prediction, Sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """How the bundle's active thresholds do on the test split.
+
+    Attributes:
+        thresholds: the active thresholds.
+        frr: share of good test parts rejected (score >= reject).
+        frr_upper_bound: one-sided 95% Clopper-Pearson upper bound of ``frr``.
+        recall: share of defective test parts rejected.
+        recall_ci: two-sided 95% Clopper-Pearson interval of ``recall``.
+        review_rate: share of all test parts sent to review.
+        n_good: good test parts.
+        n_defect: defective test parts.
+    """
+
+    thresholds: Thresholds
+    frr: float
+    frr_upper_bound: float
+    recall: float | None
+    recall_ci: tuple[float, float] | None
+    review_rate: float
+    n_good: int
+    n_defect: int
+
+    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {
+            "threshold_version": self.thresholds.version, "reject": self.thresholds.reject,
+            "review": self.thresholds.review, "frr": self.frr, "frr_upper_bound": self.frr_upper_bound,
+            "recall": self.recall, "recall_ci": list(self.recall_ci) if self.recall_ci else None,
+            "review_rate": self.review_rate, "n_good": self.n_good, "n_defect": self.n_defect,
+        }
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    """Everything an evaluation produced."""
+
+    summary: EvaluationSummary
+    operating_point: OperatingPoint | None
+    samples: list[Sample]
+    prediction: Prediction = field(repr=False)
+    masks: list[np.ndarray | None] = field(repr=False)
+    skipped: list[tuple[str, str]]
+    predict_seconds: float
+    bundle_version: str
+    model_hash: str
+
+    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {
+            "metrics": self.summary.to_dict(),
+            "operating_point": self.operating_point.to_dict() if self.operating_point else None,
+            "n_images": len(self.samples),
+            "skipped": [{"path": p, "problem": why} for p, why in self.skipped],
+            "predict_seconds": round(self.predict_seconds, 3),
+            "images_per_second": round(len(self.samples) / self.predict_seconds, 2) if self.predict_seconds else None,
+            "bundle_version": self.bundle_version,
+            "model_hash": self.model_hash,
+        }
+
+
+def operating_point(scores: np.ndarray, labels: np.ndarray, thresholds: Thresholds) -> OperatingPoint:
+    """Outcome rates of ``thresholds`` on scored test parts, with Clopper-Pearson bounds."""
+    good, bad = scores[labels == 0], scores[labels == 1]
+    false_rejects = int((good >= thresholds.reject).sum())
+    caught = int((bad >= thresholds.reject).sum())
+    review = int(((scores >= thresholds.review) & (scores < thresholds.reject)).sum())
+    return OperatingPoint(
+        thresholds,
+        frr=false_rejects / max(len(good), 1),
+        frr_upper_bound=float(clopper_pearson_upper(false_rejects, len(good))) if len(good) else float("nan"),
+        recall=caught / len(bad) if len(bad) else None,
+        recall_ci=clopper_pearson_interval(caught, len(bad)) if len(bad) else None,
+        review_rate=review / max(len(scores), 1),
+        n_good=len(good),
+        n_defect=len(bad),
+    )
+
+
+def evaluate_bundle(
+    bundle_path: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    frr: float = 0.01,
+    report: str | os.PathLike[str] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    store_metrics: bool = True,
+) -> EvaluationRun:
+    """Score a dataset's test split with a trained bundle and compute every metric.
+
+    Args:
+        bundle_path: trained bundle.
+        data: dataset folder with a test split.
+        frr: false-reject rate for the recall-at-FRR metric.
+        report: write the HTML validation report (and its JSON twin) here.
+        progress: callback ``(stage, done, total)``.
+        store_metrics: record the metrics in the bundle's manifest.
+
+    Raises:
+        InputError: when the dataset has no test images or none could be read.
+    """
+    from flawscope.models.io import load_model
+
+    model, bundle = load_model(bundle_path)
+    dataset = load_dataset(data)
+    if not dataset.test:
+        raise InputError(dataset.root, "no test images: evaluation needs a test/ split (good and defective parts)")
+    loaded = read_samples(dataset.test)
+    if not loaded.images:
+        raise InputError(dataset.root, "none of the test images could be read")
+    start = time.perf_counter()
+    prediction = model.predict(loaded.images, progress=progress)
+    seconds = time.perf_counter() - start
+    labels = np.array([s.label for s in loaded.samples])
+    has_masks = any(m is not None and m.any() for m in loaded.masks)
+    summary = evaluate_scores(
+        prediction.scores, labels, [s.defect_type for s in loaded.samples],
+        maps=list(prediction.maps) if has_masks else None,
+        masks=list(loaded.masks) if has_masks else None, frr=frr,
+    )
+    point = None
+    if bundle.thresholds:
+        point = operating_point(prediction.scores, labels, ThresholdHistory.from_list(bundle.thresholds).active)
+    run = EvaluationRun(
+        summary, point, loaded.samples, prediction, loaded.masks, loaded.skipped, seconds,
+        bundle.version, bundle.model_hash,
+    )
+    if store_metrics:
+        update_manifest(bundle, metrics={"dataset": dataset.root, **run.to_dict()})
+    if report is not None:
+        from flawscope.evaluate.report_builder import build_report
+
+        build_report(run, bundle, dataset.name, Path(report))
+    return run
