@@ -64,7 +64,7 @@ class Prediction:
     maps: tuple[np.ndarray, ...]
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """The decision for one part. ``ERROR`` and ``NOT_INSPECTED`` are rejects to the line."""
 
     PASS = "pass"

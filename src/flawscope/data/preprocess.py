@@ -94,10 +94,12 @@ class Geometry:
 
 def round_canvas(value: float) -> int:
     """Round a side length to the nearest multiple of 32 (at least 32)."""
-    return max(CANVAS_MULTIPLE, int(round(value / CANVAS_MULTIPLE)) * CANVAS_MULTIPLE)
+    return max(CANVAS_MULTIPLE, round(value / CANVAS_MULTIPLE) * CANVAS_MULTIPLE)
 
 
-def choose_canvas(sizes: Sequence[tuple[int, int]], short_side: int = 256, max_ratio: float = 4.0) -> tuple[int, int]:
+def choose_canvas(
+    sizes: Sequence[tuple[int, int]], short_side: int = 256, max_ratio: float = 4.0
+) -> tuple[int, int]:
     """Pick a canvas ``(height, width)`` that follows the training images' median aspect ratio.
 
     Args:
@@ -170,8 +172,8 @@ def to_canvas(image: np.ndarray, config: Preprocessing) -> tuple[np.ndarray, Geo
         inner_h, inner_w = ch, cw
     else:
         scale = min(ch / height, cw / width)
-        inner_h = min(ch, max(1, int(round(height * scale))))
-        inner_w = min(cw, max(1, int(round(width * scale))))
+        inner_h = min(ch, max(1, round(height * scale)))
+        inner_w = min(cw, max(1, round(width * scale)))
     interp = cv2.INTER_AREA if inner_h < height else cv2.INTER_LINEAR
     resized = cv2.resize(rgb, (inner_w, inner_h), interpolation=interp)
     top, left = (ch - inner_h) // 2, (cw - inner_w) // 2
@@ -229,9 +231,16 @@ def finish_map(patch_map: np.ndarray, geometry: Geometry, config: Preprocessing)
         The image score (the highest smoothed value inside the image) and the ``(H, W)`` float32
         anomaly map at the image's original size.
     """
-    canvas = cv2.resize(patch_map.astype(np.float32), (config.width, config.height), interpolation=cv2.INTER_LINEAR)
-    canvas = cv2.GaussianBlur(canvas, (0, 0), sigmaX=MAP_SIGMA, sigmaY=MAP_SIGMA, borderType=cv2.BORDER_REFLECT)
-    inner = canvas[geometry.top : geometry.top + geometry.inner_height, geometry.left : geometry.left + geometry.inner_width]
+    canvas = cv2.resize(
+        patch_map.astype(np.float32), (config.width, config.height), interpolation=cv2.INTER_LINEAR
+    )
+    canvas = cv2.GaussianBlur(
+        canvas, (0, 0), sigmaX=MAP_SIGMA, sigmaY=MAP_SIGMA, borderType=cv2.BORDER_REFLECT
+    )
+    inner = canvas[
+        geometry.top : geometry.top + geometry.inner_height,
+        geometry.left : geometry.left + geometry.inner_width,
+    ]
     score = float(inner.max())
     full = cv2.resize(inner, (geometry.width, geometry.height), interpolation=cv2.INTER_LINEAR)
     return score, full

@@ -125,7 +125,10 @@ class TorchvisionTrunk(nn.Module):
         return f8, self.layer3(f8)
 
 
-for _arch, _file in (("resnet18", "resnet18-f37072fd.pth"), ("wide_resnet50_2", "wide_resnet50_2-95faca4d.pth")):
+for _arch, _file in (
+    ("resnet18", "resnet18-f37072fd.pth"),
+    ("wide_resnet50_2", "wide_resnet50_2-95faca4d.pth"),
+):
     register_backbone(
         BackboneSpec(
             name=_arch,
@@ -161,7 +164,7 @@ def weights_path(name: str, weights_dir: str | os.PathLike[str] | None = None) -
             return cached
         raise OfflineError(
             f"backbone {name!r}: weights file {file_name} is not in torchvision's cache ({cached.parent}) "
-            f"nor in $FLAWSCOPE_WEIGHTS. With internet: python -c \"import torchvision; "
+            f'nor in $FLAWSCOPE_WEIGHTS. With internet: python -c "import torchvision; '
             f"torchvision.models.{name}(weights='DEFAULT')\"; offline: copy the file there. "
             "The default backbone efficientnet_lite0 works offline."
         )
@@ -204,10 +207,14 @@ def check_pretrained(model: nn.Module, name: str) -> None:
             if torch.all(module.running_mean == 0) and torch.all(module.running_var == 1):
                 untrained += 1
     if total == 0 or untrained > 0:
-        raise RuntimeError(f"backbone {name!r}: {untrained} of {total} batch-norm layers hold untrained statistics")
+        raise RuntimeError(
+            f"backbone {name!r}: {untrained} of {total} batch-norm layers hold untrained statistics"
+        )
 
 
-def load_backbone(name: str = "efficientnet_lite0", weights_dir: str | os.PathLike[str] | None = None) -> nn.Module:
+def load_backbone(
+    name: str = "efficientnet_lite0", weights_dir: str | os.PathLike[str] | None = None
+) -> nn.Module:
     """Build a frozen trunk and load its ImageNet weights, checking they are complete and pretrained.
 
     Args:
@@ -226,7 +233,9 @@ def load_backbone(name: str = "efficientnet_lite0", weights_dir: str | os.PathLi
     spec = _spec(name)
     path = weights_path(name, weights_dir)
     if spec.sha256 is not None and _file_sha256(path) != spec.sha256:
-        raise RuntimeError(f"backbone {name!r}: {path} does not have the published SHA-256 {spec.sha256[:12]}…")
+        raise RuntimeError(
+            f"backbone {name!r}: {path} does not have the published SHA-256 {spec.sha256[:12]}…"
+        )
     model = _BUILDERS[name]()
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -234,7 +243,9 @@ def load_backbone(name: str = "efficientnet_lite0", weights_dir: str | os.PathLi
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
     if missing:
-        raise RuntimeError(f"backbone {name!r}: {len(missing)} trunk tensors missing from {path}, e.g. {missing[:3]}")
+        raise RuntimeError(
+            f"backbone {name!r}: {len(missing)} trunk tensors missing from {path}, e.g. {missing[:3]}"
+        )
     wrong = [k for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
     if wrong:
         raise RuntimeError(f"backbone {name!r}: shape mismatch for {wrong[:3]} in {path}")

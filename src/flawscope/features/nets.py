@@ -28,7 +28,9 @@ def _same_pad(kernel: int, stride: int) -> tuple[int, int, int, int]:
 class SameConv(nn.Conv2d):
     """Conv2d with TensorFlow "same" padding for even input sizes."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = False):
+    def __init__(
+        self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = False
+    ):
         super().__init__(cin, cout, kernel, stride, padding=0, groups=groups, bias=bias)
         self.pad = _same_pad(kernel, stride)
 
@@ -75,15 +77,24 @@ class Stage:
 # Stages 1-5 (stride 16) of EfficientNet-Lite, with widths/depths already scaled per variant.
 LITE_STAGES: dict[str, tuple[Stage, ...]] = {
     "efficientnet_lite0": (
-        Stage(1, 3, 1, 16, 1), Stage(6, 3, 2, 24, 2), Stage(6, 5, 2, 40, 2), Stage(6, 3, 2, 80, 3),
+        Stage(1, 3, 1, 16, 1),
+        Stage(6, 3, 2, 24, 2),
+        Stage(6, 5, 2, 40, 2),
+        Stage(6, 3, 2, 80, 3),
         Stage(6, 5, 1, 112, 3),
     ),
     "efficientnet_lite1": (
-        Stage(1, 3, 1, 16, 1), Stage(6, 3, 2, 24, 3), Stage(6, 5, 2, 40, 3), Stage(6, 3, 2, 80, 4),
+        Stage(1, 3, 1, 16, 1),
+        Stage(6, 3, 2, 24, 3),
+        Stage(6, 5, 2, 40, 3),
+        Stage(6, 3, 2, 80, 4),
         Stage(6, 5, 1, 112, 4),
     ),
     "efficientnet_lite2": (
-        Stage(1, 3, 1, 16, 1), Stage(6, 3, 2, 24, 3), Stage(6, 5, 2, 48, 3), Stage(6, 3, 2, 88, 4),
+        Stage(1, 3, 1, 16, 1),
+        Stage(6, 3, 2, 24, 3),
+        Stage(6, 5, 2, 48, 3),
+        Stage(6, 3, 2, 88, 4),
         Stage(6, 5, 1, 120, 4),
     ),
 }
@@ -107,7 +118,11 @@ class LiteTrunk(nn.Module):
         self.tap8 = -1
         for index, stage in enumerate(stages):
             for r in range(stage.repeats):
-                blocks.append(MBConv(cin, stage.channels, stage.expand, stage.kernel, stage.stride if r == 0 else 1, eps))
+                blocks.append(
+                    MBConv(
+                        cin, stage.channels, stage.expand, stage.kernel, stage.stride if r == 0 else 1, eps
+                    )
+                )
                 cin = stage.channels
             if index == 2:
                 self.tap8 = len(blocks) - 1
@@ -125,7 +140,10 @@ class LiteTrunk(nn.Module):
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
 
 
 class InvertedResidual(nn.Module):

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flawscope.errors import InputError
 from flawscope.data.preprocess import Preprocessing, canvas_valid_mask, choose_canvas, finish_map, to_batch
+from flawscope.errors import InputError
 from flawscope.features.backbones import BACKBONES, load_backbone
 from flawscope.types import Prediction
 
@@ -93,7 +93,8 @@ class AnomalyModel(ABC):
         self.config = ModelConfig(**common)
         if self.config.backbone not in BACKBONES:
             raise InputError(
-                "backbone", f"unknown backbone {self.config.backbone!r}; choose from {', '.join(sorted(BACKBONES))}"
+                "backbone",
+                f"unknown backbone {self.config.backbone!r}; choose from {', '.join(sorted(BACKBONES))}",
             )
         self.params = self.default_params() | params
         unknown = set(self.params) - set(self.default_params())
@@ -119,8 +120,9 @@ class AnomalyModel(ABC):
         """Torch module ``(B, 3, H, W)`` normalised canvas to ``(B, H/8, W/8)`` patch scores."""
 
     @abstractmethod
-    def _fit_features(self, batches: Iterator[tuple[torch.Tensor, np.ndarray]], n_images: int,
-                      progress: Progress | None) -> None:
+    def _fit_features(
+        self, batches: Iterator[tuple[torch.Tensor, np.ndarray]], n_images: int, progress: Progress | None
+    ) -> None:
         """Learn from ``(features (B, C, h, w), valid (B, h, w) bool)`` batches of good images."""
 
     # --- common machinery ----------------------------------------------------------------

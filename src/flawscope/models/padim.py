@@ -53,41 +53,49 @@ class PaDiM(AnomalyModel):
         self, batches: Iterator[tuple[torch.Tensor, np.ndarray]], n_images: int, progress: Progress | None
     ) -> None:
         total = 0
-        mean_sum = outer_sum = None
+        mean_sum: torch.Tensor | None = None
+        outer_sum: torch.Tensor | None = None
         channels = None
         for features, _ in batches:
             if channels is None:
-                c = features.shape[1]
-                n = self.params["n_features"]
-                if n is None or n >= c:
-                    channels = torch.arange(c)
-                else:
-                    generator = torch.Generator().manual_seed(self.config.seed)
-                    channels = torch.sort(torch.randperm(c, generator=generator)[:n]).values
-            f = features.index_select(1, channels).flatten(2).double()  # (B, C, P)
-            if mean_sum is None:
-                mean_sum = f.sum(0)
-                outer_sum = torch.einsum("bcp,bdp->pcd", f, f)
-            else:
-                assert outer_sum is not None
-                mean_sum += f.sum(0)
-                outer_sum += torch.einsum("bcp,bdp->pcd", f, f)
-            total += f.shape[0]
+                channels = self._choose_channels(features.shape[1])
+            f = features.index_select(1, channels).flatten(2).double().permute(2, 1, 0)  # (P, C, B)
+            if mean_sum is None or outer_sum is None:
+                mean_sum = torch.zeros(f.shape[0], f.shape[1], dtype=torch.float64)
+                outer_sum = torch.zeros(f.shape[0], f.shape[1], f.shape[1], dtype=torch.float64)
+            mean_sum += f.sum(-1)
+            # In-place batched GEMM: no (P, C, C) temporary per batch (it is ~0.5 GB on a 640x256 canvas).
+            outer_sum.baddbmm_(f, f.transpose(1, 2))
+            total += f.shape[-1]
         assert mean_sum is not None and outer_sum is not None and channels is not None
-        mean = (mean_sum / total).T.contiguous()  # (P, C)
-        cov = outer_sum / total - mean[:, :, None] * mean[:, None, :]
-        if total > 1:
-            cov *= total / (total - 1)
-        cov += self.params["epsilon"] * torch.eye(cov.shape[-1], dtype=cov.dtype)
+        mean = mean_sum / total  # (P, C)
+        # cov = (sum x x^T - n mean mean^T) / (n - 1), computed in place to bound peak memory.
+        outer_sum.baddbmm_(mean[:, :, None], mean[:, None, :], beta=1.0, alpha=-float(total))
+        outer_sum /= max(total - 1, 1)
+        outer_sum.diagonal(dim1=-2, dim2=-1).add_(self.params["epsilon"])
+        inv_cov = torch.empty(outer_sum.shape, dtype=torch.float32)
+        # numpy's batched inverse, in chunks: torch's MKL batched LU fails on thousands of small matrices.
+        for start in range(0, outer_sum.shape[0], 256):
+            block = np.linalg.inv(outer_sum[start : start + 256].numpy())
+            inv_cov[start : start + 256] = torch.from_numpy(block)
+        del outer_sum
         self.channels_ = channels
-        self.mean_ = mean.float()
-        # numpy's batched inverse: torch's MKL batched LU fails on thousands of small matrices.
-        self.inv_cov_ = torch.from_numpy(np.linalg.inv(cov.numpy())).float().contiguous()
+        self.mean_ = mean.float().contiguous()
+        self.inv_cov_ = inv_cov
         self.scorer_: nn.Module | None = None
+
+    def _choose_channels(self, available: int) -> torch.Tensor:
+        n = self.params["n_features"]
+        if n is None or n >= available:
+            return torch.arange(available)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        return torch.sort(torch.randperm(available, generator=generator)[:n]).values
 
     def scorer(self) -> nn.Module:  # noqa: D102
         if getattr(self, "scorer_", None) is None:
-            self.scorer_ = MahalanobisScorer(self._embedder(), self.channels_, self.mean_, self.inv_cov_).eval()
+            self.scorer_ = MahalanobisScorer(
+                self._embedder(), self.channels_, self.mean_, self.inv_cov_
+            ).eval()
         assert self.scorer_ is not None
         return self.scorer_
 

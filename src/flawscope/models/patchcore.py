@@ -35,7 +35,7 @@ class NearestNeighbourScorer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         features = self.embedder(x)
-        b, c, h, w = features.shape
+        b, _, h, w = features.shape
         queries = features.flatten(2).transpose(1, 2)  # (B, hw, C)
         d2 = (queries * queries).sum(-1, keepdim=True) - 2.0 * (queries @ self.bank_t) + self.bank_sq
         nearest = d2.min(dim=-1).values.clamp_min(0.0).sqrt()
@@ -54,7 +54,7 @@ class PatchCore(AnomalyModel):
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:  # noqa: D102
-        return {"coreset_ratio": 0.1, "max_bank": 16384, "max_candidates": 400_000}
+        return {"coreset_ratio": 0.1, "max_bank": 8192, "max_candidates": 400_000}
 
     def _fit_features(
         self, batches: Iterator[tuple[torch.Tensor, np.ndarray]], n_images: int, progress: Progress | None
@@ -69,10 +69,12 @@ class PatchCore(AnomalyModel):
         if patches.shape[0] > self.params["max_candidates"]:
             keep = torch.randperm(patches.shape[0], generator=generator)[: self.params["max_candidates"]]
             patches = patches[keep]
-        size = min(int(round(patches.shape[0] * self.params["coreset_ratio"])), self.params["max_bank"])
+        size = min(round(patches.shape[0] * self.params["coreset_ratio"]), self.params["max_bank"])
         size = max(size, 1)
         index = greedy_coreset(
-            patches, size, seed=self.config.seed,
+            patches,
+            size,
+            seed=self.config.seed,
             progress=(lambda done, total: progress("coreset", done, total)) if progress else None,
         )
         self.memory_bank_ = patches[index].contiguous()
