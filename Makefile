@@ -7,8 +7,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 SYSTAMP := $(VENV)/.system-packages
-# Debian packages of the real parts the tests start: PostgreSQL (audit), Chromium (report).
-SYSTEM_PACKAGES := postgresql chromium
+# Debian packages of the real parts the tests start: PostgreSQL (audit), Chromium (report),
+# Aravis' fake GigE Vision camera (+ headers to build PyGObject for the venv).
+SYSTEM_PACKAGES := postgresql chromium aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config
 
 .PHONY: demo test lint bench install system-packages clean
 
@@ -31,6 +32,8 @@ $(SYSTAMP):
 			echo "warning: could not install$$missing; tests that need them will be skipped"; fi; \
 	else echo "note: not root or no apt-get; tests needing $(SYSTEM_PACKAGES) skip if those are absent"; fi
 	@mkdir -p $(VENV) && touch $(SYSTAMP)
+	@# GigE tests need PyGObject in the venv; best effort (they skip with a reason without it).
+	@test ! -x $(PY) || $(PIP) install -q "PyGObject>=3.42,<3.51" >/dev/null 2>&1 || echo "note: PyGObject not installed; GigE tests will be skipped"
 
 system-packages: $(SYSTAMP)
 

@@ -58,7 +58,7 @@ def versions() -> dict[str, str]:
     for module in ("numpy", "torch", "onnx", "onnxruntime", "cv2"):
         try:
             found[module] = str(__import__(module).__version__)
-        except Exception:  # noqa: S112, BLE001 (an absent package is simply not listed)
+        except Exception:  # an absent or broken package is simply not listed
             continue
     return found
 
@@ -114,16 +114,30 @@ def write_bundle(path: str | os.PathLike[str], manifest: dict[str, Any], files: 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     listed = dict(manifest.get("files", {}))
+    for name in [*files, *listed]:
+        _check_name(folder, name)
     for name, data in files.items():
         _atomic_write(folder / name, data)
         listed[name] = sha256_bytes(data)
     for name in listed:
         if name not in files:
+            if not (folder / name).is_file():
+                raise BundleError(f"{folder / name}: file listed in the manifest is missing")
             listed[name] = file_sha256(folder / name)
     manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "files": listed}
-    manifest["manifest_sha256"] = _manifest_hash(manifest)
+    return _write_manifest(folder, manifest)
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> Bundle:
+    manifest = {**manifest, "manifest_sha256": _manifest_hash(manifest)}
     _atomic_write(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, allow_nan=True).encode())
     return Bundle(folder, manifest)
+
+
+def _check_name(folder: Path, name: object) -> None:
+    # Listed files must be plain names inside the bundle folder: a manifest cannot point elsewhere.
+    if not isinstance(name, str) or name in ("", ".", "..", MANIFEST) or Path(name).name != name:
+        raise BundleError(f"{folder / MANIFEST}: invalid file name {name!r} in the manifest's file list")
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
@@ -133,10 +147,24 @@ def _atomic_write(target: Path, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        # mkstemp creates the file owner-only (0600); a bundle is copied to line PCs and read by
+        # service accounts, so give it the permissions any new file would get under the umask.
+        os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    # Read, not set-and-restore: os.umask() would briefly change it for every thread of the process.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
@@ -155,14 +183,27 @@ def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{manifest_path}: manifest is not valid JSON ({exc})") from None
-    if manifest.get("format") != FORMAT:
+    except OSError as exc:
+        raise BundleError(f"{manifest_path}: manifest cannot be read ({exc.strerror})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{manifest_path}: not a flawscope bundle manifest")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise BundleError(f"{manifest_path}: bundle format {manifest.get('format_version')} is newer than this flawscope")
+    version = manifest.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{manifest_path}: format_version must be a whole number, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"{manifest_path}: bundle format {version} is newer than this flawscope reads "
+            f"({FORMAT_VERSION}); upgrade flawscope to load it"
+        )
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise BundleError(f"{manifest_path}: the manifest's file list must be a mapping of name to SHA-256")
+    for name in files:
+        _check_name(folder, name)
     if verify:
         if manifest.get("manifest_sha256") != _manifest_hash(manifest):
             raise BundleError(f"{manifest_path}: manifest was altered (its content hash does not match)")
-        for name, digest in manifest.get("files", {}).items():
+        for name, digest in files.items():
             target = folder / name
             if not target.is_file():
                 raise BundleError(f"{target}: file listed in the manifest is missing")
@@ -172,6 +213,27 @@ def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
 
 
 def update_manifest(bundle: Bundle, **changes: Any) -> Bundle:
-    """Rewrite the manifest with some top-level keys changed (files are re-verified first)."""
+    """Rewrite the manifest with some top-level keys changed.
+
+    The bundle is re-read and verified first, and the file hashes it verified are the ones kept
+    (nothing on disk is re-hashed into the manifest). Keys not in ``changes`` keep their current
+    on-disk values, so unrelated updates made meanwhile are not lost.
+
+    Args:
+        bundle: the bundle as it was read when the changes were computed.
+        **changes: top-level manifest keys to set (not ``files``, ``format*`` or ``manifest_sha256``).
+
+    Raises:
+        BundleError: when the bundle no longer verifies, or its files changed since ``bundle``
+            was read (e.g. it was re-trained meanwhile), so the changes may not apply to it.
+    """
+    reserved = {"files", "format", "format_version", "manifest_sha256"} & set(changes)
+    if reserved:
+        raise ValueError(f"update_manifest cannot change {sorted(reserved)}")
     fresh = read_bundle(bundle.path)
-    return write_bundle(fresh.path, {**fresh.manifest, **changes}, {})
+    if fresh.manifest.get("files") != bundle.manifest.get("files"):
+        raise BundleError(
+            f"{bundle.path}: the bundle's files changed since it was loaded (re-trained or re-exported?); "
+            "not updating its manifest with results computed from the old files"
+        )
+    return _write_manifest(fresh.path, {**fresh.manifest, **changes})

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -21,33 +23,56 @@ STAGES = {
 }
 
 
+# Width used when output goes to a file or a pipe, where Rich would otherwise assume 80 columns
+# and cut table cells ("conta…") and wrap file paths mid-name.
+PIPE_WIDTH = 200
+
+
 def setup_logging(verbose: bool) -> None:
-    """Route library logging through Rich; warnings by default, info with ``--verbose``."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
-        force=True,
-    )
+    """Route library logging to stderr; warnings by default, info with ``--verbose``.
+
+    On a terminal, Rich draws the log; in a pipe or log file each record is one plain line
+    (``WARNING message``), so it can be grepped and is not wrapped mid-path.
+    """
+    for output in (console, err_console):
+        if not output.is_terminal and "COLUMNS" not in os.environ:
+            output.width = PIPE_WIDTH
+    handler: logging.Handler
+    if err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=False, show_time=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
 
 
 @contextlib.contextmanager
 def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
-    """A ``(stage, done, total)`` callback drawing one Rich bar per stage."""
-    with Progress(
+    """A ``(stage, done, total)`` callback drawing one Rich bar per stage.
+
+    The display starts with the first stage, so a command that stops early (a user error) prints
+    only its error line, not an empty progress display.
+    """
+    progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err_console,
         transient=False,
-        disable=not err_console.is_terminal and False,
-    ) as progress:
-        tasks: dict[str, int] = {}
+    )
+    tasks: dict[str, TaskID] = {}
 
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(STAGES.get(stage, stage), total=total)
-            progress.update(tasks[stage], completed=done, total=total)
+    def update(stage: str, done: int, total: int) -> None:
+        if not tasks:
+            progress.start()
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(STAGES.get(stage, stage), total=total)
+        progress.update(tasks[stage], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            progress.stop()

@@ -115,6 +115,9 @@ def test_verify_names_the_row_altered_with_sql(audit_url, make_record, run_sql, 
         log.append_many([make_record(i, outcome=Outcome.FAIL) for i in range(12)])
         run_sql(audit_url, f"UPDATE inspections SET {column} = :v WHERE seq = 7", v=value)
         result = log.verify()
+        if value == "banana":
+            with pytest.raises(InputError, match="record 7 cannot be read"):
+                list(log.records())
     assert not result.ok
     assert result.first_bad_seq == 7
     assert result.n_records == 6
@@ -326,21 +329,33 @@ def test_failed_write_raises_audit_write_error_and_leaves_log_intact(audit_url, 
         assert log.verify().ok
 
 
-def test_sqlite_writer_locked_out_raises_audit_write_error(tmp_path, make_record):
+def test_writer_locked_out_by_another_writer_raises_audit_write_error(audit_url, make_record):
     import sqlite3
 
-    path = tmp_path / "audit.db"
-    with AuditLog.open(f"sqlite:///{path}", busy_timeout_s=0.2) as log:
+    import sqlalchemy as sa
+
+    with AuditLog.open(audit_url, busy_timeout_s=0.3) as log:
         log.append(make_record(0))
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
+        if audit_url.startswith("sqlite"):
+            holder = sqlite3.connect(audit_url.removeprefix("sqlite:///"), isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            release = holder.close
+        else:
+            engine = sa.create_engine(audit_url)
+            conn = engine.connect()
+            conn.exec_driver_sql("LOCK TABLE inspections IN EXCLUSIVE MODE")
+
+            def release() -> None:
+                conn.close()
+                engine.dispose()
+
         try:
-            with pytest.raises(AuditWriteError, match="locked"):
+            with pytest.raises(AuditWriteError, match=r"locked|lock timeout"):
                 log.append(make_record(1))
         finally:
-            other.execute("ROLLBACK")
-            other.close()
+            release()
         assert log.append(make_record(1)).seq == 2
+        assert log.verify().ok
 
 
 def test_postgres_turned_read_only_raises_audit_write_error(pg_url, fresh_pg_url, make_record, run_sql):

@@ -14,6 +14,7 @@ answering, it is reopened with exponential backoff, like a dropped video stream.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Generator
 from datetime import UTC, datetime
@@ -136,11 +137,16 @@ class GigESource(Source):
         self.max_backoff_s = max_backoff_s
         self.max_retries = max_retries
         self.incomplete = 0
+        self._control_lost = threading.Event()
 
     def _connect(self) -> tuple[Any, Any]:
         """Open the camera, configure it, queue buffers and start acquiring."""
         arv = self.arv
         camera = arv.Camera.new(self.device_id)
+        # Aravis's heartbeat notices a camera that was power-cycled or taken over by another host;
+        # a register read alone would not (a restarted camera answers reads but streams nothing).
+        self._control_lost.clear()
+        camera.get_device().connect("control-lost", lambda *_: self._control_lost.set())
         if self.pixel_format:
             camera.set_pixel_format_from_string(self.pixel_format)
         if self.exposure_us is not None:
@@ -185,6 +191,8 @@ class GigESource(Source):
             logger.debug("stop_acquisition failed: %s", exc)
 
     def _alive(self, camera: Any) -> bool:
+        if self._control_lost.is_set():
+            return False
         try:
             camera.get_payload()  # a register read: raises when the control channel is lost
         except Exception:
@@ -227,6 +235,8 @@ class GigESource(Source):
                         continue  # a triggered camera waiting for the next part
                     logger.warning("%s: camera stopped answering; reconnecting", self.uri)
                     self._stop_camera(camera)
+                    # Let go of the old device first: disposing of it later stalls the new stream.
+                    camera = stream = connected = None
                     self.reconnects += 1
                     last_id = None
                     connected = self._reconnect()

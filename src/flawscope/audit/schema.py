@@ -107,7 +107,7 @@ def parse_url(url: str) -> URL:
     if database in ("", ":memory:") or "mode=memory" in database or parsed.query.get("mode") == "memory":
         raise InputError(shown, "cannot open the audit database: an in-memory log would be lost; give a file")
     if not parsed.query.get("uri"):
-        folder = Path(database).expanduser().resolve().parent
+        folder = Path(database).resolve().parent
         if not folder.is_dir():
             raise InputError(shown, f"cannot open the audit database: directory {folder} does not exist")
     return parsed
@@ -153,12 +153,17 @@ def create_audit_engine(
     return engine
 
 
-def lock_for_write(conn: Connection) -> None:
+def lock_for_write(conn: Connection, timeout_s: float) -> None:
     """Serialise writers: on PostgreSQL lock the table against other writers (readers go on).
 
     On SQLite the ``BEGIN IMMEDIATE`` of a write connection already holds the database's write lock.
+
+    Args:
+        conn: a connection inside a write transaction.
+        timeout_s: how long to wait for another writer (PostgreSQL's own default is forever).
     """
     if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{max(1, round(timeout_s * 1000))}ms'")
         conn.exec_driver_sql("LOCK TABLE inspections IN EXCLUSIVE MODE")
 
 

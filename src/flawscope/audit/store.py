@@ -58,8 +58,9 @@ class AuditLog:
     ``close()``.
     """
 
-    def __init__(self, engine: Engine, shown_url: str, *, read_only: bool) -> None:
+    def __init__(self, engine: Engine, shown_url: str, *, read_only: bool, busy_timeout_s: float) -> None:
         self._engine = engine
+        self._busy_timeout_s = busy_timeout_s
         self._url = shown_url
         self._read_only = read_only
         self._lock = threading.Lock()
@@ -84,7 +85,8 @@ class AuditLog:
                 checkpoints only): faster, still never corrupt, and a killed process loses nothing,
                 but a power cut or OS crash can lose the last committed batches, which ``verify()``
                 then cannot notice without a published head.
-            busy_timeout_s: how long a writer waits for another process's write lock.
+            busy_timeout_s: how long a writer waits for another process's write lock (SQLite busy
+                timeout, PostgreSQL lock timeout).
             connect_timeout_s: how long to wait for a database server (rounded, at least 2 s).
             read_only: open an existing log for verifying, querying and exporting only.
 
@@ -123,7 +125,7 @@ class AuditLog:
                 engine.dispose()
             raise InputError(shown, f"cannot open the audit database: {describe(exc)}") from None
         logger.info("audit log %s opened%s", shown, " read-only" if read_only else "")
-        return cls(engine, shown, read_only=read_only)
+        return cls(engine, shown, read_only=read_only, busy_timeout_s=busy_timeout_s)
 
     @property
     def url(self) -> str:
@@ -154,13 +156,20 @@ class AuditLog:
                 with self._engine.connect() as conn:
                     conn.execution_options(**{WRITE_OPTION: True})
                     with conn.begin():
-                        lock_for_write(conn)
+                        lock_for_write(conn, self._busy_timeout_s)
                         yield conn
             except SQLAlchemyError as exc:
                 logger.error("audit write to %s failed: %s", self._url, describe(exc))
                 raise AuditWriteError(
                     self._url, f"could not write to the audit log: {describe(exc)}"
                 ) from exc
+
+    def _decode(self, row: Mapping[Any, Any]) -> InspectionRecord:
+        try:
+            return row_to_record(row)
+        except (ValueError, TypeError, KeyError) as exc:
+            problem = f"record {row.get('seq')} cannot be read ({exc}): it was edited outside the log"
+            raise InputError(self._url, f"{problem}; run verify()") from None
 
     @staticmethod
     def _head(conn: Connection) -> ChainHead:
@@ -245,7 +254,7 @@ class AuditLog:
             row = conn.execute(sa.select(inspections).where(_T.seq == ref_seq)).mappings().first()
             if row is None:
                 raise InputError("ref_seq", f"there is no record {ref_seq} in the audit log {self._url}")
-            target = row_to_record(row)
+            target = self._decode(row)
             if target.kind != "inspection":
                 raise InputError(
                     "ref_seq",
@@ -312,7 +321,7 @@ class AuditLog:
         """The record ``seq``, or ``None``."""
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(inspections).where(_T.seq == seq)).mappings().first()
-        return None if row is None else row_to_record(row)
+        return None if row is None else self._decode(row)
 
     def records(
         self, since_seq: int | None = None, limit: int | None = None, part_id: str | None = None
@@ -328,7 +337,7 @@ class AuditLog:
         for n, row in enumerate(self._rows(where, since_seq)):
             if limit is not None and n >= limit:
                 return
-            yield row_to_record(row)
+            yield self._decode(row)
 
     def count(self) -> int:
         """Number of records (inspections and overrides)."""

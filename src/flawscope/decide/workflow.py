@@ -6,14 +6,16 @@ thresholds are stored as a new version in the bundle's manifest (never an edit o
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
-from flawscope.bundle import update_manifest
-from flawscope.decide.calibration import CalibrationResult, calibrate
+from flawscope.bundle import read_bundle, update_manifest
+from flawscope.decide.calibration import MIN_GOOD, CalibrationResult, calibrate
 from flawscope.decide.thresholds import ThresholdHistory
 from flawscope.errors import InputError
 
@@ -46,18 +48,49 @@ def calibrate_bundle(
     """
     from flawscope.models.io import load_model
 
-    if len(good_images) < 10:
-        raise InputError("calibration images", f"calibration needs at least 10 good images, got {len(good_images)}")
+    check_calibration_options(target_frr, review_rate, review_threshold)
+    if len(good_images) < MIN_GOOD:
+        raise InputError(
+            "calibration images", f"calibration needs at least {MIN_GOOD} good images, got {len(good_images)}"
+        )
+    if names is not None and len(names) != len(good_images):
+        raise InputError("names", f"got {len(names)} names for {len(good_images)} good images")
     model, bundle = load_model(bundle_path)
     good = model.predict(good_images, progress=progress).scores
     defects = model.predict(defect_images).scores if len(defect_images) else None
     result = calibrate(
-        good, target_frr=target_frr, defect_scores=defects, review_rate=review_rate,
-        review_threshold=review_threshold, names=names,
+        good,
+        target_frr=target_frr,
+        defect_scores=defects,
+        review_rate=review_rate,
+        review_threshold=review_threshold,
+        names=names,
     )
-    history = ThresholdHistory.from_list(bundle.thresholds).add(result.thresholds)
+    # The version number comes from the manifest as it is now, not as it was before scoring: a
+    # calibration stored meanwhile keeps its version instead of being overwritten.
+    current = read_bundle(bundle.path)
+    history = ThresholdHistory.from_list(current.thresholds).add(result.thresholds)
     update_manifest(bundle, thresholds=history.to_list(), calibration=result.to_dict())
     return _with_version(result, history.active.version)
+
+
+def check_calibration_options(
+    target_frr: float, review_rate: float | None = None, review_threshold: float | None = None
+) -> None:
+    """Check calibration options before any image is scored (the same rules as ``calibrate``).
+
+    Raises:
+        InputError: naming the option, for a target outside (0, 0.5), a review rate outside
+            [0, 1), a non-finite review threshold, or both review options.
+    """
+    if not (isinstance(target_frr, int | float) and 0.0 < target_frr < 0.5):
+        raise InputError("target_frr", f"must be in (0, 0.5), got {target_frr}")
+    if review_rate is not None and review_threshold is not None:
+        raise InputError("review_rate", "give either review_rate or review_threshold, not both")
+    if review_rate is not None and not 0.0 <= review_rate < 1.0:
+        raise InputError("review_rate", f"must be in [0, 1), got {review_rate}")
+    if review_threshold is not None and not math.isfinite(review_threshold):
+        raise InputError("review_threshold", f"must be a finite number, got {review_threshold}")
 
 
 def _with_version(result: CalibrationResult, version: int) -> CalibrationResult:
@@ -82,7 +115,11 @@ def calibration_table(result: CalibrationResult) -> Table:
     )
     table.add_row("smallest target this set supports", f"{result.min_supported_frr:.2%}")
     if result.recall is not None and result.recall_ci is not None:
-        table.add_row("recall on defects", f"{result.recall:.2%} (95% CI {result.recall_ci[0]:.2%}-{result.recall_ci[1]:.2%})")
+        table.add_row(
+            "recall on defects",
+            f"{result.recall:.2%} (95% CI {result.recall_ci[0]:.2%}-{result.recall_ci[1]:.2%})",
+        )
     for warning in result.warnings:
-        table.add_row("[yellow]warning[/yellow]", warning)
+        # Warnings quote file names, which must not be read as Rich markup ("[b]" in a name).
+        table.add_row("[yellow]warning[/yellow]", escape(warning))
     return table

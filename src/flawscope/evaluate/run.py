@@ -49,10 +49,16 @@ class OperatingPoint:
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
         return {
-            "threshold_version": self.thresholds.version, "reject": self.thresholds.reject,
-            "review": self.thresholds.review, "frr": self.frr, "frr_upper_bound": self.frr_upper_bound,
-            "recall": self.recall, "recall_ci": list(self.recall_ci) if self.recall_ci else None,
-            "review_rate": self.review_rate, "n_good": self.n_good, "n_defect": self.n_defect,
+            "threshold_version": self.thresholds.version,
+            "reject": self.thresholds.reject,
+            "review": self.thresholds.review,
+            "frr": self.frr,
+            "frr_upper_bound": self.frr_upper_bound,
+            "recall": self.recall,
+            "recall_ci": list(self.recall_ci) if self.recall_ci else None,
+            "review_rate": self.review_rate,
+            "n_good": self.n_good,
+            "n_defect": self.n_defect,
         }
 
 
@@ -77,7 +83,9 @@ class EvaluationRun:
             "n_images": len(self.samples),
             "skipped": [{"path": p, "problem": why} for p, why in self.skipped],
             "predict_seconds": round(self.predict_seconds, 3),
-            "images_per_second": round(len(self.samples) / self.predict_seconds, 2) if self.predict_seconds else None,
+            "images_per_second": round(len(self.samples) / self.predict_seconds, 2)
+            if self.predict_seconds
+            else None,
             "bundle_version": self.bundle_version,
             "model_hash": self.model_hash,
         }
@@ -128,7 +136,9 @@ def evaluate_bundle(
     model, bundle = load_model(bundle_path)
     dataset = load_dataset(data)
     if not dataset.test:
-        raise InputError(dataset.root, "no test images: evaluation needs a test/ split (good and defective parts)")
+        raise InputError(
+            dataset.root, "no test images: evaluation needs a test/ split (good and defective parts)"
+        )
     loaded = read_samples(dataset.test)
     if not loaded.images:
         raise InputError(dataset.root, "none of the test images could be read")
@@ -138,21 +148,33 @@ def evaluate_bundle(
     labels = np.array([s.label for s in loaded.samples])
     has_masks = any(m is not None and m.any() for m in loaded.masks)
     summary = evaluate_scores(
-        prediction.scores, labels, [s.defect_type for s in loaded.samples],
+        prediction.scores,
+        labels,
+        [s.defect_type for s in loaded.samples],
         maps=list(prediction.maps) if has_masks else None,
-        masks=list(loaded.masks) if has_masks else None, frr=frr,
+        masks=list(loaded.masks) if has_masks else None,
+        frr=frr,
     )
     point = None
     if bundle.thresholds:
-        point = operating_point(prediction.scores, labels, ThresholdHistory.from_list(bundle.thresholds).active)
+        point = operating_point(
+            prediction.scores, labels, ThresholdHistory.from_list(bundle.thresholds).active
+        )
     run = EvaluationRun(
-        summary, point, loaded.samples, prediction, loaded.masks, loaded.skipped, seconds,
-        bundle.version, bundle.model_hash,
+        summary,
+        point,
+        loaded.samples,
+        prediction,
+        loaded.masks,
+        loaded.skipped,
+        seconds,
+        bundle.version,
+        bundle.model_hash,
     )
     if store_metrics:
         update_manifest(bundle, metrics={"dataset": dataset.root, **run.to_dict()})
     if report is not None:
-        from flawscope.evaluate.report_builder import build_report
+        from flawscope.evaluate.report import build_report
 
         build_report(run, bundle, dataset.name, Path(report))
     return run

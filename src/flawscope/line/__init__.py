@@ -1,1 +1,25 @@
-"""flawscope.line."""
+"""flawscope.line: the streaming inspection loop of a station.
+
+:func:`run_line` takes parts from a source, inspects them in batches, commits every result to the
+audit log (and stores the image), and only then publishes it.
+"""
+
+from flawscope.line.errors import LineStopped
+from flawscope.line.loop import BACKPRESSURE, run_line
+from flawscope.line.records import DROPPED_REASON, InspectorLike, Publisher
+from flawscope.line.stats import STAGES, LineStats, LineSummary, StageLatency
+from flawscope.line.store import ImageStore
+
+__all__ = [
+    "BACKPRESSURE",
+    "DROPPED_REASON",
+    "STAGES",
+    "ImageStore",
+    "InspectorLike",
+    "LineStats",
+    "LineStopped",
+    "LineSummary",
+    "Publisher",
+    "StageLatency",
+    "run_line",
+]

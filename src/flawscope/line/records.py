@@ -50,8 +50,14 @@ def threshold_version(inspector: InspectorLike) -> int | None:
 def error(reason: str, inspector: InspectorLike, outcome: Outcome = Outcome.ERROR) -> Verdict:
     """A verdict for a part that was not judged (``error`` or ``not_inspected``): a reject."""
     nan = float("nan")
-    return Verdict(outcome, nan, nan, model_hash=inspector.model_hash, reason=reason,
-                   threshold_version=threshold_version(inspector))  # fmt: skip
+    return Verdict(
+        outcome,
+        nan,
+        nan,
+        model_hash=inspector.model_hash,
+        reason=reason,
+        threshold_version=threshold_version(inspector),
+    )
 
 
 def judge(frames: Sequence[Frame], inspector: InspectorLike) -> list[Verdict]:
@@ -114,8 +120,14 @@ def make_record(
     try:
         return normalize_record(record)
     except FlawscopeError as exc:
-        logger.error("part %r: record refused by the audit schema (%s); recording an error instead", frame.part_id, exc)
-        acquired = frame.timestamp if isinstance(frame.timestamp, float) and math.isfinite(frame.timestamp) else time.time()
+        logger.error(
+            "part %r: record refused by the audit schema (%s); recording an error instead", frame.part_id, exc
+        )
+        acquired = (
+            frame.timestamp
+            if isinstance(frame.timestamp, float) and math.isfinite(frame.timestamp)
+            else time.time()
+        )
         return normalize_record(
             InspectionRecord(
                 part_id=_printable(frame.part_id),

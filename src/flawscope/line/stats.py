@@ -111,7 +111,9 @@ class _Latency:
         if not self.n:
             return StageLatency()
         recent = np.fromiter(self.window, dtype=np.float64, count=len(self.window))
-        return StageLatency(self.n, self.total / self.n, float(np.percentile(recent, 99)), float(recent.max()))
+        return StageLatency(
+            self.n, self.total / self.n, float(np.percentile(recent, 99)), float(recent.max())
+        )
 
 
 class LineStats:
@@ -159,7 +161,12 @@ class LineStats:
                 self._recent.popleft()
 
     def snapshot(
-        self, *, running: bool, missed: int = 0, queues: Mapping[str, int] | None = None, stop_reason: str = ""
+        self,
+        *,
+        running: bool,
+        missed: int = 0,
+        queues: Mapping[str, int] | None = None,
+        stop_reason: str = "",
     ) -> LineSummary:
         """The current state as a :class:`LineSummary`."""
         now = time.monotonic()

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from flawscope.bundle import Bundle, read_bundle, sha256_bytes, versions, write_bundle
+from flawscope.bundle import MANIFEST, Bundle, read_bundle, sha256_bytes, versions, write_bundle
 from flawscope.data.preprocess import Preprocessing
-from flawscope.errors import BundleError
+from flawscope.errors import BundleError, FlawscopeError
 from flawscope.features.backbones import BACKBONES
 from flawscope.models.base import STRIDE, AnomalyModel
 from flawscope.models.registry import get_model_class
@@ -65,19 +65,28 @@ def load_model(path: str | os.PathLike[str]) -> tuple[AnomalyModel, Bundle]:
     """
     bundle = read_bundle(path)
     manifest = bundle.manifest
+    if "deploy" in manifest and WEIGHTS not in manifest.get("files", {}):
+        raise BundleError(
+            f"{bundle.path}: this is a deployable (ONNX) bundle; give the trained bundle it was exported from"
+        )
     try:
         cls = get_model_class(manifest["model"]["name"])
         model = cls(**manifest["model"]["hyperparameters"])
         preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{bundle.path}: manifest does not describe a known model ({exc})") from None
+        backbone = manifest["backbone"]
+        spec = BACKBONES.get(backbone["name"])
+        trained_with = backbone.get("weights_sha256")
+    except (KeyError, TypeError, ValueError, AttributeError, FlawscopeError) as exc:
+        raise BundleError(f"{bundle.path / MANIFEST}: does not describe a known model ({exc})") from None
     weights = Path(bundle.file(WEIGHTS)).read_bytes()
     if sha256_bytes(weights) != manifest.get("model_hash"):
         raise BundleError(f"{bundle.path / WEIGHTS}: weights do not match the manifest's model hash")
-    spec = BACKBONES.get(manifest["backbone"]["name"])
-    if spec is None or spec.sha256 != manifest["backbone"].get("weights_sha256"):
+    if spec is None or spec.sha256 != trained_with:
         raise BundleError(f"{bundle.path}: backbone weights differ from those the model was trained with")
-    tensors: dict[str, torch.Tensor] = load_safetensors(weights)
-    model.load_state_tensors(tensors)
+    try:
+        tensors: dict[str, torch.Tensor] = load_safetensors(weights)
+        model.load_state_tensors(tensors)
+    except Exception as exc:  # a bad tensor file or layout, whatever the library raises for it
+        raise BundleError(f"{bundle.path / WEIGHTS}: weights do not fit a {cls.name} model ({exc})") from None
     model.preprocessing_ = preprocessing
     return model, bundle

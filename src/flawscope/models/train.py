@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ import numpy as np
 from flawscope.bundle import Bundle
 from flawscope.data.datasets import Dataset, load_dataset, read_samples
 from flawscope.data.imageio import sha256_file
+from flawscope.decide.calibration import MIN_GOOD
 from flawscope.errors import InputError
-from flawscope.models.base import AnomalyModel, Progress
+from flawscope.models.base import AnomalyModel, ModelConfig, Progress
 from flawscope.models.io import save_model
 from flawscope.models.registry import get_model_class
 from flawscope.types import Sample
@@ -61,6 +62,35 @@ def file_list_hash(samples: Sequence[Sample], root: str) -> str:
     return digest.hexdigest()
 
 
+def check_params(cls: type[AnomalyModel], params: dict[str, Any]) -> None:
+    """Refuse unknown hyperparameters and values of the wrong type, naming the parameter.
+
+    A value must have the type of the parameter's default (an int is accepted for a float);
+    parameters whose default is ``None`` are checked by the model itself.
+
+    Raises:
+        InputError: naming the parameter (``params.NAME``) and the problem.
+    """
+    defaults = {f.name: f.default for f in fields(ModelConfig)} | cls.default_params()
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise InputError(
+            "params",
+            f"unknown hyperparameter(s) {', '.join(unknown)} for {cls.name}; "
+            f"known: {', '.join(sorted(defaults))}",
+        )
+    for key, value in params.items():
+        default = defaults[key]
+        if default is None:
+            continue
+        expected: tuple[type, ...] = (int, float) if isinstance(default, float) else (type(default),)
+        if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
+            raise InputError(
+                f"params.{key}",
+                f"must be of type {type(default).__name__} (default {default!r}), got {value!r}",
+            )
+
+
 def split_holdout(samples: Sequence[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
     """Deterministic split: every k-th sorted good image goes to the calibration hold-out."""
     if not 0.0 <= fraction < 0.9:
@@ -96,14 +126,25 @@ def train(
     Raises:
         InputError: when the dataset is unusable or no training image could be read.
     """
+    # Everything a user can mistype is checked before any image is read or fitted on.
+    cls = get_model_class(model)
+    params = dict(params or {})
+    check_params(cls, params)
+    estimator = cls(**params)
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     fit_samples, held_samples = split_holdout(dataset.train, holdout)
+    if held_samples and len(held_samples) < MIN_GOOD:
+        raise InputError(
+            "holdout",
+            f"{holdout:g} of {len(dataset.train)} good images holds out {len(held_samples)}, but calibration "
+            f"needs at least {MIN_GOOD}: raise the fraction or add good images",
+        )
     loaded = read_samples(fit_samples, masks=False)
     if not loaded.images:
-        raise InputError(dataset.root, f"none of the {len(fit_samples)} training images could be read")
+        first = f" (e.g. {loaded.skipped[0][0]}: {loaded.skipped[0][1]})" if loaded.skipped else ""
+        raise InputError(dataset.root, f"none of the {len(fit_samples)} training images could be read{first}")
     held = read_samples(held_samples, masks=False)
     skipped = loaded.skipped + held.skipped
-    estimator = get_model_class(model)(**(params or {}))
     start = time.perf_counter()
     estimator.fit(loaded.images, progress=progress)
     fit_seconds = time.perf_counter() - start
@@ -125,5 +166,11 @@ def train(
     bundle = save_model(estimator, output, training=training)
     log.info("trained %s on %d images in %.1f s -> %s", model, len(loaded.images), fit_seconds, Path(output))
     return TrainResult(
-        bundle, estimator, len(loaded.images), skipped, held.images, [s.path for s in held.samples], fit_seconds
+        bundle,
+        estimator,
+        len(loaded.images),
+        skipped,
+        held.images,
+        [s.path for s in held.samples],
+        fit_seconds,
     )

@@ -1,0 +1,345 @@
+"""The validation report: one self-contained HTML file a quality engineer signs off, and its JSON twin.
+
+Every number comes from :func:`flawscope.evaluate.metrics.evaluate_scores` (the
+:class:`EvaluationSummary` passed in) or from counting parts at the operating point; the HTML and
+the JSON are rendered from the same content, so they cannot disagree. Figures are PNG embedded as
+base64: the file opens offline, prints, and can be archived with the bundle.
+
+The operating point is the given thresholds (calibrated on held-out good parts, or set by hand).
+Without thresholds it is the lowest threshold whose false-reject rate on the *test* good parts
+is at most the summary's FRR target (1% by default), and the report says that this point was
+chosen on the test set itself and is optimistic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import flawscope
+from flawscope.decide.calibration import clopper_pearson_interval, clopper_pearson_upper
+from flawscope.decide.thresholds import Thresholds
+from flawscope.errors import InputError
+from flawscope.evaluate.gallery import HeatScale, Tile, make_tiles, worst_defects, worst_good
+from flawscope.evaluate.metrics import GOOD, Metrics
+from flawscope.evaluate.plots import OperatingMarker, curves_png, histogram_png
+from flawscope.evaluate.report_data import CONFIDENCE, CalibrationInfo, ReportData, threshold_pair
+from flawscope.evaluate.report_html import render_html
+
+if TYPE_CHECKING:
+    from flawscope.bundle import Bundle
+    from flawscope.evaluate.run import EvaluationRun
+
+GALLERY_SIZE = 8
+__all__ = ["GALLERY_SIZE", "CalibrationInfo", "ReportData", "build_content", "build_report", "write_report"]
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready copy: numpy scalars become Python numbers, NaN and infinity become ``None``."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _operating_point(data: ReportData) -> dict[str, Any]:
+    """Thresholds, outcome counts and rates at the report's operating point."""
+    overall = data.summary.overall
+    reject, review = threshold_pair(data.thresholds)
+    calibrated = reject is not None
+    if reject is None or review is None:
+        if overall.threshold_at_frr is None:
+            raise InputError(
+                "thresholds",
+                "none given, and the test set cannot choose an operating point (it needs good and defective "
+                "images): pass the bundle's thresholds",
+            )
+        reject = review = overall.threshold_at_frr
+    labels, scores = np.asarray(data.labels), np.asarray(data.scores)
+    outcomes = np.where(scores >= reject, "fail", np.where(scores >= review, "review", "pass"))
+    counts = {
+        truth: {o: int(((labels == value) & (outcomes == o)).sum()) for o in ("pass", "review", "fail")}
+        for truth, value in (("good", 0), ("defect", 1))
+    }
+    n_good, n_defect = overall.n_good, overall.n_defect
+    false_rejects, caught = counts["good"]["fail"], counts["defect"]["fail"]
+    if calibrated:
+        frr = false_rejects / n_good if n_good else None
+        recall = caught / n_defect if n_defect else None
+        precision = caught / (caught + false_rejects) if caught + false_rejects else None
+    else:
+        # The summary's own numbers: the thresholds were chosen by evaluate_scores.
+        frr, recall, precision = overall.achieved_frr, overall.recall_at_frr, overall.precision_at_frr
+    thresholds = data.thresholds if isinstance(data.thresholds, Thresholds) else None
+    if not calibrated:
+        source = f"chosen on the test set at {overall.frr_target:.2%} FRR (no thresholds given)"
+    elif thresholds is not None and thresholds.version:
+        source = f"thresholds version {thresholds.version} ({thresholds.method})"
+    elif thresholds is not None:
+        source = f"{thresholds.method} thresholds, not yet versioned"
+    else:
+        source = "thresholds given"
+    return {
+        "calibrated": calibrated,
+        "source": source,
+        "reject": reject,
+        "review": review,
+        "has_review_band": review < reject,
+        "threshold_version": thresholds.version if thresholds else None,
+        "method": thresholds.method if thresholds else None,
+        "frr_target": None if calibrated else overall.frr_target,
+        "counts": counts,
+        "false_rejects": false_rejects,
+        "frr": frr,
+        "frr_upper_bound": float(clopper_pearson_upper(false_rejects, n_good, CONFIDENCE))
+        if n_good
+        else None,
+        "frr_confidence": CONFIDENCE,
+        "recall": recall,
+        "recall_ci": list(clopper_pearson_interval(caught, n_defect, CONFIDENCE)) if n_defect else None,
+        "precision": precision,
+        "review_rate": (counts["good"]["review"] + counts["defect"]["review"]) / len(scores),
+        "rules": _rules(thresholds),
+    }
+
+
+def _rules(thresholds: Thresholds | None) -> list[str]:
+    """The station's region rules, which the score-only outcomes of this report do not apply."""
+    if thresholds is None:
+        return []
+    rules = []
+    if thresholds.min_area_px:
+        rules.append(f"min_area_px={thresholds.min_area_px}")
+    if thresholds.min_area_mm2 is not None:
+        rules.append(f"min_area_mm2={thresholds.min_area_mm2}")
+    if thresholds.max_regions is not None:
+        rules.append(f"max_regions={thresholds.max_regions}")
+    return rules
+
+
+def _per_type(data: ReportData, point: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    types = np.asarray(data.defect_types)
+    scores = np.asarray(data.scores)
+    items: list[tuple[str, Metrics, np.ndarray]] = [
+        (name, m, types == name) for name, m in sorted(data.summary.per_type.items())
+    ]
+    items.append(("all defect types", data.summary.overall, types != GOOD))
+    for name, metrics, keep in items:
+        part = scores[keep]
+        fail = int((part >= point["reject"]).sum())
+        review = int(((part >= point["review"]) & (part < point["reject"])).sum())
+        recall = fail / part.size if part.size else None
+        if not point["calibrated"]:
+            recall = metrics.recall_at_frr
+        rows.append(
+            {
+                "defect_type": name,
+                "count": int(part.size),
+                "fail": fail,
+                "review": review,
+                "missed": int(part.size) - fail - review,
+                "recall": recall,
+                "image_auroc": metrics.image_auroc,
+                "pixel_auroc": metrics.pixel_auroc,
+                "au_pro": metrics.au_pro,
+                "notes": list(metrics.notes),
+            }
+        )
+    return rows
+
+
+def _notes(data: ReportData, point: dict[str, Any]) -> list[str]:
+    notes = []
+    if not point["calibrated"]:
+        notes.append(
+            f"No thresholds were given: the operating point is the lowest threshold with at most "
+            f"{data.summary.overall.frr_target:.2%} false rejects on the good test parts, chosen on the test "
+            "set itself. Its false-reject rate is optimistic; calibrate on held-out good parts before "
+            "release."
+        )
+    if point["rules"]:
+        notes.append(
+            "Outcomes in this report use the score thresholds only; the station's region rules "
+            f"({', '.join(point['rules'])}) can turn some fails into reviews."
+        )
+    if data.maps is None:
+        notes.append("No anomaly maps: pixel metrics are undefined and the galleries show no heatmaps.")
+    for note in data.summary.overall.notes:
+        notes.append(f"Overall: {note}.")
+    return notes
+
+
+def build_content(data: ReportData, tiles: Mapping[str, Sequence[Tile]] | None = None) -> dict[str, Any]:
+    """The report's content as JSON-ready data (the JSON twin).
+
+    Args:
+        data: the report's inputs.
+        tiles: gallery tiles by gallery name (``"false_rejects"``, ``"missed_defects"``).
+
+    Returns:
+        Mapping with ``report``, ``dataset``, ``model``, ``counts``, ``operating_point``,
+        ``calibration``, ``headline``, ``per_type``, ``metrics``, ``galleries`` and ``notes``.
+    """
+    overall = data.summary.overall
+    point = _operating_point(data)
+    calibration = data.calibration
+    tiles = tiles or {}
+    created = data.created_at or datetime.now(UTC).replace(microsecond=0).isoformat()
+    totals = {"false_rejects": point["false_rejects"], "missed_defects": point["counts"]["defect"]["pass"]}
+    content = {
+        "report": {"generator": f"flawscope {flawscope.__version__}", "created_at": created, "format": 1},
+        "dataset": data.dataset,
+        "model": dict(data.model),
+        "counts": {"images": len(data.paths), "good": overall.n_good, "defect": overall.n_defect},
+        "operating_point": point,
+        "calibration": None
+        if calibration is None
+        else {
+            "target_frr": calibration.target_frr,
+            "frr_upper_bound": calibration.frr_upper_bound,
+            "n_calibration": calibration.n_calibration,
+            "confidence": calibration.confidence,
+        },
+        "headline": {
+            "image_auroc": overall.image_auroc,
+            "pixel_auroc": overall.pixel_auroc,
+            "au_pro": overall.au_pro,
+            "recall": point["recall"],
+            "frr": point["frr"],
+            "frr_upper_bound": point["frr_upper_bound"],
+            "false_rejects": point["false_rejects"],
+            "n_good": overall.n_good,
+        },
+        "per_type": _per_type(data, point),
+        "metrics": data.summary.to_dict(),
+        "galleries": {
+            name: {"total": totals[name], "shown": [t.to_dict() for t in tiles.get(name, ())]}
+            for name in totals
+        },
+        "notes": _notes(data, point),
+    }
+    cleaned: dict[str, Any] = _clean(content)
+    return cleaned
+
+
+def _tiles(data: ReportData, point: Mapping[str, Any]) -> tuple[dict[str, list[Tile]], HeatScale]:
+    labels, scores = np.asarray(data.labels), np.asarray(data.scores)
+    chosen = {
+        "false_rejects": worst_good(scores, labels, GALLERY_SIZE),
+        "missed_defects": worst_defects(scores, labels, GALLERY_SIZE),
+    }
+    shown = (
+        [np.asarray(data.maps[i]) for ids in chosen.values() for i in ids] if data.maps is not None else []
+    )
+    scale = HeatScale.for_maps(shown, point["reject"])
+    tiles = {
+        name: make_tiles(
+            ids,
+            paths=data.paths,
+            scores=scores,
+            labels=labels,
+            defect_types=data.defect_types,
+            maps=data.maps,
+            masks=data.masks,
+            loader=data.loader,
+            reject=point["reject"],
+            review=point["review"],
+            scale=scale,
+        )
+        for name, ids in chosen.items()
+    }
+    return tiles, scale
+
+
+def _figures(data: ReportData, content: Mapping[str, Any]) -> dict[str, bytes | None]:
+    point = content["operating_point"]
+    labels, scores = np.asarray(data.labels), np.asarray(data.scores)
+    marker = OperatingMarker(
+        reject=point["reject"],
+        review=point["review"],
+        frr=point["frr"] or 0.0,
+        recall=point["recall"] or 0.0,
+        precision=point["precision"],
+        label="operating point",
+    )
+    both = 0 < int(labels.sum()) < labels.size
+    return {
+        "curves": curves_png(scores, labels, marker, data.summary.overall.image_auroc) if both else None,
+        "histogram": histogram_png(scores, labels, marker),
+    }
+
+
+def write_report(data: ReportData, html_path: str | Path) -> Path:
+    """Write the validation report as HTML and its JSON twin beside it.
+
+    Args:
+        data: the report's inputs.
+        html_path: the HTML file to write; the JSON goes to ``html_path.with_suffix(".json")``.
+
+    Returns:
+        The HTML file's path.
+
+    Raises:
+        InputError: when no operating point can be set (no thresholds and a test set without
+            good or defective images) or the folder cannot be written.
+    """
+    html_path = Path(html_path)
+    point = _operating_point(data)
+    tiles, scale = _tiles(data, point)
+    content = build_content(data, tiles)
+    figures = _figures(data, content)
+    page = render_html(content, figures, tiles, scale if data.maps is not None else None)
+    text = json.dumps(content, indent=2, allow_nan=False)
+    try:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(page, encoding="utf-8")
+        html_path.with_suffix(".json").write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(html_path, f"cannot write the report ({exc.strerror or exc})") from None
+    return html_path
+
+
+def build_report(run: EvaluationRun, bundle: Bundle, dataset_name: str, html_path: str | Path) -> Path:
+    """Write the report of an evaluation run (what ``flawscope evaluate --report`` does).
+
+    Args:
+        run: the evaluation of a bundle on a test split.
+        bundle: the evaluated bundle (for the model's name and backbone).
+        dataset_name: the dataset's name.
+        html_path: the HTML file to write (the JSON twin goes beside it).
+
+    Returns:
+        The HTML file's path.
+    """
+    manifest = bundle.manifest
+    model = {
+        "name": (manifest.get("model") or {}).get("name"),
+        "backbone": (manifest.get("backbone") or {}).get("name"),
+        "bundle_version": run.bundle_version,
+        "model_hash": run.model_hash,
+    }
+    data = ReportData(
+        dataset=dataset_name,
+        model=model,
+        paths=[s.path for s in run.samples],
+        labels=np.array([s.label for s in run.samples]),
+        defect_types=[s.defect_type for s in run.samples],
+        scores=np.asarray(run.prediction.scores),
+        summary=run.summary,
+        maps=list(run.prediction.maps),
+        masks=list(run.masks),
+        thresholds=run.operating_point.thresholds if run.operating_point else None,
+    )
+    return write_report(data, html_path)
