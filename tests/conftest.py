@@ -14,7 +14,9 @@ def shared_dataset(name: str) -> Path:
     """Path of a real dataset in ../shared/datasets, or skip the test with the reason."""
     path = SHARED / name
     if not (path / "manifest.csv").is_file():
-        pytest.skip(f"real dataset {name!r} not found at {path} (it lives in ../shared/datasets beside the repo)")
+        pytest.skip(
+            f"real dataset {name!r} not found at {path} (it lives in ../shared/datasets beside the repo)"
+        )
     return path
 
 

@@ -27,7 +27,12 @@ GRAPH = b"onnx-graph" * 500
 @pytest.fixture
 def bundle_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "bundle"
-    manifest = {"model": {"name": "padim"}, "model_hash": sha256_bytes(WEIGHTS), "thresholds": [], "metrics": {}}
+    manifest = {
+        "model": {"name": "padim"},
+        "model_hash": sha256_bytes(WEIGHTS),
+        "thresholds": [],
+        "metrics": {},
+    }
     write_bundle(folder, manifest, {"model.safetensors": WEIGHTS, "model.onnx": GRAPH})
     return folder
 
@@ -42,13 +47,18 @@ def _edit_manifest(folder: Path, edit) -> None:
 def test_round_trip_lists_every_file_with_its_hash(bundle_dir: Path):
     bundle = read_bundle(bundle_dir)
 
-    assert bundle.manifest["files"] == {"model.safetensors": sha256_bytes(WEIGHTS), "model.onnx": sha256_bytes(GRAPH)}
+    assert bundle.manifest["files"] == {
+        "model.safetensors": sha256_bytes(WEIGHTS),
+        "model.onnx": sha256_bytes(GRAPH),
+    }
     assert bundle.manifest["model"] == {"name": "padim"}
     assert bundle.manifest["format_version"] == FORMAT_VERSION
     assert bundle.file("model.onnx").read_bytes() == GRAPH
     assert bundle.model_hash == sha256_bytes(WEIGHTS)
     # Only the written files and the manifest: no temporary files left behind.
-    assert sorted(p.name for p in bundle_dir.iterdir()) == sorted([MANIFEST, "model.onnx", "model.safetensors"])
+    assert sorted(p.name for p in bundle_dir.iterdir()) == sorted(
+        [MANIFEST, "model.onnx", "model.safetensors"]
+    )
 
 
 def test_written_files_are_readable_by_others_under_the_umask(bundle_dir: Path):
@@ -61,7 +71,7 @@ def test_written_files_are_readable_by_others_under_the_umask(bundle_dir: Path):
 
 def test_a_file_the_manifest_does_not_list_is_refused(bundle_dir: Path):
     bundle = read_bundle(bundle_dir)
-    with pytest.raises(BundleError, match="no file 'other.bin'"):
+    with pytest.raises(BundleError, match=r"no file 'other\.bin'"):
         bundle.file("other.bin")
 
 
@@ -155,7 +165,7 @@ def test_manifest_cannot_list_files_outside_the_bundle(tmp_path: Path, name: str
 def test_not_a_bundle_folder(tmp_path: Path):
     with pytest.raises(BundleError, match="does not exist or is a file"):
         read_bundle(tmp_path / "nowhere")
-    with pytest.raises(BundleError, match="manifest.json is missing"):
+    with pytest.raises(BundleError, match=r"manifest\.json is missing"):
         read_bundle(tmp_path)
 
 
@@ -196,7 +206,9 @@ def test_update_manifest_refuses_an_altered_bundle(bundle_dir: Path):
 def test_update_manifest_refuses_results_for_files_replaced_since_loading(bundle_dir: Path):
     old = read_bundle(bundle_dir)
     # Re-trained meanwhile: new weights, correctly written.
-    write_bundle(bundle_dir, {**old.manifest, "model_hash": sha256_bytes(b"new")}, {"model.safetensors": b"new"})
+    write_bundle(
+        bundle_dir, {**old.manifest, "model_hash": sha256_bytes(b"new")}, {"model.safetensors": b"new"}
+    )
     with pytest.raises(BundleError, match="files changed since it was loaded"):
         update_manifest(old, thresholds=[{"version": 1, "reject": 1.0}])
     assert read_bundle(bundle_dir).manifest["thresholds"] == []

@@ -120,7 +120,7 @@ def train_command(
     table.add_row("held out for calibration", str(len(result.holdout_images)))
     table.add_row("canvas (h x w)", f"{pre.height} x {pre.width} ({pre.mode})")
     table.add_row("fit time", f"{result.fit_seconds:.1f} s")
-    table.add_row("bundle", str(output))
+    table.add_row("bundle", escape(str(output)))
     table.add_row("model hash", result.bundle.model_hash[:16])
     console.print(table)
     if result.holdout_images:
@@ -235,7 +235,7 @@ def evaluate_command(
 
     with progress_bars() as progress:
         run = evaluate_bundle(bundle, data, report=report, progress=progress)
-    console.print(_metrics_table(run, f"Evaluation of {bundle} on {data}"))
+    console.print(_metrics_table(run, f"Evaluation of {escape(str(bundle))} on {escape(str(data))}"))
     if run.operating_point is not None:
         console.print(_operating_table(run.operating_point))
     else:
@@ -411,7 +411,7 @@ def demo_command(
         texture=texture, size=(256, 256), n_train=200, n_test_good=60, n_test_defect_per_type=12, seed=seed
     )
     console.rule("1. synthetic dataset")
-    dataset = write_dataset(out / "dataset", spec)
+    dataset = write_dataset(out / f"synthetic-{texture}", spec)
     console.print(
         f"{dataset.root}: {len(dataset.train)} good for training, {len(dataset.test_good)} good + "
         f"{len(dataset.test_defect)} defective for testing ({', '.join(dataset.defect_types)})"

@@ -62,7 +62,10 @@ def test_defects_score_higher_than_good_parts(fitted, tiny_parts):
 
 def test_defect_region_is_hotter_than_the_rest(fitted, tiny_parts):
     prediction = fitted.predict(tiny_parts["bad"])
-    hotter = [amap[mask].mean() > amap[~mask].mean() for amap, mask in zip(prediction.maps, tiny_parts["masks"], strict=True)]
+    hotter = [
+        amap[mask].mean() > amap[~mask].mean()
+        for amap, mask in zip(prediction.maps, tiny_parts["masks"], strict=True)
+    ]
     assert sum(hotter) >= len(hotter) - 1
 
 
@@ -70,7 +73,9 @@ def test_save_load_round_trip(fitted, tiny_parts, tmp_path):
     bundle = save_model(fitted, tmp_path / "bundle")
     loaded, same = load_model(tmp_path / "bundle")
     assert same.model_hash == bundle.model_hash
-    np.testing.assert_allclose(loaded.predict(tiny_parts["bad"]).scores, fitted.predict(tiny_parts["bad"]).scores, rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(tiny_parts["bad"]).scores, fitted.predict(tiny_parts["bad"]).scores, rtol=1e-6
+    )
     assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pt"))
 
 

@@ -75,11 +75,11 @@ def test_check_params_names_the_bad_hyperparameter():
     check_params(PaDiM, {"image_size": 64, "epsilon": 1, "n_features": 20, "canvas": [64, 96]})
     with pytest.raises(InputError, match=r"params: unknown hyperparameter\(s\) colour for padim"):
         check_params(PaDiM, {"colour": 1})
-    with pytest.raises(InputError, match="params.aggregate: must be of type int"):
+    with pytest.raises(InputError, match=r"params\.aggregate: must be of type int"):
         check_params(PaDiM, {"aggregate": "abc"})
-    with pytest.raises(InputError, match="params.batch_size: must be of type int"):
+    with pytest.raises(InputError, match=r"params\.batch_size: must be of type int"):
         check_params(PaDiM, {"batch_size": True})
-    with pytest.raises(InputError, match="params.epsilon: must be of type float"):
+    with pytest.raises(InputError, match=r"params\.epsilon: must be of type float"):
         check_params(PaDiM, {"epsilon": "0.1"})
 
 

@@ -20,6 +20,10 @@ from flawscope.models.registry import register
 class MahalanobisScorer(nn.Module):
     """``(B, 3, H, W)`` to ``(B, H/8, W/8)``: Mahalanobis distance to each position's Gaussian."""
 
+    channels: torch.Tensor
+    mean: torch.Tensor
+    inv_cov: torch.Tensor
+
     def __init__(self, embedder: Embedder, channels: torch.Tensor, mean: torch.Tensor, inv_cov: torch.Tensor):
         super().__init__()
         self.embedder = embedder

@@ -27,6 +27,9 @@ class NearestNeighbourScorer(nn.Module):
     which is what both torch and ONNX Runtime execute fastest on a CPU.
     """
 
+    bank_t: torch.Tensor
+    bank_sq: torch.Tensor
+
     def __init__(self, embedder: Embedder, bank: torch.Tensor):
         super().__init__()
         self.embedder = embedder
