@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from flawscope.errors import InputError
 from flawscope.models import MODELS, get_model_class
 from flawscope.models.io import load_model, save_model
 
@@ -37,8 +38,24 @@ def test_init_stores_hyperparameters_only():
 
 
 def test_unknown_hyperparameter_is_refused():
-    with pytest.raises(TypeError, match="unknown hyperparameters"):
+    with pytest.raises(InputError, match="unknown hyperparameters"):
         get_model_class("padim")(not_a_param=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "field"),
+    [
+        ("padim", {"batch_size": 0}, "batch_size"),
+        ("padim", {"image_size": 8}, "image_size"),
+        ("padim", {"aggregate": 2}, "aggregate"),
+        ("padim", {"n_features": -3}, "n_features"),
+        ("patchcore", {"coreset_ratio": 2}, "coreset_ratio"),
+        ("patchcore", {"max_bank": 0}, "max_bank"),
+    ],
+)
+def test_out_of_range_hyperparameters_name_the_field(name, params, field):
+    with pytest.raises(InputError, match=field):
+        get_model_class(name)(**params)
 
 
 def test_maps_have_input_size_and_no_nans(fitted, tiny_parts):

@@ -77,18 +77,31 @@ class EvaluationRun:
     model_hash: str
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
-        return {
-            "metrics": self.summary.to_dict(),
-            "operating_point": self.operating_point.to_dict() if self.operating_point else None,
-            "n_images": len(self.samples),
-            "skipped": [{"path": p, "problem": why} for p, why in self.skipped],
-            "predict_seconds": round(self.predict_seconds, 3),
-            "images_per_second": round(len(self.samples) / self.predict_seconds, 2)
-            if self.predict_seconds
-            else None,
-            "bundle_version": self.bundle_version,
-            "model_hash": self.model_hash,
-        }
+        return _finite_or_none(
+            {
+                "metrics": self.summary.to_dict(),
+                "operating_point": self.operating_point.to_dict() if self.operating_point else None,
+                "n_images": len(self.samples),
+                "skipped": [{"path": p, "problem": why} for p, why in self.skipped],
+                "predict_seconds": round(self.predict_seconds, 3),
+                "images_per_second": round(len(self.samples) / self.predict_seconds, 2)
+                if self.predict_seconds
+                else None,
+                "bundle_version": self.bundle_version,
+                "model_hash": self.model_hash,
+            }
+        )
+
+
+def _finite_or_none(data: Any) -> Any:
+    """Strict-JSON form: NaN and infinities become None, recursively."""
+    if isinstance(data, dict):
+        return {k: _finite_or_none(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite_or_none(v) for v in data]
+    if isinstance(data, float) and not np.isfinite(data):
+        return None
+    return data
 
 
 def operating_point(scores: np.ndarray, labels: np.ndarray, thresholds: Thresholds) -> OperatingPoint:

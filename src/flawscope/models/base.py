@@ -99,7 +99,33 @@ class AnomalyModel(ABC):
         self.params = self.default_params() | params
         unknown = set(self.params) - set(self.default_params())
         if unknown:
-            raise TypeError(f"{type(self).__name__}: unknown hyperparameters {sorted(unknown)}")
+            raise InputError(
+                "hyperparameters", f"{type(self).__name__}: unknown hyperparameters {sorted(unknown)}"
+            )
+        self._check_common()
+        self.check_params()
+
+    def _check_common(self) -> None:
+        c = self.config
+        checks = {
+            "image_size": isinstance(c.image_size, int) and c.image_size >= 32,
+            "batch_size": isinstance(c.batch_size, int) and c.batch_size >= 1,
+            "aggregate": isinstance(c.aggregate, int) and c.aggregate >= 1 and c.aggregate % 2 == 1,
+            "resize_mode": c.resize_mode in ("fit_pad", "stretch"),
+            "canvas": c.canvas is None
+            or (len(c.canvas) == 2 and all(v % 32 == 0 and v >= 32 for v in c.canvas)),
+        }
+        expected = {
+            "image_size": "a whole number >= 32", "batch_size": "a whole number >= 1",
+            "aggregate": "an odd whole number >= 1", "resize_mode": "'fit_pad' or 'stretch'",
+            "canvas": "(height, width), multiples of 32",
+        }  # fmt: skip
+        for name, ok in checks.items():
+            if not ok:
+                raise InputError(name, f"must be {expected[name]}, got {getattr(c, name)!r}")
+
+    def check_params(self) -> None:
+        """Validate model-specific hyperparameters (override; raise ``InputError`` naming the field)."""
 
     @classmethod
     @abstractmethod

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flawscope.errors import InputError
 from flawscope.models.base import AnomalyModel, Embedder, Progress
 from flawscope.models.registry import register
 
@@ -52,6 +53,13 @@ class PaDiM(AnomalyModel):
     @classmethod
     def default_params(cls) -> dict[str, Any]:  # noqa: D102
         return {"n_features": None, "epsilon": 0.01}
+
+    def check_params(self) -> None:  # noqa: D102
+        n, eps = self.params["n_features"], self.params["epsilon"]
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise InputError("n_features", f"must be a whole number >= 1 or None, got {n!r}")
+        if not isinstance(eps, int | float) or not eps > 0:
+            raise InputError("epsilon", f"must be > 0, got {eps!r}")
 
     def _fit_features(
         self, batches: Iterator[tuple[torch.Tensor, np.ndarray]], n_images: int, progress: Progress | None

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flawscope.errors import InputError
 from flawscope.models.base import AnomalyModel, Embedder, Progress
 from flawscope.models.coreset import greedy_coreset
 from flawscope.models.registry import register
@@ -58,6 +59,14 @@ class PatchCore(AnomalyModel):
     @classmethod
     def default_params(cls) -> dict[str, Any]:  # noqa: D102
         return {"coreset_ratio": 0.1, "max_bank": 8192, "max_candidates": 400_000}
+
+    def check_params(self) -> None:  # noqa: D102
+        ratio, bank, candidates = (self.params[k] for k in ("coreset_ratio", "max_bank", "max_candidates"))
+        if not isinstance(ratio, int | float) or not 0 < ratio <= 1:
+            raise InputError("coreset_ratio", f"must be in (0, 1], got {ratio!r}")
+        for name, value in (("max_bank", bank), ("max_candidates", candidates)):
+            if not isinstance(value, int) or value < 1:
+                raise InputError(name, f"must be a whole number >= 1, got {value!r}")
 
     def _fit_features(
         self, batches: Iterator[tuple[torch.Tensor, np.ndarray]], n_images: int, progress: Progress | None
