@@ -9,7 +9,8 @@ from flawscope.errors import InputError
 from flawscope.models import MODELS, get_model_class
 from flawscope.models.io import load_model, save_model
 
-SMALL = {"image_size": 64, "batch_size": 4}
+# The reference path is torch eager; the ONNX Runtime engine is compared with it below.
+SMALL = {"image_size": 64, "batch_size": 4, "engine": "torch"}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
@@ -109,3 +110,10 @@ def test_onnx_equals_torch(fitted, tiny_parts, tmp_path):
     np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-3)
     for a, b in zip(got.maps, expected.maps, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(expected.scores.max()))
+
+
+def test_onnxruntime_engine_matches_torch_eager(fitted, tiny_parts):
+    params = {**fitted.hyperparameters(), "engine": "onnxruntime"}
+    fast = type(fitted)(**params).fit(tiny_parts["train"])
+    images = [*tiny_parts["good"], *tiny_parts["bad"]]
+    np.testing.assert_allclose(fast.predict(images).scores, fitted.predict(images).scores, rtol=1e-3)

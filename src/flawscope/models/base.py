@@ -27,6 +27,7 @@ from torch import nn
 from flawscope.data.preprocess import Preprocessing, canvas_valid_mask, choose_canvas, finish_map, to_batch
 from flawscope.errors import InputError
 from flawscope.features.backbones import BACKBONES, load_backbone
+from flawscope.models.engine import ENGINES, make_runner
 from flawscope.types import Prediction
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class ModelConfig:
         aggregate: neighbourhood pooling size on the stride-8 grid.
         batch_size: images per forward pass.
         seed: random seed for every random choice.
+        engine: ``"auto"`` runs the frozen network through ONNX Runtime when it can (several
+            times faster on a CPU), ``"torch"`` forces torch eager; results agree to float rounding.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -79,6 +82,7 @@ class ModelConfig:
     aggregate: int = 3
     batch_size: int = 8
     seed: int = 0
+    engine: str = "auto"
 
 
 class AnomalyModel(ABC):
@@ -119,13 +123,15 @@ class AnomalyModel(ABC):
             "image_size": "a whole number >= 32", "batch_size": "a whole number >= 1",
             "aggregate": "an odd whole number >= 1", "resize_mode": "'fit_pad' or 'stretch'",
             "canvas": "(height, width), multiples of 32",
+            "engine": f"one of {ENGINES}",
         }  # fmt: skip
         for name, ok in checks.items():
             if not ok:
                 raise InputError(name, f"must be {expected[name]}, got {getattr(c, name)!r}")
 
+    @abstractmethod
     def check_params(self) -> None:
-        """Validate model-specific hyperparameters (override; raise ``InputError`` naming the field)."""
+        """Validate model-specific hyperparameters, raising ``InputError`` naming the field."""
 
     @classmethod
     @abstractmethod
@@ -189,14 +195,15 @@ class AnomalyModel(ABC):
         torch.manual_seed(self.config.seed)
         self.preprocessing_: Preprocessing | None = self._make_preprocessing(images)
         embedder = self._embedder()
+        extract = make_runner(embedder, self.preprocessing_.height, self.preprocessing_.width, self.config.engine)
+        self.runner_: object | None = extract
 
         def batches() -> Iterator[tuple[torch.Tensor, np.ndarray]]:
             assert self.preprocessing_ is not None
             size = self.config.batch_size
             for start in range(0, len(images), size):
                 batch, geometries = to_batch(images[start : start + size], self.preprocessing_)
-                with torch.inference_mode():
-                    features = embedder(torch.from_numpy(batch))
+                features = extract(batch)
                 valid = canvas_valid_mask(geometries, self.preprocessing_, STRIDE)
                 if progress:
                     progress("features", min(start + size, len(images)), len(images))
@@ -207,8 +214,18 @@ class AnomalyModel(ABC):
 
     def patch_scores(self, batch: np.ndarray) -> np.ndarray:
         """Run the scorer on a preprocessed ``(B, 3, H, W)`` batch; returns ``(B, H/8, W/8)``."""
+        # Only the frozen network goes through the engine; the learned head (distances to the
+        # memory bank or Gaussians) stays in torch, so its large buffers are held once.
+        runner = getattr(self, "runner_", None)
+        if runner is None:
+            assert self.preprocessing_ is not None
+            pre = self.preprocessing_
+            runner = make_runner(self._embedder(), pre.height, pre.width, self.config.engine)
+            self.runner_ = runner
+        features = runner(batch)
         with torch.inference_mode():
-            return self.scorer()(torch.from_numpy(batch)).numpy()
+            scores: torch.Tensor = self.scorer().score_features(features)  # type: ignore[operator]
+        return scores.numpy()
 
     def predict(self, images: Sequence[np.ndarray], progress: Progress | None = None) -> Prediction:
         """Score images.

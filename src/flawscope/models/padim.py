@@ -33,7 +33,10 @@ class MahalanobisScorer(nn.Module):
         self.register_buffer("inv_cov", inv_cov)  # (P, C, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        features = self.embedder(x)
+        return self.score_features(self.embedder(x))
+
+    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` embedder features to ``(B, h, w)`` distances."""
         b, _, h, w = features.shape
         features = features.index_select(1, self.channels)
         diff = features.flatten(2).permute(2, 0, 1) - self.mean[:, None, :]  # (P, B, C)

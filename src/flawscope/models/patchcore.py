@@ -38,7 +38,10 @@ class NearestNeighbourScorer(nn.Module):
         self.register_buffer("bank_sq", (bank * bank).sum(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        features = self.embedder(x)
+        return self.score_features(self.embedder(x))
+
+    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` embedder features to ``(B, h, w)`` nearest-neighbour distances."""
         b, _, h, w = features.shape
         queries = features.flatten(2).transpose(1, 2)  # (B, hw, C)
         d2 = (queries * queries).sum(-1, keepdim=True) - 2.0 * (queries @ self.bank_t) + self.bank_sq
