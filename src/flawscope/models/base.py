@@ -195,7 +195,9 @@ class AnomalyModel(ABC):
         torch.manual_seed(self.config.seed)
         self.preprocessing_: Preprocessing | None = self._make_preprocessing(images)
         embedder = self._embedder()
-        extract = make_runner(embedder, self.preprocessing_.height, self.preprocessing_.width, self.config.engine)
+        extract = make_runner(
+            embedder, self.preprocessing_.height, self.preprocessing_.width, self.config.engine
+        )
         self.runner_: object | None = extract
 
         def batches() -> Iterator[tuple[torch.Tensor, np.ndarray]]:

@@ -44,7 +44,9 @@ def trace_to_onnx(module: nn.Module, height: int, width: int, output: str, opset
         return target.read_bytes()
 
 
-def make_runner(module: nn.Module, height: int, width: int, engine: str) -> Callable[[np.ndarray], torch.Tensor]:
+def make_runner(
+    module: nn.Module, height: int, width: int, engine: str
+) -> Callable[[np.ndarray], torch.Tensor]:
     """A function ``(B, 3, H, W) float32 -> output tensor`` on the chosen engine.
 
     Args:
@@ -71,7 +73,9 @@ def make_runner(module: nn.Module, height: int, width: int, engine: str) -> Call
         # allocated for the whole fit on top of the statistics being accumulated.
         options.enable_cpu_mem_arena = False
         session = ort.InferenceSession(
-            trace_to_onnx(module, height, width, "output"), sess_options=options, providers=["CPUExecutionProvider"]
+            trace_to_onnx(module, height, width, "output"),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
         )
     except Exception as exc:
         if engine == "onnxruntime":
