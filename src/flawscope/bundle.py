@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flawscope import __version__
+from flawscope.data.imageio import sha256_file
 from flawscope.errors import BundleError
 
 MANIFEST = "manifest.json"
@@ -31,15 +32,6 @@ FORMAT_VERSION = 1
 def sha256_bytes(data: bytes) -> str:
     """SHA-256 hex digest of bytes."""
     return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def canonical_json(data: Any) -> bytes:
@@ -123,7 +115,7 @@ def write_bundle(path: str | os.PathLike[str], manifest: dict[str, Any], files: 
         if name not in files:
             if not (folder / name).is_file():
                 raise BundleError(f"{folder / name}: file listed in the manifest is missing")
-            listed[name] = file_sha256(folder / name)
+            listed[name] = sha256_file(folder / name)
     manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "files": listed}
     return _write_manifest(folder, manifest)
 
@@ -207,7 +199,7 @@ def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
             target = folder / name
             if not target.is_file():
                 raise BundleError(f"{target}: file listed in the manifest is missing")
-            if file_sha256(target) != digest:
+            if sha256_file(target) != digest:
                 raise BundleError(f"{target}: file was altered (SHA-256 does not match the manifest)")
     return Bundle(folder, manifest)
 

@@ -13,7 +13,6 @@ SHA-256 as published, and batch-norm statistics that are not the untrained defau
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from flawscope.data.imageio import sha256_file
 from flawscope.errors import InputError, OfflineError
 from flawscope.features.nets import LiteTrunk, MobileNetV2Trunk
 
@@ -184,14 +184,6 @@ def _spec(name: str) -> BackboneSpec:
     return BACKBONES[name]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_pretrained(model: nn.Module, name: str) -> None:
     """Fail unless batch-norm statistics look trained (untrained: mean 0, var 1 exactly).
 
@@ -232,7 +224,7 @@ def load_backbone(
     """
     spec = _spec(name)
     path = weights_path(name, weights_dir)
-    if spec.sha256 is not None and _file_sha256(path) != spec.sha256:
+    if spec.sha256 is not None and sha256_file(path) != spec.sha256:
         raise RuntimeError(
             f"backbone {name!r}: {path} does not have the published SHA-256 {spec.sha256[:12]}…"
         )
