@@ -45,7 +45,7 @@ def test_altered_weights_file_is_refused(tmp_path):
 def test_torchvision_weights_absent_offline_give_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("FLAWSCOPE_WEIGHTS", raising=False)
-    with pytest.raises(OfflineError, match="resnet18-f37072fd.pth"):
+    with pytest.raises(OfflineError, match=r"resnet18-f37072fd\.pth"):
         load_backbone("resnet18")
 
 
