@@ -47,8 +47,9 @@ def main() -> None:
         bundle = Path(tmp) / "bundle"
         trained = train(root, bundle, model=args.model, holdout=args.holdout)
         start = time.perf_counter()
-        result = calibrate_bundle(bundle, trained.holdout_images, target_frr=args.target_frr,
-                                  names=trained.holdout_paths)
+        result = calibrate_bundle(
+            bundle, trained.holdout_images, target_frr=args.target_frr, names=trained.holdout_paths
+        )
         calibrate_total = time.perf_counter() - start
         report = Path(args.report) if args.report else Path(tmp) / "report.html"
         start = time.perf_counter()
@@ -67,24 +68,38 @@ def main() -> None:
     point = run.operating_point
     assert point is not None
     out = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "load_average": os.getloadavg(),
-        "dataset": args.dataset, "model": args.model, "holdout_fraction": args.holdout,
-        "n_fit": trained.n_train, "calibration": result.to_dict(),
-        "test": point.to_dict(), "image_auroc": run.summary.overall.image_auroc,
-        "calibrate_1000_scores_seconds": calib_1000, "calibrate_bundle_seconds_incl_scoring": calibrate_total,
-        "evaluate_seconds": evaluate_seconds, "report_seconds": report_seconds, "n_test": len(run.samples),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average": os.getloadavg(),
+        "dataset": args.dataset,
+        "model": args.model,
+        "holdout_fraction": args.holdout,
+        "n_fit": trained.n_train,
+        "calibration": result.to_dict(),
+        "test": point.to_dict(),
+        "image_auroc": run.summary.overall.image_auroc,
+        "calibrate_1000_scores_seconds": calib_1000,
+        "calibrate_bundle_seconds_incl_scoring": calibrate_total,
+        "evaluate_seconds": evaluate_seconds,
+        "report_seconds": report_seconds,
+        "n_test": len(run.samples),
     }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "calibration.json").write_text(json.dumps(out, indent=2, default=str))
     c = result
     lo, hi = point.recall_ci or (float("nan"), float("nan"))
-    print(f"calibration: {c.n_good} held-out good images, reject threshold {c.thresholds.reject:.4g}, "
-          f"{c.n_false_rejects} false rejects ({c.empirical_frr:.2%}), FRR upper bound {c.frr_upper_bound:.2%} "
-          f"[{c.guarantee}]")
-    print(f"test split: FRR {point.frr:.2%} (95% upper bound {point.frr_upper_bound:.2%}, n={point.n_good}); "
-          f"recall {point.recall:.2%} (95% CI {lo:.2%}-{hi:.2%}, n={point.n_defect})")
-    print(f"calibrate(1000 scores) {calib_1000 * 1000:.1f} ms; report for {len(run.samples)} images "
-          f"{report_seconds:.1f} s")
+    print(
+        f"calibration: {c.n_good} held-out good images, reject threshold {c.thresholds.reject:.4g}, "
+        f"{c.n_false_rejects} false rejects ({c.empirical_frr:.2%}), FRR upper bound {c.frr_upper_bound:.2%} "
+        f"[{c.guarantee}]"
+    )
+    print(
+        f"test split: FRR {point.frr:.2%} (95% upper bound {point.frr_upper_bound:.2%}, n={point.n_good}); "
+        f"recall {point.recall:.2%} (95% CI {lo:.2%}-{hi:.2%}, n={point.n_defect})"
+    )
+    print(
+        f"calibrate(1000 scores) {calib_1000 * 1000:.1f} ms; report for {len(run.samples)} images "
+        f"{report_seconds:.1f} s"
+    )
 
 
 if __name__ == "__main__":
