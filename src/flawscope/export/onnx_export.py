@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from flawscope.bundle import Bundle, sha256_bytes, versions, write_bundle
-from flawscope.data.preprocess import to_batch
+from flawscope.data.preprocess import Geometry, Preprocessing, finish_map, to_batch
+from flawscope.errors import InputError
 from flawscope.models.io import load_model
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,16 @@ ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 
 
-def export_scorer(module: torch.nn.Module, height: int, width: int) -> bytes:
-    """Trace a scorer ``(B, 3, H, W) -> (B, H/8, W/8)`` to ONNX bytes with a dynamic batch axis."""
+def export_scorer(module: torch.nn.Module, height: int, width: int, clean: bool = True) -> bytes:
+    """Trace a scorer ``(B, 3, H, W) -> (B, H/8, W/8)`` to ONNX bytes with a dynamic batch axis.
+
+    Args:
+        module: the torch scorer (any module with one image input and one output).
+        height: canvas height.
+        width: canvas width.
+        clean: fold constants and merge ``Pad`` into ``Conv`` (see the module docstring);
+            ``False`` keeps the graph as traced, for comparisons.
+    """
     example = torch.zeros(2, 3, height, width)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # The TorchScript exporter's notes on constant folding are about its internals, not ours.
@@ -54,7 +63,8 @@ def export_scorer(module: torch.nn.Module, height: int, width: int) -> bytes:
             opset_version=OPSET,
             dynamo=False,
         )
-        return merge_pads_into_convs(fold_constants(target.read_bytes()))
+        traced = target.read_bytes()
+    return merge_pads_into_convs(fold_constants(traced)) if clean else traced
 
 
 def fold_constants(model_bytes: bytes) -> bytes:
@@ -147,12 +157,16 @@ def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
     """Static INT8 quantisation (QDQ, per-channel) of the backbone convolutions.
 
     Only ``Conv`` nodes are quantised: the distance computation stays in float32, because
-    squared-distance differences of near neighbours would drown in 8-bit rounding.
+    squared-distance differences of near neighbours would drown in 8-bit rounding. Two more
+    places stay in float, each measured to matter on the synthetic sets (image AUROC 0.95 -> 0.99
+    for PaDiM at 64 px): the stem convolution, whose input is the normalised image itself, and
+    every convolution's output, so the feature maps that the distance reads are not rounded again.
 
     Args:
         model_bytes: fp32 ONNX model.
         calibration: ``(N, 3, H, W)`` float32 preprocessed good images.
     """
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -171,17 +185,87 @@ def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
         except Exception as exc:  # pre-processing is an optimisation only
             log.warning("ONNX pre-processing for quantisation skipped: %s", exc)
             prepared = source
+        graph = onnx.load(str(prepared), load_external_data=False).graph
+        inputs = {i.name for i in graph.input}
+        stems = [n.name for n in graph.node if n.op_type == "Conv" and n.input[0] in inputs]
         quantize_static(
             str(prepared),
             str(target),
             Reader(),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv"],
+            nodes_to_exclude=stems,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            extra_options={"OpTypesToExcludeOutputQuantization": ["Conv"]},
         )
         return target.read_bytes()
+
+
+def scale_output(model_bytes: bytes, factor: float) -> bytes:
+    """Multiply the graph's ``patch_scores`` output by a constant (a ``Mul`` node at the end)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    inner = "patch_scores_unscaled"
+    for node in graph.node:
+        node.output[:] = [inner if name == "patch_scores" else name for name in node.output]
+        node.input[:] = [inner if name == "patch_scores" else name for name in node.input]
+    graph.initializer.append(
+        numpy_helper.from_array(np.asarray(factor, dtype=np.float32), "patch_scores_scale")
+    )
+    graph.node.append(
+        helper.make_node("Mul", [inner, "patch_scores_scale"], ["patch_scores"], name="rescale")
+    )
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def image_scores(
+    model_bytes: bytes, batch: np.ndarray, geometries: Sequence[Geometry], pre: Preprocessing
+) -> np.ndarray:
+    """``(N,)`` image scores of a preprocessed batch under an ONNX scorer (as the runtime computes them)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    scores = []
+    for start in range(0, len(batch), 8):
+        (patch,) = session.run(["patch_scores"], {"image": batch[start : start + 8]})
+        scores += [
+            finish_map(grid, g, pre)[0] for grid, g in zip(patch, geometries[start : start + 8], strict=True)
+        ]
+    return np.asarray(scores, dtype=np.float64)
+
+
+def _int8_graph(
+    fp32: bytes, images: Sequence[np.ndarray], pre: Preprocessing
+) -> tuple[bytes, dict[str, Any]]:
+    """Quantise, then rescale the INT8 scores to the fp32 scale on the calibration images.
+
+    8-bit features shift every distance by a similar factor (typically 10-30 % upwards), which
+    would make the fp32-calibrated thresholds reject good parts; the median score ratio on the
+    calibration images is folded into the graph so the thresholds keep their meaning. What is
+    left after the rescaling is recorded in the manifest.
+    """
+    batch, geometries = to_batch(list(images), pre)
+    quantised = quantize_int8(fp32, batch)
+    reference = image_scores(fp32, batch, geometries, pre)
+    raw = image_scores(quantised, batch, geometries, pre)
+    ratio = float(np.median(raw) / np.median(reference)) if np.median(reference) > 0 else float("nan")
+    if not np.isfinite(ratio) or ratio <= 0:
+        log.warning("INT8 score scale could not be measured (ratio %s); scores are left unscaled", ratio)
+        ratio = 1.0
+    graph = scale_output(quantised, 1.0 / ratio)
+    deviation = np.abs(raw / ratio - reference) / np.maximum(np.abs(reference), 1e-12)
+    info = {
+        "int8_calibration_images": len(images),
+        "int8_score_scale": ratio,
+        "int8_score_deviation": {"median": float(np.median(deviation)), "max": float(deviation.max())},
+    }
+    return graph, info
 
 
 def export_bundle(
@@ -196,11 +280,21 @@ def export_bundle(
         bundle_path: trained bundle (from ``flawscope train``).
         output: folder of the deployable bundle.
         int8: also write an INT8 graph, calibrated on ``calibration_images``.
-        calibration_images: good images for INT8 calibration (at least 16 recommended).
+        calibration_images: good images for INT8 calibration (at least 16 recommended); they set
+            the activation ranges and the INT8-to-fp32 score scale.
 
     Returns:
         The deployable bundle.
+
+    Raises:
+        InputError: when ``output`` is the trained bundle, or INT8 is asked for without images.
+        BundleError: for a missing or altered trained bundle.
     """
+    out = Path(output)
+    if out.resolve() == Path(bundle_path).resolve():
+        raise InputError(output, "the deployable bundle must go to a folder other than the trained bundle")
+    if int8 and len(calibration_images) == 0:
+        raise InputError("calibration images", "INT8 export needs good images for calibration")
     model, source = load_model(bundle_path)
     assert model.preprocessing_ is not None
     pre = model.preprocessing_
@@ -208,17 +302,13 @@ def export_bundle(
     files = {ONNX_FP32: fp32}
     deploy: dict[str, Any] = {"graph": ONNX_FP32, "opset": OPSET, "input": [None, 3, pre.height, pre.width]}
     if int8:
-        if len(calibration_images) == 0:
-            raise ValueError("INT8 export needs good images for calibration")
-        batch, _ = to_batch(list(calibration_images), pre)
-        files[ONNX_INT8] = quantize_int8(fp32, batch)
+        if len(calibration_images) < 16:
+            log.warning("INT8 calibration on %d images; at least 16 are recommended", len(calibration_images))
+        files[ONNX_INT8], info = _int8_graph(fp32, calibration_images, pre)
         deploy["graph_int8"] = ONNX_INT8
-        deploy["int8_calibration_images"] = len(calibration_images)
+        deploy.update(info)
     deploy["onnx_sha256"] = {name: sha256_bytes(data) for name, data in files.items()}
     manifest = {k: v for k, v in source.manifest.items() if k not in ("files", "manifest_sha256")}
     manifest["deploy"] = deploy
     manifest["versions_export"] = versions()
-    out = Path(output)
-    if out.resolve() == Path(bundle_path).resolve():
-        raise ValueError("the deployable bundle must go to a folder other than the trained bundle")
     return write_bundle(out, manifest, files)

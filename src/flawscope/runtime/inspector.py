@@ -19,10 +19,10 @@ import numpy as np
 import onnxruntime as ort
 
 from flawscope.bundle import Bundle, read_bundle
-from flawscope.data.preprocess import Geometry, Preprocessing, finish_map, to_canvas
+from flawscope.data.preprocess import Geometry, Preprocessing, check_image, finish_map, to_canvas
 from flawscope.decide.thresholds import Thresholds
 from flawscope.decide.verdict import decide, error_verdict
-from flawscope.errors import BundleError, FlawscopeError
+from flawscope.errors import BundleError, FlawscopeError, InputError
 from flawscope.types import Prediction, Verdict
 
 log = logging.getLogger(__name__)
@@ -36,15 +36,111 @@ def available_providers() -> list[str]:
     return [p for p in PREFERRED if p in have] or ["CPUExecutionProvider"]
 
 
-def _graph_inputs_match(session: ort.InferenceSession, pre: Preprocessing, path: Path) -> None:
+def _choose_providers(providers: Sequence[str] | str) -> list[str]:
+    """Provider list for ONNX Runtime; unknown or uninstalled names are refused up front."""
+    if providers == "auto":
+        return available_providers()
+    if providers == "cpu":
+        return ["CPUExecutionProvider"]
+    # A plain string is one provider name (list("CUDA...") would split it into letters).
+    chosen = [providers] if isinstance(providers, str) else list(providers)
+    have = ort.get_available_providers()
+    missing = [p for p in chosen if p not in have]
+    if not chosen or missing:
+        raise InputError(
+            "providers",
+            f"{missing or chosen} not available in this ONNX Runtime; available: {', '.join(have)}",
+        )
+    return chosen
+
+
+def _graph_matches(session: ort.InferenceSession, pre: Preprocessing, path: Path) -> None:
+    """Refuse a graph whose input or output is not what the manifest and the runtime expect."""
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].name != "image":
         raise BundleError(f"{path}: ONNX graph does not take one 'image' input as its manifest says")
     shape = inputs[0].shape
     if len(shape) != 4 or shape[1] != 3 or shape[2] != pre.height or shape[3] != pre.width:
         raise BundleError(
-            f"{path}: ONNX input shape {shape} does not match the manifest's canvas 3x{pre.height}x{pre.width}"
+            f"{path}: ONNX input shape {shape} does not match the manifest's canvas "
+            f"3x{pre.height}x{pre.width}"
         )
+    outputs = {out.name: out.shape for out in session.get_outputs()}
+    if len(outputs.get("patch_scores", ())) != 3:
+        raise BundleError(f"{path}: ONNX graph has no (batch, h, w) 'patch_scores' output (it has {outputs})")
+
+
+class CanvasLookup:
+    """A bit-identical shortcut of :func:`~flawscope.data.preprocess.to_canvas` for the usual case.
+
+    A uint8/uint16 image that already has the canvas size is not resized or padded, so each output
+    value depends only on the pixel's level and channel. The tables are made by running
+    ``to_canvas`` itself on images holding every level, and are used only after they reproduce
+    ``to_canvas`` exactly on a random image; otherwise the shared code path is used. On a 256 x 256
+    part this takes preprocessing from about 1.5-3 ms to 0.3 ms, a sizeable share of a 10 ms budget.
+    """
+
+    def __init__(self, config: Preprocessing):
+        self.config = config
+        self.tables: dict[str, np.ndarray | None] = {}
+        self.geometry: Geometry | None = None
+
+    def prepare(self, dtype: np.dtype[Any]) -> None:
+        """Build the table for one pixel type now rather than on its first image."""
+        self._table(dtype)
+
+    def _table(self, dtype: np.dtype[Any]) -> np.ndarray | None:
+        key = dtype.str
+        if key not in self.tables:
+            self.tables[key] = self._build(dtype)
+        return self.tables[key]
+
+    def _build(self, dtype: np.dtype[Any]) -> np.ndarray | None:
+        height, width = self.config.height, self.config.width
+        levels = int(np.iinfo(dtype).max) + 1
+        table = np.empty((3, levels), dtype=np.float32)
+        for start in range(0, levels, height * width):
+            chunk = np.arange(start, min(start + height * width, levels))
+            flat = np.zeros(height * width, dtype=dtype)
+            flat[: len(chunk)] = chunk
+            tensor, self.geometry = to_canvas(
+                np.repeat(flat.reshape(height, width, 1), 3, axis=2), self.config
+            )
+            table[:, chunk] = tensor.reshape(3, -1)[:, : len(chunk)]
+        probe = np.random.default_rng(0).integers(0, levels, (height, width, 3), dtype=dtype)
+        expected, _ = to_canvas(probe, self.config)
+        got = np.empty_like(expected)
+        self._apply(table, probe, got)
+        if not np.array_equal(got, expected):
+            log.warning(
+                "preprocessing is not a per-pixel lookup for %s images; using the general path", dtype
+            )
+            return None
+        return table
+
+    @staticmethod
+    def _apply(table: np.ndarray, image: np.ndarray, out: np.ndarray) -> None:
+        for channel in range(3):
+            plane = image if image.ndim == 2 else image[:, :, channel]
+            np.take(table[channel], plane, out=out[channel])
+
+    def fill(self, image: np.ndarray, out: np.ndarray) -> Geometry | None:
+        """Write the network input of ``image`` into ``out`` ``(3, H, W)`` if the shortcut applies.
+
+        Returns:
+            The image's geometry, or None when the shortcut does not apply (nothing written).
+        """
+        if image.dtype not in (np.uint8, np.uint16) or image.shape[:2] != (
+            self.config.height,
+            self.config.width,
+        ):
+            return None
+        image = check_image(image)
+        table = self._table(image.dtype)
+        if table is None:
+            return None
+        self._apply(table, image, out)
+        return self.geometry
 
 
 class Inspector:
@@ -53,12 +149,16 @@ class Inspector:
     Use :meth:`load`; the constructor takes already-validated parts.
     """
 
-    def __init__(self, bundle: Bundle, session: ort.InferenceSession, thresholds: Thresholds | None, graph: str):
+    def __init__(
+        self, bundle: Bundle, session: ort.InferenceSession, thresholds: Thresholds | None, graph: str
+    ):
         self.bundle = bundle
         self.session = session
         self.thresholds = thresholds
         self.graph = graph
         self.preprocessing = Preprocessing.from_dict(bundle.manifest["preprocessing"])
+        self.lookup = CanvasLookup(self.preprocessing)
+        self.lookup.prepare(np.dtype(np.uint8))  # the common case, so the first part is not slower
         self.model_hash = bundle.model_hash
         self.version = bundle.version
 
@@ -94,28 +194,35 @@ class Inspector:
         if not graph:
             raise BundleError(f"{bundle.path}: no INT8 graph in this bundle; export it with --int8")
         graph_path = bundle.file(graph)
+        try:
+            pre = Preprocessing.from_dict(bundle.manifest["preprocessing"])
+        except (KeyError, TypeError, ValueError, FlawscopeError) as exc:
+            raise BundleError(f"{bundle.path}: manifest has no usable 'preprocessing' ({exc})") from None
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
-        chosen = available_providers() if providers == "auto" else (
-            ["CPUExecutionProvider"] if providers == "cpu" else list(providers)
-        )
+        chosen = _choose_providers(providers)
         try:
             session = ort.InferenceSession(str(graph_path), sess_options=options, providers=chosen)
         except Exception as exc:
             raise BundleError(f"{graph_path}: ONNX Runtime cannot load the graph ({exc})") from None
-        pre = Preprocessing.from_dict(bundle.manifest["preprocessing"])
-        _graph_inputs_match(session, pre, graph_path)
+        _graph_matches(session, pre, graph_path)
         thresholds = None
         versions = bundle.thresholds
         if versions:
-            chosen_t: dict[str, Any] | None = versions[-1]
-            if threshold_version is not None:
-                chosen_t = next((t for t in versions if t["version"] == threshold_version), None)
-                if chosen_t is None:
-                    raise BundleError(f"{bundle.path}: no threshold version {threshold_version}")
-            thresholds = Thresholds.from_dict(chosen_t)
+            if threshold_version is None:
+                selected: dict[str, Any] | None = versions[-1]
+            else:
+                selected = next((t for t in versions if t.get("version") == threshold_version), None)
+            if selected is None:
+                raise BundleError(f"{bundle.path}: no threshold version {threshold_version}")
+            try:
+                thresholds = Thresholds.from_dict(selected)
+            except (KeyError, TypeError, ValueError, FlawscopeError) as exc:
+                raise BundleError(
+                    f"{bundle.path}: threshold version in the manifest is not usable ({exc})"
+                ) from None
         elif threshold_version is not None:
             raise BundleError(f"{bundle.path}: bundle has no thresholds; run 'flawscope calibrate'")
         log.info("inspector %s on %s", bundle.version, session.get_providers())
@@ -130,21 +237,37 @@ class Inspector:
         (out,) = self.session.run(["patch_scores"], {"image": batch})
         return np.asarray(out)
 
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Geometry]]:
+        """The network input of each image, exactly as training makes it.
+
+        Args:
+            images: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` uint8/uint16 (or float in [0, 1]) arrays.
+
+        Returns:
+            ``(N, 3, canvas_h, canvas_w)`` float32 batch and each image's geometry in the canvas.
+
+        Raises:
+            InputError: for an image of the wrong type, shape, dtype or size.
+        """
+        batch = np.empty((len(images), 3, self.preprocessing.height, self.preprocessing.width), np.float32)
+        geometries = []
+        for slot, image in enumerate(images):
+            geometry = self.lookup.fill(image, batch[slot]) if isinstance(image, np.ndarray) else None
+            if geometry is None:
+                batch[slot], geometry = to_canvas(image, self.preprocessing)
+            geometries.append(geometry)
+        return batch, geometries
+
     def score_many(self, images: Sequence[np.ndarray]) -> Prediction:
         """Raw scores and anomaly maps (no thresholds), exactly as the trained model gives them.
 
         Raises:
             InputError: for an image of the wrong shape, dtype or size.
         """
-        tensors, geometries = [], []
-        for image in images:
-            tensor, geometry = to_canvas(image, self.preprocessing)
-            tensors.append(tensor)
-            geometries.append(geometry)
-        if not tensors:
+        if len(images) == 0:
             return Prediction(np.zeros(0, np.float32), ())
-        patch = self._run(np.stack(tensors))
-        return self._finish(patch, geometries)
+        batch, geometries = self.preprocess(images)
+        return self._finish(self._run(batch), geometries)
 
     def _finish(self, patch: np.ndarray, geometries: Sequence[Geometry]) -> Prediction:
         scores, maps = [], []
@@ -174,25 +297,37 @@ class Inspector:
         """
         thresholds = self._require_thresholds()
         verdicts: list[Verdict | None] = [None] * len(images)
-        tensors, geometries, slots = [], [], []
+        batch = np.empty((len(images), 3, self.preprocessing.height, self.preprocessing.width), np.float32)
+        geometries: list[Geometry] = []
+        slots: list[int] = []
         for index, image in enumerate(images):
             try:
                 if image is None:
                     raise FlawscopeError("no image")
-                tensor, geometry = to_canvas(image, self.preprocessing)
+                row = batch[len(slots)]
+                geometry = self.lookup.fill(image, row) if isinstance(image, np.ndarray) else None
+                if geometry is None:
+                    row[...], geometry = to_canvas(image, self.preprocessing)
             except FlawscopeError as exc:
                 verdicts[index] = error_verdict(str(exc), self.model_hash, thresholds.version)
                 continue
-            tensors.append(tensor)
+            except Exception as exc:  # an odd array (OpenCV error) must reject that part, not the batch
+                log.warning("image %d of the batch could not be preprocessed: %r", index, exc)
+                verdicts[index] = error_verdict(
+                    f"image could not be preprocessed: {exc!r}", self.model_hash, thresholds.version
+                )
+                continue
             geometries.append(geometry)
             slots.append(index)
-        if tensors:
+        if slots:
             try:
-                prediction = self._finish(self._run(np.stack(tensors)), geometries)
-            except Exception as exc:  # noqa: BLE001  (a failed inference must reject, not crash the line)
+                prediction = self._finish(self._run(batch[: len(slots)]), geometries)
+            except Exception as exc:  # a failed inference must reject, not crash the line
                 log.exception("inference failed")
                 for index in slots:
-                    verdicts[index] = error_verdict(f"inference failed: {exc}", self.model_hash, thresholds.version)
+                    verdicts[index] = error_verdict(
+                        f"inference failed: {exc}", self.model_hash, thresholds.version
+                    )
             else:
                 for index, score, amap in zip(slots, prediction.scores, prediction.maps, strict=True):
                     verdicts[index] = decide(float(score), amap, thresholds, self.model_hash)

@@ -1,0 +1,72 @@
+"""One tiny trained, calibrated and exported bundle per registered model, shared by the export tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CANVAS = 64
+
+
+@dataclass(frozen=True)
+class TinySet:
+    """A 64-px synthetic set: its folder, test images and labels (1 = defective)."""
+
+    root: Path
+    images: list[np.ndarray]
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A trained bundle, its deployable export (fp32 + int8) and the torch model loaded from it."""
+
+    name: str
+    trained: Path
+    deployed: Path
+    model: object
+    holdout: list[np.ndarray]
+
+
+@pytest.fixture(scope="session")
+def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> TinySet:
+    from flawscope.data.datasets import read_samples
+    from flawscope.data.synthetic import SyntheticSpec, write_dataset
+
+    spec = SyntheticSpec(size=(CANVAS, CANVAS), n_train=40, n_test_good=20, n_test_defect_per_type=3, seed=1)
+    dataset = write_dataset(tmp_path_factory.mktemp("export-set") / "data", spec)
+    test = read_samples(dataset.test, masks=False)
+    return TinySet(Path(dataset.root), list(test.images), np.array([s.label for s in test.samples]))
+
+
+def _model_names() -> list[str]:
+    from flawscope.models import MODELS
+
+    return sorted(MODELS)
+
+
+@pytest.fixture(scope="session", params=_model_names())
+def exported(
+    request: pytest.FixtureRequest, tiny_set: TinySet, tmp_path_factory: pytest.TempPathFactory
+) -> Exported:
+    import torch
+
+    from flawscope.decide.workflow import calibrate_bundle
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.models.io import load_model
+    from flawscope.models.train import train
+
+    torch.set_num_threads(2)
+    name = request.param
+    folder = tmp_path_factory.mktemp(f"export-{name}")
+    # A quarter of the 40 good training images (10) is held out: calibration needs at least 10.
+    result = train(tiny_set.root, folder / "trained", model=name, holdout=0.25, params={"image_size": CANVAS})
+    calibrate_bundle(folder / "trained", result.holdout_images, target_frr=0.1)
+    export_bundle(
+        folder / "trained", folder / "deployed", int8=True, calibration_images=result.holdout_images
+    )
+    model, _ = load_model(folder / "trained")
+    return Exported(name, folder / "trained", folder / "deployed", model, result.holdout_images)

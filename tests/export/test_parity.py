@@ -1,0 +1,116 @@
+"""The deployed ONNX runtime gives the torch model's scores, maps and verdicts, for every registered model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def test_fp32_scores_and_maps_match_torch(exported, tiny_set):
+    from flawscope.runtime import Inspector
+
+    reference = exported.model.predict(tiny_set.images)
+    runtime = Inspector.load(exported.deployed, threads=2).score_many(tiny_set.images)
+
+    assert runtime.scores.shape == reference.scores.shape == (len(tiny_set.images),)
+    np.testing.assert_allclose(runtime.scores, reference.scores, rtol=1e-3)
+    for got, want in zip(runtime.maps, reference.maps, strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
+
+
+def test_fp32_verdicts_match_torch(exported, tiny_set):
+    from flawscope.decide.verdict import decide
+    from flawscope.runtime import Inspector
+    from flawscope.types import Outcome
+
+    inspector = Inspector.load(exported.deployed, threads=2)
+    assert inspector.thresholds is not None
+    reference = exported.model.predict(tiny_set.images)
+    expected = [
+        decide(float(s), m, inspector.thresholds, inspector.model_hash)
+        for s, m in zip(reference.scores, reference.maps, strict=True)
+    ]
+    got = inspector.inspect_many(tiny_set.images)
+
+    assert [v.outcome for v in got] == [v.outcome for v in expected]
+    assert [len(v.regions) for v in got] == [len(v.regions) for v in expected]
+    for g, e in zip(got, expected, strict=True):
+        assert g.threshold_version == e.threshold_version and g.model_hash == e.model_hash
+        for rg, re in zip(g.regions, e.regions, strict=True):
+            assert abs(rg.area_px - re.area_px) <= max(2, 0.02 * re.area_px)
+    # Not a vacuous comparison: the tiny set has parts on both sides of the reject threshold.
+    outcomes = {v.outcome for v in got}
+    assert Outcome.PASS in outcomes and Outcome.FAIL in outcomes
+
+
+def test_graph_has_no_separate_pad_nodes(exported):
+    import onnx
+
+    graph = onnx.load(str(exported.deployed / "model.onnx")).graph
+    ops = [node.op_type for node in graph.node]
+    assert "Conv" in ops
+    assert "Pad" not in ops  # merged into the convolutions (keeps ORT's NCHWc layout)
+
+
+def test_merge_pads_keeps_the_numbers():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from flawscope.export.onnx_export import merge_pads_into_convs
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Pad", ["image", "pads"], ["padded"], mode="constant"),
+        helper.make_node("Conv", ["padded", "w"], ["out"], strides=[2, 2], pads=[1, 0, 0, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", "c", "h", "w"])],
+        [
+            numpy_helper.from_array(np.array([0, 0, 0, 1, 0, 0, 1, 2], np.int64), "pads"),
+            numpy_helper.from_array(weight, "w"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    before = model.SerializeToString()
+    after = merge_pads_into_convs(before)
+
+    merged = onnx.load_from_string(after)
+    assert [n.op_type for n in merged.graph.node] == ["Conv"]
+    pads = next(a for a in merged.graph.node[0].attribute if a.name == "pads")
+    assert list(pads.ints) == [1, 1, 1, 3]
+    x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    run = [
+        ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+        for m in (before, after)
+    ]
+    np.testing.assert_allclose(run[1], run[0], rtol=1e-6, atol=1e-6)
+
+
+def test_reflect_pad_is_left_alone():
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from flawscope.export.onnx_export import merge_pads_into_convs
+
+    nodes = [
+        helper.make_node("Pad", ["image", "pads"], ["padded"], mode="reflect"),
+        helper.make_node("Conv", ["padded", "w"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", "c", "h", "w"])],
+        [
+            numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+            numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    merged = onnx.load_from_string(merge_pads_into_convs(model.SerializeToString()))
+    assert [n.op_type for n in merged.graph.node] == ["Pad", "Conv"]
