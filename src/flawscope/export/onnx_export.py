@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 from flawscope.bundle import Bundle, sha256_bytes, versions, write_bundle
 from flawscope.data.preprocess import Geometry, Preprocessing, finish_map, to_batch
 from flawscope.errors import InputError
+from flawscope.models.engine import trace_to_onnx
 from flawscope.models.io import load_model
 
 log = logging.getLogger(__name__)
@@ -47,23 +47,7 @@ def export_scorer(module: torch.nn.Module, height: int, width: int, clean: bool 
         clean: fold constants and merge ``Pad`` into ``Conv`` (see the module docstring);
             ``False`` keeps the graph as traced, for comparisons.
     """
-    example = torch.zeros(2, 3, height, width)
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # The TorchScript exporter's notes on constant folding are about its internals, not ours.
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        target = Path(tmp) / "scorer.onnx"
-        torch.onnx.export(
-            module.eval(),
-            (example,),
-            str(target),
-            input_names=["image"],
-            output_names=["patch_scores"],
-            dynamic_axes={"image": {0: "batch"}, "patch_scores": {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
-        traced = target.read_bytes()
+    traced = trace_to_onnx(module, height, width, "patch_scores", OPSET)
     return merge_pads_into_convs(fold_constants(traced)) if clean else traced
 
 
