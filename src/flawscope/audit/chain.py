@@ -226,8 +226,14 @@ def decode_regions(text: str) -> tuple[Region, ...]:
     return tuple(out)
 
 
-def record_to_row(record: InspectionRecord) -> dict[str, Any]:
-    """Column values for a normalised record: NaN floats as NULL (SQLite cannot store NaN)."""
+def record_to_row(record: InspectionRecord, nan_as_null: bool = True) -> dict[str, Any]:
+    """Column values for a normalised record.
+
+    Args:
+        record: the record.
+        nan_as_null: NaN floats become NULL (SQLite cannot store NaN); ``False`` keeps NaN, as
+            Parquet can tell NaN from null.
+    """
     row: dict[str, Any] = {}
     for name in FIELDS:
         value = getattr(record, name)
@@ -235,7 +241,7 @@ def record_to_row(record: InspectionRecord) -> dict[str, Any]:
             row[name] = encode_regions(value)
         elif name == "outcome":
             row[name] = value.value
-        elif name in FLOAT_FIELDS:
+        elif name in FLOAT_FIELDS and nan_as_null:
             row[name] = None if math.isnan(value) else value
         else:
             row[name] = value

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from flawscope.audit.chain import FIELDS, FLOAT_FIELDS, OPTIONAL_INT_FIELDS, encode_regions
+from flawscope.audit.chain import FIELDS, FLOAT_FIELDS, OPTIONAL_INT_FIELDS, record_to_row
 from flawscope.errors import InputError
 from flawscope.types import InspectionRecord
 
@@ -23,16 +23,7 @@ ROW_GROUP = 20_000
 
 
 def _values(record: InspectionRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in FIELDS:
-        value = getattr(record, name)
-        if name == "regions":
-            out[name] = encode_regions(value)
-        elif name == "outcome":
-            out[name] = value.value
-        else:
-            out[name] = value
-    return out
+    return record_to_row(record, nan_as_null=False)
 
 
 def _write_csv(records: Iterable[InspectionRecord], tmp: Path) -> int:
