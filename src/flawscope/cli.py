@@ -111,9 +111,7 @@ def train_command(
 
     with progress_bars() as progress:
         result = train(dataset, output, model=model, holdout=holdout, params=params, progress=progress)
-    table = Table(title=f"Trained {model} ({backbone})")
-    table.add_column("item")
-    table.add_column("value")
+    table = _kv_table(f"Trained {model} ({backbone})")
     pre = result.model.preprocessing_
     assert pre is not None
     table.add_row("training images", str(result.n_train))
@@ -147,10 +145,36 @@ def _print_skipped(skipped: list[tuple[str, str]]) -> None:
             err_console.print(f"  {escape(path)}: {escape(problem)}", soft_wrap=True, highlight=False)
 
 
-def _print_calibration(report: Any) -> None:
-    from flawscope.decide.workflow import calibration_table
+def _kv_table(title: str) -> Table:
+    """An empty two-column (item, value) summary table."""
+    table = Table(title=title)
+    table.add_column("item")
+    table.add_column("value")
+    return table
 
-    console.print(calibration_table(report))
+
+def _print_calibration(result: Any) -> None:
+    """What a calibration achieved, with its bounds."""
+    t = result.thresholds
+    table = _kv_table(f"Calibrated thresholds (version {t.version})")
+    table.add_row("reject threshold", f"{t.reject:.4g}")
+    table.add_row("review threshold", f"{t.review:.4g}" + ("" if t.has_review_band else " (no review band)"))
+    table.add_row("calibration images (good)", str(result.n_good))
+    table.add_row("false rejects on them", f"{result.n_false_rejects} ({result.empirical_frr:.2%})")
+    table.add_row(
+        "FRR upper bound (95%, Clopper-Pearson)",
+        f"{result.frr_upper_bound:.2%} [{result.guarantee}: target {t.target_frr:.2%}]",
+    )
+    table.add_row("smallest target this set supports", f"{result.min_supported_frr:.2%}")
+    if result.recall is not None and result.recall_ci is not None:
+        table.add_row(
+            "recall on defects",
+            f"{result.recall:.2%} (95% CI {result.recall_ci[0]:.2%}-{result.recall_ci[1]:.2%})",
+        )
+    for warning in result.warnings:
+        # Warnings quote file names, which must not be read as Rich markup ("[b]" in a name).
+        table.add_row("[yellow]warning[/yellow]", escape(warning))
+    console.print(table)
 
 
 def _metrics_table(run: Any, title: str) -> Table:
@@ -191,9 +215,7 @@ def _metrics_table(run: Any, title: str) -> Table:
 
 def _operating_table(point: Any) -> Table:
     t = point.thresholds
-    table = Table(title=f"At the bundle's thresholds (version {t.version})")
-    table.add_column("item")
-    table.add_column("value")
+    table = _kv_table(f"At the bundle's thresholds (version {t.version})")
     table.add_row("reject / review threshold", f"{t.reject:.4g} / {t.review:.4g}")
     table.add_row(
         "false-reject rate on good test parts",
@@ -572,9 +594,7 @@ def inspect_command(
             on_status=lambda s: live.update(status_text(s)),
         )
         head = log.head()
-    table = Table(title=f"Line summary ({summary.stop_reason})")
-    table.add_column("item")
-    table.add_column("value")
+    table = _kv_table(f"Line summary ({summary.stop_reason})")
     table.add_row("parts recorded", str(summary.recorded))
     for outcome, n in summary.counts.items():
         table.add_row(f"  {outcome}", str(n))

@@ -11,8 +11,6 @@ import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from rich.markup import escape
-from rich.table import Table
 
 from flawscope.bundle import read_bundle, update_manifest
 from flawscope.decide.calibration import MIN_GOOD, CalibrationResult, calibrate
@@ -97,29 +95,3 @@ def _with_version(result: CalibrationResult, version: int) -> CalibrationResult:
     from dataclasses import replace
 
     return replace(result, thresholds=replace(result.thresholds, version=version))
-
-
-def calibration_table(result: CalibrationResult) -> Table:
-    """A Rich table of what a calibration achieved, with its bounds."""
-    t = result.thresholds
-    table = Table(title=f"Calibrated thresholds (version {t.version})")
-    table.add_column("item")
-    table.add_column("value")
-    table.add_row("reject threshold", f"{t.reject:.4g}")
-    table.add_row("review threshold", f"{t.review:.4g}" + ("" if t.has_review_band else " (no review band)"))
-    table.add_row("calibration images (good)", str(result.n_good))
-    table.add_row("false rejects on them", f"{result.n_false_rejects} ({result.empirical_frr:.2%})")
-    table.add_row(
-        "FRR upper bound (95%, Clopper-Pearson)",
-        f"{result.frr_upper_bound:.2%} [{result.guarantee}: target {t.target_frr:.2%}]",
-    )
-    table.add_row("smallest target this set supports", f"{result.min_supported_frr:.2%}")
-    if result.recall is not None and result.recall_ci is not None:
-        table.add_row(
-            "recall on defects",
-            f"{result.recall:.2%} (95% CI {result.recall_ci[0]:.2%}-{result.recall_ci[1]:.2%})",
-        )
-    for warning in result.warnings:
-        # Warnings quote file names, which must not be read as Rich markup ("[b]" in a name).
-        table.add_row("[yellow]warning[/yellow]", escape(warning))
-    return table
