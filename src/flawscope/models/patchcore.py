@@ -24,18 +24,37 @@ log = logging.getLogger(__name__)
 class NearestNeighbourScorer(nn.Module):
     """``(B, 3, H, W)`` to ``(B, H/8, W/8)``: Euclidean distance of each patch to its nearest bank entry.
 
-    The distance is computed as ``|q|^2 - 2 q.m + |m|^2`` so the search is one matrix product,
-    which is what both torch and ONNX Runtime execute fastest on a CPU.
+    The distance is ``|q|^2 + min_m (|m|^2 - 2 q.m)``, and ``|m|^2`` rides in the matrix product
+    as an extra row of the bank against a constant 1 appended to each query, so the search is one
+    MatMul and one ReduceMin: the ``(B, hw, M)`` distance matrix is written once and read once,
+    which is what bounds the search on a CPU. ``|q|^2`` is added after the minimum.
+
+    With a projection (``search_dims``), queries and bank are first centred and projected onto the
+    bank's leading principal axes, and the distance is measured there: an approximation that
+    costs ``k / C`` of the exact search's multiplications.
     """
 
-    bank_t: torch.Tensor
-    bank_sq: torch.Tensor
+    bank_aug: torch.Tensor
+    centre: torch.Tensor
+    projection: torch.Tensor
 
-    def __init__(self, embedder: Embedder, bank: torch.Tensor):
+    def __init__(
+        self,
+        embedder: Embedder,
+        bank: torch.Tensor,
+        centre: torch.Tensor | None = None,
+        projection: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.embedder = embedder
-        self.register_buffer("bank_t", bank.T.contiguous())
-        self.register_buffer("bank_sq", (bank * bank).sum(1))
+        self.projected = projection is not None
+        if projection is not None:
+            assert centre is not None
+            self.register_buffer("centre", centre)  # (C,)
+            self.register_buffer("projection", projection)  # (C, k)
+            bank = (bank - centre) @ projection
+        augmented = torch.cat([-2.0 * bank.T, (bank * bank).sum(1)[None, :]], dim=0)  # (k + 1, M)
+        self.register_buffer("bank_aug", augmented.contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.score_features(self.embedder(x))
@@ -44,9 +63,20 @@ class NearestNeighbourScorer(nn.Module):
         """``(B, C, h, w)`` embedder features to ``(B, h, w)`` nearest-neighbour distances."""
         b, _, h, w = features.shape
         queries = features.flatten(2).transpose(1, 2)  # (B, hw, C)
-        d2 = (queries * queries).sum(-1, keepdim=True) - 2.0 * (queries @ self.bank_t) + self.bank_sq
-        nearest = d2.min(dim=-1).values.clamp_min(0.0).sqrt()
+        if self.projected:
+            queries = (queries - self.centre) @ self.projection  # (B, hw, k)
+        augmented = torch.cat([queries, torch.ones_like(queries[:, :, :1])], dim=-1)  # (B, hw, k + 1)
+        partial = (augmented @ self.bank_aug).min(dim=-1).values  # (B, hw)
+        nearest = (partial + (queries * queries).sum(-1)).clamp_min(0.0).sqrt()
         return nearest.reshape(b, h, w)
+
+
+def principal_axes(bank: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre ``(C,)`` and the ``dims`` leading principal axes ``(C, dims)`` of an ``(M, C)`` bank."""
+    centre = bank.double().mean(0)
+    centred = bank.double() - centre
+    _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+    return centre.float(), vectors[:, -dims:].flip(1).float().contiguous()
 
 
 @register("patchcore")
@@ -57,11 +87,13 @@ class PatchCore(AnomalyModel):
         coreset_ratio: fraction of the (valid, non-padding) training patches to keep.
         max_bank: upper bound on the bank size, which bounds memory and search time.
         max_candidates: patches randomly drawn before the coreset (bounds fit time and memory).
+        search_dims: search in this many principal dimensions of the bank instead of all
+            channels (approximate, cheaper); None searches exactly.
     """
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:  # noqa: D102
-        return {"coreset_ratio": 0.1, "max_bank": 8192, "max_candidates": 400_000}
+        return {"coreset_ratio": 0.1, "max_bank": 8192, "max_candidates": 400_000, "search_dims": None}
 
     def check_params(self) -> None:  # noqa: D102
         ratio, bank, candidates = (self.params[k] for k in ("coreset_ratio", "max_bank", "max_candidates"))
@@ -70,6 +102,9 @@ class PatchCore(AnomalyModel):
         for name, value in (("max_bank", bank), ("max_candidates", candidates)):
             if not isinstance(value, int) or value < 1:
                 raise InputError(name, f"must be a whole number >= 1, got {value!r}")
+        dims = self.params["search_dims"]
+        if dims is not None and (not isinstance(dims, int) or dims < 1):
+            raise InputError("search_dims", f"must be a whole number >= 1 or None, got {dims!r}")
 
     def _fit_features(
         self, batches: Iterator[tuple[torch.Tensor, np.ndarray]], n_images: int, progress: Progress | None
@@ -93,18 +128,31 @@ class PatchCore(AnomalyModel):
             progress=(lambda done, total: progress("coreset", done, total)) if progress else None,
         )
         self.memory_bank_ = patches[index].contiguous()
+        dims = self.params["search_dims"]
+        self.search_axes_: tuple[torch.Tensor, torch.Tensor] | None = None
+        if dims is not None and dims < self.memory_bank_.shape[1]:
+            self.search_axes_ = principal_axes(self.memory_bank_, dims)
         self.scorer_: nn.Module | None = None
         log.info("PatchCore bank: %d of %d patches", size, patches.shape[0])
 
     def scorer(self) -> nn.Module:  # noqa: D102
         if getattr(self, "scorer_", None) is None:
-            self.scorer_ = NearestNeighbourScorer(self._embedder(), self.memory_bank_).eval()
+            centre, projection = self.search_axes_ or (None, None)
+            self.scorer_ = NearestNeighbourScorer(
+                self._embedder(), self.memory_bank_, centre, projection
+            ).eval()
         assert self.scorer_ is not None
         return self.scorer_
 
     def state_tensors(self) -> dict[str, torch.Tensor]:  # noqa: D102
-        return {"memory_bank": self.memory_bank_}
+        tensors = {"memory_bank": self.memory_bank_}
+        if self.search_axes_ is not None:
+            tensors["search_centre"], tensors["search_projection"] = self.search_axes_
+        return tensors
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: D102
         self.memory_bank_ = tensors["memory_bank"].float().contiguous()
+        self.search_axes_ = None
+        if "search_projection" in tensors:
+            self.search_axes_ = (tensors["search_centre"].float(), tensors["search_projection"].float())
         self.scorer_ = None

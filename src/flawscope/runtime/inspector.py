@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -122,7 +123,10 @@ class CanvasLookup:
     def _apply(table: np.ndarray, image: np.ndarray, out: np.ndarray) -> None:
         for channel in range(3):
             plane = image if image.ndim == 2 else image[:, :, channel]
-            np.take(table[channel], plane, out=out[channel])
+            if plane.dtype == np.uint8:  # OpenCV's table lookup is ~3x faster than np.take
+                cv2.LUT(plane, table[channel], dst=out[channel])
+            else:  # cv2.LUT takes 8-bit images only
+                np.take(table[channel], plane, out=out[channel])
 
     def fill(self, image: np.ndarray, out: np.ndarray) -> Geometry | None:
         """Write the network input of ``image`` into ``out`` ``(3, H, W)`` if the shortcut applies.
