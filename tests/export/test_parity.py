@@ -57,7 +57,7 @@ def test_merge_pads_keeps_the_numbers():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from flawscope.export.onnx_export import merge_pads_into_convs
+    from flawscope.export.graph import merge_pads_into_convs
 
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -95,7 +95,7 @@ def test_reflect_pad_is_left_alone():
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from flawscope.export.onnx_export import merge_pads_into_convs
+    from flawscope.export.graph import merge_pads_into_convs
 
     nodes = [
         helper.make_node("Pad", ["image", "pads"], ["padded"], mode="reflect"),

@@ -1,7 +1,8 @@
 """Run the frozen feature extractor (or a whole scorer) through ONNX Runtime while fitting.
 
-The backbone is frozen, so fitting only needs its forward pass; ONNX Runtime runs this trunk
-about six times faster than torch eager on a CPU (see benchmarks/RESULTS.md). The module is
+The backbone is frozen, so fitting only needs its forward pass; ONNX Runtime runs this trunk,
+cleaned like the exported graph (:mod:`flawscope.export.graph`), several times faster than torch
+eager on a CPU (see benchmarks/RESULTS.md). The module is
 traced once per model instance and canvas; if tracing or the session fails, the torch module is
 used instead, so the engine changes speed only, never the result beyond float rounding.
 """
@@ -72,8 +73,10 @@ def make_runner(
         # Fitting streams many batches once: an arena sized for the largest batch would stay
         # allocated for the whole fit on top of the statistics being accumulated.
         options.enable_cpu_mem_arena = False
+        from flawscope.export.graph import clean_graph  # onnx is imported only on this path
+
         session = ort.InferenceSession(
-            trace_to_onnx(module, height, width, "output"),
+            clean_graph(trace_to_onnx(module, height, width, "output")),
             sess_options=options,
             providers=["CPUExecutionProvider"],
         )

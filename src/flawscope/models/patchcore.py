@@ -85,7 +85,10 @@ class PatchCore(AnomalyModel):
 
     Hyperparameters (besides :class:`~flawscope.models.base.ModelConfig`):
         coreset_ratio: fraction of the (valid, non-padding) training patches to keep.
-        max_bank: upper bound on the bank size, which bounds memory and search time.
+        max_bank: upper bound on the bank size, which bounds memory and search time. The default
+            (2,048) keeps the search within the backbone's time at 256 px on a CPU; 8,192 is
+            more accurate on some data at about three times the backbone's time (see
+            benchmarks/RESULTS.md).
         max_candidates: patches randomly drawn before the coreset (bounds fit time and memory).
         search_dims: search in this many principal dimensions of the bank instead of all
             channels (approximate, cheaper); None searches exactly.
@@ -93,7 +96,7 @@ class PatchCore(AnomalyModel):
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:  # noqa: D102
-        return {"coreset_ratio": 0.1, "max_bank": 8192, "max_candidates": 400_000, "search_dims": None}
+        return {"coreset_ratio": 0.1, "max_bank": 2048, "max_candidates": 400_000, "search_dims": None}
 
     def check_params(self) -> None:  # noqa: D102
         ratio, bank, candidates = (self.params[k] for k in ("coreset_ratio", "max_bank", "max_candidates"))
