@@ -398,8 +398,16 @@ def export_command(
     from flawscope.export.onnx_export import export_bundle
 
     deployed = export_bundle(bundle, target, int8=int8, calibration_images=images)
-    graphs = ", ".join(deployed.manifest["deploy"]["onnx_sha256"])
+    deploy = deployed.manifest["deploy"]
+    graphs = ", ".join(deploy["onnx_sha256"])
     console.print(f"deployable bundle: {deployed.path} (graphs: {graphs})")
+    if int8 and not deploy.get("int8_within_tolerance", True):
+        console.print(
+            f"[yellow]warning: INT8 scores deviate from fp32 by a median "
+            f"{deploy['int8_score_deviation']['median']:.1%} on the calibration images (tolerance "
+            f"{deploy['int8_tolerance']:.0%}): this model loses accuracy in INT8; deploy the fp32 graph "
+            "(the default) or validate the INT8 one on labelled parts first.[/yellow]"
+        )
     if not deployed.thresholds:
         console.print(
             "[yellow]warning: no calibrated thresholds; the runtime can score but not give verdicts.[/yellow]"

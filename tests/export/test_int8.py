@@ -80,3 +80,32 @@ def test_fp32_only_bundle_refuses_int8(exported, tmp_path):
     assert Inspector.load(tmp_path / "fp32").thresholds is not None
     with pytest.raises(BundleError, match="INT8"):
         Inspector.load(tmp_path / "fp32", int8=True)
+
+
+def test_int8_deviation_is_recorded_against_its_tolerance(exported):
+    from flawscope.bundle import read_bundle
+    from flawscope.export.onnx_export import INT8_TOLERANCE
+
+    deploy = read_bundle(exported.deployed).manifest["deploy"]
+    median = deploy["int8_score_deviation"]["median"]
+    assert deploy["int8_tolerance"] == INT8_TOLERANCE
+    assert deploy["int8_within_tolerance"] == (median <= INT8_TOLERANCE)
+
+
+def test_int8_graph_outside_tolerance_warns_when_loaded(exported, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from flawscope.bundle import read_bundle, update_manifest
+    from flawscope.runtime import Inspector
+
+    shutil.copytree(exported.deployed, tmp_path / "d")
+    deploy = {**read_bundle(tmp_path / "d").manifest["deploy"], "int8_within_tolerance": False}
+    update_manifest(read_bundle(tmp_path / "d"), deploy=deploy)
+    with caplog.at_level(logging.WARNING, logger="flawscope.runtime.inspector"):
+        Inspector.load(tmp_path / "d", int8=True, threads=1)
+    assert "INT8 graph deviated" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flawscope.runtime.inspector"):
+        Inspector.load(tmp_path / "d", threads=1)  # the fp32 graph: nothing to warn about
+    assert "INT8" not in caplog.text

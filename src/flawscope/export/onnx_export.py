@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 OPSET = 17
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
+# Median relative deviation of INT8 image scores from fp32 (after rescaling) on the calibration
+# images above which the INT8 graph is flagged. Measured on magnetic_tile (benchmarks/parity.py):
+# PaDiM deviated 10% at export and lost 0.077 image AUROC, PatchCore deviated 2.6% and still lost
+# 0.067, so only a deviation of about 1% or less is taken as a sign the INT8 graph is usable.
+INT8_TOLERANCE = 0.01
 
 
 def export_scorer(module: torch.nn.Module, height: int, width: int, clean: bool = True) -> bytes:
@@ -155,11 +160,21 @@ def _int8_graph(
         ratio = 1.0
     graph = scale_output(quantised, 1.0 / ratio)
     deviation = np.abs(raw / ratio - reference) / np.maximum(np.abs(reference), 1e-12)
+    median = float(np.median(deviation))
     info = {
         "int8_calibration_images": len(images),
         "int8_score_scale": ratio,
-        "int8_score_deviation": {"median": float(np.median(deviation)), "max": float(deviation.max())},
+        "int8_score_deviation": {"median": median, "max": float(deviation.max())},
+        "int8_within_tolerance": median <= INT8_TOLERANCE,
+        "int8_tolerance": INT8_TOLERANCE,
     }
+    if median > INT8_TOLERANCE:
+        log.warning(
+            "INT8 image scores deviate from fp32 by a median %.1f%% on the calibration images "
+            "(tolerance %.0f%%): expect a loss of accuracy",
+            100 * median,
+            100 * INT8_TOLERANCE,
+        )
     return graph, info
 
 

@@ -198,6 +198,14 @@ class Inspector:
         if not graph:
             raise BundleError(f"{bundle.path}: no INT8 graph in this bundle; export it with --int8")
         graph_path = bundle.file(graph)
+        if int8 and deploy.get("int8_within_tolerance") is False:
+            log.warning(
+                "%s: the INT8 graph deviated from fp32 by a median %.1f%% at export (tolerance %.0f%%); "
+                "expect lower accuracy than the fp32 graph",
+                bundle.path,
+                100 * deploy["int8_score_deviation"]["median"],
+                100 * deploy["int8_tolerance"],
+            )
         try:
             pre = Preprocessing.from_dict(bundle.manifest["preprocessing"])
         except (KeyError, TypeError, ValueError, FlawscopeError) as exc:
