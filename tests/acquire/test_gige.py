@@ -126,3 +126,10 @@ def test_buffer_decoding_of_pixel_formats() -> None:
     assert rgb[0, 0, 2] == 200 and rgb[0, 0, 0] == 0
     with pytest.raises(ValueError, match="not supported"):
         buffer_to_image(arv, b"\0" * 64, 4, 4, arv.PIXEL_FORMAT_YUV_422_PACKED)
+
+
+@pytest.mark.parametrize("query", ["backoff=0", "backoff=5&max_backoff=1"])
+def test_gige_refuses_bad_backoff_before_touching_aravis(query: str) -> None:
+    # Checked first, so the message is the same with or without Aravis installed.
+    with pytest.raises(InputError, match="backoff"):
+        open_source(f"gige://127.0.0.1?{query}")

@@ -261,3 +261,11 @@ def test_simulator_refuses_a_ratio_the_dataset_cannot_give(tmp_path: Path) -> No
         SimSource(tmp_path / "plain", defect_ratio=0.2)
     with pytest.raises(InputError, match="defect_ratio"):
         open_source(f"sim://{tmp_path / 'plain'}?defect_ratio=1.5")
+
+
+def test_backoff_doubles_up_to_its_ceiling() -> None:
+    from itertools import islice
+
+    from flawscope.acquire.base import backoff_delays
+
+    assert list(islice(backoff_delays(0.5, 3.0), 6)) == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]

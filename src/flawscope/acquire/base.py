@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from flawscope.data.imageio import read_image
-from flawscope.errors import FlawscopeError
+from flawscope.errors import FlawscopeError, InputError
 from flawscope.types import Frame
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,26 @@ class Source:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
+
+
+def check_backoff(uri: str, backoff_s: float, max_backoff_s: float) -> None:
+    """Refuse reconnection waits that make no sense, naming the source and the field.
+
+    Raises:
+        InputError: unless ``0 < backoff_s <= max_backoff_s``.
+    """
+    if not 0 < backoff_s <= max_backoff_s:
+        raise InputError(
+            f"{uri}: backoff", f"need 0 < backoff ({backoff_s}) <= max_backoff ({max_backoff_s})"
+        )
+
+
+def backoff_delays(backoff_s: float, max_backoff_s: float) -> Iterator[float]:
+    """Waits between reconnection attempts: ``backoff_s``, doubling each time, at most ``max_backoff_s``."""
+    delay = backoff_s
+    while True:
+        yield delay
+        delay = min(delay * 2, max_backoff_s)
 
 
 def frame_from_file(path: Path, part_id: str, source: str, meta: Mapping[str, str] | None = None) -> Frame:

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from flawscope.acquire.base import Source
+from flawscope.acquire.base import Source, backoff_delays, check_backoff
 from flawscope.errors import InputError
 from flawscope.types import Frame
 
@@ -125,6 +125,7 @@ class GigESource(Source):
         max_retries: int | None = None,
     ) -> None:
         super().__init__(uri)
+        check_backoff(uri, backoff_s, max_backoff_s)
         self.arv = load_aravis()
         self.device_id = device_id or None
         self.count = count
@@ -163,11 +164,8 @@ class GigESource(Source):
         return camera, stream
 
     def _reconnect(self) -> tuple[Any, Any] | None:
-        delay = self.backoff_s
-        attempts = 0
         down_since = time.monotonic()
-        while True:
-            attempts += 1
+        for attempts, delay in enumerate(backoff_delays(self.backoff_s, self.max_backoff_s), start=1):
             try:
                 connected = self._connect()
             except Exception as exc:
@@ -181,7 +179,7 @@ class GigESource(Source):
                 return connected
             if self._wait(delay):
                 return None
-            delay = min(delay * 2, self.max_backoff_s)
+        return None  # not reached: the delays never run out
 
     @staticmethod
     def _stop_camera(camera: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from flawscope.acquire.base import Source
+from flawscope.acquire.base import Source, backoff_delays, check_backoff
 from flawscope.errors import InputError
 from flawscope.types import Frame
 
@@ -86,9 +86,7 @@ class VideoSource(Source):
             raise InputError(f"{uri}: every", f"must be at least 1, got {every}")
         if count is not None and count < 1:
             raise InputError(f"{uri}: count", f"must be at least 1, got {count}")
-        if not 0 < backoff_s <= max_backoff_s:
-            problem = f"need 0 < backoff ({backoff_s}) <= max_backoff ({max_backoff_s})"
-            raise InputError(f"{uri}: backoff", problem)
+        check_backoff(uri, backoff_s, max_backoff_s)
         self.target = target
         self.live = live
         self.fps = fps
@@ -126,10 +124,9 @@ class VideoSource(Source):
 
     def _reconnect(self, down_since: float, fps: float) -> Any:
         """Reopen a dropped stream with exponential backoff; None when closed or out of retries."""
-        delay = self.backoff_s
-        attempts = 0
-        while not self._wait(delay):
-            attempts += 1
+        for attempts, delay in enumerate(backoff_delays(self.backoff_s, self.max_backoff_s), start=1):
+            if self._wait(delay):
+                return None
             capture = self._open()
             if capture is not None:
                 down = time.monotonic() - down_since
@@ -141,9 +138,8 @@ class VideoSource(Source):
                 return capture
             if self.max_retries is not None and attempts >= self.max_retries:
                 raise InputError(self.uri, f"stream lost; gave up after {attempts} reconnection attempts")
-            logger.warning("%s: cannot reconnect (attempt %d); next try in %.1f s", self.uri, attempts, delay)
-            delay = min(delay * 2, self.max_backoff_s)
-        return None
+            logger.warning("%s: cannot reconnect (attempt %d); trying again", self.uri, attempts)
+        return None  # not reached: the delays never run out
 
     def _frames(self) -> Generator[Frame, None, None]:
         session = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
