@@ -2,9 +2,9 @@
 
 The backbone is frozen, so fitting only needs its forward pass; ONNX Runtime runs this trunk,
 cleaned like the exported graph (:mod:`flawscope.export.graph`), several times faster than torch
-eager on a CPU (see benchmarks/RESULTS.md). The module is
-traced once per model instance and canvas; if tracing or the session fails, the torch module is
-used instead, so the engine changes speed only, never the result beyond float rounding.
+eager on a CPU (see benchmarks/RESULTS.md). The module is traced once per model instance and
+canvas; if tracing or the session fails, the torch module is used instead, so the engine changes
+speed only, never the result beyond float rounding.
 """
 
 from __future__ import annotations

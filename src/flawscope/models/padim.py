@@ -36,8 +36,7 @@ def triangular_blocks(inv_cov: torch.Tensor, block: int = 38) -> list[tuple[int,
 
     Returns:
         ``(a, W)`` pairs, ``W`` of shape ``(P, C - a, b - a)`` such that the squared distance is
-        the sum over blocks of ``|d[:, a:] @ W|^2``. A single ``(0, inv_cov)``-equivalent block
-        is never returned: when a factor does not exist the caller keeps the full matrices.
+        the sum over blocks of ``|d[:, a:] @ W|^2``.
 
     Raises:
         np.linalg.LinAlgError: when a matrix is not positive definite.
