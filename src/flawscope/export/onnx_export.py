@@ -46,7 +46,7 @@ def export_scorer(module: torch.nn.Module, height: int, width: int, clean: bool 
         module: the torch scorer (any module with one image input and one output).
         height: canvas height.
         width: canvas width.
-        clean: fold constants and merge ``Pad`` into ``Conv`` (see the module docstring);
+        clean: fold constants and merge ``Pad`` into ``Conv`` (:func:`~flawscope.export.graph.clean_graph`);
             ``False`` keeps the graph as traced, for comparisons.
     """
     traced = trace_to_onnx(module, height, width, "patch_scores", OPSET)
@@ -145,10 +145,11 @@ def _int8_graph(
 ) -> tuple[bytes, dict[str, Any]]:
     """Quantise, then rescale the INT8 scores to the fp32 scale on the calibration images.
 
-    8-bit features shift every distance by a similar factor (typically 10-30 % upwards), which
-    would make the fp32-calibrated thresholds reject good parts; the median score ratio on the
-    calibration images is folded into the graph so the thresholds keep their meaning. What is
-    left after the rescaling is recorded in the manifest.
+    8-bit features shift every distance upwards (10-30% on the synthetic sets, 2x for PaDiM on
+    magnetic_tile), which would make the fp32-calibrated thresholds reject good parts; the median
+    score ratio on the calibration images is folded into the graph so the thresholds keep their
+    meaning. What is left after the rescaling is recorded in the manifest and checked against
+    :data:`INT8_TOLERANCE`.
     """
     batch, geometries = to_batch(list(images), pre)
     quantised = quantize_int8(fp32, batch)
