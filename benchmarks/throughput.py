@@ -270,6 +270,7 @@ def prepare_model(
     from flawscope.bundle import read_bundle, write_bundle
     from flawscope.data.preprocess import to_batch
     from flawscope.decide.workflow import calibrate_bundle
+    from flawscope.export.inputs import int8_inputs
     from flawscope.export.onnx_export import export_bundle, export_scorer
     from flawscope.models.io import load_model
     from flawscope.models.train import train
@@ -284,8 +285,14 @@ def prepare_model(
     calibrate_bundle(folder / "trained", result.holdout_images, target_frr=0.05)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
+    inputs = int8_inputs(read_bundle(folder / "trained").manifest)  # as `flawscope export --int8`
     export_bundle(
-        folder / "trained", folder / "deployed", int8=True, calibration_images=result.holdout_images
+        folder / "trained",
+        folder / "deployed",
+        int8=True,
+        calibration_images=inputs.calibration,
+        refit_images=inputs.refit,
+        validation=inputs.validation,
     )
     export_s = time.perf_counter() - t0
     model, _ = load_model(folder / "trained")
@@ -295,6 +302,7 @@ def prepare_model(
     deploy = read_bundle(folder / "deployed").manifest["deploy"]
     out["int8_score_scale"] = deploy.get("int8_score_scale")
     out["int8_score_deviation"] = deploy.get("int8_score_deviation")
+    out["int8_validation"] = deploy.get("int8_validation")
     out["graph_mb"] = (folder / "deployed" / "model.onnx").stat().st_size / 1e6
 
     probes: list[Probe] = []

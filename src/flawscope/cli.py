@@ -323,26 +323,15 @@ def calibrate_command(
     _print_calibration(result)
 
 
-def _read_images(
-    folder: Path, limit: int | None = None
-) -> tuple[list[Any], list[str], list[tuple[str, str]]]:
+def _read_images(folder: Path) -> tuple[list[Any], list[str], list[tuple[str, str]]]:
     """Read a flat folder's images, skipping unusable files: ``(images, paths, skipped)``."""
     from flawscope.data.datasets import list_images
-
-    return _read_paths(list_images(folder), limit)
-
-
-def _read_paths(
-    paths: list[str], limit: int | None = None
-) -> tuple[list[Any], list[str], list[tuple[str, str]]]:
     from flawscope.data.imageio import read_image
 
     images: list[Any] = []
     names: list[str] = []
     skipped: list[tuple[str, str]] = []
-    for path in paths:
-        if limit is not None and len(images) >= limit:
-            break
+    for path in list_images(folder):
         try:
             images.append(read_image(path))
             names.append(path)
@@ -360,12 +349,19 @@ def export_command(
     format: Annotated[str, typer.Option("--format", help="Export format.")] = "onnx",
     int8: Annotated[bool, typer.Option(help="Also write an INT8 graph calibrated on good images.")] = False,
     calibration_images: Annotated[
-        Path | None, typer.Option(help="Good images for INT8 calibration (default: the training set).")
+        Path | None,
+        typer.Option(help="Good images to calibrate INT8 and refit its head on (default: the training set)."),
+    ] = None,
+    validation_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dataset whose labelled test split measures INT8's AUROC loss "
+            "(default: the training dataset)."
+        ),
     ] = None,
 ) -> None:
     """Write a deployable, torch-free bundle (ONNX graph, thresholds, manifest)."""
     from flawscope.bundle import MANIFEST, read_bundle
-    from flawscope.data.datasets import load_dataset
 
     if format != "onnx":
         raise InputError("--format", f"{format!r} is not supported; the only format is 'onnx'")
@@ -379,35 +375,41 @@ def export_command(
         )
     if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
         raise InputError(target, "folder is not empty and is not a bundle; refusing to write into it")
-    images: list[Any] = []
-    if int8:
-        if calibration_images is not None:
-            images, _, skipped = _read_images(calibration_images, limit=64)
-        else:
-            dataset = source.manifest.get("training", {}).get("dataset")
-            if not dataset or not Path(dataset).is_dir():
-                raise InputError(
-                    "--calibration-images",
-                    f"the training images ({dataset}) are not there; give a folder of good images for INT8",
-                )
-            images, _, skipped = _read_paths([s.path for s in load_dataset(dataset).train], limit=64)
-        _print_skipped(skipped)
-        if not images:
-            raise InputError("--calibration-images", "no readable good image for INT8 calibration")
-
+    from flawscope.export.inputs import int8_inputs
     from flawscope.export.onnx_export import export_bundle
 
-    deployed = export_bundle(bundle, target, int8=int8, calibration_images=images)
+    if not int8:
+        deployed = export_bundle(bundle, target)
+    else:
+        inputs = int8_inputs(source.manifest, calibration_images, validation_data)
+        _print_skipped(inputs.skipped)
+        for note in inputs.notes:
+            console.print(f"[yellow]note: {note}[/yellow]")
+        with console.status(f"INT8: refitting the head on {len(inputs.refit)} good images, validating"):
+            deployed = export_bundle(
+                bundle,
+                target,
+                int8=True,
+                calibration_images=inputs.calibration,
+                refit_images=inputs.refit,
+                validation=inputs.validation,
+            )
     deploy = deployed.manifest["deploy"]
     graphs = ", ".join(deploy["onnx_sha256"])
     console.print(f"deployable bundle: {deployed.path} (graphs: {graphs})")
-    if int8 and not deploy.get("int8_within_tolerance", True):
-        console.print(
-            f"[yellow]warning: INT8 scores deviate from fp32 by a median "
-            f"{deploy['int8_score_deviation']['median']:.1%} on the calibration images (tolerance "
-            f"{deploy['int8_tolerance']:.0%}): this model loses accuracy in INT8; deploy the fp32 graph "
-            "(the default) or validate the INT8 one on labelled parts first.[/yellow]"
-        )
+    if int8:
+        from flawscope.runtime.inspector import int8_warning
+
+        checked = deploy.get("int8_validation")
+        if checked:
+            console.print(
+                f"INT8 image AUROC {checked['image_auroc_int8']:.4f} vs fp32 "
+                f"{checked['image_auroc_fp32']:.4f} on {checked['n_good']} good + "
+                f"{checked['n_defect']} defective parts"
+            )
+        warning = int8_warning(deploy)
+        if warning:
+            console.print(f"[yellow]warning: {warning}.[/yellow]")
     if not deployed.thresholds:
         console.print(
             "[yellow]warning: no calibrated thresholds; the runtime can score but not give verdicts.[/yellow]"

@@ -29,6 +29,7 @@ class Exported:
     deployed: Path
     model: object
     holdout: list[np.ndarray]
+    n_fit: int
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +55,9 @@ def exported(
 ) -> Exported:
     import torch
 
+    from flawscope.bundle import read_bundle
     from flawscope.decide.workflow import calibrate_bundle
+    from flawscope.export.inputs import int8_inputs
     from flawscope.export.onnx_export import export_bundle
     from flawscope.models.io import load_model
     from flawscope.models.train import train
@@ -65,8 +68,18 @@ def exported(
     # A quarter of the 40 good training images (10) is held out: calibration needs at least 10.
     result = train(tiny_set.root, folder / "trained", model=name, holdout=0.25, params={"image_size": CANVAS})
     calibrate_bundle(folder / "trained", result.holdout_images, target_frr=0.1)
+    # The images an `flawscope export --int8` finds from the manifest: the held-out good images
+    # to calibrate on, the fitted ones to refit the head on, the test split to validate on.
+    inputs = int8_inputs(read_bundle(folder / "trained").manifest)
     export_bundle(
-        folder / "trained", folder / "deployed", int8=True, calibration_images=result.holdout_images
+        folder / "trained",
+        folder / "deployed",
+        int8=True,
+        calibration_images=inputs.calibration,
+        refit_images=inputs.refit,
+        validation=inputs.validation,
     )
     model, _ = load_model(folder / "trained")
-    return Exported(name, folder / "trained", folder / "deployed", model, result.holdout_images)
+    return Exported(
+        name, folder / "trained", folder / "deployed", model, result.holdout_images, result.n_train
+    )

@@ -82,17 +82,54 @@ def test_fp32_only_bundle_refuses_int8(exported, tmp_path):
         Inspector.load(tmp_path / "fp32", int8=True)
 
 
-def test_int8_deviation_is_recorded_against_its_tolerance(exported):
+def test_int8_head_is_refitted_on_the_training_images(exported):
     from flawscope.bundle import read_bundle
-    from flawscope.export.onnx_export import INT8_TOLERANCE
 
     deploy = read_bundle(exported.deployed).manifest["deploy"]
-    median = deploy["int8_score_deviation"]["median"]
-    assert deploy["int8_tolerance"] == INT8_TOLERANCE
-    assert deploy["int8_within_tolerance"] == (median <= INT8_TOLERANCE)
+    assert deploy["int8_head_refit_images"] == exported.n_fit
+    assert deploy["int8_calibration_images"] == len(exported.holdout)
 
 
-def test_int8_graph_outside_tolerance_warns_when_loaded(exported, tmp_path, caplog):
+def test_int8_validation_is_measured_and_recorded_against_the_budget(exported, tiny_set):
+    from flawscope.bundle import read_bundle
+    from flawscope.export.int8 import INT8_MAX_AUROC_LOSS
+    from flawscope.runtime import Inspector
+
+    deploy = read_bundle(exported.deployed).manifest["deploy"]
+    checked = deploy["int8_validation"]
+    assert checked["n_good"] == int((tiny_set.labels == 0).sum())
+    assert checked["n_defect"] == int((tiny_set.labels == 1).sum())
+    assert checked["auroc_loss"] == pytest.approx(checked["image_auroc_fp32"] - checked["image_auroc_int8"])
+    assert deploy["int8_max_auroc_loss"] == INT8_MAX_AUROC_LOSS
+    assert deploy["int8_within_tolerance"] == (checked["auroc_loss"] <= INT8_MAX_AUROC_LOSS)
+    # The recorded AUROCs are the deployed graphs' on these parts, not numbers of another model.
+    for graph, key in ((False, "image_auroc_fp32"), (True, "image_auroc_int8")):
+        scores = Inspector.load(exported.deployed, int8=graph, threads=2).score_many(tiny_set.images).scores
+        assert _auroc(tiny_set.labels, scores) == pytest.approx(checked[key], abs=0.01)
+
+
+def test_int8_without_refit_or_labels_is_marked_unvalidated(exported, tmp_path, caplog):
+    import logging
+
+    from flawscope.bundle import read_bundle
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.runtime import Inspector
+
+    with caplog.at_level(logging.WARNING, logger="flawscope.export.int8"):
+        export_bundle(exported.trained, tmp_path / "d", int8=True, calibration_images=exported.holdout)
+    assert "not refitted" in caplog.text
+    assert "not validated" in caplog.text
+    deploy = read_bundle(tmp_path / "d").manifest["deploy"]
+    assert deploy["int8_head_refit_images"] == 0
+    assert deploy["int8_validation"] is None
+    assert deploy["int8_within_tolerance"] is None
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flawscope.runtime.inspector"):
+        Inspector.load(tmp_path / "d", int8=True, threads=1)
+    assert "not validated" in caplog.text
+
+
+def test_int8_graph_outside_budget_warns_when_loaded(exported, tmp_path, caplog):
     import logging
     import shutil
 
@@ -100,11 +137,13 @@ def test_int8_graph_outside_tolerance_warns_when_loaded(exported, tmp_path, capl
     from flawscope.runtime import Inspector
 
     shutil.copytree(exported.deployed, tmp_path / "d")
-    deploy = {**read_bundle(tmp_path / "d").manifest["deploy"], "int8_within_tolerance": False}
+    deploy = read_bundle(tmp_path / "d").manifest["deploy"]
+    checked = {**deploy["int8_validation"], "auroc_loss": 0.05}
+    deploy = {**deploy, "int8_validation": checked, "int8_within_tolerance": False}
     update_manifest(read_bundle(tmp_path / "d"), deploy=deploy)
     with caplog.at_level(logging.WARNING, logger="flawscope.runtime.inspector"):
         Inspector.load(tmp_path / "d", int8=True, threads=1)
-    assert "INT8 graph deviated" in caplog.text
+    assert "INT8 graph lost 0.050 image AUROC" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="flawscope.runtime.inspector"):
         Inspector.load(tmp_path / "d", threads=1)  # the fp32 graph: nothing to warn about

@@ -118,3 +118,32 @@ def test_onnxruntime_engine_matches_torch_eager(fitted, tiny_parts):
     fast = type(fitted)(**params).fit(tiny_parts["train"])
     images = [*tiny_parts["good"], *tiny_parts["bad"]]
     np.testing.assert_allclose(fast.predict(images).scores, fitted.predict(images).scores, rtol=1e-3)
+
+
+def test_fit_head_learns_from_the_given_features(fitted, tiny_parts):
+    """Refitting on features shifted by a constant gives the same scores: the head followed them."""
+    import copy
+
+    import torch
+
+    images = [*tiny_parts["good"], *tiny_parts["bad"]]
+    before = fitted.predict(images).scores
+    embedder = fitted._embedder()
+
+    def shifted(batch: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return embedder(torch.from_numpy(batch)) + 10.0
+
+    head = copy.copy(fitted).fit_head(tiny_parts["train"], shifted)
+    np.testing.assert_allclose(head.predict(images).scores, before, rtol=1e-3)
+    # A head that had not followed would see every shifted feature as far from normal.
+    stale = copy.copy(fitted)
+    stale.runner_ = shifted
+    assert np.median(stale.predict(images).scores) > 1.5 * np.median(before)
+    np.testing.assert_array_equal(fitted.predict(images).scores, before)  # the original is untouched
+
+
+def test_fit_head_needs_a_fitted_model(tiny_parts):
+    model = get_model_class("padim")(**SMALL)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.fit_head(tiny_parts["train"], lambda batch: batch)

@@ -147,6 +147,30 @@ class CanvasLookup:
         return self.geometry
 
 
+def int8_warning(deploy: dict[str, Any]) -> str | None:
+    """What a user should know before trusting a bundle's INT8 graph (``None``: it was validated).
+
+    Args:
+        deploy: the manifest's ``deploy`` section.
+    """
+    if "graph_int8" not in deploy:
+        return None
+    checked = deploy.get("int8_validation")
+    within = deploy.get("int8_within_tolerance")
+    if within is None or not checked:
+        return (
+            "the INT8 graph was not validated on labelled parts at export, so its accuracy is unknown; "
+            "deploy the fp32 graph (the default) or validate the INT8 one first"
+        )
+    if within is False:
+        return (
+            f"the INT8 graph lost {checked['auroc_loss']:.3f} image AUROC against fp32 on "
+            f"{checked['n_good'] + checked['n_defect']} labelled parts at export (budget "
+            f"{deploy['int8_max_auroc_loss']:.3f}); expect lower accuracy than the fp32 graph"
+        )
+    return None
+
+
 class Inspector:
     """A loaded deployable bundle, ready to inspect parts.
 
@@ -198,14 +222,9 @@ class Inspector:
         if not graph:
             raise BundleError(f"{bundle.path}: no INT8 graph in this bundle; export it with --int8")
         graph_path = bundle.file(graph)
-        if int8 and deploy.get("int8_within_tolerance") is False:
-            log.warning(
-                "%s: the INT8 graph deviated from fp32 by a median %.1f%% at export (tolerance %.0f%%); "
-                "expect lower accuracy than the fp32 graph",
-                bundle.path,
-                100 * deploy["int8_score_deviation"]["median"],
-                100 * deploy["int8_tolerance"],
-            )
+        warning = int8_warning(deploy) if int8 else None
+        if warning:
+            log.warning("%s: %s", bundle.path, warning)
         try:
             pre = Preprocessing.from_dict(bundle.manifest["preprocessing"])
         except (KeyError, TypeError, ValueError, FlawscopeError) as exc:

@@ -1,0 +1,121 @@
+"""The images an INT8 export needs, found from the trained bundle's manifest or given folders.
+
+INT8 export reads three sets (:func:`flawscope.export.int8.build_int8`): good images to calibrate
+the activation ranges on, the good images the model was trained on to refit its head, and
+labelled parts to measure the AUROC loss on. By default all three come from the training
+dataset recorded in the manifest: the same split into fitted and held-out images as at training
+time (checked against the recorded file-list hash), and the dataset's test split.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flawscope.data.datasets import list_images, load_dataset, read_samples
+from flawscope.errors import InputError
+from flawscope.models.train import file_list_hash, split_holdout
+from flawscope.types import Sample
+
+CALIBRATION_LIMIT = 64  # activation ranges settle well before this; more only costs time
+
+
+@dataclass(frozen=True)
+class Int8Inputs:
+    """Images for an INT8 export.
+
+    Attributes:
+        calibration: good images for activation ranges and the score scale.
+        refit: good images to fit the head again on INT8 features.
+        validation: labelled ``(images, labels)``, 1 = defective, or ``None``.
+        skipped: ``(path, problem)`` of unreadable files.
+        notes: what the user should know (a changed training set, no labelled parts).
+    """
+
+    calibration: list[np.ndarray] = field(repr=False)
+    refit: list[np.ndarray] = field(repr=False)
+    validation: tuple[list[np.ndarray], list[int]] | None = field(repr=False)
+    skipped: list[tuple[str, str]]
+    notes: list[str]
+
+
+def _good_folder(folder: Path) -> tuple[list[np.ndarray], list[tuple[str, str]]]:
+    samples = [Sample(path, 0, "good", None) for path in list_images(folder)]
+    loaded = read_samples(samples, masks=False)
+    return list(loaded.images), list(loaded.skipped)
+
+
+def _labelled(folder: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[int], list[tuple[str, str]]]:
+    test = read_samples(load_dataset(folder).test, masks=False)
+    return list(test.images), [s.label for s in test.samples], list(test.skipped)
+
+
+def int8_inputs(
+    manifest: dict[str, Any],
+    calibration_folder: str | os.PathLike[str] | None = None,
+    validation_folder: str | os.PathLike[str] | None = None,
+) -> Int8Inputs:
+    """Gather the images of an INT8 export.
+
+    Args:
+        manifest: the trained bundle's manifest.
+        calibration_folder: a flat folder of good images to calibrate and refit on instead of
+            the training set (the closer to the training images, the better).
+        validation_folder: a dataset with a labelled test split (default: the training dataset).
+
+    Raises:
+        InputError: naming the folder, when the training images are gone and no folder was
+            given, or when no readable good image is left.
+    """
+    notes: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    training = manifest.get("training", {})
+    dataset = training.get("dataset")
+    has_dataset = bool(dataset) and Path(dataset).is_dir()
+    if calibration_folder is not None:
+        refit, skipped = _good_folder(Path(calibration_folder))
+        held: list[np.ndarray] = []
+        where: str | os.PathLike[str] = calibration_folder
+    elif has_dataset:
+        fit_samples, held_samples = split_holdout(
+            load_dataset(dataset).train, float(training.get("holdout", {}).get("fraction", 0.0))
+        )
+        fitted = read_samples(fit_samples, masks=False)
+        kept = read_samples(held_samples, masks=False)
+        refit, held = list(fitted.images), list(kept.images)
+        skipped = list(fitted.skipped) + list(kept.skipped)
+        recorded = training.get("file_list_sha256")
+        if recorded and fitted.samples and file_list_hash(fitted.samples, dataset) != recorded:
+            notes.append(
+                f"the training images in {dataset} changed since training; "
+                "the INT8 head is fitted on them as they are now"
+            )
+        where = dataset
+    else:
+        raise InputError(
+            "--calibration-images",
+            f"the training images ({dataset}) are not there; give a folder of good images for INT8",
+        )
+    if not refit:
+        raise InputError(where, "no readable good image for INT8 calibration")
+    # Held-out images when there are any: the fitted ones score low under any head.
+    calibration = (held or refit)[:CALIBRATION_LIMIT]
+
+    validation = None
+    labelled_from = validation_folder if validation_folder is not None else (dataset if has_dataset else None)
+    if labelled_from is not None:
+        images, labels, bad = _labelled(labelled_from)
+        skipped += bad
+        if len(set(labels)) == 2:
+            validation = (images, labels)
+        else:
+            notes.append(
+                f"{labelled_from} has no test split with both good and defective parts to validate INT8 on"
+            )
+    else:
+        notes.append("no labelled parts to validate INT8 on (give --validation-data)")
+    return Int8Inputs(calibration, refit, validation, skipped, notes)
