@@ -148,3 +148,23 @@ def test_int8_graph_outside_budget_warns_when_loaded(exported, tmp_path, caplog)
     with caplog.at_level(logging.WARNING, logger="flawscope.runtime.inspector"):
         Inspector.load(tmp_path / "d", threads=1)  # the fp32 graph: nothing to warn about
     assert "INT8" not in caplog.text
+
+
+def test_int8_graph_runs_the_quantised_trunk_its_head_was_refitted_on(exported, tiny_set):
+    """The refit reads a separately quantised embedder: the deployed graph must quantise the same."""
+    import copy
+
+    from flawscope.bundle import read_bundle
+    from flawscope.data.preprocess import to_batch
+    from flawscope.export.inputs import int8_inputs
+    from flawscope.export.int8 import _quantised_extractor
+    from flawscope.runtime import Inspector
+
+    model = exported.model
+    inputs = int8_inputs(read_bundle(exported.trained).manifest)
+    calibration, _ = to_batch(inputs.calibration, model.preprocessing_)
+    head = copy.copy(model).fit_head(inputs.refit, _quantised_extractor(model, calibration))
+    expected = head.predict(tiny_set.images).scores
+    deploy = read_bundle(exported.deployed).manifest["deploy"]
+    got = Inspector.load(exported.deployed, int8=True, threads=2).score_many(tiny_set.images).scores
+    np.testing.assert_allclose(got * deploy["int8_score_scale"], expected, rtol=1e-3)
