@@ -84,6 +84,7 @@ def main() -> None:
             calibration_images=inputs.calibration,
             refit_images=inputs.refit,
             validation=inputs.validation,
+            good_images=inputs.holdout,
         )
         stale = Path(tmp) / "stale"
         export_bundle(bundle, stale, int8=True, calibration_images=inputs.calibration)
@@ -114,6 +115,17 @@ def main() -> None:
     def auroc(verdicts: list[Any]) -> float:
         return float(roc_auc_score(labels, [v.score for v in verdicts]))
 
+    def outcomes(verdicts: list[Any]) -> dict[str, Any]:
+        """What the thresholds did on the test parts: good parts failed, defective parts stopped."""
+        failed = np.array([v.outcome == "fail" for v in verdicts])
+        stopped = np.array([v.outcome in ("fail", "review") for v in verdicts])
+        return {
+            "good_failed": int(failed[labels == 0].sum()),
+            "n_good": int((labels == 0).sum()),
+            "defects_stopped": int(stopped[labels == 1].sum()),
+            "n_defect": int((labels == 1).sum()),
+        }
+
     out: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "load_average": os.getloadavg(),
@@ -126,6 +138,10 @@ def main() -> None:
             "fp32": auroc(runtime["fp32"]),
             "int8": auroc(runtime["int8"]),
             "int8_fp32_head": auroc(runtime["int8_fp32_head"]),
+        },
+        "outcomes": {
+            "torch": outcomes(reference),
+            **{name: outcomes(verdicts) for name, verdicts in runtime.items()},
         },
         "fp32_vs_torch": compare(reference, runtime["fp32"]),
         "int8_vs_torch": compare(reference, runtime["int8"]),
@@ -146,7 +162,14 @@ def main() -> None:
         json.dumps(
             {
                 k: out[k]
-                for k in ("image_auroc", "fp32_vs_torch", "int8_vs_torch", "int8_at_export", "targets")
+                for k in (
+                    "image_auroc",
+                    "outcomes",
+                    "fp32_vs_torch",
+                    "int8_vs_torch",
+                    "int8_at_export",
+                    "targets",
+                )
             },
             indent=2,
         )

@@ -293,6 +293,7 @@ def prepare_model(
         calibration_images=inputs.calibration,
         refit_images=inputs.refit,
         validation=inputs.validation,
+        good_images=inputs.holdout,
     )
     export_s = time.perf_counter() - t0
     model, _ = load_model(folder / "trained")
@@ -300,7 +301,7 @@ def prepare_model(
     batch8, _ = to_batch(images[:8], pre)
     out: dict[str, Any] = {"model": name, "n_fit": result.n_train, "train_s": train_s, "export_s": export_s}
     deploy = read_bundle(folder / "deployed").manifest["deploy"]
-    out["int8_score_scale"] = deploy.get("int8_score_scale")
+    out["int8_score_map"] = deploy.get("int8_score_map")
     out["int8_score_deviation"] = deploy.get("int8_score_deviation")
     out["int8_validation"] = deploy.get("int8_validation")
     out["graph_mb"] = (folder / "deployed" / "model.onnx").stat().st_size / 1e6

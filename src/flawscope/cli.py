@@ -393,6 +393,7 @@ def export_command(
                 calibration_images=inputs.calibration,
                 refit_images=inputs.refit,
                 validation=inputs.validation,
+                good_images=inputs.holdout,
             )
     deploy = deployed.manifest["deploy"]
     graphs = ", ".join(deploy["onnx_sha256"])

@@ -78,6 +78,7 @@ def exported(
         calibration_images=inputs.calibration,
         refit_images=inputs.refit,
         validation=inputs.validation,
+        good_images=inputs.holdout,
     )
     model, _ = load_model(folder / "trained")
     return Exported(

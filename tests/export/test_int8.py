@@ -27,24 +27,50 @@ def test_int8_graph_loads_scores_finite_and_keeps_auroc(exported, tiny_set):
 
 
 def test_int8_scores_are_on_the_fp32_scale(exported, tiny_set):
-    """The fp32-calibrated thresholds must still mean something for the INT8 graph."""
+    """The fp32-calibrated thresholds keep their false-reject rate for the INT8 graph."""
     from flawscope.bundle import read_bundle
     from flawscope.runtime import Inspector
 
     deploy = read_bundle(exported.deployed).manifest["deploy"]
-    assert deploy["int8_calibration_images"] == len(exported.holdout)
-    assert deploy["int8_score_scale"] > 0
+    mapping = deploy["int8_score_map"]
+    assert mapping["scale"] > 0 and mapping["n_good"] == len(exported.holdout)
+    assert mapping["anchors"].startswith("median and rank")
     fp32 = Inspector.load(exported.deployed, threads=2)
     int8 = Inspector.load(exported.deployed, int8=True, threads=2)
+    reject = fp32.thresholds.reject
+    # The held-out good parts the map was fitted on: as many rejected as under fp32.
+    held_fp32 = fp32.score_many(exported.holdout).scores
+    held_int8 = int8.score_many(exported.holdout).scores
+    assert (held_int8 >= reject).sum() == (held_fp32 >= reject).sum()
+    assert deploy["int8_false_rejects"] == {
+        "fp32": int((held_fp32 >= reject).sum()),
+        "int8": int((held_int8 >= reject).sum()),
+        "n": len(exported.holdout),
+    }
+    # Unseen good parts: about as many rejected, and scores on the same scale.
     good = [im for im, label in zip(tiny_set.images, tiny_set.labels, strict=True) if label == 0]
-    ratio = int8.score_many(good).scores / fp32.score_many(good).scores
-    assert abs(float(np.median(ratio)) - 1.0) < 0.15
+    test_fp32, test_int8 = fp32.score_many(good).scores, int8.score_many(good).scores
+    assert (test_int8 >= reject).sum() <= (test_fp32 >= reject).sum() + 2
+    assert abs(float(np.median(test_int8 / test_fp32)) - 1.0) < 0.15
 
-    same = [
-        a.outcome == b.outcome
-        for a, b in zip(fp32.inspect_many(tiny_set.images), int8.inspect_many(tiny_set.images), strict=True)
-    ]
-    assert np.mean(same) >= 0.85
+
+def test_score_map_keeps_the_good_parts_below_the_reject_threshold():
+    from flawscope.export.int8 import score_map
+
+    rng = np.random.default_rng(0)
+    reference = rng.gamma(9.0, 2.0, 200)
+    raw = 1.7 * reference + rng.normal(0.0, 0.8, 200) + 3.0  # another scale, spread and order
+    reject = float(np.sort(reference)[-3]) + 1e-6  # two good parts at or above it under fp32
+    scale, offset, anchors = score_map(reference, raw, reject)
+    mapped = scale * raw + offset
+    assert anchors == "median and rank 198 of 200"
+    assert (mapped >= reject).sum() == (reference >= reject).sum() == 2
+    assert np.median(mapped) == pytest.approx(np.median(reference))
+    # Without a threshold (or one below the median) only the median ratio is matched.
+    for threshold in (None, float(np.median(reference)) / 2):
+        scale, offset, anchors = score_map(reference, raw, threshold)
+        assert (offset, anchors) == (0.0, "median ratio")
+        assert np.median(scale * raw) == pytest.approx(np.median(reference))
 
 
 def test_int8_export_needs_calibration_images(exported, tmp_path):
@@ -151,20 +177,22 @@ def test_int8_graph_outside_budget_warns_when_loaded(exported, tmp_path, caplog)
 
 
 def test_int8_graph_runs_the_quantised_trunk_its_head_was_refitted_on(exported, tiny_set):
-    """The refit reads a separately quantised embedder: the deployed graph must quantise the same."""
+    """The deployed INT8 graph is the quantised embedder the head was refitted on, then that head."""
     import copy
 
     from flawscope.bundle import read_bundle
     from flawscope.data.preprocess import to_batch
     from flawscope.export.inputs import int8_inputs
-    from flawscope.export.int8 import _quantised_extractor
+    from flawscope.export.int8 import embedder_graph, extractor, quantize_int8
     from flawscope.runtime import Inspector
 
     model = exported.model
     inputs = int8_inputs(read_bundle(exported.trained).manifest)
     calibration, _ = to_batch(inputs.calibration, model.preprocessing_)
-    head = copy.copy(model).fit_head(inputs.refit, _quantised_extractor(model, calibration))
+    embedder = quantize_int8(embedder_graph(model), calibration)
+    head = copy.copy(model).fit_head(inputs.refit, extractor(embedder))
     expected = head.predict(tiny_set.images).scores
     deploy = read_bundle(exported.deployed).manifest["deploy"]
     got = Inspector.load(exported.deployed, int8=True, threads=2).score_many(tiny_set.images).scores
-    np.testing.assert_allclose(got * deploy["int8_score_scale"], expected, rtol=1e-3)
+    mapping = deploy["int8_score_map"]
+    np.testing.assert_allclose((got - mapping["offset"]) / mapping["scale"], expected, rtol=1e-3)

@@ -31,6 +31,8 @@ class Int8Inputs:
     Attributes:
         calibration: good images for activation ranges and the score scale.
         refit: good images to fit the head again on INT8 features.
+        holdout: held-out good images (not fitted on) to map INT8 scores onto the fp32 scale;
+            empty when a folder replaced the training set.
         validation: labelled ``(images, labels)``, 1 = defective, or ``None``.
         skipped: ``(path, problem)`` of unreadable files.
         notes: what the user should know (a changed training set, no labelled parts).
@@ -38,6 +40,7 @@ class Int8Inputs:
 
     calibration: list[np.ndarray] = field(repr=False)
     refit: list[np.ndarray] = field(repr=False)
+    holdout: list[np.ndarray] = field(repr=False)
     validation: tuple[list[np.ndarray], list[int]] | None = field(repr=False)
     skipped: list[tuple[str, str]]
     notes: list[str]
@@ -118,4 +121,4 @@ def int8_inputs(
             )
     else:
         notes.append("no labelled parts to validate INT8 on (give --validation-data)")
-    return Int8Inputs(calibration, refit, validation, skipped, notes)
+    return Int8Inputs(calibration, refit, held, validation, skipped, notes)

@@ -54,6 +54,7 @@ def export_bundle(
     calibration_images: Sequence[np.ndarray] = (),
     refit_images: Sequence[np.ndarray] = (),
     validation: tuple[Sequence[np.ndarray], Sequence[int]] | None = None,
+    good_images: Sequence[np.ndarray] = (),
 ) -> Bundle:
     """Write a deployable bundle: ONNX graph(s), thresholds and the manifest.
 
@@ -67,6 +68,8 @@ def export_bundle(
             ones it was trained on (:func:`flawscope.export.int8.build_int8`).
         validation: labelled images ``(images, labels)``, 1 = defective, on which the INT8
             graph's image-AUROC loss is measured and recorded.
+        good_images: held-out good images on which INT8 scores are mapped to the fp32 scale, so
+            the thresholds keep their false-reject rate (default: the calibration images).
 
     Returns:
         The deployable bundle.
@@ -89,7 +92,11 @@ def export_bundle(
     if int8:
         if len(calibration_images) < 16:
             log.warning("INT8 calibration on %d images; at least 16 are recommended", len(calibration_images))
-        files[ONNX_INT8], info = build_int8(model, fp32, calibration_images, refit_images, validation)
+        active = source.thresholds[-1] if source.thresholds else None
+        reject = float(active["reject"]) if active else None
+        files[ONNX_INT8], info = build_int8(
+            model, fp32, calibration_images, refit_images, validation, good_images, reject
+        )
         deploy["graph_int8"] = ONNX_INT8
         deploy.update(info)
     deploy["onnx_sha256"] = {name: sha256_bytes(data) for name, data in files.items()}

@@ -24,9 +24,17 @@ log = logging.getLogger(__name__)
 ENGINES = ("auto", "torch", "onnxruntime")
 
 
-def trace_to_onnx(module: nn.Module, height: int, width: int, output: str, opset: int = 17) -> bytes:
-    """Trace ``module`` taking ``(B, 3, height, width)`` to ONNX bytes with a dynamic batch axis."""
-    example = torch.zeros(2, 3, height, width)
+def trace_to_onnx(
+    module: nn.Module,
+    height: int,
+    width: int,
+    output: str,
+    opset: int = 17,
+    channels: int = 3,
+    input_name: str = "image",
+) -> bytes:
+    """Trace ``module`` taking ``(B, channels, height, width)`` to ONNX bytes with a dynamic batch axis."""
+    example = torch.zeros(2, channels, height, width)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # The TorchScript exporter's notes on constant folding are about its internals, not ours.
         warnings.simplefilter("ignore", UserWarning)
@@ -36,9 +44,9 @@ def trace_to_onnx(module: nn.Module, height: int, width: int, output: str, opset
             module.eval(),
             (example,),
             str(target),
-            input_names=["image"],
+            input_names=[input_name],
             output_names=[output],
-            dynamic_axes={"image": {0: "batch"}, output: {0: "batch"}},
+            dynamic_axes={input_name: {0: "batch"}, output: {0: "batch"}},
             opset_version=opset,
             dynamo=False,
         )
