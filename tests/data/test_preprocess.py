@@ -153,3 +153,31 @@ def test_config_and_image_validation() -> None:
         check_image(np.zeros((32, 32), np.int64))
     with pytest.raises(InputError, match="NaN"):
         check_image(np.full((32, 32), np.nan, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("canvas", "geometry"),
+    [
+        ((256, 256), Geometry(256, 256, 0, 0, 256, 256)),
+        ((288, 256), Geometry(400, 410, 20, 0, 250, 256)),
+        ((256, 640), Geometry(500, 1250, 0, 37, 256, 566)),
+        ((64, 64), Geometry(90, 111, 5, 3, 50, 61)),
+    ],
+)
+def test_finish_map_is_resize_then_blur_of_the_whole_canvas(canvas, geometry) -> None:
+    """The matrix form gives what resizing and blurring the whole canvas gives (the textbook way)."""
+    from flawscope.data.preprocess import MAP_SIGMA
+
+    height, width = canvas
+    config = Preprocessing(height, width, "fit_pad", (0.5,) * 3, (0.2,) * 3)
+    grid = np.random.default_rng(0).gamma(3.0, 5.0, (height // 8, width // 8)).astype(np.float32)
+    whole = cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR)
+    whole = cv2.GaussianBlur(whole, (0, 0), sigmaX=MAP_SIGMA, sigmaY=MAP_SIGMA, borderType=cv2.BORDER_REFLECT)
+    inner = whole[
+        geometry.top : geometry.top + geometry.inner_height,
+        geometry.left : geometry.left + geometry.inner_width,
+    ]
+    expected = cv2.resize(inner, (geometry.width, geometry.height), interpolation=cv2.INTER_LINEAR)
+    score, full = finish_map(grid, geometry, config)
+    assert score == pytest.approx(float(inner.max()), rel=1e-6)
+    np.testing.assert_allclose(full, expected, rtol=0, atol=1e-6 * float(expected.max()))

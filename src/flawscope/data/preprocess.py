@@ -13,6 +13,7 @@ behaviour) is available for parts whose framing is fixed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -219,8 +220,35 @@ def canvas_valid_mask(geometries: Sequence[Geometry], config: Preprocessing, str
 MAP_SIGMA = 4.0
 
 
+@functools.lru_cache(maxsize=32)
+def smoothing_matrix(cells: int, pixels: int, sigma: float) -> np.ndarray:
+    """``(pixels, cells)``: one axis of "resize the grid to the canvas, then Gaussian-blur it".
+
+    Both steps are linear and separable (OpenCV's bilinear resize and its Gaussian blur with
+    reflected borders), so the 2-D result is ``M_y @ grid @ M_x.T``. Each column is OpenCV
+    itself applied to a unit vector, so the matrices reproduce its kernels and borders exactly;
+    two small products replace a 33-tap blur over the whole canvas (0.7 ms per 256 x 256 map
+    on this CPU, the largest cost of the runtime outside ONNX Runtime).
+    """
+    basis = np.eye(cells, dtype=np.float32)  # row i: unit vector i along the axis
+    rows = cv2.resize(basis, (pixels, cells), interpolation=cv2.INTER_LINEAR)
+    # One row at a time: the vertical pass of a one-row image with reflected borders is the identity.
+    blurred = np.concatenate(
+        [
+            cv2.GaussianBlur(row[None, :], (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+            for row in rows
+        ]
+    )
+    matrix = np.ascontiguousarray(blurred.T)
+    matrix.flags.writeable = False  # shared by every call through the cache
+    return matrix
+
+
 def finish_map(patch_map: np.ndarray, geometry: Geometry, config: Preprocessing) -> tuple[float, np.ndarray]:
     """Turn a coarse patch-score map into the image score and a full-resolution anomaly map.
+
+    The map is resized to the canvas and smoothed (:data:`MAP_SIGMA`), computed as two matrix
+    products restricted to the image's part of the canvas (:func:`smoothing_matrix`).
 
     Args:
         patch_map: ``(h, w)`` float32 scores on the canvas grid (any stride).
@@ -231,16 +259,12 @@ def finish_map(patch_map: np.ndarray, geometry: Geometry, config: Preprocessing)
         The image score (the highest smoothed value inside the image) and the ``(H, W)`` float32
         anomaly map at the image's original size.
     """
-    canvas = cv2.resize(
-        patch_map.astype(np.float32), (config.width, config.height), interpolation=cv2.INTER_LINEAR
-    )
-    canvas = cv2.GaussianBlur(
-        canvas, (0, 0), sigmaX=MAP_SIGMA, sigmaY=MAP_SIGMA, borderType=cv2.BORDER_REFLECT
-    )
-    inner = canvas[
-        geometry.top : geometry.top + geometry.inner_height,
-        geometry.left : geometry.left + geometry.inner_width,
-    ]
+    grid = np.asarray(patch_map, dtype=np.float32)
+    rows = smoothing_matrix(grid.shape[0], config.height, MAP_SIGMA)
+    cols = smoothing_matrix(grid.shape[1], config.width, MAP_SIGMA)
+    rows = rows[geometry.top : geometry.top + geometry.inner_height]
+    cols = cols[geometry.left : geometry.left + geometry.inner_width]
+    inner = (rows @ grid) @ cols.T
     score = float(inner.max())
     full = cv2.resize(inner, (geometry.width, geometry.height), interpolation=cv2.INTER_LINEAR)
     return score, full
