@@ -104,7 +104,7 @@ def breakdown(inspector: Any, images: Sequence[np.ndarray], batch: int, seconds:
     ``preprocess_shared_path`` times the shared :func:`to_batch` on the same images, for comparison
     with the runtime's lookup-table shortcut (it is not part of the total).
     """
-    from flawscope.data.preprocess import finish_map, to_batch
+    from flawscope.data.preprocess import finish_maps, to_batch
     from flawscope.decide.verdict import decide
 
     pre, thresholds = inspector.preprocessing, inspector.thresholds
@@ -124,10 +124,10 @@ def breakdown(inspector: Any, images: Sequence[np.ndarray], batch: int, seconds:
         t1 = time.perf_counter()
         (patch,) = inspector.session.run(["patch_scores"], {"image": tensor})
         t2 = time.perf_counter()
-        finished = [finish_map(grid, g, pre) for grid, g in zip(patch, geometries, strict=True)]
+        scores, maps = finish_maps(patch, geometries, pre)
         t3 = time.perf_counter()
-        for score, amap in finished:
-            decide(score, amap, thresholds, inspector.model_hash)
+        for score, amap in zip(scores, maps, strict=True):
+            decide(float(score), amap, thresholds, inspector.model_hash)
         t4 = time.perf_counter()
         to_batch(chunk, pre)
         t5 = time.perf_counter()

@@ -24,6 +24,7 @@ RUNTIME_PACKAGES = (
     "tifffile",
     "scipy",
     "safetensors",
+    "threadpoolctl",
 )
 
 

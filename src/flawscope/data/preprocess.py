@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -268,3 +269,30 @@ def finish_map(patch_map: np.ndarray, geometry: Geometry, config: Preprocessing)
     score = float(inner.max())
     full = cv2.resize(inner, (geometry.width, geometry.height), interpolation=cv2.INTER_LINEAR)
     return score, full
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def finish_maps(
+    patch_maps: np.ndarray | Sequence[np.ndarray], geometries: Sequence[Geometry], config: Preprocessing
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """:func:`finish_map` over a batch: ``(N,)`` float32 image scores and the N anomaly maps.
+
+    Args:
+        patch_maps: ``(N, h, w)`` patch scores (an array or N arrays).
+        geometries: where each image lies in the canvas.
+        config: preprocessing settings.
+
+    The matrix products run with BLAS on one thread. They are small, and the inference engine
+    (ONNX Runtime or torch) owns the cores: with numpy's multi-threaded OpenBLAS between two
+    inference calls, its spinning threads and the engine's fought over the two cores and the
+    runtime fell from 152 to 66 images/s.
+    """
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        finished = [finish_map(grid, g, config) for grid, g in zip(patch_maps, geometries, strict=True)]
+    return np.asarray([f[0] for f in finished], dtype=np.float32), tuple(f[1] for f in finished)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flawscope.data.preprocess import Preprocessing, finish_map, to_batch
+from flawscope.data.preprocess import Preprocessing, finish_maps, to_batch
 from flawscope.export.graph import clean_graph
 from flawscope.models.base import STRIDE, AnomalyModel
 from flawscope.models.engine import trace_to_onnx
@@ -201,7 +201,7 @@ def score_images(model_bytes: bytes, images: Sequence[np.ndarray], pre: Preproce
     for start in range(0, len(images), 8):
         batch, geometries = to_batch(images[start : start + 8], pre)
         (patch,) = session.run(["patch_scores"], {"image": batch})
-        scores += [finish_map(grid, g, pre)[0] for grid, g in zip(patch, geometries, strict=True)]
+        scores += list(finish_maps(patch, geometries, pre)[0])
     return np.asarray(scores, dtype=np.float64)
 
 

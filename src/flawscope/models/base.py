@@ -7,7 +7,7 @@ in :mod:`flawscope.decide`). Learned state ends in ``_``.
 Scoring is split so that the deployed runtime reproduces it exactly: the shared numpy
 preprocessing (:mod:`flawscope.data.preprocess`) makes the input, a torch module
 (:meth:`AnomalyModel.scorer`, also what is exported to ONNX) maps it to patch scores on the
-stride-8 grid, and the shared numpy :func:`~flawscope.data.preprocess.finish_map` smooths and
+stride-8 grid, and the shared numpy :func:`~flawscope.data.preprocess.finish_maps` smooths and
 resizes them back to each image.
 """
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flawscope.data.preprocess import Preprocessing, canvas_valid_mask, choose_canvas, finish_map, to_batch
+from flawscope.data.preprocess import Preprocessing, canvas_valid_mask, choose_canvas, finish_maps, to_batch
 from flawscope.errors import InputError
 from flawscope.features.backbones import BACKBONES, load_backbone
 from flawscope.models.engine import ENGINES, make_runner
@@ -286,10 +286,9 @@ class AnomalyModel(ABC):
         for start in range(0, len(images), size):
             batch, geometries = to_batch(images[start : start + size], self.preprocessing_)
             patch = self.patch_scores(batch)
-            for grid, geometry in zip(patch, geometries, strict=True):
-                score, amap = finish_map(grid, geometry, self.preprocessing_)
-                scores.append(score)
-                maps.append(amap)
+            batch_scores, batch_maps = finish_maps(patch, geometries, self.preprocessing_)
+            scores.extend(float(score) for score in batch_scores)
+            maps.extend(batch_maps)
             if progress:
                 progress("predict", min(start + size, len(images)), len(images))
         return Prediction(np.asarray(scores, dtype=np.float32), tuple(maps))

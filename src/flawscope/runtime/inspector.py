@@ -1,7 +1,7 @@
 """ONNX Runtime inspector: image in, verdict out, with no torch in the process.
 
 The image goes through the same numpy preprocessing as in training, the exported scorer graph
-gives patch scores, the shared :func:`~flawscope.data.preprocess.finish_map` makes the image
+gives patch scores, the shared :func:`~flawscope.data.preprocess.finish_maps` makes the image
 score and anomaly map, and :mod:`flawscope.decide` turns them into a verdict with the bundle's
 active thresholds. Anything that goes wrong for one part gives that part an ``error`` verdict
 (a reject to the line), never a pass.
@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from flawscope.bundle import Bundle, read_bundle
-from flawscope.data.preprocess import Geometry, Preprocessing, check_image, finish_map, to_canvas
+from flawscope.data.preprocess import Geometry, Preprocessing, check_image, finish_maps, to_canvas
 from flawscope.decide.thresholds import Thresholds
 from flawscope.decide.verdict import decide, error_verdict
 from flawscope.errors import BundleError, FlawscopeError, InputError
@@ -301,12 +301,8 @@ class Inspector:
         return self._finish(self._run(batch), geometries)
 
     def _finish(self, patch: np.ndarray, geometries: Sequence[Geometry]) -> Prediction:
-        scores, maps = [], []
-        for grid, geometry in zip(patch, geometries, strict=True):
-            score, amap = finish_map(grid, geometry, self.preprocessing)
-            scores.append(score)
-            maps.append(amap)
-        return Prediction(np.asarray(scores, dtype=np.float32), tuple(maps))
+        scores, maps = finish_maps(patch, geometries, self.preprocessing)
+        return Prediction(scores, maps)
 
     def _require_thresholds(self) -> Thresholds:
         if self.thresholds is None:
