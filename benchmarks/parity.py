@@ -77,15 +77,7 @@ def main() -> None:
         # What `flawscope export --int8` does: calibrate on held-out good images, refit the head on
         # the fitted ones, validate on the test split.
         inputs = int8_inputs(read_bundle(bundle).manifest)
-        export_bundle(
-            bundle,
-            deploy,
-            int8=True,
-            calibration_images=inputs.calibration,
-            refit_images=inputs.refit,
-            validation=inputs.validation,
-            good_images=inputs.holdout,
-        )
+        export_bundle(bundle, deploy, **inputs.export_args())
         stale = Path(tmp) / "stale"
         export_bundle(bundle, stale, int8=True, calibration_images=inputs.calibration)
         deploy_info = read_bundle(deploy).manifest["deploy"]

@@ -286,15 +286,7 @@ def prepare_model(
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     inputs = int8_inputs(read_bundle(folder / "trained").manifest)  # as `flawscope export --int8`
-    export_bundle(
-        folder / "trained",
-        folder / "deployed",
-        int8=True,
-        calibration_images=inputs.calibration,
-        refit_images=inputs.refit,
-        validation=inputs.validation,
-        good_images=inputs.holdout,
-    )
+    export_bundle(folder / "trained", folder / "deployed", **inputs.export_args())
     export_s = time.perf_counter() - t0
     model, _ = load_model(folder / "trained")
     pre = model.preprocessing_

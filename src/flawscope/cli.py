@@ -386,15 +386,7 @@ def export_command(
         for note in inputs.notes:
             console.print(f"[yellow]note: {note}[/yellow]")
         with console.status(f"INT8: refitting the head on {len(inputs.refit)} good images, validating"):
-            deployed = export_bundle(
-                bundle,
-                target,
-                int8=True,
-                calibration_images=inputs.calibration,
-                refit_images=inputs.refit,
-                validation=inputs.validation,
-                good_images=inputs.holdout,
-            )
+            deployed = export_bundle(bundle, target, **inputs.export_args())
     deploy = deployed.manifest["deploy"]
     graphs = ", ".join(deploy["onnx_sha256"])
     console.print(f"deployable bundle: {deployed.path} (graphs: {graphs})")

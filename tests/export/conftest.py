@@ -71,15 +71,7 @@ def exported(
     # The images an `flawscope export --int8` finds from the manifest: the held-out good images
     # to calibrate on, the fitted ones to refit the head on, the test split to validate on.
     inputs = int8_inputs(read_bundle(folder / "trained").manifest)
-    export_bundle(
-        folder / "trained",
-        folder / "deployed",
-        int8=True,
-        calibration_images=inputs.calibration,
-        refit_images=inputs.refit,
-        validation=inputs.validation,
-        good_images=inputs.holdout,
-    )
+    export_bundle(folder / "trained", folder / "deployed", **inputs.export_args())
     model, _ = load_model(folder / "trained")
     return Exported(
         name, folder / "trained", folder / "deployed", model, result.holdout_images, result.n_train

@@ -45,6 +45,16 @@ class Int8Inputs:
     skipped: list[tuple[str, str]]
     notes: list[str]
 
+    def export_args(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~flawscope.export.onnx_export.export_bundle` for these images."""
+        return {
+            "int8": True,
+            "calibration_images": self.calibration,
+            "refit_images": self.refit,
+            "validation": self.validation,
+            "good_images": self.holdout,
+        }
+
 
 def _good_folder(folder: Path) -> tuple[list[np.ndarray], list[tuple[str, str]]]:
     samples = [Sample(path, 0, "good", None) for path in list_images(folder)]
