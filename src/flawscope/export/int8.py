@@ -306,7 +306,13 @@ def build_int8(
     info = {
         "int8_calibration_images": len(calibration_images),
         "int8_head_refit_images": len(refit_images),
-        "int8_score_map": {"scale": scale, "offset": offset, "anchors": anchors, "n_good": len(good)},
+        "int8_score_map": {
+            "scale": scale,
+            "offset": offset,
+            "anchors": anchors,
+            "n_good": len(good),
+            "reject": reject,
+        },
         "int8_score_deviation": {"median": float(np.median(deviation)), "max": float(deviation.max())},
         "int8_rank_agreement": _rank_agreement(reference, raw),
         "int8_false_rejects": None

@@ -62,14 +62,15 @@ def export_bundle(
         bundle_path: trained bundle (from ``flawscope train``).
         output: folder of the deployable bundle.
         int8: also write an INT8 graph, calibrated on ``calibration_images``.
-        calibration_images: good images for INT8 calibration (at least 16 recommended); they set
-            the activation ranges and the INT8-to-fp32 score scale.
+        calibration_images: good images for INT8 calibration (at least 16 recommended): they set
+            the activation ranges (and the INT8-to-fp32 score map without ``good_images``).
         refit_images: good images to fit the model's head again on INT8 features, normally the
             ones it was trained on (:func:`flawscope.export.int8.build_int8`).
         validation: labelled images ``(images, labels)``, 1 = defective, on which the INT8
             graph's image-AUROC loss is measured and recorded.
         good_images: held-out good images on which INT8 scores are mapped to the fp32 scale, so
-            the thresholds keep their false-reject rate (default: the calibration images).
+            the active thresholds keep their false-reject rate (default: the calibration images;
+            export again after a new calibration).
 
     Returns:
         The deployable bundle.
