@@ -310,6 +310,10 @@ def prepare_model(
         add(f"runtime {label} inspect b1", lambda i=inspector: i.inspect(images[0]), 1)
         add(f"runtime {label} graph only b8", graph_call(inspector.session, batch8), 8)
         add(f"runtime {label} graph only b1", graph_call(inspector.session, batch8[:1]), 1)
+    # Before ONNX Runtime's spinning was turned off: its idle workers took the cores between calls.
+    spinning = Inspector.load(folder / "deployed", threads=args.threads, spinning=True)
+    add("runtime fp32 inspect_many b8, ORT spinning (before)", lambda: spinning.inspect_many(images[:8]), 8)
+    add("runtime fp32 inspect b1, ORT spinning (before)", lambda: spinning.inspect(images[0]), 1)
     # Before the runtime's preprocessing shortcut: every image through the shared to_canvas.
     shared = Inspector.load(folder / "deployed", threads=args.threads)
     shared.lookup.tables = {np.dtype(np.uint8).str: None, np.dtype(np.uint16).str: None}
