@@ -183,14 +183,15 @@ def test_int8_graph_runs_the_quantised_trunk_its_head_was_refitted_on(exported, 
     from flawscope.bundle import read_bundle
     from flawscope.data.preprocess import to_batch
     from flawscope.export.inputs import int8_inputs
-    from flawscope.export.int8 import embedder_graph, extractor, quantize_int8
+    from flawscope.export.int8 import embedder_graph, quantize_int8
+    from flawscope.models.engine import onnx_runner
     from flawscope.runtime import Inspector
 
     model = exported.model
     inputs = int8_inputs(read_bundle(exported.trained).manifest)
     calibration, _ = to_batch(inputs.calibration, model.preprocessing_)
     embedder = quantize_int8(embedder_graph(model), calibration)
-    head = copy.copy(model).fit_head(inputs.refit, extractor(embedder))
+    head = copy.copy(model).fit_head(inputs.refit, onnx_runner(embedder))
     expected = head.predict(tiny_set.images).scores
     deploy = read_bundle(exported.deployed).manifest["deploy"]
     got = Inspector.load(exported.deployed, int8=True, threads=2).score_many(tiny_set.images).scores

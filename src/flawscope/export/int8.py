@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from torch import nn
 from flawscope.data.preprocess import Preprocessing, finish_maps, to_batch
 from flawscope.export.graph import clean_graph
 from flawscope.models.base import STRIDE, AnomalyModel
-from flawscope.models.engine import trace_to_onnx
+from flawscope.models.engine import onnx_runner, ort_session, trace_to_onnx
 
 log = logging.getLogger(__name__)
 # Image AUROC the INT8 graph may lose against fp32 on labelled parts (issue 4's budget).
@@ -185,19 +185,9 @@ def score_map(reference: np.ndarray, raw: np.ndarray, reject: float | None) -> t
     return scale, 0.0, "median ratio"
 
 
-def _session(model_bytes: bytes) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as in the fit engine
-    return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
-
-
 def score_images(model_bytes: bytes, images: Sequence[np.ndarray], pre: Preprocessing) -> np.ndarray:
     """``(N,)`` image scores under an ONNX scorer, as the runtime computes them (batches of 8)."""
-    session = _session(model_bytes)
+    session = ort_session(model_bytes)
     scores: list[float] = []
     for start in range(0, len(images), 8):
         batch, geometries = to_batch(images[start : start + 8], pre)
@@ -211,16 +201,6 @@ def embedder_graph(model: AnomalyModel) -> bytes:
     pre = model.preprocessing_
     assert pre is not None
     return clean_graph(trace_to_onnx(model._embedder(), pre.height, pre.width, "features"))
-
-
-def extractor(graph: bytes) -> Callable[[np.ndarray], torch.Tensor]:
-    """A ``(B, 3, H, W) -> features`` function running an embedder graph in ONNX Runtime."""
-    session = _session(graph)
-
-    def extract(batch: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"image": batch})[0])
-
-    return extract
 
 
 def _rank_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -287,7 +267,7 @@ def build_int8(
         # A shallow copy: fit_head rebinds the learned attributes, so the caller's model and
         # its (large) tensors stay as they are.
         head = copy.copy(model)
-        head.fit_head(refit_images, extractor(embedder))
+        head.fit_head(refit_images, onnx_runner(embedder))
     else:
         log.warning(
             "INT8 head not refitted on quantised features (no training images): expect a loss of accuracy"

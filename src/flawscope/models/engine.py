@@ -15,6 +15,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,31 +74,37 @@ def make_runner(
     if engine == "torch":
         return eager
     try:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads() or os.cpu_count() or 1
-        options.log_severity_level = 3
-        # Fitting streams many batches once: an arena sized for the largest batch would stay
-        # allocated for the whole fit on top of the statistics being accumulated.
-        options.enable_cpu_mem_arena = False
-        # No spinning between calls: the statistics computed in torch between two batches need the
-        # same cores (magnetic_tile PaDiM fit 20.8-22.5 s with spinning, 17.0-20.2 s without).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         from flawscope.export.graph import clean_graph  # onnx is imported only on this path
 
-        session = ort.InferenceSession(
-            clean_graph(trace_to_onnx(module, height, width, "output")),
-            sess_options=options,
-            providers=["CPUExecutionProvider"],
-        )
+        return onnx_runner(clean_graph(trace_to_onnx(module, height, width, "output")))
     except Exception as exc:
         if engine == "onnxruntime":
             raise
         log.warning("ONNX Runtime feature engine unavailable (%s); using torch eager", exc)
         return eager
 
-    def fast(batch: np.ndarray) -> torch.Tensor:
+
+def ort_session(model_bytes: bytes) -> Any:
+    """An ONNX Runtime CPU session for the training process, on torch's thread count."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads() or os.cpu_count() or 1
+    options.log_severity_level = 3
+    # Fitting streams many batches once: an arena sized for the largest batch would stay
+    # allocated for the whole fit on top of the statistics being accumulated.
+    options.enable_cpu_mem_arena = False
+    # No spinning between calls: the statistics computed in torch between two batches need the
+    # same cores (magnetic_tile PaDiM fit 20.8-22.5 s with spinning, 17.0-20.2 s without).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(model_bytes: bytes) -> Callable[[np.ndarray], torch.Tensor]:
+    """A function ``(B, 3, H, W) float32 -> first output`` running a graph with input ``image``."""
+    session = ort_session(model_bytes)
+
+    def run(batch: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {"image": batch})[0])
 
-    return fast
+    return run
