@@ -200,3 +200,20 @@ def test_int8_graph_runs_the_quantised_trunk_its_head_was_refitted_on(exported, 
     got = Inspector.load(exported.deployed, int8=True, threads=2).score_many(tiny_set.images).scores
     mapping = deploy["int8_score_map"]
     np.testing.assert_allclose((got - mapping["offset"]) / mapping["scale"], expected, rtol=1e-3)
+
+
+def test_int8_graph_keeps_the_stem_and_pooling_in_float(exported):
+    """The two operators measured to cost accuracy (stem) or time (8-bit pooling) when quantised."""
+    import onnx
+
+    from flawscope.bundle import read_bundle
+
+    deploy = read_bundle(exported.deployed).manifest["deploy"]
+    graph = onnx.load(str(exported.deployed / deploy["graph_int8"])).graph
+    quantised = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    pools = [n for n in graph.node if n.op_type == "AveragePool"]
+    convolutions = [n for n in graph.node if n.op_type == "Conv"]
+    assert pools and not any(n.output[0] in quantised for n in pools)
+    assert "image" not in quantised  # the stem reads the float canvas
+    assert len(convolutions) > 10  # and the rest of the backbone is quantised (QDQ around each)
+    assert len(quantised) > 10
