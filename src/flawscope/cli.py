@@ -325,19 +325,10 @@ def calibrate_command(
 
 def _read_images(folder: Path) -> tuple[list[Any], list[str], list[tuple[str, str]]]:
     """Read a flat folder's images, skipping unusable files: ``(images, paths, skipped)``."""
-    from flawscope.data.datasets import list_images
-    from flawscope.data.imageio import read_image
+    from flawscope.data.datasets import read_image_folder
 
-    images: list[Any] = []
-    names: list[str] = []
-    skipped: list[tuple[str, str]] = []
-    for path in list_images(folder):
-        try:
-            images.append(read_image(path))
-            names.append(path)
-        except InputError as exc:
-            skipped.append((exc.where, exc.problem))
-    return images, names, skipped
+    loaded = read_image_folder(folder)
+    return list(loaded.images), [s.path for s in loaded.samples], list(loaded.skipped)
 
 
 @app.command("export")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flawscope.data.datasets import Dataset, list_images, load_dataset, read_samples
+from flawscope.data.datasets import Dataset, list_images, load_dataset, read_image_folder, read_samples
 from flawscope.errors import InputError
 from flawscope.types import Sample
 
@@ -222,6 +222,18 @@ def _real(name: str) -> Path:
             f"real dataset {name!r} not found at {root} (set FLAWSCOPE_SHARED_DATASETS to its parent)"
         )
     return root
+
+
+def test_read_image_folder_reads_good_images_and_lists_bad_files(tmp_path: Path, write_image) -> None:
+    write_image(tmp_path / "a.png", shape=(32, 40))
+    write_image(tmp_path / "b.bmp", shape=(16, 16, 3))
+    (tmp_path / "c.png").write_bytes(b"not a png")
+    loaded = read_image_folder(tmp_path)
+    assert _names(loaded.samples) == ["a.png", "b.bmp"]
+    assert all(s.label == 0 for s in loaded.samples) and loaded.masks == [None, None]
+    assert [Path(p).name for p, _ in loaded.skipped] == ["c.png"]
+    with pytest.raises(InputError, match="missing"):
+        read_image_folder(tmp_path / "missing")
 
 
 @pytest.mark.slow

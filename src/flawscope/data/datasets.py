@@ -284,3 +284,12 @@ def read_samples(
         result.images.append(image)
         result.masks.append(mask)
     return result
+
+
+def read_image_folder(folder: str | os.PathLike[str]) -> LoadedSamples:
+    """Read a flat folder of good images (calibration, INT8 calibration), skipping unusable files.
+
+    Raises:
+        InputError: when the folder is missing or holds no image file.
+    """
+    return read_samples([Sample(path, 0, "good", None) for path in list_images(folder)], masks=False)

@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from flawscope.data.datasets import list_images, load_dataset, read_samples
+from flawscope.data.datasets import load_dataset, read_image_folder, read_samples
 from flawscope.errors import InputError
 from flawscope.models.train import file_list_hash, split_holdout
-from flawscope.types import Sample
 
 CALIBRATION_LIMIT = 64  # activation ranges settle well before this; more only costs time
 
@@ -56,12 +55,6 @@ class Int8Inputs:
         }
 
 
-def _good_folder(folder: Path) -> tuple[list[np.ndarray], list[tuple[str, str]]]:
-    samples = [Sample(path, 0, "good", None) for path in list_images(folder)]
-    loaded = read_samples(samples, masks=False)
-    return list(loaded.images), list(loaded.skipped)
-
-
 def _labelled(folder: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[int], list[tuple[str, str]]]:
     test = read_samples(load_dataset(folder).test, masks=False)
     return list(test.images), [s.label for s in test.samples], list(test.skipped)
@@ -90,7 +83,8 @@ def int8_inputs(
     dataset = training.get("dataset")
     has_dataset = bool(dataset) and Path(dataset).is_dir()
     if calibration_folder is not None:
-        refit, skipped = _good_folder(Path(calibration_folder))
+        folder = read_image_folder(calibration_folder)
+        refit, skipped = list(folder.images), list(folder.skipped)
         held: list[np.ndarray] = []
         where: str | os.PathLike[str] = calibration_folder
     elif has_dataset:
