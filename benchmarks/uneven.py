@@ -73,23 +73,22 @@ def features(model, images, batch: int = 16):
     return np.concatenate(feats), np.concatenate(grids), np.concatenate(valid), geoms
 
 
-def gaussian_scores(
-    train_f: np.ndarray, test_f: np.ndarray, eps: float = 0.01
-) -> tuple[np.ndarray, np.ndarray]:
-    """PaDiM's per-position Mahalanobis distance, fitted on ``train_f``; both sets scored."""
+def gaussian_scores(model, train_f: np.ndarray, test_f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PaDiM's own statistics and scorer, fitted on other features ``(N, C, h, w)``; both sets scored."""
     import torch
 
-    x = torch.from_numpy(train_f).flatten(2).permute(2, 0, 1).double()  # (P, n, C)
-    mean = x.mean(1, keepdim=True)
-    centred = x - mean
-    cov = centred.transpose(1, 2) @ centred / (x.shape[1] - 1)
-    cov += eps * torch.eye(x.shape[2], dtype=torch.float64)
-    inv = torch.from_numpy(np.linalg.inv(cov.numpy()))
+    from flawscope.models.padim import MahalanobisScorer, PaDiM
+
+    head = PaDiM(**model.hyperparameters())
+    chunks = ((torch.from_numpy(train_f[i : i + 64]), None) for i in range(0, len(train_f), 64))
+    head._fit_features(chunks, len(train_f), None)
+    scorer = MahalanobisScorer(model._embedder(), head.channels_, head.mean_, head.inv_cov_)
 
     def score(f: np.ndarray) -> np.ndarray:
-        d = torch.from_numpy(f).flatten(2).permute(2, 0, 1).double() - mean
-        s = ((d @ inv) * d).sum(-1).clamp_min(0).sqrt()  # (P, N)
-        return s.T.reshape(f.shape[0], *f.shape[2:]).float().numpy()
+        with torch.inference_mode():
+            return np.concatenate(
+                [scorer.score_features(torch.from_numpy(f[i : i + 64])).numpy() for i in range(0, len(f), 64)]
+            )
 
     return score(train_f), score(test_f)
 
@@ -228,7 +227,7 @@ def main() -> None:
     z_base = (grids - train_cells.mean()) / train_cells.std()
     variants = []
     for size in (int(s) for s in args.windows.split(",")):
-        s_train, s_test = gaussian_scores(window(train_feats, size), window(feats, size))
+        s_train, s_test = gaussian_scores(model, window(train_feats, size), window(feats, size))
         cells = s_train[train_valid]
         z_window = (s_test - cells.mean()) / cells.std()
         for name, cell_scores in (
