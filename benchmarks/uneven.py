@@ -52,15 +52,13 @@ def cell_mask(mask: np.ndarray, geometry, pre, shape: tuple[int, int]) -> np.nda
     return cv2.resize(canvas, (shape[1], shape[0]), interpolation=cv2.INTER_AREA) > 0.5
 
 
-def features(model, images, batch: int = 16):
+def features(model, runner, images, batch: int = 16):
     """``(N, C, h, w)`` fused features, ``(N, h, w)`` PaDiM scores and validity, and geometries."""
     import torch
 
     from flawscope.data.preprocess import canvas_valid_mask, to_batch
-    from flawscope.models.engine import make_runner
 
     pre = model.preprocessing_
-    runner = make_runner(model._embedder(), pre.height, pre.width, model.config.engine)
     feats, grids, valid, geoms = [], [], [], []
     for start in range(0, len(images), batch):
         x, g = to_batch(images[start : start + batch], pre)
@@ -123,6 +121,7 @@ def main() -> None:
     from flawscope.data.datasets import load_dataset, read_samples
     from flawscope.data.preprocess import finish_map
     from flawscope.evaluate.metrics import evaluate_scores
+    from flawscope.models.engine import make_runner
     from flawscope.models.io import load_model
     from flawscope.models.train import train
 
@@ -138,8 +137,9 @@ def main() -> None:
     dataset = load_dataset(ROOT)
     test = read_samples(dataset.test, masks=True)
     train_images = read_samples(dataset.train, masks=False).images
-    feats, grids, valid, geoms = features(model, test.images)
-    train_feats, train_grids, train_valid, _ = features(model, train_images)
+    runner = make_runner(model._embedder(), pre.height, pre.width, model.config.engine)  # built once
+    feats, grids, valid, geoms = features(model, runner, test.images)
+    train_feats, train_grids, train_valid, _ = features(model, runner, train_images)
     types = np.array([s.defect_type for s in test.samples])
     labels = [s.label for s in test.samples]
     shape = feats.shape[2:]
