@@ -1,0 +1,5 @@
+"""``python -m flawscope.cli``."""
+
+from flawscope.cli.app import main
+
+main()

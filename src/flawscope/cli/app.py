@@ -1,0 +1,56 @@
+"""The ``flawscope`` command line: one Typer app, one module per command group.
+
+Each command module holds its commands as plain functions; this module is the one place that names
+them, so ``flawscope --help`` and this table agree.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from flawscope.cli import audit, calibrate, demo, evaluate, export, line, train
+from flawscope.cli.common import err_console, setup_logging
+from flawscope.errors import FlawscopeError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="flawscope: train, evaluate, calibrate, export, inspect, audit, demo.",
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    setup_logging(verbose)
+
+
+app.command("models")(train.models_command)
+app.command("train")(train.train_command)
+app.command("evaluate")(evaluate.evaluate_command)
+app.command("calibrate")(calibrate.calibrate_command)
+app.command("export")(export.export_command)
+app.command("inspect")(line.inspect_command)
+app.command("demo")(demo.demo_command)
+app.add_typer(audit.audit_app, name="audit")
+
+
+def main() -> None:
+    """Console entry point: user errors are one clear line and exit code 2, never a traceback."""
+    try:
+        app()
+    except FlawscopeError as exc:
+        # One line, never wrapped, and the message is text: a path may contain "[...]".
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+
+

@@ -1,0 +1,60 @@
+"""``flawscope evaluate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from flawscope.cli.common import console, progress_bars
+from flawscope.cli.render import metrics_table, operating_table, print_skipped
+from flawscope.errors import InputError
+
+
+def evaluate_command(
+    bundle: Annotated[Path, typer.Argument(help="Trained bundle folder.")],
+    data: Annotated[Path, typer.Argument(help="Dataset folder with a test split.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write all metrics as JSON here.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the HTML validation report here.")] = None,
+) -> None:
+    """Evaluate a bundle on a dataset's test split: table, JSON and optional HTML report."""
+    from flawscope.bundle import read_bundle
+    from flawscope.data.datasets import load_dataset
+
+    # Fail before scoring, not after it, on a bad bundle, dataset or output path.
+    read_bundle(bundle)
+    dataset = load_dataset(data)
+    if not dataset.test:
+        raise InputError(
+            dataset.root, "no test images: evaluation needs a test/ split (good and defective parts)"
+        )
+    for target in (json_out, report):
+        if target is not None and target.is_dir():
+            raise InputError(target, "is a folder; give a file name to write")
+
+    from flawscope.evaluate.run import evaluate_bundle
+
+    with progress_bars() as progress:
+        run = evaluate_bundle(bundle, data, report=report, progress=progress)
+    console.print(metrics_table(run, f"Evaluation of {escape(str(bundle))} on {escape(str(data))}"))
+    if run.operating_point is not None:
+        console.print(operating_table(run.operating_point))
+    else:
+        console.print(
+            "[yellow]No calibrated thresholds in this bundle: "
+            "run 'flawscope calibrate' for verdicts.[/yellow]"
+        )
+    console.print(f"{len(run.samples)} images at {len(run.samples) / run.predict_seconds:.1f} img/s")
+    payload = json.dumps(run.to_dict(), indent=2)
+    target = json_out or Path(bundle) / "evaluation.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(payload)
+    console.print(f"metrics JSON: {target}")
+    if report:
+        console.print(f"report: {report}")
+    print_skipped(run.skipped)
+
+

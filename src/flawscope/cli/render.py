@@ -1,0 +1,107 @@
+"""Rich rendering shared by the commands: summary tables and skipped-file lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from flawscope.cli.common import console, err_console
+
+
+def print_skipped(skipped: list[tuple[str, str]]) -> None:
+    """List the unusable files at the end of a command's output: one line each, file and problem."""
+    if skipped:
+        err_console.print(f"[yellow]{len(skipped)} file(s) skipped:[/yellow]")
+        for path, problem in skipped:
+            # File names are text, not Rich markup ("scan [b].png"); a path is never wrapped.
+            err_console.print(f"  {escape(path)}: {escape(problem)}", soft_wrap=True, highlight=False)
+
+
+def kv_table(title: str) -> Table:
+    """An empty two-column (item, value) summary table."""
+    table = Table(title=title)
+    table.add_column("item")
+    table.add_column("value")
+    return table
+
+
+def print_calibration(result: Any) -> None:
+    """What a calibration achieved, with its bounds."""
+    t = result.thresholds
+    table = kv_table(f"Calibrated thresholds (version {t.version})")
+    table.add_row("reject threshold", f"{t.reject:.4g}")
+    table.add_row("review threshold", f"{t.review:.4g}" + ("" if t.has_review_band else " (no review band)"))
+    table.add_row("calibration images (good)", str(result.n_good))
+    table.add_row("false rejects on them", f"{result.n_false_rejects} ({result.empirical_frr:.2%})")
+    table.add_row(
+        "FRR upper bound (95%, Clopper-Pearson)",
+        f"{result.frr_upper_bound:.2%} [{result.guarantee}: target {t.target_frr:.2%}]",
+    )
+    table.add_row("smallest target this set supports", f"{result.min_supported_frr:.2%}")
+    if result.recall is not None and result.recall_ci is not None:
+        table.add_row(
+            "recall on defects",
+            f"{result.recall:.2%} (95% CI {result.recall_ci[0]:.2%}-{result.recall_ci[1]:.2%})",
+        )
+    for warning in result.warnings:
+        # Warnings quote file names, which must not be read as Rich markup ("[b]" in a name).
+        table.add_row("[yellow]warning[/yellow]", escape(warning))
+    console.print(table)
+
+
+def metrics_table(run: Any, title: str) -> Table:
+    """Image and pixel metrics of an evaluation run, overall and per defect type."""
+    table = Table(title=title)
+    for column in (
+        "set",
+        "n good",
+        "n defect",
+        "image AUROC",
+        "pixel AUROC",
+        "AU-PRO",
+        "best F1",
+        "recall @ FRR<=1%",
+        "FRR achieved",
+    ):
+        table.add_column(column, justify="right" if column != "set" else "left")
+
+    def fmt(value: float | None, pct: bool = False) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.1%}" if pct else f"{value:.3f}"
+
+    rows = [("all", run.summary.overall), *sorted(run.summary.per_type.items())]
+    for name, m in rows:
+        table.add_row(
+            name,
+            str(m.n_good),
+            str(m.n_defect),
+            fmt(m.image_auroc),
+            fmt(m.pixel_auroc),
+            fmt(m.au_pro),
+            fmt(m.best_f1),
+            fmt(m.recall_at_frr, True),
+            fmt(m.achieved_frr, True),
+        )
+    return table
+
+
+def operating_table(point: Any) -> Table:
+    """What the bundle's active thresholds do on the test split, with their bounds."""
+    t = point.thresholds
+    table = kv_table(f"At the bundle's thresholds (version {t.version})")
+    table.add_row("reject / review threshold", f"{t.reject:.4g} / {t.review:.4g}")
+    table.add_row(
+        "false-reject rate on good test parts",
+        f"{point.frr:.2%} (95% upper bound {point.frr_upper_bound:.2%}, n={point.n_good})",
+    )
+    if point.recall is not None:
+        lo, hi = point.recall_ci
+        table.add_row(
+            "recall on defective test parts",
+            f"{point.recall:.2%} (95% CI {lo:.2%}-{hi:.2%}, n={point.n_defect})",
+        )
+    table.add_row("sent to review", f"{point.review_rate:.2%}")
+    return table

@@ -1,0 +1,125 @@
+"""``flawscope models`` and ``flawscope train``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from flawscope.cli.common import console, progress_bars
+from flawscope.cli.render import kv_table, print_calibration, print_skipped
+from flawscope.errors import InputError
+
+
+def _parse_params(items: list[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError("--param", f"{item!r} is not KEY=VALUE (e.g. --param aggregate=3)")
+        key = key.strip()
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def _check_output(path: Path, overwrite: bool) -> None:
+    """Refuse to write a bundle over a folder that holds something else, or over a bundle unasked."""
+    from flawscope.bundle import MANIFEST
+
+    if path.exists() and not path.is_dir():
+        raise InputError(path, "is a file; the bundle is written to a folder")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not (path / MANIFEST).is_file():
+        raise InputError(path, "folder is not empty and is not a bundle; refusing to write into it")
+    if not overwrite:
+        raise InputError(
+            path,
+            "already holds a bundle; pass --overwrite to replace it (its thresholds and metrics are lost)",
+        )
+
+
+def models_command() -> None:
+    """List the registered anomaly models and the available backbones."""
+    from flawscope.features.backbones import BACKBONES
+    from flawscope.models import MODELS
+
+    table = Table(title="Anomaly models")
+    table.add_column("name")
+    table.add_column("description")
+    table.add_column("hyperparameters (defaults)")
+    for name, cls in sorted(MODELS.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        table.add_row(name, doc, ", ".join(f"{k}={v}" for k, v in cls.default_params().items()))
+    console.print(table)
+    backbones = Table(title="Backbones")
+    for column in ("name", "weights from", "licence"):
+        backbones.add_column(column)
+    for spec in BACKBONES.values():
+        backbones.add_row(spec.name, spec.package, spec.licence)
+    console.print(backbones)
+
+
+def train_command(
+    data: Annotated[Path, typer.Argument(help="Dataset folder (MVTec AD layout or good/ [bad/] folders).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Bundle folder to write.")],
+    model: Annotated[str, typer.Option(help="Registered model name (see 'flawscope models').")] = "padim",
+    backbone: Annotated[str, typer.Option(help="Feature backbone.")] = "efficientnet_lite0",
+    image_size: Annotated[int, typer.Option(min=32, help="Canvas size along the short side (px).")] = 256,
+    holdout: Annotated[
+        float, typer.Option(help="Fraction of good images held out to calibrate thresholds.")
+    ] = 0.0,
+    target_frr: Annotated[
+        float, typer.Option(help="False-reject target when calibrating on the hold-out.")
+    ] = 0.01,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Extra hyperparameter KEY=VALUE (repeatable).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the bundle already in OUTPUT.")] = False,
+) -> None:
+    """Fit an anomaly model on good parts and save a bundle."""
+    from flawscope.data.datasets import load_dataset
+
+    # Cheap checks first (no torch yet): a typo costs a second, not a model import and a fit.
+    params = {"backbone": backbone, "image_size": image_size, **_parse_params(param)}
+    _check_output(output, overwrite)
+    if holdout > 0:
+        from flawscope.decide.workflow import check_calibration_options
+
+        check_calibration_options(target_frr)
+    dataset = load_dataset(data)
+
+    from flawscope.models.train import train
+
+    with progress_bars() as progress:
+        result = train(dataset, output, model=model, holdout=holdout, params=params, progress=progress)
+    table = kv_table(f"Trained {model} ({backbone})")
+    pre = result.model.preprocessing_
+    assert pre is not None
+    table.add_row("training images", str(result.n_train))
+    table.add_row("held out for calibration", str(len(result.holdout_images)))
+    table.add_row("canvas (h x w)", f"{pre.height} x {pre.width} ({pre.mode})")
+    table.add_row("fit time", f"{result.fit_seconds:.1f} s")
+    table.add_row("bundle", escape(str(output)))
+    table.add_row("model hash", result.bundle.model_hash[:16])
+    console.print(table)
+    if result.holdout_images:
+        from flawscope.decide.workflow import calibrate_bundle
+
+        with progress_bars() as progress:
+            report = calibrate_bundle(
+                output,
+                result.holdout_images,
+                target_frr=target_frr,
+                names=result.holdout_paths,
+                progress=progress,
+            )
+        print_calibration(report)
+    print_skipped(result.skipped)
