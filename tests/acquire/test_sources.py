@@ -68,8 +68,37 @@ def test_folder_missing_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_unknown_scheme_names_the_known_ones() -> None:
-    with pytest.raises(InputError, match=r"unknown source.*expected a folder path, watch://.*sim://"):
+    with pytest.raises(InputError, match=r"unknown source.*expected a folder path, ") as caught:
         open_source("ftp://host/parts")
+    for scheme in ("watch", "video", "rtsp", "usb", "gige", "sim"):
+        assert f"{scheme}://" in str(caught.value)
+
+
+def test_the_source_registry_refuses_a_second_module_for_a_scheme() -> None:
+    from flawscope.acquire import SOURCES, Option, SourceTarget, register_source
+
+    assert {"folder", "watch", "video", "rtsp", "usb", "gige", "sim"} <= set(SOURCES)
+    with pytest.raises(ValueError, match=r"already registered by flawscope\.acquire\.simulator"):
+        register_source("sim")(lambda target, **options: None)
+
+    # A new protocol is one module: register an opener and open_source finds it, options converted.
+    @register_source("testcam", options={"n": Option("n", int)}, example="testcam://x?n=3")
+    def _open(target: SourceTarget, **options: object) -> FolderSource:
+        opened.append((target.location, options))
+        return FolderSource(tmp, uri=target.uri)
+
+    opened: list[tuple[str, dict[str, object]]] = []
+    tmp = Path(__file__).parent
+    try:
+        source = open_source("testcam://dev0/a?n=3")
+        assert opened == [("dev0/a", {"n": 3})]
+        assert source.uri == "testcam://dev0/a?n=3"
+        health = source.health()
+        assert health.connected and health.missed == 0 and health.last_error == ""
+        with pytest.raises(InputError, match=r"option n='x' is not a valid whole number"):
+            open_source("testcam://dev0?n=x")
+    finally:
+        SOURCES.pop("testcam")
 
 
 def test_unknown_and_invalid_options_are_input_errors(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Generator, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -22,6 +23,25 @@ from flawscope.errors import FlawscopeError, InputError
 from flawscope.types import Frame
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """How a source is doing, for status lines and ``flawscope station status``.
+
+    Attributes:
+        uri: the source's URI.
+        connected: the camera/stream/folder answers (False while reconnecting or after it failed).
+        missed: frames the source knows it lost.
+        reconnects: reconnections so far.
+        last_error: the latest problem, for a person (``""`` when none).
+    """
+
+    uri: str
+    connected: bool
+    missed: int = 0
+    reconnects: int = 0
+    last_error: str = ""
 
 
 class Source:
@@ -34,12 +54,16 @@ class Source:
         uri: the URI the source was opened from (copied into every frame's ``source``).
         missed: frames known to be lost by the source itself (e.g. while a stream was down).
         reconnects: how many times the source had to reconnect.
+        connected: False while the source is reconnecting or once it gave up.
+        last_error: the latest problem the source met (``""`` when none).
     """
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.missed = 0
         self.reconnects = 0
+        self.connected = True
+        self.last_error = ""
         self._stop = threading.Event()
         self._iterating = False
 
@@ -68,6 +92,10 @@ class Source:
     def _wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking early on :meth:`close`; True when the source was closed."""
         return self._stop.wait(max(0.0, seconds))
+
+    def health(self) -> SourceHealth:
+        """The source's state now (thread-safe: plain attribute reads)."""
+        return SourceHealth(self.uri, self.connected, self.missed, self.reconnects, self.last_error)
 
     def close(self) -> None:
         """Stop the source: the iteration ends after the frame in hand (thread-safe, idempotent)."""

@@ -7,8 +7,10 @@ import os
 from collections import Counter
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 from flawscope.acquire.base import Source, frame_from_file, part_id_for
+from flawscope.acquire.registry import Option, SourceTarget, parse_bool, register_source
 from flawscope.data.imageio import is_image_file
 from flawscope.errors import InputError
 from flawscope.types import Frame
@@ -80,3 +82,15 @@ class FolderSource(Source):
             if self.stopping:
                 return
             yield frame_from_file(path, part_id, self.uri, {"index": str(index)})
+
+
+@register_source(
+    "folder",
+    options={"recursive": Option("recursive", parse_bool)},
+    example="folder:///data/parts (or a plain path)",
+    summary="every image of a folder, sorted (batch)",
+)
+def open_folder(target: SourceTarget, **options: Any) -> FolderSource:
+    """Open ``folder:///path`` or a plain folder path."""
+    uri = target.uri if "://" in target.uri else None
+    return FolderSource(target.location, uri=uri, **options)

@@ -19,11 +19,13 @@ import time
 from collections.abc import Generator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
 
 from flawscope.acquire.base import Source, backoff_delays, check_backoff
+from flawscope.acquire.registry import Option, SourceTarget, register_source
 from flawscope.errors import InputError
 from flawscope.types import Frame
 
@@ -169,11 +171,15 @@ class GigESource(Source):
             try:
                 connected = self._connect()
             except Exception as exc:
+                self.connected = False
+                self.last_error = f"cannot open the camera ({exc})"
                 if self.max_retries is not None and attempts >= self.max_retries:
                     problem = f"camera unreachable after {attempts} attempts ({exc})"
+                    self.last_error = problem
                     raise InputError(self.uri, problem) from None
                 logger.warning("%s: cannot open the camera (%s); next try in %.1f s", self.uri, exc, delay)
             else:
+                self.connected = True
                 if attempts > 1 or self.reconnects or self.missed:
                     logger.warning("%s: camera back after %.1f s", self.uri, time.monotonic() - down_since)
                 return connected
@@ -252,3 +258,24 @@ class GigESource(Source):
         finally:
             if connected is not None:
                 self._stop_camera(connected[0])
+
+
+@register_source(
+    "gige",
+    options={
+        "count": Option("count", int),
+        "frame_rate": Option("frame_rate", float),
+        "exposure_us": Option("exposure_us", float),
+        "pixel_format": Option("pixel_format", str),
+        "timeout": Option("timeout_s", float),
+        "buffers": Option("n_buffers", int),
+        "backoff": Option("backoff_s", float),
+        "max_backoff": Option("max_backoff_s", float),
+        "retries": Option("max_retries", int),
+    },
+    example="gige://<device-id>?frame_rate=10",
+    summary="GigE Vision camera through Aravis",
+)
+def open_gige(target: SourceTarget, **options: Any) -> GigESource:
+    """Open ``gige://DEVICE`` (``gige://`` alone: the first camera found)."""
+    return GigESource(unquote(target.netloc) or None, uri=target.uri, **options)

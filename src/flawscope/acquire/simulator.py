@@ -17,10 +17,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from flawscope.acquire.base import Source
+from flawscope.acquire.registry import Option, SourceTarget, parse_optional_int, register_source
 from flawscope.data.datasets import load_dataset
 from flawscope.data.imageio import read_image
 from flawscope.errors import FlawscopeError, InputError
@@ -128,3 +130,22 @@ class SimSource(Source):
             else:
                 yield Frame(part_id, image, time.time(), self.uri, meta)
             index += 1
+
+
+@register_source(
+    "sim",
+    options={
+        "rate": Option("rate", float),
+        "defect_ratio": Option("defect_ratio", float),
+        "count": Option("count", parse_optional_int),
+        "seed": Option("seed", int),
+        "start": Option("start", int),
+        "prefix": Option("prefix", str),
+        "cache": Option("cache", int),
+    },
+    example="sim:///data/metal?rate=20&defect_ratio=0.1&count=1000&seed=0",
+    summary="line simulator drawing parts from a dataset",
+)
+def open_sim(target: SourceTarget, **options: Any) -> SimSource:
+    """Open ``sim:///dataset``."""
+    return SimSource(target.location, uri=target.uri, **options)

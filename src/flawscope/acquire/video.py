@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from flawscope.acquire.base import Source, backoff_delays, check_backoff
+from flawscope.acquire.registry import Option, SourceTarget, register_source
 from flawscope.errors import InputError
 from flawscope.types import Frame
 
@@ -133,11 +134,13 @@ class VideoSource(Source):
                 missed = round(down * fps) if fps > 0 else 0
                 self.missed += missed
                 self.reconnects += 1
+                self.connected = True
                 message = "%s: back after %.1f s down (%d attempts); ~%d frames missed"
                 logger.warning(message, self.uri, down, attempts, missed)
                 return capture
             if self.max_retries is not None and attempts >= self.max_retries:
-                raise InputError(self.uri, f"stream lost; gave up after {attempts} reconnection attempts")
+                self.last_error = f"stream lost; gave up after {attempts} reconnection attempts"
+                raise InputError(self.uri, self.last_error)
             logger.warning("%s: cannot reconnect (attempt %d); trying again", self.uri, attempts)
         return None  # not reached: the delays never run out
 
@@ -158,6 +161,8 @@ class VideoSource(Source):
                         return
                     fps = self.fps or float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
                     logger.warning("%s: stream dropped; reconnecting", self.uri)
+                    self.connected = False
+                    self.last_error = "stream dropped; reconnecting"
                     capture.release()
                     before = self.missed
                     capture = self._reconnect(time.monotonic(), fps)
@@ -186,3 +191,48 @@ def _default_prefix(target: str | int) -> str:
         return f"usb{target}"
     text = str(target).split("://", 1)[-1].split("@")[-1]
     return "".join(c if c.isalnum() else "_" for c in text).strip("_")[:40] or "stream"
+
+
+_STREAM = {
+    "fps": Option("fps", float),
+    "every": Option("every", int),
+    "count": Option("count", int),
+    "backoff": Option("backoff_s", float),
+    "max_backoff": Option("max_backoff_s", float),
+    "retries": Option("max_retries", int),
+    "prefix": Option("prefix", str),
+}
+
+
+@register_source(
+    "video",
+    options={k: v for k, v in _STREAM.items() if k in ("every", "count", "prefix")},
+    example="video:///data/run.mp4?every=5",
+    summary="frames of a video file",
+)
+def open_video(target: SourceTarget, **options: Any) -> VideoSource:
+    """Open ``video:///file``."""
+    return VideoSource(target.location, uri=target.uri, live=False, **options)
+
+
+@register_source(
+    "rtsp",
+    "rtsps",
+    own_query=True,
+    example="rtsp://user:pw@10.0.0.5/stream",
+    summary="RTSP stream (reconnects when it drops)",
+)
+def open_rtsp(target: SourceTarget, **options: Any) -> VideoSource:
+    """Open an RTSP URL; its query string is the camera's (give flawscope's options as keywords)."""
+    return VideoSource(target.uri, uri=target.uri, live=True, **options)
+
+
+@register_source("usb", options=_STREAM, example="usb://0?fps=30", summary="USB camera (reconnects)")
+def open_usb(target: SourceTarget, **options: Any) -> VideoSource:
+    """Open ``usb://N``."""
+    try:
+        index = int(target.netloc or "0")
+    except ValueError:
+        problem = f"usb:// needs a camera index (usb://0), got {target.netloc!r}"
+        raise InputError(target.uri, problem) from None
+    return VideoSource(index, uri=target.uri, live=True, **options)

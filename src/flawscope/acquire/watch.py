@@ -19,8 +19,10 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flawscope.acquire.base import Source
+from flawscope.acquire.registry import Option, SourceTarget, parse_bool, register_source
 from flawscope.data.imageio import is_image_file, read_image
 from flawscope.errors import FlawscopeError, InputError
 from flawscope.types import Frame
@@ -161,3 +163,21 @@ class WatchSource(Source):
                 logger.info("%s: no new file for %.1f s; watch ends", self.root, self.idle_s)
                 return
             self._wait(self.poll_s)
+
+
+@register_source(
+    "watch",
+    options={
+        "settle": Option("settle_s", float),
+        "poll": Option("poll_s", float),
+        "timeout": Option("timeout_s", float),
+        "existing": Option("existing", parse_bool),
+        "idle": Option("idle_s", float),
+        "count": Option("count", int),
+    },
+    example="watch:///data/incoming?settle=0.2&timeout=10",
+    summary="new files of a folder as they land",
+)
+def open_watch(target: SourceTarget, **options: Any) -> WatchSource:
+    """Open ``watch:///path``."""
+    return WatchSource(target.location, uri=target.uri, **options)
