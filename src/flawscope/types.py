@@ -111,6 +111,9 @@ class Verdict:
         threshold_version: version of the thresholds that decided.
         model_hash: SHA-256 of the model bundle's weights.
         reason: why the outcome is what it is (rule fired, error message).
+        anomaly_map: ``(H, W)`` float32 map the regions were found on, on the score's scale, at
+            the image's resolution, when the inspector gives one. In memory only: the line keeps
+            it in the image store for parts that go to review, never in the audit record.
     """
 
     outcome: Outcome
@@ -121,6 +124,7 @@ class Verdict:
     threshold_version: int | None = None
     model_hash: str = ""
     reason: str = ""
+    anomaly_map: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

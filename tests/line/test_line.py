@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -314,3 +315,76 @@ def test_invalid_settings(audit: AuditLog, kwargs: dict, field: str) -> None:
     options = {"station": "st", **kwargs}
     with pytest.raises(InputError, match=field):
         run_line(ArraySource(1), FakeInspector(), audit, **options)
+
+
+class MapInspector(FakeInspector):
+    """FakeInspector that also gives a map (the image's brightness / 255) and a review band (0.3-0.5)."""
+
+    def inspect_many(self, images: Sequence[np.ndarray | None]) -> list[Verdict]:
+        verdicts = []
+        for image, verdict in zip(images, super().inspect_many(images), strict=True):
+            if image is None:
+                verdicts.append(verdict)
+                continue
+            outcome = Outcome.REVIEW if verdict.outcome is Outcome.PASS and verdict.score >= 0.3 else None
+            amap = image.astype(np.float32) / 255.0
+            verdicts.append(
+                dataclasses.replace(verdict, outcome=outcome or verdict.outcome, anomaly_map=amap)
+            )
+        return verdicts
+
+
+def test_maps_are_kept_for_review_and_fail_and_for_the_pass_sample(tmp_path: Path, audit: AuditLog) -> None:
+    from flawscope.line.records import in_review_sample
+    from flawscope.line.store import map_path, read_map
+
+    summary = run_line(
+        ArraySource(60, size=(40, 30)),
+        MapInspector(),
+        audit,
+        station="st",
+        store_images=tmp_path / "images",
+        review_sample=0.3,
+    )
+    records = logged(audit)
+    assert summary.recorded == 60
+    kept = {r.outcome: 0 for r in records}
+    sampled = 0
+    for record in records:
+        amap = read_map(record.image_uri)
+        expected = record.outcome in (Outcome.REVIEW, Outcome.FAIL) or (
+            record.outcome is Outcome.PASS and in_review_sample(record.image_sha256, 0.3)
+        )
+        assert (amap is not None) == expected, record
+        assert map_path(record.image_uri).parent.name == "maps"
+        if amap is not None:
+            kept[record.outcome] += 1
+            sampled += record.outcome is Outcome.PASS
+            assert amap.shape == (40, 30)
+            # Stored divided by the reject threshold (0.5): brightness/255/0.5, to 2e-4 relative.
+            brightness = float(np.mean(cv2.imread(record.image_uri, cv2.IMREAD_UNCHANGED))) / 255
+            assert np.allclose(amap, brightness / 0.5, rtol=3e-4, atol=3e-4)
+    assert kept[Outcome.REVIEW] > 0 and kept[Outcome.FAIL] > 0
+    assert 0 < sampled < sum(r.outcome is Outcome.PASS for r in records)
+
+
+def test_no_maps_without_an_image_store_or_when_not_asked(tmp_path: Path, audit: AuditLog) -> None:
+    summary = run_line(
+        ArraySource(20), MapInspector(), audit, station="st", store_images=tmp_path / "i", keep_maps=()
+    )
+    assert summary.recorded == 20
+    assert not any((tmp_path / "i").rglob("maps/*.png"))
+
+
+def test_review_sample_is_a_stable_fraction_of_hashes() -> None:
+    import hashlib
+
+    from flawscope.line.records import in_review_sample
+
+    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(20000)]
+    picked = [d for d in digests if in_review_sample(d, 0.05)]
+    assert 0.04 < len(picked) / len(digests) < 0.06
+    assert picked == [d for d in digests if in_review_sample(d, 0.05)]
+    assert not any(in_review_sample(d, 0.0) for d in digests[:100])
+    assert all(in_review_sample(d, 1.0) for d in digests[:100])
+    assert not in_review_sample("", 0.5) and not in_review_sample("zz" * 32, 0.5)

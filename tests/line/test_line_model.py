@@ -60,3 +60,15 @@ def test_line_with_a_real_exported_model(tmp_path: Path, deployed: tuple[Path, P
     assert all(r.model_hash == inspector.model_hash and r.threshold_version == 2 for r in records)
     assert all(np.isfinite(r.score) and Path(r.image_uri).is_file() for r in records)
     assert summary.counts["fail"] > 0  # defects at a ratio of one half are found
+
+    # Parts that go to review or fail keep the map the inspector judged them on.
+    from flawscope.line.store import read_map
+
+    judged = [r for r in records if r.outcome in (Outcome.REVIEW, Outcome.FAIL)]
+    assert judged, "the simulated line gave no review or fail part"
+    for record in records:
+        amap = read_map(record.image_uri)
+        assert (amap is not None) == (record in judged)
+        if amap is not None:
+            # Divided by the reject threshold, so its peak is the record's normalized score.
+            assert abs(float(amap.max()) - record.normalized_score) < 0.01 * record.normalized_score + 1e-3

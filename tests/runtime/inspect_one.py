@@ -64,7 +64,7 @@ def main() -> None:
     except ImportError:
         torch_importable = False
     report = {
-        "verdict": dataclasses.asdict(verdict),
+        "verdict": dataclasses.asdict(dataclasses.replace(verdict, anomaly_map=None)),
         "heavy_modules_loaded": heavy,
         "third_party_loaded": [n for n in third_party if n != "flawscope"],
         "torch_importable": torch_importable,

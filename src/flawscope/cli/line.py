@@ -30,6 +30,10 @@ def inspect_command(
         str, typer.Option(help="'block' the source, or 'drop' (recorded not_inspected).")
     ] = "block",
     int8: Annotated[bool, typer.Option(help="Use the INT8 graph.")] = False,
+    review_sample: Annotated[
+        float,
+        typer.Option(help="Fraction of passed parts sampled for people to review (keeps their maps)."),
+    ] = 0.0,
 ) -> None:
     """Run the line: acquire, inspect, decide, record (hash-chained audit), publish. Ctrl-C stops cleanly."""
     import signal
@@ -75,6 +79,7 @@ def inspect_command(
             batch_size=batch_size,
             queue_size=queue_size,
             backpressure=backpressure,
+            review_sample=review_sample,
             stop_event=stop,
             on_status=lambda s: live.update(status_text(s)),
         )

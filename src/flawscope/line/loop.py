@@ -24,17 +24,25 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flawscope.acquire.base import Source
 from flawscope.audit import AuditLog
 from flawscope.errors import BundleError, InputError
 from flawscope.line.errors import LineStopped
-from flawscope.line.records import DROPPED_REASON, InspectorLike, Publisher, error, judge, make_record
+from flawscope.line.records import (
+    DROPPED_REASON,
+    InspectorLike,
+    Publisher,
+    error,
+    in_review_sample,
+    judge,
+    make_record,
+)
 from flawscope.line.stats import LineStats, LineSummary
-from flawscope.line.store import ImageStore, image_sha256
+from flawscope.line.store import ImageStore, image_sha256, write_map
 from flawscope.types import Frame, InspectionRecord, Outcome, Verdict
 
 logger = logging.getLogger(__name__)
@@ -70,6 +78,8 @@ class _Line:
         on_status: Callable[[LineSummary], object] | None,
         stop_event: threading.Event | None,
         status_interval_s: float,
+        keep_maps: Collection[str] = (),
+        review_sample: float = 0.0,
     ) -> None:
         self.source = source
         self.inspector = inspector
@@ -83,6 +93,8 @@ class _Line:
         self.on_status = on_status
         self.stop_event = stop_event
         self.status_interval_s = status_interval_s
+        self.keep_maps = frozenset(keep_maps) if store is not None else frozenset()
+        self.review_sample = review_sample if store is not None else 0.0
         self.stats = LineStats(station)
         self.q_infer: queue.Queue[Any] = queue.Queue(queue_size)
         self.q_record: queue.Queue[Any] = queue.Queue(max(2, queue_size // batch_size))
@@ -191,6 +203,12 @@ class _Line:
         now = time.perf_counter()
         self.stats.latency("infer", (now - started) * 1000)
         for part, verdict in zip(batch, verdicts, strict=True):
+            # Maps nobody will keep are let go here rather than held in the queues.
+            wanted = verdict.outcome.value in self.keep_maps or (
+                self.review_sample > 0 and verdict.outcome is Outcome.PASS
+            )
+            if not wanted and verdict.anomaly_map is not None:
+                verdict = replace(verdict, anomaly_map=None)
             part.verdict = verdict
             part.judged = now
 
@@ -236,6 +254,8 @@ class _Line:
             except Exception as exc:
                 logger.warning("part %s: cannot hash the image (%s)", frame.part_id, exc)
         assert part.verdict is not None
+        if uri:
+            note = "; ".join(n for n in (note, self._keep_map(uri, digest, part.verdict)) if n)
         latency = math.nan if part.dropped else (part.judged - part.acquired) * 1000
         return make_record(
             frame,
@@ -247,6 +267,21 @@ class _Line:
             image_sha256=digest,
             note=note,
         )
+
+    def _keep_map(self, uri: str, digest: str, verdict: Verdict) -> str:
+        """Keep the anomaly map of a part that goes to review; a note for the record if it cannot be."""
+        amap, outcome = verdict.anomaly_map, verdict.outcome
+        if amap is None or not (
+            outcome.value in self.keep_maps
+            or (outcome is Outcome.PASS and in_review_sample(digest, self.review_sample))
+        ):
+            return ""
+        try:
+            write_map(uri, amap, verdict.score / verdict.normalized_score)
+        except (OSError, ValueError, ZeroDivisionError) as exc:
+            logger.warning("anomaly map of %s not kept: %s", uri, exc)
+            return f"anomaly map not kept: {exc}"
+        return ""
 
     def _commit(self, pairs: list[tuple[_Part, InspectionRecord]]) -> bool:
         started = time.perf_counter()
@@ -361,6 +396,8 @@ def run_line(
     on_status: Callable[[LineSummary], object] | None = None,
     stop_event: threading.Event | None = None,
     status_interval_s: float = 0.5,
+    keep_maps: Collection[str] = ("review", "fail"),
+    review_sample: float = 0.0,
 ) -> LineSummary:
     """Run an inspection line until the source ends, a stop is requested, or recording fails.
 
@@ -380,6 +417,10 @@ def run_line(
             with the final one.
         stop_event: set it (e.g. from a SIGINT/SIGTERM handler) to stop cleanly.
         status_interval_s: seconds between status callbacks.
+        keep_maps: outcomes whose anomaly maps are kept beside their images (with
+            ``store_images``), so reviewers see them without running the model again.
+        review_sample: fraction of passed parts sampled for review (see
+            :func:`~flawscope.line.records.in_review_sample`); their maps are kept too.
 
     Returns:
         The final summary.
@@ -400,6 +441,11 @@ def run_line(
         raise InputError("backpressure", f"must be one of {', '.join(BACKPRESSURE)}, got {backpressure!r}")
     if not status_interval_s > 0:
         raise InputError("status_interval_s", f"must be > 0, got {status_interval_s}")
+    if not 0.0 <= review_sample <= 1.0:
+        raise InputError("review_sample", f"must be a fraction in [0, 1], got {review_sample}")
+    unknown = set(keep_maps) - {o.value for o in Outcome}
+    if unknown:
+        raise InputError("keep_maps", f"{sorted(unknown)} are not outcomes")
     store = ImageStore(store_images) if store_images is not None else None
     line = _Line(
         source,
@@ -414,5 +460,7 @@ def run_line(
         on_status=on_status,
         stop_event=stop_event,
         status_interval_s=status_interval_s,
+        keep_maps=keep_maps,
+        review_sample=review_sample,
     )
     return line.run()

@@ -19,6 +19,26 @@ logger = logging.getLogger(__name__)
 #: Receives each record after it is committed to the audit log (PLC output, MQTT, a UI...).
 Publisher = Callable[[InspectionRecord], object]
 DROPPED_REASON = "dropped: queue full"
+_SAMPLE_DIGITS = 15  # hex digits of the image hash read as a uniform number (60 bits fit a float)
+
+
+def in_review_sample(image_sha256: str, rate: float) -> bool:
+    """Whether a passed part belongs to the random sample that people review (to measure escapes).
+
+    The choice is a function of the image's SHA-256, so the line (which keeps the sampled parts'
+    maps) and the review queue agree without talking, and nobody can steer which parts are sampled.
+
+    Args:
+        image_sha256: the record's ``image_sha256`` (hex); no image, no sample.
+        rate: fraction of passed parts to sample, in [0, 1].
+    """
+    if rate <= 0 or len(image_sha256) < _SAMPLE_DIGITS:
+        return False
+    try:
+        value = int(image_sha256[:_SAMPLE_DIGITS], 16)
+    except ValueError:
+        return False
+    return value < rate * 16**_SAMPLE_DIGITS
 
 
 class InspectorLike(Protocol):

@@ -9,6 +9,7 @@ active thresholds. Anything that goes wrong for one part gives that part an ``er
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -364,5 +365,7 @@ class Inspector:
                     )
             else:
                 for index, score, amap in zip(slots, prediction.scores, prediction.maps, strict=True):
-                    verdicts[index] = decide(float(score), amap, thresholds, self.model_hash)
+                    verdict = decide(float(score), amap, thresholds, self.model_hash)
+                    # The line keeps the map of a part sent to review, so reviewers see it later.
+                    verdicts[index] = dataclasses.replace(verdict, anomaly_map=amap)
         return [v for v in verdicts if v is not None]
