@@ -325,8 +325,8 @@ def build_report(run: EvaluationRun, bundle: Bundle, dataset_name: str, html_pat
     """
     manifest = bundle.manifest
     model = {
-        "name": (manifest.get("model") or {}).get("name"),
-        "backbone": (manifest.get("backbone") or {}).get("name"),
+        "name": manifest.model.name,
+        "backbone": manifest.backbone.name,
         "bundle_version": run.bundle_version,
         "model_hash": run.model_hash,
     }

@@ -15,7 +15,7 @@ import numpy as np
 from flawscope.bundle import update_manifest
 from flawscope.data.datasets import load_dataset, read_samples
 from flawscope.decide.calibration import clopper_pearson_interval, clopper_pearson_upper
-from flawscope.decide.thresholds import ThresholdHistory, Thresholds
+from flawscope.decide.thresholds import Thresholds
 from flawscope.errors import InputError
 from flawscope.evaluate.metrics import EvaluationSummary, evaluate_scores
 from flawscope.types import Prediction, Sample
@@ -169,10 +169,9 @@ def evaluate_bundle(
         frr=frr,
     )
     point = None
-    if bundle.thresholds:
-        point = operating_point(
-            prediction.scores, labels, ThresholdHistory.from_list(bundle.thresholds).active
-        )
+    active = bundle.manifest.select_thresholds()
+    if active is not None:
+        point = operating_point(prediction.scores, labels, active)
     run = EvaluationRun(
         summary,
         point,

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from flawscope.bundle import Bundle, sha256_bytes, versions, write_bundle
 from flawscope.errors import InputError
 from flawscope.export.graph import clean_graph
 from flawscope.export.int8 import build_int8
+from flawscope.manifest import DeploySection, Int8Section
 from flawscope.models.engine import trace_to_onnx
 from flawscope.models.io import load_model
 
@@ -89,19 +90,24 @@ def export_bundle(
     pre = model.preprocessing_
     fp32 = export_scorer(model.scorer(), pre.height, pre.width)
     files = {ONNX_FP32: fp32}
-    deploy: dict[str, Any] = {"graph": ONNX_FP32, "opset": OPSET, "input": [None, 3, pre.height, pre.width]}
+    int8_info: Int8Section | None = None
     if int8:
         if len(calibration_images) < 16:
             log.warning("INT8 calibration on %d images; at least 16 are recommended", len(calibration_images))
-        active = source.thresholds[-1] if source.thresholds else None
-        reject = float(active["reject"]) if active else None
+        active = source.manifest.select_thresholds()
+        reject = active.reject if active is not None else None
         files[ONNX_INT8], info = build_int8(
             model, fp32, calibration_images, refit_images, validation, good_images, reject
         )
-        deploy["graph_int8"] = ONNX_INT8
-        deploy.update(info)
-    deploy["onnx_sha256"] = {name: sha256_bytes(data) for name, data in files.items()}
-    manifest = {k: v for k, v in source.manifest.items() if k not in ("files", "manifest_sha256")}
-    manifest["deploy"] = deploy
-    manifest["versions_export"] = versions()
+        int8_info = Int8Section(**{k.removeprefix("int8_"): v for k, v in info.items()})
+    deploy = DeploySection(
+        graph=ONNX_FP32,
+        opset=OPSET,
+        input=(None, 3, pre.height, pre.width),
+        onnx_sha256={name: sha256_bytes(data) for name, data in files.items()},
+        graph_int8=ONNX_INT8 if int8 else None,
+        int8=int8_info,
+        versions=versions(),
+    )
+    manifest = replace(source.manifest, deploy=deploy, files={}, signature=None)
     return write_bundle(out, manifest, files)

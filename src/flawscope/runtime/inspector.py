@@ -25,6 +25,7 @@ from flawscope.data.preprocess import Geometry, Preprocessing, check_image, fini
 from flawscope.decide.thresholds import Thresholds
 from flawscope.decide.verdict import decide, error_verdict
 from flawscope.errors import BundleError, FlawscopeError, InputError
+from flawscope.manifest import DeploySection
 from flawscope.types import Prediction, Verdict
 
 log = logging.getLogger(__name__)
@@ -148,17 +149,18 @@ class CanvasLookup:
         return self.geometry
 
 
-def int8_warning(deploy: dict[str, Any]) -> str | None:
+def int8_warning(deploy: DeploySection) -> str | None:
     """What a user should know before trusting a bundle's INT8 graph (``None``: it was validated).
 
     Args:
         deploy: the manifest's ``deploy`` section.
     """
-    if "graph_int8" not in deploy:
+    if deploy.graph_int8 is None:
         return None
-    checked = deploy.get("int8_validation")
-    within = deploy.get("int8_within_tolerance")
-    if within is None or not checked:
+    info = deploy.int8
+    checked = info.validation if info is not None else None
+    within = info.within_tolerance if info is not None else None
+    if info is None or within is None or not checked:
         return (
             "the INT8 graph was not validated on labelled parts at export, so its accuracy is unknown; "
             "deploy the fp32 graph (the default) or validate the INT8 one first"
@@ -167,7 +169,7 @@ def int8_warning(deploy: dict[str, Any]) -> str | None:
         return (
             f"the INT8 graph lost {checked['auroc_loss']:.3f} image AUROC against fp32 on "
             f"{checked['n_good'] + checked['n_defect']} labelled parts at export (budget "
-            f"{deploy['int8_max_auroc_loss']:.3f}); expect lower accuracy than the fp32 graph"
+            f"{info.max_auroc_loss:.3f}); expect lower accuracy than the fp32 graph"
         )
     return None
 
@@ -185,11 +187,12 @@ class Inspector:
         self.session = session
         self.thresholds = thresholds
         self.graph = graph
-        self.preprocessing = Preprocessing.from_dict(bundle.manifest["preprocessing"])
+        self.preprocessing = bundle.manifest.preprocessing
         self.lookup = CanvasLookup(self.preprocessing)
         self.lookup.prepare(np.dtype(np.uint8))  # the common case, so the first part is not slower
         self.model_hash = bundle.model_hash
-        self.version = bundle.version
+        # The label of the thresholds in use (a pinned older version), not the bundle's latest.
+        self.version = bundle.manifest.version_label(thresholds.version if thresholds is not None else None)
 
     @classmethod
     def load(
@@ -222,20 +225,17 @@ class Inspector:
                 or an unknown threshold version.
         """
         bundle = read_bundle(path)
-        deploy = bundle.manifest.get("deploy")
-        if not deploy:
+        deploy = bundle.manifest.deploy
+        if deploy is None:
             raise BundleError(f"{bundle.path}: not a deployable bundle; run 'flawscope export' on it first")
-        graph = deploy.get("graph_int8") if int8 else deploy.get("graph")
+        graph = deploy.graph_int8 if int8 else deploy.graph
         if not graph:
             raise BundleError(f"{bundle.path}: no INT8 graph in this bundle; export it with --int8")
         graph_path = bundle.file(graph)
         warning = int8_warning(deploy) if int8 else None
         if warning:
             log.warning("%s: %s", bundle.path, warning)
-        try:
-            pre = Preprocessing.from_dict(bundle.manifest["preprocessing"])
-        except (KeyError, TypeError, ValueError, FlawscopeError) as exc:
-            raise BundleError(f"{bundle.path}: manifest has no usable 'preprocessing' ({exc})") from None
+        pre = bundle.manifest.preprocessing
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -247,24 +247,16 @@ class Inspector:
         except Exception as exc:
             raise BundleError(f"{graph_path}: ONNX Runtime cannot load the graph ({exc})") from None
         _graph_matches(session, pre, graph_path)
-        thresholds = None
-        versions = bundle.thresholds
-        if versions:
-            if threshold_version is None:
-                selected: dict[str, Any] | None = versions[-1]
+        try:
+            thresholds = bundle.manifest.select_thresholds(threshold_version)
+        except InputError:
+            if not bundle.thresholds.versions:
+                problem = "bundle has no thresholds; run 'flawscope calibrate'"
             else:
-                selected = next((t for t in versions if t.get("version") == threshold_version), None)
-            if selected is None:
-                raise BundleError(f"{bundle.path}: no threshold version {threshold_version}")
-            try:
-                thresholds = Thresholds.from_dict(selected)
-            except (KeyError, TypeError, ValueError, FlawscopeError) as exc:
-                raise BundleError(
-                    f"{bundle.path}: threshold version in the manifest is not usable ({exc})"
-                ) from None
-        elif threshold_version is not None:
-            raise BundleError(f"{bundle.path}: bundle has no thresholds; run 'flawscope calibrate'")
-        log.info("inspector %s on %s", bundle.version, session.get_providers())
+                problem = f"no threshold version {threshold_version}"
+            raise BundleError(f"{bundle.path}: {problem}") from None
+        label = bundle.manifest.version_label(threshold_version)
+        log.info("inspector %s on %s", label, session.get_providers())
         return cls(bundle, session, thresholds, graph)
 
     @property
