@@ -1,11 +1,9 @@
 """The self-describing model bundle: a folder with ``manifest.json`` and the files it lists.
 
-Torch-free, so the deployed runtime reads the same manifest as training. The manifest's content is
-the typed record :class:`flawscope.manifest.Manifest`; this module writes and reads its file: the
-format envelope (``format``, ``format_version``), the SHA-256 of every listed file, and the SHA-256
-of the manifest's own canonical JSON, so an altered, missing or swapped file (or a hand-edited
-manifest) is refused on load. That hash detects change, not who made it: the manifest's Ed25519
-``signature`` (:mod:`flawscope.signing`) is what says who made it.
+Torch-free, so the deployed runtime reads the same manifest as training. Every file's SHA-256
+is recorded in the manifest, and the manifest carries the SHA-256 of its own canonical JSON, so
+an altered, missing or swapped file (or a hand-edited manifest) is refused on load. This is an
+integrity check, not a signature: it detects change, not who made it.
 
 Thresholds are an append-only list of versions inside the manifest; a new calibration adds a
 version and never edits an old one.
@@ -13,7 +11,6 @@ version and never edits an old one.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -25,13 +22,11 @@ from typing import Any
 
 from flawscope import __version__
 from flawscope.data.imageio import sha256_file
-from flawscope.decide.thresholds import ThresholdHistory
-from flawscope.errors import BundleError, InputError
-from flawscope.manifest import FORMAT, FORMAT_VERSION, Manifest
+from flawscope.errors import BundleError
 
 MANIFEST = "manifest.json"
-#: Keys of the manifest file that are not part of the :class:`Manifest` record.
-ENVELOPE = ("format", "format_version", "manifest_sha256")
+FORMAT = "flawscope-bundle"
+FORMAT_VERSION = 1
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -44,17 +39,9 @@ def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
 
 
-def _manifest_hash(raw: dict[str, Any]) -> str:
-    return sha256_bytes(canonical_json({k: v for k, v in raw.items() if k != "manifest_sha256"}))
-
-
-def signed_body(raw: dict[str, Any]) -> bytes:
-    """The bytes a manifest's signature covers: its canonical JSON without the signature and hash.
-
-    That is everything it says: model, preprocessing, training, every threshold version, metrics,
-    the deploy section and the SHA-256 of every file (so the graph and weights too).
-    """
-    return canonical_json({k: v for k, v in raw.items() if k not in ("signature", "manifest_sha256")})
+def _manifest_hash(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return sha256_bytes(canonical_json(body))
 
 
 def versions() -> dict[str, str]:
@@ -68,51 +55,49 @@ def versions() -> dict[str, str]:
     return found
 
 
-@dataclass(frozen=True)
+@dataclass
 class Bundle:
     """A loaded (verified) bundle folder.
 
     Attributes:
         path: the folder.
-        manifest: its manifest, upgraded to the current format.
-        signed_bytes: what the manifest's signature covers, as read from the file (empty for a
-            format that had no signatures).
+        manifest: the parsed manifest.
     """
 
     path: Path
-    manifest: Manifest
-    signed_bytes: bytes = field(default=b"", repr=False)
+    manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_hash(self) -> str:
         """SHA-256 of the learned weights file: the model's identity in verdicts and the audit trail."""
-        return self.manifest.model_hash
+        return str(self.manifest["model_hash"])
 
     @property
-    def thresholds(self) -> ThresholdHistory:
+    def thresholds(self) -> list[dict[str, Any]]:
         """All threshold versions, oldest first."""
-        return self.manifest.thresholds
+        return list(self.manifest.get("thresholds", []))
 
     @property
     def version(self) -> str:
         """Human-readable version: model hash prefix and active threshold version."""
-        return self.manifest.version_label()
+        active = self.thresholds[-1]["version"] if self.thresholds else 0
+        return f"{self.model_hash[:12]}.t{active}"
 
     def file(self, name: str) -> Path:
         """Path of a listed file."""
-        if name not in self.manifest.files:
+        if name not in self.manifest.get("files", {}):
             raise BundleError(f"{self.path}: bundle has no file {name!r}")
         return self.path / name
 
 
-def write_bundle(path: str | os.PathLike[str], manifest: Manifest, files: dict[str, bytes]) -> Bundle:
+def write_bundle(path: str | os.PathLike[str], manifest: dict[str, Any], files: dict[str, bytes]) -> Bundle:
     """Write a bundle folder: the given files and a manifest listing their hashes.
 
-    Files already in the folder and listed in ``manifest.files`` are kept and re-hashed.
+    Files already in the folder and listed in ``manifest["files"]`` are kept and re-hashed.
 
     Args:
         path: bundle folder (created if needed).
-        manifest: the manifest; its ``files`` are filled in.
+        manifest: manifest content; ``files``, ``format`` and ``manifest_sha256`` are filled in.
         files: new file name -> content.
 
     Returns:
@@ -120,7 +105,7 @@ def write_bundle(path: str | os.PathLike[str], manifest: Manifest, files: dict[s
     """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    listed = dict(manifest.files)
+    listed = dict(manifest.get("files", {}))
     for name in [*files, *listed]:
         _check_name(folder, name)
     for name, data in files.items():
@@ -131,20 +116,14 @@ def write_bundle(path: str | os.PathLike[str], manifest: Manifest, files: dict[s
             if not (folder / name).is_file():
                 raise BundleError(f"{folder / name}: file listed in the manifest is missing")
             listed[name] = sha256_file(folder / name)
-    return _write_manifest(folder, dataclasses.replace(manifest, files=listed))
+    manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "files": listed}
+    return _write_manifest(folder, manifest)
 
 
-def _write_manifest(folder: Path, manifest: Manifest) -> Bundle:
-    content = manifest.to_dict()
-    try:
-        # Read back before writing: a field of the wrong type fails here, naming it, not at load.
-        manifest = Manifest.from_dict(content)
-    except InputError as exc:
-        raise BundleError(f"{folder / MANIFEST}: not written: {exc}") from None
-    raw = {"format": FORMAT, "format_version": FORMAT_VERSION, **content}
-    raw["manifest_sha256"] = _manifest_hash(raw)
-    _atomic_write(folder / MANIFEST, json.dumps(raw, indent=2, sort_keys=True, allow_nan=True).encode())
-    return Bundle(folder, manifest, signed_body(raw))
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> Bundle:
+    manifest = {**manifest, "manifest_sha256": _manifest_hash(manifest)}
+    _atomic_write(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, allow_nan=True).encode())
+    return Bundle(folder, manifest)
 
 
 def _check_name(folder: Path, name: object) -> None:
@@ -181,11 +160,10 @@ def _umask() -> int:
 
 
 def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
-    """Open a bundle folder, check its integrity and read its manifest (upgrading an older format).
+    """Open a bundle folder and check its integrity.
 
     Raises:
-        BundleError: naming the folder and what is wrong (missing, altered, wrong format, a field
-            of the manifest that is unknown, missing or mistyped).
+        BundleError: naming the folder and what is wrong (missing, altered, wrong format).
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -194,14 +172,14 @@ def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     if not manifest_path.is_file():
         raise BundleError(f"{folder}: not a bundle: {MANIFEST} is missing")
     try:
-        raw = json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{manifest_path}: manifest is not valid JSON ({exc})") from None
     except OSError as exc:
         raise BundleError(f"{manifest_path}: manifest cannot be read ({exc.strerror})") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{manifest_path}: not a flawscope bundle manifest")
-    version = raw.get("format_version", 0)
+    version = manifest.get("format_version", 0)
     if not isinstance(version, int) or isinstance(version, bool):
         raise BundleError(f"{manifest_path}: format_version must be a whole number, got {version!r}")
     if version > FORMAT_VERSION:
@@ -209,13 +187,13 @@ def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
             f"{manifest_path}: bundle format {version} is newer than this flawscope reads "
             f"({FORMAT_VERSION}); upgrade flawscope to load it"
         )
-    files = raw.get("files", {})
+    files = manifest.get("files", {})
     if not isinstance(files, dict):
         raise BundleError(f"{manifest_path}: the manifest's file list must be a mapping of name to SHA-256")
     for name in files:
         _check_name(folder, name)
     if verify:
-        if raw.get("manifest_sha256") != _manifest_hash(raw):
+        if manifest.get("manifest_sha256") != _manifest_hash(manifest):
             raise BundleError(f"{manifest_path}: manifest was altered (its content hash does not match)")
         for name, digest in files.items():
             target = folder / name
@@ -223,39 +201,31 @@ def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
                 raise BundleError(f"{target}: file listed in the manifest is missing")
             if sha256_file(target) != digest:
                 raise BundleError(f"{target}: file was altered (SHA-256 does not match the manifest)")
-    body = {k: v for k, v in raw.items() if k not in ENVELOPE}
-    try:
-        manifest = Manifest.from_dict(body, version)
-    except InputError as exc:
-        raise BundleError(f"{manifest_path}: {exc}") from None
-    return Bundle(folder, manifest, signed_body(raw) if version >= 2 else b"")
+    return Bundle(folder, manifest)
 
 
 def update_manifest(bundle: Bundle, **changes: Any) -> Bundle:
-    """Rewrite the manifest with some of its fields changed.
+    """Rewrite the manifest with some top-level keys changed.
 
     The bundle is re-read and verified first, and the file hashes it verified are the ones kept
-    (nothing on disk is re-hashed into the manifest). Fields not in ``changes`` keep their current
+    (nothing on disk is re-hashed into the manifest). Keys not in ``changes`` keep their current
     on-disk values, so unrelated updates made meanwhile are not lost.
 
     Args:
         bundle: the bundle as it was read when the changes were computed.
-        **changes: :class:`~flawscope.manifest.Manifest` fields to set (not ``files`` or ``signature``).
+        **changes: top-level manifest keys to set (not ``files``, ``format*`` or ``manifest_sha256``).
 
     Raises:
         BundleError: when the bundle no longer verifies, or its files changed since ``bundle``
             was read (e.g. it was re-trained meanwhile), so the changes may not apply to it.
     """
-    reserved = {"files", "signature"} & set(changes)
+    reserved = {"files", "format", "format_version", "manifest_sha256"} & set(changes)
     if reserved:
         raise ValueError(f"update_manifest cannot change {sorted(reserved)}")
-    unknown = set(changes) - {f.name for f in dataclasses.fields(Manifest)}
-    if unknown:
-        raise ValueError(f"update_manifest: the manifest has no field(s) {sorted(unknown)}")
     fresh = read_bundle(bundle.path)
-    if dict(fresh.manifest.files) != dict(bundle.manifest.files):
+    if fresh.manifest.get("files") != bundle.manifest.get("files"):
         raise BundleError(
             f"{bundle.path}: the bundle's files changed since it was loaded (re-trained or re-exported?); "
             "not updating its manifest with results computed from the old files"
         )
-    return _write_manifest(fresh.path, dataclasses.replace(fresh.manifest, **changes))
+    return _write_manifest(fresh.path, {**fresh.manifest, **changes})

@@ -25,7 +25,6 @@ RUNTIME_PACKAGES = (
     "scipy",
     "safetensors",
     "threadpoolctl",
-    "cryptography",
 )
 
 
