@@ -50,7 +50,7 @@ def build_model(work: Path, size: int) -> tuple[Path, Path]:
     from flawscope.acquire import open_source
     from flawscope.bundle import update_manifest
     from flawscope.data.synthetic import SyntheticSpec, write_dataset
-    from flawscope.decide.thresholds import Thresholds
+    from flawscope.decide.thresholds import ThresholdHistory, Thresholds
     from flawscope.export.onnx_export import export_bundle
     from flawscope.models.train import train
     from flawscope.runtime.inspector import Inspector
@@ -62,7 +62,7 @@ def build_model(work: Path, size: int) -> tuple[Path, Path]:
     probe = Inspector.load(work / "deploy")
     scores = [float(probe.score_many([f.image]).scores[0]) for f in open_source(data / "train" / "good")]
     thresholds = dataclasses.replace(Thresholds.explicit(reject=max(scores) * 1.05), version=1)
-    update_manifest(deployed, thresholds=[thresholds.to_dict()])
+    update_manifest(deployed, thresholds=ThresholdHistory((thresholds,)))
     return data, work / "deploy"
 
 

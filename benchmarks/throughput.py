@@ -292,10 +292,10 @@ def prepare_model(
     pre = model.preprocessing_
     batch8, _ = to_batch(images[:8], pre)
     out: dict[str, Any] = {"model": name, "n_fit": result.n_train, "train_s": train_s, "export_s": export_s}
-    deploy = read_bundle(folder / "deployed").manifest["deploy"]
-    out["int8_score_map"] = deploy.get("int8_score_map")
-    out["int8_score_deviation"] = deploy.get("int8_score_deviation")
-    out["int8_validation"] = deploy.get("int8_validation")
+    int8_info = read_bundle(folder / "deployed").manifest.to_dict()["deploy"]["int8"]
+    out["int8_score_map"] = int8_info["score_map"]
+    out["int8_score_deviation"] = int8_info["score_deviation"]
+    out["int8_validation"] = int8_info["validation"]
     out["graph_mb"] = (folder / "deployed" / "model.onnx").stat().st_size / 1e6
 
     probes: list[Probe] = []

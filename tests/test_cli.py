@@ -233,17 +233,19 @@ def test_evaluate_prints_the_table_writes_json_and_stores_metrics(pipeline: Pipe
 
 def test_bundle_still_verifies_after_every_step(pipeline: Pipeline):
     bundle = read_bundle(pipeline.bundle)
-    assert bundle.manifest["metrics"] == pipeline.after_evaluate["metrics"]
-    assert read_bundle(pipeline.deploy).manifest["deploy"]["graph"] == "model.onnx"
+    assert bundle.manifest.to_dict()["metrics"] == pipeline.after_evaluate["metrics"]
+    deploy = read_bundle(pipeline.deploy).manifest.deploy
+    assert deploy is not None and deploy.graph == "model.onnx"
 
 
 def test_export_writes_fp32_and_int8_graphs(pipeline: Pipeline):
     import onnxruntime as ort
 
     deployed = read_bundle(pipeline.deploy)
-    assert set(deployed.manifest["files"]) == {"model.onnx", "model.int8.onnx"}
-    assert deployed.manifest["deploy"]["graph_int8"] == "model.int8.onnx"
-    assert deployed.manifest["thresholds"] == pipeline.after_evaluate["thresholds"]
+    assert set(deployed.manifest.files) == {"model.onnx", "model.int8.onnx"}
+    assert deployed.manifest.deploy is not None
+    assert deployed.manifest.deploy.graph_int8 == "model.int8.onnx"
+    assert deployed.manifest.thresholds.to_list() == pipeline.after_evaluate["thresholds"]
     assert deployed.model_hash == pipeline.after_train["model_hash"]
     for name in ("model.onnx", "model.int8.onnx"):
         session = ort.InferenceSession(str(pipeline.deploy / name), providers=["CPUExecutionProvider"])

@@ -1,9 +1,11 @@
 """The self-describing model bundle: a folder with ``manifest.json`` and the files it lists.
 
-Torch-free, so the deployed runtime reads the same manifest as training. Every file's SHA-256
-is recorded in the manifest, and the manifest carries the SHA-256 of its own canonical JSON, so
-an altered, missing or swapped file (or a hand-edited manifest) is refused on load. This is an
-integrity check, not a signature: it detects change, not who made it.
+Torch-free, so the deployed runtime reads the same manifest as training. The manifest's content is
+the typed record :class:`flawscope.manifest.Manifest`; this module writes and reads its file: the
+format envelope (``format``, ``format_version``), the SHA-256 of every listed file, and the SHA-256
+of the manifest's own canonical JSON, so an altered, missing or swapped file (or a hand-edited
+manifest) is refused on load. That hash detects change, not who made it: the manifest's Ed25519
+``signature`` (:mod:`flawscope.signing`) is what says who made it.
 
 Thresholds are an append-only list of versions inside the manifest; a new calibration adds a
 version and never edits an old one.
@@ -11,6 +13,7 @@ version and never edits an old one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,11 +25,13 @@ from typing import Any
 
 from flawscope import __version__
 from flawscope.data.imageio import sha256_file
-from flawscope.errors import BundleError
+from flawscope.decide.thresholds import ThresholdHistory
+from flawscope.errors import BundleError, InputError
+from flawscope.manifest import FORMAT, FORMAT_VERSION, Manifest
 
 MANIFEST = "manifest.json"
-FORMAT = "flawscope-bundle"
-FORMAT_VERSION = 1
+#: Keys of the manifest file that are not part of the :class:`Manifest` record.
+ENVELOPE = ("format", "format_version", "manifest_sha256")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -39,9 +44,17 @@ def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
 
 
-def _manifest_hash(manifest: dict[str, Any]) -> str:
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    return sha256_bytes(canonical_json(body))
+def _manifest_hash(raw: dict[str, Any]) -> str:
+    return sha256_bytes(canonical_json({k: v for k, v in raw.items() if k != "manifest_sha256"}))
+
+
+def signed_body(raw: dict[str, Any]) -> bytes:
+    """The bytes a manifest's signature covers: its canonical JSON without the signature and hash.
+
+    That is everything it says: model, preprocessing, training, every threshold version, metrics,
+    the deploy section and the SHA-256 of every file (so the graph and weights too).
+    """
+    return canonical_json({k: v for k, v in raw.items() if k not in ("signature", "manifest_sha256")})
 
 
 def versions() -> dict[str, str]:
@@ -55,49 +68,51 @@ def versions() -> dict[str, str]:
     return found
 
 
-@dataclass
+@dataclass(frozen=True)
 class Bundle:
     """A loaded (verified) bundle folder.
 
     Attributes:
         path: the folder.
-        manifest: the parsed manifest.
+        manifest: its manifest, upgraded to the current format.
+        signed_bytes: what the manifest's signature covers, as read from the file (empty for a
+            format that had no signatures).
     """
 
     path: Path
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest
+    signed_bytes: bytes = field(default=b"", repr=False)
 
     @property
     def model_hash(self) -> str:
         """SHA-256 of the learned weights file: the model's identity in verdicts and the audit trail."""
-        return str(self.manifest["model_hash"])
+        return self.manifest.model_hash
 
     @property
-    def thresholds(self) -> list[dict[str, Any]]:
+    def thresholds(self) -> ThresholdHistory:
         """All threshold versions, oldest first."""
-        return list(self.manifest.get("thresholds", []))
+        return self.manifest.thresholds
 
     @property
     def version(self) -> str:
         """Human-readable version: model hash prefix and active threshold version."""
-        active = self.thresholds[-1]["version"] if self.thresholds else 0
-        return f"{self.model_hash[:12]}.t{active}"
+        return self.manifest.version_label()
 
     def file(self, name: str) -> Path:
         """Path of a listed file."""
-        if name not in self.manifest.get("files", {}):
+        if name not in self.manifest.files:
             raise BundleError(f"{self.path}: bundle has no file {name!r}")
         return self.path / name
 
 
-def write_bundle(path: str | os.PathLike[str], manifest: dict[str, Any], files: dict[str, bytes]) -> Bundle:
+def write_bundle(path: str | os.PathLike[str], manifest: Manifest, files: dict[str, bytes]) -> Bundle:
     """Write a bundle folder: the given files and a manifest listing their hashes.
 
-    Files already in the folder and listed in ``manifest["files"]`` are kept and re-hashed.
+    Files already in the folder and listed in ``manifest.files`` are kept and re-hashed.
 
     Args:
         path: bundle folder (created if needed).
-        manifest: manifest content; ``files``, ``format`` and ``manifest_sha256`` are filled in.
+        manifest: the manifest; its ``files`` are filled in.
         files: new file name -> content.
 
     Returns:
@@ -105,7 +120,7 @@ def write_bundle(path: str | os.PathLike[str], manifest: dict[str, Any], files: 
     """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    listed = dict(manifest.get("files", {}))
+    listed = dict(manifest.files)
     for name in [*files, *listed]:
         _check_name(folder, name)
     for name, data in files.items():
@@ -116,14 +131,20 @@ def write_bundle(path: str | os.PathLike[str], manifest: dict[str, Any], files: 
             if not (folder / name).is_file():
                 raise BundleError(f"{folder / name}: file listed in the manifest is missing")
             listed[name] = sha256_file(folder / name)
-    manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "files": listed}
-    return _write_manifest(folder, manifest)
+    return _write_manifest(folder, dataclasses.replace(manifest, files=listed))
 
 
-def _write_manifest(folder: Path, manifest: dict[str, Any]) -> Bundle:
-    manifest = {**manifest, "manifest_sha256": _manifest_hash(manifest)}
-    _atomic_write(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, allow_nan=True).encode())
-    return Bundle(folder, manifest)
+def _write_manifest(folder: Path, manifest: Manifest) -> Bundle:
+    content = manifest.to_dict()
+    try:
+        # Read back before writing: a field of the wrong type fails here, naming it, not at load.
+        manifest = Manifest.from_dict(content)
+    except InputError as exc:
+        raise BundleError(f"{folder / MANIFEST}: not written: {exc}") from None
+    raw = {"format": FORMAT, "format_version": FORMAT_VERSION, **content}
+    raw["manifest_sha256"] = _manifest_hash(raw)
+    _atomic_write(folder / MANIFEST, json.dumps(raw, indent=2, sort_keys=True, allow_nan=True).encode())
+    return Bundle(folder, manifest, signed_body(raw))
 
 
 def _check_name(folder: Path, name: object) -> None:
@@ -160,10 +181,11 @@ def _umask() -> int:
 
 
 def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
-    """Open a bundle folder and check its integrity.
+    """Open a bundle folder, check its integrity and read its manifest (upgrading an older format).
 
     Raises:
-        BundleError: naming the folder and what is wrong (missing, altered, wrong format).
+        BundleError: naming the folder and what is wrong (missing, altered, wrong format, a field
+            of the manifest that is unknown, missing or mistyped).
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -172,14 +194,14 @@ def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     if not manifest_path.is_file():
         raise BundleError(f"{folder}: not a bundle: {MANIFEST} is missing")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        raw = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{manifest_path}: manifest is not valid JSON ({exc})") from None
     except OSError as exc:
         raise BundleError(f"{manifest_path}: manifest cannot be read ({exc.strerror})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise BundleError(f"{manifest_path}: not a flawscope bundle manifest")
-    version = manifest.get("format_version", 0)
+    version = raw.get("format_version", 0)
     if not isinstance(version, int) or isinstance(version, bool):
         raise BundleError(f"{manifest_path}: format_version must be a whole number, got {version!r}")
     if version > FORMAT_VERSION:
@@ -187,13 +209,13 @@ def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
             f"{manifest_path}: bundle format {version} is newer than this flawscope reads "
             f"({FORMAT_VERSION}); upgrade flawscope to load it"
         )
-    files = manifest.get("files", {})
+    files = raw.get("files", {})
     if not isinstance(files, dict):
         raise BundleError(f"{manifest_path}: the manifest's file list must be a mapping of name to SHA-256")
     for name in files:
         _check_name(folder, name)
     if verify:
-        if manifest.get("manifest_sha256") != _manifest_hash(manifest):
+        if raw.get("manifest_sha256") != _manifest_hash(raw):
             raise BundleError(f"{manifest_path}: manifest was altered (its content hash does not match)")
         for name, digest in files.items():
             target = folder / name
@@ -201,31 +223,39 @@ def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
                 raise BundleError(f"{target}: file listed in the manifest is missing")
             if sha256_file(target) != digest:
                 raise BundleError(f"{target}: file was altered (SHA-256 does not match the manifest)")
-    return Bundle(folder, manifest)
+    body = {k: v for k, v in raw.items() if k not in ENVELOPE}
+    try:
+        manifest = Manifest.from_dict(body, version)
+    except InputError as exc:
+        raise BundleError(f"{manifest_path}: {exc}") from None
+    return Bundle(folder, manifest, signed_body(raw) if version >= 2 else b"")
 
 
 def update_manifest(bundle: Bundle, **changes: Any) -> Bundle:
-    """Rewrite the manifest with some top-level keys changed.
+    """Rewrite the manifest with some of its fields changed.
 
     The bundle is re-read and verified first, and the file hashes it verified are the ones kept
-    (nothing on disk is re-hashed into the manifest). Keys not in ``changes`` keep their current
+    (nothing on disk is re-hashed into the manifest). Fields not in ``changes`` keep their current
     on-disk values, so unrelated updates made meanwhile are not lost.
 
     Args:
         bundle: the bundle as it was read when the changes were computed.
-        **changes: top-level manifest keys to set (not ``files``, ``format*`` or ``manifest_sha256``).
+        **changes: :class:`~flawscope.manifest.Manifest` fields to set (not ``files`` or ``signature``).
 
     Raises:
         BundleError: when the bundle no longer verifies, or its files changed since ``bundle``
             was read (e.g. it was re-trained meanwhile), so the changes may not apply to it.
     """
-    reserved = {"files", "format", "format_version", "manifest_sha256"} & set(changes)
+    reserved = {"files", "signature"} & set(changes)
     if reserved:
         raise ValueError(f"update_manifest cannot change {sorted(reserved)}")
+    unknown = set(changes) - {f.name for f in dataclasses.fields(Manifest)}
+    if unknown:
+        raise ValueError(f"update_manifest: the manifest has no field(s) {sorted(unknown)}")
     fresh = read_bundle(bundle.path)
-    if fresh.manifest.get("files") != bundle.manifest.get("files"):
+    if dict(fresh.manifest.files) != dict(bundle.manifest.files):
         raise BundleError(
             f"{bundle.path}: the bundle's files changed since it was loaded (re-trained or re-exported?); "
             "not updating its manifest with results computed from the old files"
         )
-    return _write_manifest(fresh.path, {**fresh.manifest, **changes})
+    return _write_manifest(fresh.path, dataclasses.replace(fresh.manifest, **changes))

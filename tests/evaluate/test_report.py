@@ -200,7 +200,6 @@ def test_thresholds_with_review_band(parts, tmp_path: Path) -> None:
             "fail": int((s >= reject).sum()),
             "review": int(((s >= review) & (s < reject)).sum()),
             "pass": int((s < review).sum()),
-            "error": 0,
         }
     bad = scores[labels == 1]
     assert twin["headline"]["recall"] == pytest.approx((bad >= reject).mean())
@@ -365,7 +364,10 @@ def test_build_report_from_an_evaluation_run(parts, tmp_path: Path) -> None:
         prediction=Prediction(scores.astype(np.float32), tuple(parts["maps"])), masks=list(parts["masks"]),
         skipped=[], predict_seconds=1.0, bundle_version="cafe.t1", model_hash="cafe" * 16,
     )  # fmt: skip
-    manifest = {"model": {"name": "padim"}, "backbone": {"name": "resnet18"}, "model_hash": "cafe" * 16}
+    from flawscope.data.preprocess import Preprocessing
+    from flawscope.manifest import BackboneSection, Manifest, ModelSection
+
+    manifest = Manifest(ModelSection("padim"), BackboneSection("resnet18"), Preprocessing(), "cafe" * 16)
     out = build_report(run, Bundle(tmp_path, manifest), "synthetic", tmp_path / "report.html")
     twin = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert twin["model"] == {"name": "padim", "backbone": "resnet18", "bundle_version": "cafe.t1",

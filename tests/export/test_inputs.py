@@ -19,18 +19,28 @@ def dataset(tmp_path: Path):
     return write_dataset(tmp_path / "parts", spec)
 
 
-def _manifest(dataset, fraction: float = 0.25) -> dict:
+def _bare(dataset: str | None = None):
+    """A manifest that says only where the training images were."""
+    from flawscope.data.preprocess import Preprocessing
+    from flawscope.manifest import BackboneSection, Manifest, ModelSection, TrainingSection
+
+    training = TrainingSection(dataset)
+    return Manifest(ModelSection("padim"), BackboneSection("x"), Preprocessing(), "", training=training)
+
+
+def _manifest(dataset, fraction: float = 0.25, root: str | None = None):
     """What `train` records about its images (see flawscope.models.train)."""
+    from flawscope.data.preprocess import Preprocessing
+    from flawscope.manifest import BackboneSection, HoldoutSection, Manifest, ModelSection, TrainingSection
     from flawscope.models.train import file_list_hash, split_holdout
 
     fit, held = split_holdout(dataset.train, fraction)
-    return {
-        "training": {
-            "dataset": dataset.root,
-            "file_list_sha256": file_list_hash(fit, dataset.root),
-            "holdout": {"fraction": fraction, "n_images": len(held)},
-        }
-    }
+    training = TrainingSection(
+        dataset=root or dataset.root,
+        file_list_sha256=file_list_hash(fit, dataset.root),
+        holdout=HoldoutSection(fraction=fraction, n_images=len(held)),
+    )
+    return Manifest(ModelSection("padim"), BackboneSection("x"), Preprocessing(), "", training=training)
 
 
 def test_training_split_is_reproduced_and_the_test_split_validates(dataset):
@@ -59,7 +69,7 @@ def test_a_folder_of_good_images_replaces_the_training_set(dataset, tmp_path):
     folder = tmp_path / "good"
     shutil.copytree(Path(dataset.root) / "train" / "good", folder)
     (folder / "broken.png").write_bytes(b"not a png")
-    manifest = {"training": {"dataset": str(tmp_path / "gone")}}
+    manifest = _bare(str(tmp_path / "gone"))
     inputs = int8_inputs(manifest, calibration_folder=folder, validation_folder=dataset.root)
     assert len(inputs.refit) == 12 and len(inputs.calibration) == 12
     assert [Path(p).name for p, _ in inputs.skipped] == ["broken.png"]
@@ -68,18 +78,18 @@ def test_a_folder_of_good_images_replaces_the_training_set(dataset, tmp_path):
 
 def test_missing_training_images_need_a_folder(tmp_path):
     with pytest.raises(InputError, match="--calibration-images"):
-        int8_inputs({"training": {"dataset": str(tmp_path / "gone")}})
+        int8_inputs(_bare(str(tmp_path / "gone")))
 
 
 def test_no_labelled_parts_is_noted(dataset, tmp_path):
     folder = tmp_path / "good"
     shutil.copytree(Path(dataset.root) / "train" / "good", folder)
-    inputs = int8_inputs({"training": {}}, calibration_folder=folder)
+    inputs = int8_inputs(_bare(), calibration_folder=folder)
     assert inputs.validation is None
     assert any("no labelled parts" in note for note in inputs.notes)
     only_good = tmp_path / "plain"
     shutil.copytree(folder, only_good / "good")
-    inputs = int8_inputs({"training": {}}, calibration_folder=folder, validation_folder=only_good)
+    inputs = int8_inputs(_bare(), calibration_folder=folder, validation_folder=only_good)
     assert inputs.validation is None
     assert any("both good and defective" in note for note in inputs.notes)
 
@@ -87,4 +97,4 @@ def test_no_labelled_parts_is_noted(dataset, tmp_path):
 def test_an_empty_good_folder_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError):
-        int8_inputs({"training": {}}, calibration_folder=tmp_path / "empty")
+        int8_inputs(_bare(), calibration_folder=tmp_path / "empty")

@@ -31,8 +31,8 @@ def test_int8_scores_are_on_the_fp32_scale(exported, tiny_set):
     from flawscope.bundle import read_bundle
     from flawscope.runtime import Inspector
 
-    deploy = read_bundle(exported.deployed).manifest["deploy"]
-    mapping = deploy["int8_score_map"]
+    int8_info = read_bundle(exported.deployed).manifest.deploy.int8
+    mapping = int8_info.score_map
     assert mapping["scale"] > 0 and mapping["n_good"] == len(exported.holdout)
     assert mapping["anchors"].startswith("median and rank")
     fp32 = Inspector.load(exported.deployed, threads=2)
@@ -42,7 +42,7 @@ def test_int8_scores_are_on_the_fp32_scale(exported, tiny_set):
     held_fp32 = fp32.score_many(exported.holdout).scores
     held_int8 = int8.score_many(exported.holdout).scores
     assert (held_int8 >= reject).sum() == (held_fp32 >= reject).sum()
-    assert deploy["int8_false_rejects"] == {
+    assert int8_info.false_rejects == {
         "fp32": int((held_fp32 >= reject).sum()),
         "int8": int((held_int8 >= reject).sum()),
         "n": len(exported.holdout),
@@ -94,6 +94,7 @@ def test_export_refuses_to_write_over_the_trained_bundle(exported):
 
 
 def test_fp32_only_bundle_refuses_int8(exported, tmp_path):
+    import dataclasses
     import shutil
 
     from flawscope.bundle import read_bundle, write_bundle
@@ -103,9 +104,10 @@ def test_fp32_only_bundle_refuses_int8(exported, tmp_path):
     shutil.copytree(exported.deployed, tmp_path / "fp32")
     (tmp_path / "fp32" / "model.int8.onnx").unlink()
     manifest = read_bundle(exported.deployed).manifest
-    deploy = {k: v for k, v in manifest["deploy"].items() if not k.startswith(("graph_int8", "int8"))}
-    files = {k: v for k, v in manifest["files"].items() if k != "model.int8.onnx"}
-    write_bundle(tmp_path / "fp32", {**manifest, "deploy": deploy, "files": files}, {})
+    assert manifest.deploy is not None
+    deploy = dataclasses.replace(manifest.deploy, graph_int8=None, int8=None)
+    files = {k: v for k, v in manifest.files.items() if k != "model.int8.onnx"}
+    write_bundle(tmp_path / "fp32", dataclasses.replace(manifest, deploy=deploy, files=files), {})
     assert Inspector.load(tmp_path / "fp32").thresholds is not None
     with pytest.raises(BundleError, match="INT8"):
         Inspector.load(tmp_path / "fp32", int8=True)
@@ -114,9 +116,9 @@ def test_fp32_only_bundle_refuses_int8(exported, tmp_path):
 def test_int8_head_is_refitted_on_the_training_images(exported):
     from flawscope.bundle import read_bundle
 
-    deploy = read_bundle(exported.deployed).manifest["deploy"]
-    assert deploy["int8_head_refit_images"] == exported.n_fit
-    assert deploy["int8_calibration_images"] == len(exported.holdout)
+    int8 = read_bundle(exported.deployed).manifest.deploy.int8
+    assert int8.head_refit_images == exported.n_fit
+    assert int8.calibration_images == len(exported.holdout)
 
 
 def test_int8_validation_is_measured_and_recorded_against_the_budget(exported, tiny_set):
@@ -124,13 +126,13 @@ def test_int8_validation_is_measured_and_recorded_against_the_budget(exported, t
     from flawscope.export.int8 import INT8_MAX_AUROC_LOSS
     from flawscope.runtime import Inspector
 
-    deploy = read_bundle(exported.deployed).manifest["deploy"]
-    checked = deploy["int8_validation"]
+    int8 = read_bundle(exported.deployed).manifest.deploy.int8
+    checked = int8.validation
     assert checked["n_good"] == int((tiny_set.labels == 0).sum())
     assert checked["n_defect"] == int((tiny_set.labels == 1).sum())
     assert checked["auroc_loss"] == pytest.approx(checked["image_auroc_fp32"] - checked["image_auroc_int8"])
-    assert deploy["int8_max_auroc_loss"] == INT8_MAX_AUROC_LOSS
-    assert deploy["int8_within_tolerance"] == (checked["auroc_loss"] <= INT8_MAX_AUROC_LOSS)
+    assert int8.max_auroc_loss == INT8_MAX_AUROC_LOSS
+    assert int8.within_tolerance == (checked["auroc_loss"] <= INT8_MAX_AUROC_LOSS)
     # The recorded AUROCs are the deployed graphs' on these parts, not numbers of another model.
     for graph, key in ((False, "image_auroc_fp32"), (True, "image_auroc_int8")):
         scores = Inspector.load(exported.deployed, int8=graph, threads=2).score_many(tiny_set.images).scores
@@ -148,10 +150,10 @@ def test_int8_without_refit_or_labels_is_marked_unvalidated(exported, tmp_path, 
         export_bundle(exported.trained, tmp_path / "d", int8=True, calibration_images=exported.holdout)
     assert "not refitted" in caplog.text
     assert "not validated" in caplog.text
-    deploy = read_bundle(tmp_path / "d").manifest["deploy"]
-    assert deploy["int8_head_refit_images"] == 0
-    assert deploy["int8_validation"] is None
-    assert deploy["int8_within_tolerance"] is None
+    int8 = read_bundle(tmp_path / "d").manifest.deploy.int8
+    assert int8.head_refit_images == 0
+    assert int8.validation is None
+    assert int8.within_tolerance is None
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="flawscope.runtime.inspector"):
         Inspector.load(tmp_path / "d", int8=True, threads=1)
@@ -159,6 +161,7 @@ def test_int8_without_refit_or_labels_is_marked_unvalidated(exported, tmp_path, 
 
 
 def test_int8_graph_outside_budget_warns_when_loaded(exported, tmp_path, caplog):
+    import dataclasses
     import logging
     import shutil
 
@@ -166,10 +169,10 @@ def test_int8_graph_outside_budget_warns_when_loaded(exported, tmp_path, caplog)
     from flawscope.runtime import Inspector
 
     shutil.copytree(exported.deployed, tmp_path / "d")
-    deploy = read_bundle(tmp_path / "d").manifest["deploy"]
-    checked = {**deploy["int8_validation"], "auroc_loss": 0.05}
-    deploy = {**deploy, "int8_validation": checked, "int8_within_tolerance": False}
-    update_manifest(read_bundle(tmp_path / "d"), deploy=deploy)
+    deploy = read_bundle(tmp_path / "d").manifest.deploy
+    checked = {**deploy.int8.validation, "auroc_loss": 0.05}
+    int8 = dataclasses.replace(deploy.int8, validation=checked, within_tolerance=False)
+    update_manifest(read_bundle(tmp_path / "d"), deploy=dataclasses.replace(deploy, int8=int8))
     with caplog.at_level(logging.WARNING, logger="flawscope.runtime.inspector"):
         Inspector.load(tmp_path / "d", int8=True, threads=1)
     assert "INT8 graph lost 0.050 image AUROC" in caplog.text
@@ -196,9 +199,9 @@ def test_int8_graph_runs_the_quantised_trunk_its_head_was_refitted_on(exported, 
     embedder = quantize_int8(embedder_graph(model), calibration)
     head = copy.copy(model).fit_head(inputs.refit, onnx_runner(embedder))
     expected = head.predict(tiny_set.images).scores
-    deploy = read_bundle(exported.deployed).manifest["deploy"]
+    deploy = read_bundle(exported.deployed).manifest.deploy
     got = Inspector.load(exported.deployed, int8=True, threads=2).score_many(tiny_set.images).scores
-    mapping = deploy["int8_score_map"]
+    mapping = deploy.int8.score_map
     np.testing.assert_allclose((got - mapping["offset"]) / mapping["scale"], expected, rtol=1e-3)
 
 
@@ -208,8 +211,8 @@ def test_int8_graph_keeps_the_stem_and_pooling_in_float(exported):
 
     from flawscope.bundle import read_bundle
 
-    deploy = read_bundle(exported.deployed).manifest["deploy"]
-    graph = onnx.load(str(exported.deployed / deploy["graph_int8"])).graph
+    deploy = read_bundle(exported.deployed).manifest.deploy
+    graph = onnx.load(str(exported.deployed / deploy.graph_int8)).graph
     quantised = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
     pools = [n for n in graph.node if n.op_type == "AveragePool"]
     convolutions = [n for n in graph.node if n.op_type == "Conv"]

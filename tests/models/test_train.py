@@ -96,11 +96,11 @@ def test_train_with_holdout_writes_a_loadable_bundle(dataset_root: Path, tmp_pat
     assert len(result.holdout_images) == 12 and result.skipped == []
     assert progress[-1] == ("features", 12, 12)
 
-    training = read_bundle(result.bundle.path).manifest["training"]
-    assert training["n_images"] == 12
-    assert training["file_list_sha256"] == file_list_hash(fit, dataset.root)
-    assert training["holdout"]["file_list_sha256"] == file_list_hash(held, dataset.root)
-    assert training["holdout"]["n_images"] == 12
+    training = read_bundle(result.bundle.path).manifest.training
+    assert training.n_images == 12
+    assert training.file_list_sha256 == file_list_hash(fit, dataset.root)
+    assert training.holdout.file_list_sha256 == file_list_hash(held, dataset.root)
+    assert training.holdout.n_images == 12
 
     model, bundle = load_model(result.bundle.path)
     assert bundle.model_hash == result.bundle.model_hash

@@ -10,10 +10,12 @@ from flawscope.errors import BundleError
 
 def _rewrite(path, files: dict[str, bytes] | None = None, **changes):
     """Rewrite a bundle's manifest (and files) properly, so its hashes are consistent again."""
+    import dataclasses
+
     from flawscope.bundle import read_bundle, write_bundle
 
     manifest = read_bundle(path).manifest
-    return write_bundle(path, {**manifest, **changes}, files or {})
+    return write_bundle(path, dataclasses.replace(manifest, **changes), files or {})
 
 
 def test_graph_of_another_canvas_is_refused(deployed, bundle_copy):
@@ -33,7 +35,7 @@ def test_graph_of_another_canvas_is_refused(deployed, bundle_copy):
 
     other = export_scorer(Scorer(), 96, 96)
     manifest = _rewrite(bundle_copy, {"model.onnx": other}).manifest
-    assert manifest["preprocessing"]["height"] == 64  # the manifest still describes the 64-px model
+    assert manifest.preprocessing.height == 64  # the manifest still describes the 64-px model
 
     with pytest.raises(BundleError, match=r"input shape .* does not match the manifest's canvas 3x64x64"):
         Inspector.load(bundle_copy)
@@ -86,9 +88,10 @@ def test_missing_folder_is_refused(tmp_path):
 
 
 def test_without_thresholds_scores_but_gives_no_verdict(deployed, bundle_copy):
+    from flawscope.decide.thresholds import ThresholdHistory
     from flawscope.runtime import Inspector
 
-    _rewrite(bundle_copy, thresholds=[])
+    _rewrite(bundle_copy, thresholds=ThresholdHistory())
     inspector = Inspector.load(bundle_copy)
     assert inspector.thresholds is None
     prediction = inspector.score_many(deployed.good[:2])

@@ -25,6 +25,7 @@ RUNTIME_PACKAGES = (
     "scipy",
     "safetensors",
     "threadpoolctl",
+    "cryptography",
 )
 
 

@@ -37,7 +37,7 @@ def export_command(
     if format != "onnx":
         raise InputError("--format", f"{format!r} is not supported; the only format is 'onnx'")
     source = read_bundle(bundle)
-    if "deploy" in source.manifest:
+    if source.manifest.deploy is not None:
         raise InputError(bundle, "is already a deployable bundle; export the trained bundle it came from")
     target = output or Path(f"{bundle}-onnx")
     if target.resolve() == Path(bundle).resolve():
@@ -58,13 +58,14 @@ def export_command(
             console.print(f"[yellow]note: {note}[/yellow]")
         with console.status(f"INT8: refitting the head on {len(inputs.refit)} good images, validating"):
             deployed = export_bundle(bundle, target, **inputs.export_args())
-    deploy = deployed.manifest["deploy"]
-    graphs = ", ".join(deploy["onnx_sha256"])
+    deploy = deployed.manifest.deploy
+    assert deploy is not None
+    graphs = ", ".join(deploy.onnx_sha256)
     console.print(f"deployable bundle: {deployed.path} (graphs: {graphs})")
     if int8:
         from flawscope.runtime.inspector import int8_warning
 
-        checked = deploy.get("int8_validation")
+        checked = deploy.int8.validation if deploy.int8 is not None else None
         if checked:
             console.print(
                 f"INT8 image AUROC {checked['image_auroc_int8']:.4f} vs fp32 "
@@ -74,7 +75,7 @@ def export_command(
         warning = int8_warning(deploy)
         if warning:
             console.print(f"[yellow]warning: {warning}.[/yellow]")
-    if not deployed.thresholds:
+    if not deployed.thresholds.versions:
         console.print(
             "[yellow]warning: no calibrated thresholds; the runtime can score but not give verdicts.[/yellow]"
         )

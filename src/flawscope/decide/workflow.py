@@ -14,7 +14,6 @@ import numpy as np
 
 from flawscope.bundle import read_bundle, update_manifest
 from flawscope.decide.calibration import MIN_GOOD, CalibrationResult, calibrate
-from flawscope.decide.thresholds import ThresholdHistory
 from flawscope.errors import InputError
 
 
@@ -67,8 +66,8 @@ def calibrate_bundle(
     # The version number comes from the manifest as it is now, not as it was before scoring: a
     # calibration stored meanwhile keeps its version instead of being overwritten.
     current = read_bundle(bundle.path)
-    history = ThresholdHistory.from_list(current.thresholds).add(result.thresholds)
-    update_manifest(bundle, thresholds=history.to_list(), calibration=result.to_dict())
+    history = current.thresholds.add(result.thresholds)
+    update_manifest(bundle, thresholds=history, calibration=result.to_dict())
     return _with_version(result, history.active.version)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from flawscope.data.datasets import load_dataset, read_image_folder, read_samples
 from flawscope.errors import InputError
+from flawscope.manifest import Manifest
 from flawscope.models.train import file_list_hash, split_holdout
 
 CALIBRATION_LIMIT = 64  # activation ranges settle well before this; more only costs time
@@ -61,7 +62,7 @@ def _labelled(folder: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[in
 
 
 def int8_inputs(
-    manifest: dict[str, Any],
+    manifest: Manifest,
     calibration_folder: str | os.PathLike[str] | None = None,
     validation_folder: str | os.PathLike[str] | None = None,
 ) -> Int8Inputs:
@@ -79,23 +80,23 @@ def int8_inputs(
     """
     notes: list[str] = []
     skipped: list[tuple[str, str]] = []
-    training = manifest.get("training", {})
-    dataset = training.get("dataset")
-    has_dataset = bool(dataset) and Path(dataset).is_dir()
+    training = manifest.training
+    dataset = training.dataset
+    has_dataset = dataset is not None and Path(dataset).is_dir()
     if calibration_folder is not None:
         folder = read_image_folder(calibration_folder)
         refit, skipped = list(folder.images), list(folder.skipped)
         held: list[np.ndarray] = []
         where: str | os.PathLike[str] = calibration_folder
-    elif has_dataset:
+    elif dataset is not None and has_dataset:
         fit_samples, held_samples = split_holdout(
-            load_dataset(dataset).train, float(training.get("holdout", {}).get("fraction", 0.0))
+            load_dataset(dataset).train, training.holdout.fraction
         )
         fitted = read_samples(fit_samples, masks=False)
         kept = read_samples(held_samples, masks=False)
         refit, held = list(fitted.images), list(kept.images)
         skipped = list(fitted.skipped) + list(kept.skipped)
-        recorded = training.get("file_list_sha256")
+        recorded = training.file_list_sha256
         if recorded and fitted.samples and file_list_hash(fitted.samples, dataset) != recorded:
             notes.append(
                 f"the training images in {dataset} changed since training; "

@@ -1,11 +1,10 @@
 """Export a trained bundle to a deployable, torch-free bundle (ONNX graph + manifest).
 
-The whole scorer (backbone, feature fusion and every head: the nearest-neighbour search or
-Mahalanobis distance, trained classifiers and segmenters) is one ONNX graph whose outputs are
-named as the model declares them (the manifest's ``model.declaration``). ONNX Runtime runs the
-search as a single MatMul/ReduceMin, which on this CPU is faster than handing features to faiss
-or numpy (no copy out of the session, and the GEMM is MLAS's). Preprocessing and output
-finishing are the shared numpy code in :mod:`flawscope.data`, identical in training and runtime.
+The whole scorer (backbone, feature fusion and the nearest-neighbour search or Mahalanobis
+distance) is one ONNX graph: ONNX Runtime runs the search as a single MatMul/ReduceMin, which on
+this CPU is faster than handing features to faiss or numpy (no copy out of the session, and the
+GEMM is MLAS's). Preprocessing and map smoothing are the shared numpy code in
+:mod:`flawscope.data.preprocess`, identical in training and runtime.
 
 The traced graph is cleaned before it is saved (:func:`flawscope.export.graph.clean_graph`).
 """
@@ -15,17 +14,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from flawscope.bundle import Bundle, sha256_bytes, versions, write_bundle
-from flawscope.decide.thresholds import Thresholds
 from flawscope.errors import InputError
 from flawscope.export.graph import clean_graph
 from flawscope.export.int8 import build_int8
+from flawscope.manifest import DeploySection, Int8Section
 from flawscope.models.engine import trace_to_onnx
 from flawscope.models.io import load_model
 
@@ -35,24 +34,17 @@ ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 
 
-def export_scorer(
-    module: torch.nn.Module,
-    height: int,
-    width: int,
-    clean: bool = True,
-    outputs: Sequence[str] = ("patch_scores",),
-) -> bytes:
-    """Trace a scorer ``(B, 3, H, W)`` -> its named outputs to ONNX bytes with a dynamic batch axis.
+def export_scorer(module: torch.nn.Module, height: int, width: int, clean: bool = True) -> bytes:
+    """Trace a scorer ``(B, 3, H, W) -> (B, H/8, W/8)`` to ONNX bytes with a dynamic batch axis.
 
     Args:
-        module: the torch scorer (one image input; one output per name, in that order).
+        module: the torch scorer (any module with one image input and one output).
         height: canvas height.
         width: canvas width.
         clean: fold constants and merge ``Pad`` into ``Conv`` (:func:`~flawscope.export.graph.clean_graph`);
             ``False`` keeps the graph as traced, for comparisons.
-        outputs: the graph's output names (the model declaration's, in its order).
     """
-    traced = trace_to_onnx(module, height, width, list(outputs), OPSET)
+    traced = trace_to_onnx(module, height, width, "patch_scores", OPSET)
     return clean_graph(traced) if clean else traced
 
 
@@ -96,20 +88,26 @@ def export_bundle(
     model, source = load_model(bundle_path)
     assert model.preprocessing_ is not None
     pre = model.preprocessing_
-    fp32 = export_scorer(model.scorer(), pre.height, pre.width, outputs=model.declaration().output_names)
+    fp32 = export_scorer(model.scorer(), pre.height, pre.width)
     files = {ONNX_FP32: fp32}
-    deploy: dict[str, Any] = {"graph": ONNX_FP32, "opset": OPSET, "input": [None, 3, pre.height, pre.width]}
+    int8_info: Int8Section | None = None
     if int8:
         if len(calibration_images) < 16:
             log.warning("INT8 calibration on %d images; at least 16 are recommended", len(calibration_images))
-        active = Thresholds.from_dict(source.thresholds[-1]) if source.thresholds else None
+        active = source.manifest.select_thresholds()
+        reject = active.reject if active is not None else None
         files[ONNX_INT8], info = build_int8(
-            model, fp32, calibration_images, refit_images, validation, good_images, active
+            model, fp32, calibration_images, refit_images, validation, good_images, reject
         )
-        deploy["graph_int8"] = ONNX_INT8
-        deploy.update(info)
-    deploy["onnx_sha256"] = {name: sha256_bytes(data) for name, data in files.items()}
-    manifest = {k: v for k, v in source.manifest.items() if k not in ("files", "manifest_sha256")}
-    manifest["deploy"] = deploy
-    manifest["versions_export"] = versions()
+        int8_info = Int8Section(**{k.removeprefix("int8_"): v for k, v in info.items()})
+    deploy = DeploySection(
+        graph=ONNX_FP32,
+        opset=OPSET,
+        input=(None, 3, pre.height, pre.width),
+        onnx_sha256={name: sha256_bytes(data) for name, data in files.items()},
+        graph_int8=ONNX_INT8 if int8 else None,
+        int8=int8_info,
+        versions=versions(),
+    )
+    manifest = replace(source.manifest, deploy=deploy, files={}, signature=None)
     return write_bundle(out, manifest, files)

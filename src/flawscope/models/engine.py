@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +29,12 @@ def trace_to_onnx(
     module: nn.Module,
     height: int,
     width: int,
-    output: str | Sequence[str],
+    output: str,
     opset: int = 17,
     channels: int = 3,
     input_name: str = "image",
 ) -> bytes:
-    """Trace ``module`` taking ``(B, channels, height, width)`` to ONNX bytes with a dynamic batch axis.
-
-    Args:
-        module: the torch module; it returns one tensor, or a tuple with one per output name.
-        height: input height.
-        width: input width.
-        output: the output name(s), in the order the module returns them.
-        opset: ONNX opset.
-        channels: input channels.
-        input_name: the graph input's name.
-    """
-    outputs = [output] if isinstance(output, str) else list(output)
+    """Trace ``module`` taking ``(B, channels, height, width)`` to ONNX bytes with a dynamic batch axis."""
     example = torch.zeros(2, channels, height, width)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # The TorchScript exporter's notes on constant folding are about its internals, not ours.
@@ -57,8 +46,8 @@ def trace_to_onnx(
             (example,),
             str(target),
             input_names=[input_name],
-            output_names=outputs,
-            dynamic_axes={input_name: {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
+            output_names=[output],
+            dynamic_axes={input_name: {0: "batch"}, output: {0: "batch"}},
             opset_version=opset,
             dynamo=False,
         )

@@ -1,41 +1,36 @@
-"""Saving and loading models as bundles: safetensors plus the JSON manifest. No pickle.
-
-The manifest's ``model`` section carries the model's declaration (task, labels, classes, named
-outputs), which export and the runtime read.
-"""
+"""Saving and loading anomaly models as bundles: safetensors plus the JSON manifest. No pickle."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from flawscope.bundle import MANIFEST, Bundle, read_bundle, sha256_bytes, versions, write_bundle
-from flawscope.data.preprocess import Preprocessing
-from flawscope.declaration import declaration_of
+from flawscope.decide.thresholds import ThresholdHistory
 from flawscope.errors import BundleError, FlawscopeError
 from flawscope.features.backbones import BACKBONES
-from flawscope.models.base import STRIDE, Model
+from flawscope.manifest import BackboneSection, Manifest, ModelSection, TrainingSection
+from flawscope.models.base import STRIDE, AnomalyModel
 from flawscope.models.registry import get_model_class
 
 WEIGHTS = "model.safetensors"
 
 
 def save_model(
-    model: Model,
+    model: AnomalyModel,
     path: str | os.PathLike[str],
-    training: dict[str, Any] | None = None,
-    thresholds: list[dict[str, Any]] | None = None,
+    training: TrainingSection | None = None,
+    thresholds: ThresholdHistory | None = None,
 ) -> Bundle:
     """Write a fitted model to a bundle folder.
 
     Args:
-        model: a fitted model.
+        model: a fitted anomaly model.
         path: bundle folder.
         training: what it was trained on (dataset, file-list hash, skipped files, hold-out split).
         thresholds: threshold versions to store (normally empty until calibration).
@@ -48,26 +43,20 @@ def save_model(
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_tensors().items()}
     data = save_safetensors(tensors, metadata={"model": model.name})
     spec = BACKBONES[model.config.backbone]
-    manifest: dict[str, Any] = {
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "model": {
-            "name": model.name,
-            "hyperparameters": model.hyperparameters(),
-            "output_stride": STRIDE,
-            "declaration": model.declaration().to_dict(),
-        },
-        "backbone": {"name": spec.name, "weights_sha256": spec.sha256, "licence": spec.licence},
-        "preprocessing": model.preprocessing_.to_dict(),
-        "model_hash": sha256_bytes(data),
-        "training": training or {},
-        "thresholds": thresholds or [],
-        "metrics": {},
-        "versions": versions(),
-    }
+    manifest = Manifest(
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        model=ModelSection(model.name, model.hyperparameters(), STRIDE),
+        backbone=BackboneSection(spec.name, spec.sha256, spec.licence),
+        preprocessing=model.preprocessing_,
+        model_hash=sha256_bytes(data),
+        training=training or TrainingSection(),
+        thresholds=thresholds or ThresholdHistory(),
+        versions=versions(),
+    )
     return write_bundle(path, manifest, {WEIGHTS: data})
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[Model, Bundle]:
+def load_model(path: str | os.PathLike[str]) -> tuple[AnomalyModel, Bundle]:
     """Load and verify a bundle and rebuild its model.
 
     Raises:
@@ -75,38 +64,25 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Model, Bundle]:
     """
     bundle = read_bundle(path)
     manifest = bundle.manifest
-    if "deploy" in manifest and WEIGHTS not in manifest.get("files", {}):
+    if manifest.deploy is not None and WEIGHTS not in manifest.files:
         raise BundleError(
             f"{bundle.path}: this is a deployable (ONNX) bundle; give the trained bundle it was exported from"
         )
     try:
-        cls = get_model_class(manifest["model"]["name"])
-        model = cls(**manifest["model"]["hyperparameters"])
-        preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
-        backbone = manifest["backbone"]
-        spec = BACKBONES.get(backbone["name"])
-        trained_with = backbone.get("weights_sha256")
-    except (KeyError, TypeError, ValueError, AttributeError, FlawscopeError) as exc:
+        cls = get_model_class(manifest.model.name)
+        model = cls(**manifest.model.hyperparameters)
+        spec = BACKBONES.get(manifest.backbone.name)
+    except (TypeError, ValueError, FlawscopeError) as exc:
         raise BundleError(f"{bundle.path / MANIFEST}: does not describe a known model ({exc})") from None
     weights = Path(bundle.file(WEIGHTS)).read_bytes()
-    if sha256_bytes(weights) != manifest.get("model_hash"):
+    if sha256_bytes(weights) != manifest.model_hash:
         raise BundleError(f"{bundle.path / WEIGHTS}: weights do not match the manifest's model hash")
-    if spec is None or spec.sha256 != trained_with:
+    if spec is None or spec.sha256 != manifest.backbone.weights_sha256:
         raise BundleError(f"{bundle.path}: backbone weights differ from those the model was trained with")
     try:
-        declared = declaration_of(manifest["model"])
-    except FlawscopeError as exc:
-        raise BundleError(f"{bundle.path / MANIFEST}: {exc}") from None
-    try:
         tensors: dict[str, torch.Tensor] = load_safetensors(weights)
-        model.load_declaration(declared)
         model.load_state_tensors(tensors)
     except Exception as exc:  # a bad tensor file or layout, whatever the library raises for it
         raise BundleError(f"{bundle.path / WEIGHTS}: weights do not fit a {cls.name} model ({exc})") from None
-    model.preprocessing_ = preprocessing
-    if model.declaration() != declared:
-        raise BundleError(
-            f"{bundle.path / MANIFEST}: the declared outputs {declared.output_names} do not match "
-            f"what the {cls.name} model gives ({model.declaration().output_names})"
-        )
+    model.preprocessing_ = manifest.preprocessing
     return model, bundle

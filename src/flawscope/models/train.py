@@ -22,7 +22,8 @@ from flawscope.data.datasets import Dataset, load_dataset, read_samples
 from flawscope.data.imageio import sha256_file
 from flawscope.decide.calibration import MIN_GOOD
 from flawscope.errors import InputError
-from flawscope.models.base import Model, ModelConfig, Progress
+from flawscope.manifest import HoldoutSection, SkippedFile, TrainingSection
+from flawscope.models.base import AnomalyModel, ModelConfig, Progress
 from flawscope.models.io import save_model
 from flawscope.models.registry import get_model_class
 from flawscope.types import Sample
@@ -45,7 +46,7 @@ class TrainResult:
     """
 
     bundle: Bundle
-    model: Model
+    model: AnomalyModel
     n_train: int
     skipped: list[tuple[str, str]]
     holdout_images: list[np.ndarray] = field(repr=False)
@@ -62,7 +63,7 @@ def file_list_hash(samples: Sequence[Sample], root: str) -> str:
     return digest.hexdigest()
 
 
-def check_params(cls: type[Model], params: dict[str, Any]) -> None:
+def check_params(cls: type[AnomalyModel], params: dict[str, Any]) -> None:
     """Refuse unknown hyperparameters and values of the wrong type, naming the parameter.
 
     A value must have the type of the parameter's default (an int is accepted for a float);
@@ -148,21 +149,21 @@ def train(
     start = time.perf_counter()
     estimator.fit(loaded.images, progress=progress)
     fit_seconds = time.perf_counter() - start
-    training = {
-        "dataset": dataset.root,
-        "dataset_name": dataset.name,
-        "layout": dataset.layout,
-        "n_images": len(loaded.images),
-        "file_list_sha256": file_list_hash(loaded.samples, dataset.root),
-        "skipped": [{"path": p, "problem": why} for p, why in skipped],
-        "holdout": {
-            "fraction": holdout,
-            "n_images": len(held.images),
-            "rule": "every k-th good image in sorted path order, k = 1/fraction",
-            "file_list_sha256": file_list_hash(held.samples, dataset.root) if held.samples else None,
-        },
-        "fit_seconds": round(fit_seconds, 3),
-    }
+    training = TrainingSection(
+        dataset=dataset.root,
+        dataset_name=dataset.name,
+        layout=dataset.layout,
+        n_images=len(loaded.images),
+        file_list_sha256=file_list_hash(loaded.samples, dataset.root),
+        skipped=tuple(SkippedFile(p, why) for p, why in skipped),
+        holdout=HoldoutSection(
+            fraction=holdout,
+            n_images=len(held.images),
+            rule="every k-th good image in sorted path order, k = 1/fraction",
+            file_list_sha256=file_list_hash(held.samples, dataset.root) if held.samples else None,
+        ),
+        fit_seconds=round(fit_seconds, 3),
+    )
     bundle = save_model(estimator, output, training=training)
     log.info("trained %s on %d images in %.1f s -> %s", model, len(loaded.images), fit_seconds, Path(output))
     return TrainResult(

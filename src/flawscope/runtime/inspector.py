@@ -1,11 +1,9 @@
 """ONNX Runtime inspector: image in, verdict out, with no torch in the process.
 
-The image goes through the same numpy preprocessing as in training, the exported graph gives
-the outputs the model declares (the manifest's ``model.declaration``: anomaly map, class
-probabilities, defect-probability map...), the shared
-:func:`~flawscope.data.outputs.finish_outputs` finishes them at each image's size, and
-:func:`~flawscope.decide.verdict.decide_many` turns them into verdicts with the bundle's active
-thresholds. Anything that goes wrong for one part gives that part an ``error`` verdict
+The image goes through the same numpy preprocessing as in training, the exported scorer graph
+gives patch scores, the shared :func:`~flawscope.data.preprocess.finish_maps` makes the image
+score and anomaly map, and :mod:`flawscope.decide` turns them into a verdict with the bundle's
+active thresholds. Anything that goes wrong for one part gives that part an ``error`` verdict
 (a reject to the line), never a pass.
 """
 
@@ -23,12 +21,11 @@ import numpy as np
 import onnxruntime as ort
 
 from flawscope.bundle import Bundle, read_bundle
-from flawscope.data.outputs import finish_outputs
-from flawscope.data.preprocess import Geometry, Preprocessing, check_image, to_canvas
+from flawscope.data.preprocess import Geometry, Preprocessing, check_image, finish_maps, to_canvas
 from flawscope.decide.thresholds import Thresholds
-from flawscope.decide.verdict import decide_many, error_verdict
-from flawscope.declaration import OUTPUT_RANK, ModelDeclaration, declaration_of
+from flawscope.decide.verdict import decide, error_verdict
 from flawscope.errors import BundleError, FlawscopeError, InputError
+from flawscope.manifest import DeploySection
 from flawscope.types import Prediction, Verdict
 
 log = logging.getLogger(__name__)
@@ -60,10 +57,8 @@ def _choose_providers(providers: Sequence[str] | str) -> list[str]:
     return chosen
 
 
-def _graph_matches(
-    session: ort.InferenceSession, pre: Preprocessing, path: Path, declaration: ModelDeclaration
-) -> None:
-    """Refuse a graph whose input or outputs are not what the manifest declares."""
+def _graph_matches(session: ort.InferenceSession, pre: Preprocessing, path: Path) -> None:
+    """Refuse a graph whose input or output is not what the manifest and the runtime expect."""
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].name != "image":
         raise BundleError(f"{path}: ONNX graph does not take one 'image' input as its manifest says")
@@ -74,13 +69,8 @@ def _graph_matches(
             f"3x{pre.height}x{pre.width}"
         )
     outputs = {out.name: out.shape for out in session.get_outputs()}
-    for spec in declaration.outputs:
-        rank = OUTPUT_RANK[spec.kind]
-        if len(outputs.get(spec.name, ())) != rank:
-            raise BundleError(
-                f"{path}: ONNX graph has no {rank}-D {spec.name!r} output ({spec.kind}) as the manifest "
-                f"declares (it has {outputs})"
-            )
+    if len(outputs.get("patch_scores", ())) != 3:
+        raise BundleError(f"{path}: ONNX graph has no (batch, h, w) 'patch_scores' output (it has {outputs})")
 
 
 class CanvasLookup:
@@ -159,17 +149,18 @@ class CanvasLookup:
         return self.geometry
 
 
-def int8_warning(deploy: dict[str, Any]) -> str | None:
+def int8_warning(deploy: DeploySection) -> str | None:
     """What a user should know before trusting a bundle's INT8 graph (``None``: it was validated).
 
     Args:
         deploy: the manifest's ``deploy`` section.
     """
-    if "graph_int8" not in deploy:
+    if deploy.graph_int8 is None:
         return None
-    checked = deploy.get("int8_validation")
-    within = deploy.get("int8_within_tolerance")
-    if within is None or not checked:
+    info = deploy.int8
+    checked = info.validation if info is not None else None
+    within = info.within_tolerance if info is not None else None
+    if info is None or within is None or not checked:
         return (
             "the INT8 graph was not validated on labelled parts at export, so its accuracy is unknown; "
             "deploy the fp32 graph (the default) or validate the INT8 one first"
@@ -178,7 +169,7 @@ def int8_warning(deploy: dict[str, Any]) -> str | None:
         return (
             f"the INT8 graph lost {checked['auroc_loss']:.3f} image AUROC against fp32 on "
             f"{checked['n_good'] + checked['n_defect']} labelled parts at export (budget "
-            f"{deploy['int8_max_auroc_loss']:.3f}); expect lower accuracy than the fp32 graph"
+            f"{info.max_auroc_loss:.3f}); expect lower accuracy than the fp32 graph"
         )
     return None
 
@@ -190,24 +181,18 @@ class Inspector:
     """
 
     def __init__(
-        self,
-        bundle: Bundle,
-        session: ort.InferenceSession,
-        thresholds: Thresholds | None,
-        graph: str,
-        declaration: ModelDeclaration | None = None,
+        self, bundle: Bundle, session: ort.InferenceSession, thresholds: Thresholds | None, graph: str
     ):
         self.bundle = bundle
-        self.declaration = declaration or declaration_of(bundle.manifest.get("model", {}))
-        self.output_names = self.declaration.output_names
         self.session = session
         self.thresholds = thresholds
         self.graph = graph
-        self.preprocessing = Preprocessing.from_dict(bundle.manifest["preprocessing"])
+        self.preprocessing = bundle.manifest.preprocessing
         self.lookup = CanvasLookup(self.preprocessing)
         self.lookup.prepare(np.dtype(np.uint8))  # the common case, so the first part is not slower
         self.model_hash = bundle.model_hash
-        self.version = bundle.version
+        # The label of the thresholds in use (a pinned older version), not the bundle's latest.
+        self.version = bundle.manifest.version_label(thresholds.version if thresholds is not None else None)
 
     @classmethod
     def load(
@@ -240,24 +225,17 @@ class Inspector:
                 or an unknown threshold version.
         """
         bundle = read_bundle(path)
-        deploy = bundle.manifest.get("deploy")
-        if not deploy:
+        deploy = bundle.manifest.deploy
+        if deploy is None:
             raise BundleError(f"{bundle.path}: not a deployable bundle; run 'flawscope export' on it first")
-        graph = deploy.get("graph_int8") if int8 else deploy.get("graph")
+        graph = deploy.graph_int8 if int8 else deploy.graph
         if not graph:
             raise BundleError(f"{bundle.path}: no INT8 graph in this bundle; export it with --int8")
         graph_path = bundle.file(graph)
         warning = int8_warning(deploy) if int8 else None
         if warning:
             log.warning("%s: %s", bundle.path, warning)
-        try:
-            pre = Preprocessing.from_dict(bundle.manifest["preprocessing"])
-        except (KeyError, TypeError, ValueError, FlawscopeError) as exc:
-            raise BundleError(f"{bundle.path}: manifest has no usable 'preprocessing' ({exc})") from None
-        try:
-            declaration = declaration_of(bundle.manifest.get("model", {}))
-        except (TypeError, ValueError, FlawscopeError) as exc:
-            raise BundleError(f"{bundle.path}: manifest has no usable model declaration ({exc})") from None
+        pre = bundle.manifest.preprocessing
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -268,35 +246,27 @@ class Inspector:
             session = ort.InferenceSession(str(graph_path), sess_options=options, providers=chosen)
         except Exception as exc:
             raise BundleError(f"{graph_path}: ONNX Runtime cannot load the graph ({exc})") from None
-        _graph_matches(session, pre, graph_path, declaration)
-        thresholds = None
-        versions = bundle.thresholds
-        if versions:
-            if threshold_version is None:
-                selected: dict[str, Any] | None = versions[-1]
+        _graph_matches(session, pre, graph_path)
+        try:
+            thresholds = bundle.manifest.select_thresholds(threshold_version)
+        except InputError:
+            if not bundle.thresholds.versions:
+                problem = "bundle has no thresholds; run 'flawscope calibrate'"
             else:
-                selected = next((t for t in versions if t.get("version") == threshold_version), None)
-            if selected is None:
-                raise BundleError(f"{bundle.path}: no threshold version {threshold_version}")
-            try:
-                thresholds = Thresholds.from_dict(selected)
-            except (KeyError, TypeError, ValueError, FlawscopeError) as exc:
-                raise BundleError(
-                    f"{bundle.path}: threshold version in the manifest is not usable ({exc})"
-                ) from None
-        elif threshold_version is not None:
-            raise BundleError(f"{bundle.path}: bundle has no thresholds; run 'flawscope calibrate'")
-        log.info("inspector %s on %s", bundle.version, session.get_providers())
-        return cls(bundle, session, thresholds, graph, declaration)
+                problem = f"no threshold version {threshold_version}"
+            raise BundleError(f"{bundle.path}: {problem}") from None
+        label = bundle.manifest.version_label(threshold_version)
+        log.info("inspector %s on %s", label, session.get_providers())
+        return cls(bundle, session, thresholds, graph)
 
     @property
     def providers(self) -> list[str]:
         """Providers the session actually runs on."""
         return list(self.session.get_providers())
 
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        values = self.session.run(self.output_names, {"image": batch})
-        return dict(zip(self.output_names, values, strict=True))
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(["patch_scores"], {"image": batch})
+        return np.asarray(out)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Geometry]]:
         """The network input of each image, exactly as training makes it.
@@ -330,8 +300,9 @@ class Inspector:
         batch, geometries = self.preprocess(images)
         return self._finish(self._run(batch), geometries)
 
-    def _finish(self, raw: dict[str, np.ndarray], geometries: Sequence[Geometry]) -> Prediction:
-        return finish_outputs(raw, geometries, self.preprocessing, self.declaration)
+    def _finish(self, patch: np.ndarray, geometries: Sequence[Geometry]) -> Prediction:
+        scores, maps = finish_maps(patch, geometries, self.preprocessing)
+        return Prediction(scores, maps)
 
     def _require_thresholds(self) -> Thresholds:
         if self.thresholds is None:
@@ -385,11 +356,8 @@ class Inspector:
                         f"inference failed: {exc}", self.model_hash, thresholds.version
                     )
             else:
-                decided = decide_many(prediction, thresholds, self.model_hash)
-                # The line keeps the map of a part sent to review, so reviewers see it later: the
-                # map its regions were cut from (anomaly or defect probability), else the anomaly map.
-                shown = prediction.maps or prediction.anomaly_maps
-                for slot, (index, verdict) in enumerate(zip(slots, decided, strict=True)):
-                    amap = shown[slot] if shown else None
+                for index, score, amap in zip(slots, prediction.scores, prediction.maps, strict=True):
+                    verdict = decide(float(score), amap, thresholds, self.model_hash)
+                    # The line keeps the map of a part sent to review, so reviewers see it later.
                     verdicts[index] = dataclasses.replace(verdict, anomaly_map=amap)
         return [v for v in verdicts if v is not None]

@@ -1,0 +1,398 @@
+"""The bundle manifest: one typed, frozen, versioned record, read and written only here.
+
+Every module reads a bundle's description through :class:`Manifest` (``bundle.manifest.model.name``,
+``bundle.manifest.deploy.graph``...), never by string key. The JSON form is produced by
+:meth:`Manifest.to_dict` and read by :meth:`Manifest.from_dict`, which is strict:
+
+- a key this flawscope does not know is an error naming it (a bundle written by a newer flawscope,
+  or a hand edit), never silently dropped;
+- a field missing from the file takes its declared default, so adding an optional field is one line
+  in its section (with a default) and older files still load;
+- a file of an older format version is upgraded on read (:data:`UPGRADES`); a change that cannot be
+  expressed as a new optional field bumps :data:`FORMAT_VERSION` and adds one upgrade function.
+
+Format history: 1 (flat ``int8_*`` keys in ``deploy``, ``versions_export`` at the top), 2 (this
+record: ``deploy.int8`` and ``deploy.versions``, and a ``signature`` section).
+
+The integrity hash and the signature cover the JSON as written, so they are checked before the
+upgrade (:mod:`flawscope.bundle`). Torch-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flawscope.data.preprocess import Preprocessing
+from flawscope.decide.thresholds import ThresholdHistory, Thresholds
+from flawscope.errors import FlawscopeError, InputError
+from flawscope.signing.trust import Signature
+
+FORMAT = "flawscope-bundle"
+FORMAT_VERSION = 2
+
+
+def _frozen_map() -> Mapping[str, Any]:
+    return types.MappingProxyType({})
+
+
+# ------------------------------------------------------------------------------------ sections
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """What model the bundle holds.
+
+    Attributes:
+        name: registry name of the model class.
+        hyperparameters: the constructor arguments it was made with.
+        output_stride: input pixels per patch-score cell.
+    """
+
+    name: str
+    hyperparameters: Mapping[str, Any] = field(default_factory=_frozen_map)
+    output_stride: int = 8
+
+
+@dataclass(frozen=True)
+class BackboneSection:
+    """The pretrained feature extractor.
+
+    Attributes:
+        name: backbone registry name.
+        weights_sha256: SHA-256 of its pretrained weights (checked when the model is rebuilt).
+        licence: licence of those weights.
+    """
+
+    name: str
+    weights_sha256: str | None = None
+    licence: str = ""
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A training file that could not be used, and why."""
+
+    path: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class HoldoutSection:
+    """The good images held out from fitting for calibration.
+
+    Attributes:
+        fraction: share of the good training images held out.
+        n_images: how many were readable.
+        rule: how they were chosen.
+        file_list_sha256: hash of their ``path<TAB>sha256`` list.
+    """
+
+    fraction: float = 0.0
+    n_images: int = 0
+    rule: str = ""
+    file_list_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    """What the model was fitted on.
+
+    Attributes:
+        dataset: dataset folder as given at training time.
+        dataset_name: its name.
+        layout: ``"mvtec"`` or ``"plain"``.
+        n_images: images fitted on.
+        file_list_sha256: hash of the fitted images' ``path<TAB>sha256`` list.
+        skipped: unusable files.
+        holdout: the calibration hold-out.
+        fit_seconds: wall time of the fit.
+    """
+
+    dataset: str | None = None
+    dataset_name: str | None = None
+    layout: str | None = None
+    n_images: int = 0
+    file_list_sha256: str | None = None
+    skipped: tuple[SkippedFile, ...] = ()
+    holdout: HoldoutSection = HoldoutSection()
+    fit_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Int8Section:
+    """How the INT8 graph was made and validated (see :func:`flawscope.export.int8.build_int8`).
+
+    Attributes:
+        calibration_images: images the activation ranges were set on.
+        head_refit_images: images the head was fitted again on.
+        score_map: the affine map of INT8 scores onto the fp32 scale.
+        score_deviation: relative deviation of mapped INT8 from fp32 scores on good parts.
+        rank_agreement: Spearman correlation of the two graphs' scores.
+        false_rejects: false rejects of each graph at the reject threshold.
+        validation: image AUROC of both graphs on labelled parts (``None``: not validated).
+        max_auroc_loss: the AUROC loss budget.
+        within_tolerance: whether the loss is within budget (``None``: not validated).
+    """
+
+    calibration_images: int = 0
+    head_refit_images: int = 0
+    score_map: Mapping[str, Any] = field(default_factory=_frozen_map)
+    score_deviation: Mapping[str, Any] = field(default_factory=_frozen_map)
+    rank_agreement: float | None = None
+    false_rejects: Mapping[str, Any] | None = None
+    validation: Mapping[str, Any] | None = None
+    max_auroc_loss: float = 0.005
+    within_tolerance: bool | None = None
+
+
+@dataclass(frozen=True)
+class DeploySection:
+    """The torch-free graphs of a deployable bundle (``flawscope export``).
+
+    Attributes:
+        graph: file name of the fp32 ONNX graph.
+        opset: ONNX opset.
+        input: input shape, ``None`` for the dynamic batch axis.
+        onnx_sha256: graph file name -> SHA-256.
+        graph_int8: file name of the INT8 graph, if any.
+        int8: how the INT8 graph was made and validated.
+        versions: software versions at export.
+    """
+
+    graph: str
+    opset: int
+    input: tuple[int | None, ...]
+    onnx_sha256: Mapping[str, str] = field(default_factory=_frozen_map)
+    graph_int8: str | None = None
+    int8: Int8Section | None = None
+    versions: Mapping[str, str] = field(default_factory=_frozen_map)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything a bundle says about itself; the one typed record of ``manifest.json``.
+
+    Attributes:
+        model: the model.
+        backbone: its pretrained backbone.
+        preprocessing: how an image becomes the network input.
+        model_hash: SHA-256 of the learned weights (``model.safetensors``).
+        created_at: ISO 8601 time the model was saved.
+        training: what it was fitted on.
+        thresholds: every threshold version, oldest first (append-only).
+        calibration: the report of the latest calibration (informative: decisions read ``thresholds``).
+        metrics: the latest evaluation's report (informative).
+        deploy: the deployable graphs (``None`` for a trained bundle).
+        versions: software versions at training.
+        files: file name -> SHA-256 of every file of the bundle.
+        signature: Ed25519 signature of everything above (``None``: unsigned).
+    """
+
+    model: ModelSection
+    backbone: BackboneSection
+    preprocessing: Preprocessing
+    model_hash: str
+    created_at: str = ""
+    training: TrainingSection = TrainingSection()
+    thresholds: ThresholdHistory = field(default_factory=ThresholdHistory)
+    calibration: Mapping[str, Any] | None = None
+    metrics: Mapping[str, Any] = field(default_factory=_frozen_map)
+    deploy: DeploySection | None = None
+    versions: Mapping[str, str] = field(default_factory=_frozen_map)
+    files: Mapping[str, str] = field(default_factory=_frozen_map)
+    signature: Signature | None = None
+
+    def select_thresholds(self, version: int | None = None) -> Thresholds | None:
+        """The thresholds of a version (default: the latest); ``None`` when there are none.
+
+        Raises:
+            InputError: there are thresholds but no such version.
+        """
+        if not self.thresholds.versions:
+            if version is not None:
+                raise InputError("thresholds.version", "there are no thresholds; run 'flawscope calibrate'")
+            return None
+        return self.thresholds.active if version is None else self.thresholds.get(version)
+
+    def version_label(self, threshold_version: int | None = None) -> str:
+        """``<model hash prefix>.t<threshold version>`` (default: the latest; ``t0``: none)."""
+        active = self.thresholds.versions[-1].version if self.thresholds.versions else 0
+        return f"{self.model_hash[:12]}.t{active if threshold_version is None else threshold_version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of the current format (without the format envelope and integrity hash)."""
+        out = _encode(self)
+        assert isinstance(out, dict)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], version: int = FORMAT_VERSION) -> Manifest:
+        """Read a manifest's JSON of format ``version``, upgrading it to the current format first.
+
+        Raises:
+            InputError: naming the field (``manifest.deploy.graph``...) for an unknown, missing or
+                mistyped field, or a version this flawscope cannot read.
+        """
+        if version > FORMAT_VERSION:
+            raise InputError(
+                "manifest.format_version",
+                f"bundle format {version} is newer than this flawscope reads ({FORMAT_VERSION}); "
+                "upgrade flawscope to load it",
+            )
+        if version < 1 or (version not in UPGRADES and version != FORMAT_VERSION):
+            raise InputError("manifest.format_version", f"unknown bundle format {version}")
+        current = dict(data)
+        while version < FORMAT_VERSION:
+            current, version = UPGRADES[version](current), version + 1
+        result = _decode(cls, current, "manifest")
+        assert isinstance(result, Manifest)
+        return result
+
+
+# ------------------------------------------------------------------------------------ upgrades
+
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 -> 2: ``int8_*`` keys of ``deploy`` become ``deploy.int8``; ``versions_export`` moves."""
+    data = {k: v for k, v in data.items() if k not in ("format", "format_version", "manifest_sha256")}
+    exported = data.pop("versions_export", None)
+    deploy = data.get("deploy")
+    if isinstance(deploy, Mapping):
+        deploy = dict(deploy)
+        int8 = {k.removeprefix("int8_"): deploy.pop(k) for k in list(deploy) if k.startswith("int8_")}
+        if int8:
+            deploy["int8"] = int8
+        if exported is not None:
+            deploy["versions"] = exported
+        data["deploy"] = deploy
+    return data
+
+
+#: Format version -> function turning that format's JSON into the next version's.
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+
+# ------------------------------------------------------------------------------- strict codec
+# One generic codec for every section, driven by the dataclasses' type hints, so that adding a
+# field is a one-line change and its JSON reading and writing cannot be forgotten.
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, ThresholdHistory):
+        return value.to_list()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _freeze(value: Any) -> Any:
+    """Free-form JSON made immutable: objects become read-only mappings, arrays tuples."""
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _bad(where: str, value: Any, expected: str) -> InputError:
+    shown = repr(value) if len(repr(value)) < 80 else f"a {type(value).__name__}"
+    return InputError(where, f"must be {expected}, got {shown}")
+
+
+def _decode(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return _freeze(value)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise _bad(where, value, "given (not null)")
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _decode(option, value, where)
+            except InputError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if tp is ThresholdHistory:
+        if not isinstance(value, list):
+            raise _bad(where, value, "a list of threshold versions")
+        return ThresholdHistory.from_list(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _bad(where, value, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(where, value, "a whole number")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad(where, value, "a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _bad(where, value, "text")
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise _bad(where, value, "a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise _bad(where, value, f"a list of {len(args)} values")
+        return tuple(_decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin in (Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise _bad(where, value, "an object")
+        item = typing.get_args(tp)[1]
+        return types.MappingProxyType({str(k): _decode(item, v, f"{where}.{k}") for k, v in value.items()})
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _decode_record(tp, value, where)
+    raise TypeError(f"{where}: the manifest codec has no rule for {tp!r}")  # a programming error
+
+
+def _decode_record(cls: type, value: Any, where: str) -> Any:
+    if not isinstance(value, Mapping):
+        raise _bad(where, value, "an object")
+    declared = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(value) - set(declared))
+    if unknown:
+        raise InputError(
+            where,
+            f"unknown field(s) {', '.join(unknown)}: the bundle was written by a newer flawscope "
+            "(upgrade flawscope) or edited by hand",
+        )
+    missing = sorted(
+        name
+        for name, f in declared.items()
+        if name not in value and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    if missing:
+        raise InputError(where, f"missing field(s) {', '.join(missing)}")
+    hints = _hints(cls)
+    values = {name: _decode(hints[name], value[name], f"{where}.{name}") for name in value}
+    try:
+        return cls(**values)
+    except FlawscopeError as exc:
+        raise InputError(where, str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(where, f"is not valid ({exc})") from None
