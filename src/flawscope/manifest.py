@@ -21,6 +21,7 @@ upgrade (:mod:`flawscope.bundle`). Torch-free.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import types
 import typing
@@ -30,6 +31,7 @@ from typing import Any
 
 from flawscope.data.preprocess import Preprocessing
 from flawscope.decide.thresholds import ThresholdHistory, Thresholds
+from flawscope.declaration import ModelDeclaration
 from flawscope.errors import FlawscopeError, InputError
 from flawscope.signing.trust import Signature
 
@@ -52,11 +54,15 @@ class ModelSection:
         name: registry name of the model class.
         hyperparameters: the constructor arguments it was made with.
         output_stride: input pixels per patch-score cell.
+        declaration: the model's task, labels, classes and named graph outputs (``None`` in
+            bundles written before declarations: read as a good-parts model's ``patch_scores``;
+            see :func:`flawscope.declaration.declaration_of`).
     """
 
     name: str
     hyperparameters: Mapping[str, Any] = field(default_factory=_frozen_map)
     output_stride: int = 8
+    declaration: ModelDeclaration | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +292,8 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 def _encode(value: Any) -> Any:
     if isinstance(value, ThresholdHistory):
         return value.to_list()
+    if isinstance(value, enum.Enum):
+        return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
@@ -331,6 +339,11 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
             except InputError as exc:
                 errors.append(exc)
         raise errors[0]
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise _bad(where, value, f"one of {', '.join(repr(m.value) for m in tp)}") from None
     if tp is ThresholdHistory:
         if not isinstance(value, list):
             raise _bad(where, value, "a list of threshold versions")

@@ -7,7 +7,7 @@ Nothing here imports torch: the runtime and the line use the same records as tra
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +28,46 @@ class Sample:
     label: int
     defect_type: str = "good"
     mask_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What is known about each training image, aligned with the images.
+
+    Attributes:
+        classes: per image, ``"good"`` or its defect class.
+        masks: per image, an ``(H, W)`` bool defect mask, or ``None`` where none is known (a
+            good image's mask is all False); ``()`` when no image has one.
+        boxes: per image, its boxes ``(x0, y0, x1, y1, class)`` in image pixels (x1/y1
+            exclusive); ``()`` when no image has any.
+        groups: per image, the physical item it shows (images of one item are never split
+            apart); ``()`` when unknown.
+    """
+
+    classes: tuple[str, ...]
+    masks: tuple[np.ndarray | None, ...] = ()
+    boxes: tuple[tuple[tuple[float, float, float, float, str], ...], ...] = ()
+    groups: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.classes)
+        for name in ("masks", "boxes", "groups"):
+            items = getattr(self, name)
+            if items and len(items) != n:
+                raise ValueError(f"Targets: {len(items)} {name} for {n} images")
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def select(self, index: Sequence[int]) -> Targets:
+        """The targets of a subset of the images, in the given order."""
+        rows = [int(i) for i in index]
+        return Targets(
+            tuple(self.classes[i] for i in rows),
+            tuple(self.masks[i] for i in rows) if self.masks else (),
+            tuple(self.boxes[i] for i in rows) if self.boxes else (),
+            tuple(self.groups[i] for i in rows) if self.groups else (),
+        )
 
 
 @dataclass(frozen=True)
@@ -53,15 +93,57 @@ class Frame:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Raw output of an anomaly model for a batch of images (no threshold applied).
+    """A model's finished outputs for a batch of images (no threshold applied).
+
+    Every field but ``scores`` is filled only when the model declares the output it comes from
+    (:class:`flawscope.declaration.ModelDeclaration`); all maps are at each image's own size.
 
     Attributes:
-        scores: ``(N,)`` float32 image anomaly scores, higher is more anomalous.
-        maps: N anomaly maps, each ``(H_i, W_i)`` float32 at the input image's own resolution.
+        scores: ``(N,)`` float32 decision scores, higher is more defective: the anomaly score
+            (peak of the smoothed anomaly map) or the defect probability, whichever the model
+            declares as its decision. Thresholds apply to these.
+        maps: N maps ``(H_i, W_i)`` float32 on which regions are found (the anomaly map, or the
+            defect-probability map of a segmenting model); ``()`` when the model has none.
+        map_scale: ``"score"`` when a map is on the scores' scale (an image's score is its
+            map's peak, so regions are found at the reject threshold), ``"probability"`` when it
+            holds per-pixel defect probabilities (regions at a probability level).
+        anomaly_scores: ``(N,)`` anomaly scores of a model that also has a good-parts head beside
+            its decision (a station); ``None`` otherwise.
+        anomaly_maps: N anomaly maps of such a model (``()`` otherwise).
+        class_probs: ``(N, K)`` class probabilities, or ``None``.
+        classes: the ``K`` class names (``"good"`` among them when the model knows good parts).
+        class_maps: N ``(H_i, W_i)`` int per-pixel class indices into ``classes``, or ``()``.
     """
 
     scores: np.ndarray
-    maps: tuple[np.ndarray, ...]
+    maps: tuple[np.ndarray, ...] = ()
+    map_scale: str = "score"
+    anomaly_scores: np.ndarray | None = None
+    anomaly_maps: tuple[np.ndarray, ...] = ()
+    class_probs: np.ndarray | None = None
+    classes: tuple[str, ...] = ()
+    class_maps: tuple[np.ndarray, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def select(self, index: Sequence[int] | np.ndarray) -> Prediction:
+        """The same outputs for a subset of the parts, in the given order."""
+        rows = [int(i) for i in np.asarray(index).reshape(-1)]
+
+        def pick(items: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+            return tuple(items[i] for i in rows) if items else ()
+
+        return Prediction(
+            scores=np.asarray(self.scores)[rows],
+            maps=pick(self.maps),
+            map_scale=self.map_scale,
+            anomaly_scores=None if self.anomaly_scores is None else np.asarray(self.anomaly_scores)[rows],
+            anomaly_maps=pick(self.anomaly_maps),
+            class_probs=None if self.class_probs is None else np.asarray(self.class_probs)[rows],
+            classes=self.classes,
+            class_maps=pick(self.class_maps),
+        )
 
 
 class Outcome(enum.StrEnum):
@@ -89,6 +171,7 @@ class Region:
         peak: highest anomaly map value in the region.
         centroid: ``(x, y)``.
         area_mm2: area in mm², when the station's pixel size is known.
+        category: defect class of the region, when the model segments by class.
     """
 
     bbox: tuple[int, int, int, int]
@@ -96,6 +179,7 @@ class Region:
     peak: float
     centroid: tuple[float, float]
     area_mm2: float | None = None
+    category: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,13 +191,18 @@ class Verdict:
         score: raw image anomaly score (NaN when the part was not scored).
         normalized_score: ``score / reject_threshold``; 1.0 means "at the reject threshold".
         regions: defect regions, largest first.
-        category: defect category, when a classifier is present.
+        category: the part's category when the model classifies: ``"good"`` for a pass, else
+            the most likely defect class.
         threshold_version: version of the thresholds that decided.
         model_hash: SHA-256 of the model bundle's weights.
         reason: why the outcome is what it is (rule fired, error message).
-        anomaly_map: ``(H, W)`` float32 map the regions were found on, on the score's scale, at
-            the image's resolution, when the inspector gives one. In memory only: the line keeps
-            it in the image store for parts that go to review, never in the audit record.
+        anomaly_map: ``(H, W)`` float32 map the regions were found on (the anomaly map on the
+            score's scale, or a defect-probability map), at the image's resolution, when the
+            inspector gives one. In memory only: the line keeps it in the image store for parts
+            that go to review, never in the audit record.
+        confidence: probability of ``category`` (for a defect class: given that the part is
+            defective), when the model classifies.
+        anomaly_score: the good-parts head's score of a station (``None`` without one).
     """
 
     outcome: Outcome
@@ -125,6 +214,8 @@ class Verdict:
     model_hash: str = ""
     reason: str = ""
     anomaly_map: np.ndarray | None = field(default=None, compare=False, repr=False)
+    confidence: float | None = None
+    anomaly_score: float | None = None
 
 
 @dataclass(frozen=True)

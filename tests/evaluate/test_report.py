@@ -200,6 +200,7 @@ def test_thresholds_with_review_band(parts, tmp_path: Path) -> None:
             "fail": int((s >= reject).sum()),
             "review": int(((s >= review) & (s < reject)).sum()),
             "pass": int((s < review).sum()),
+            "error": 0,
         }
     bad = scores[labels == 1]
     assert twin["headline"]["recall"] == pytest.approx((bad >= reject).mean())

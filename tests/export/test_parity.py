@@ -19,17 +19,14 @@ def test_fp32_scores_and_maps_match_torch(exported, tiny_set):
 
 
 def test_fp32_verdicts_match_torch(exported, tiny_set):
-    from flawscope.decide.verdict import decide
+    from flawscope.decide.verdict import decide_many
     from flawscope.runtime import Inspector
     from flawscope.types import Outcome
 
     inspector = Inspector.load(exported.deployed, threads=2)
     assert inspector.thresholds is not None
     reference = exported.model.predict(tiny_set.images)
-    expected = [
-        decide(float(s), m, inspector.thresholds, inspector.model_hash)
-        for s, m in zip(reference.scores, reference.maps, strict=True)
-    ]
+    expected = decide_many(reference, inspector.thresholds, inspector.model_hash)
     got = inspector.inspect_many(tiny_set.images)
 
     assert [v.outcome for v in got] == [v.outcome for v in expected]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from flawscope.models.padim import MahalanobisScorer, PaDiM
+from flawscope.models.padim import MahalanobisHead, PaDiM
 
 
 def test_streaming_covariance_matches_numpy():
@@ -48,7 +48,7 @@ def _textbook_distance(features: torch.Tensor, mean: torch.Tensor, inv_cov: torc
 def test_factored_scorer_equals_textbook_mahalanobis():
     c, h, w = 90, 3, 4  # 90 channels: two unequal row blocks of the Cholesky factor
     inv_cov, mean = _random_gaussians(h * w, c, seed=1)
-    scorer = MahalanobisScorer(torch.nn.Identity(), torch.arange(c), mean, inv_cov)  # type: ignore[arg-type]
+    scorer = MahalanobisHead(c, torch.arange(c), mean, inv_cov)
     assert scorer.factored and len(scorer.starts) == 2
     stored = sum(getattr(scorer, f"block{i}").numel() for i in range(2))
     assert stored < 0.8 * inv_cov.numel()  # the zeros of the factor are not stored
@@ -62,7 +62,7 @@ def test_scorer_without_cholesky_factor_keeps_full_matrices():
     c = 6
     inv_cov, mean = _random_gaussians(4, c, seed=3)
     inv_cov[2] = -inv_cov[2]  # not positive definite: no factor exists
-    scorer = MahalanobisScorer(torch.nn.Identity(), torch.arange(c), mean, inv_cov)  # type: ignore[arg-type]
+    scorer = MahalanobisHead(c, torch.arange(c), mean, inv_cov)
     assert not scorer.factored
     features = torch.from_numpy(np.random.default_rng(4).normal(size=(2, c, 2, 2)).astype(np.float32))
     expected = _textbook_distance(features, mean, inv_cov)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from flawscope.models.patchcore import NearestNeighbourScorer, PatchCore, principal_axes
+from flawscope.models.patchcore import NearestNeighbourHead, PatchCore, principal_axes
 
 
 def _setup(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,16 +24,16 @@ def _exact(bank: torch.Tensor, features: torch.Tensor) -> np.ndarray:
 
 def test_search_equals_textbook_nearest_neighbour_distance():
     bank, features = _setup()
-    scorer = NearestNeighbourScorer(torch.nn.Identity(), bank)  # type: ignore[arg-type]
+    scorer = NearestNeighbourHead(bank)
     np.testing.assert_allclose(scorer(features).numpy(), _exact(bank, features), rtol=1e-4, atol=1e-4)
 
 
 def test_projection_onto_all_axes_is_exact_and_onto_fewer_never_overestimates():
     bank, features = _setup(1)
     exact = _exact(bank, features)
-    full = NearestNeighbourScorer(torch.nn.Identity(), bank, *principal_axes(bank, 12))  # type: ignore[arg-type]
+    full = NearestNeighbourHead(bank, *principal_axes(bank, 12))
     np.testing.assert_allclose(full(features).numpy(), exact, rtol=1e-4, atol=1e-4)
-    few = NearestNeighbourScorer(torch.nn.Identity(), bank, *principal_axes(bank, 4))  # type: ignore[arg-type]
+    few = NearestNeighbourHead(bank, *principal_axes(bank, 4))
     approx = few(features).numpy()
     assert np.all(approx <= exact + 1e-4)  # an orthogonal projection only shortens distances
     assert np.corrcoef(approx.ravel(), exact.ravel())[0, 1] > 0.9  # the dominant axes carry the ranking

@@ -185,6 +185,23 @@ def _outlier_warnings(
     return found, warnings
 
 
+def _outcomes(scores: np.ndarray, reject: float, review: float | None = None) -> np.ndarray:
+    """Outcomes of bare scores under score thresholds, decided by the one decision function."""
+    from flawscope.decide.verdict import decide_many, outcomes
+    from flawscope.types import Prediction
+
+    thresholds = Thresholds.explicit(reject, reject if review is None else review)
+    return outcomes(decide_many(Prediction(np.asarray(scores, dtype=np.float64)), thresholds, regions=False))
+
+
+def _count_fails(scores: np.ndarray, reject: float) -> int:
+    return int((_outcomes(scores, reject) == "fail").sum())
+
+
+def _review_share(scores: np.ndarray, reject: float, review: float) -> float:
+    return float((_outcomes(scores, reject, review) == "review").mean())
+
+
 def calibrate(
     good_scores: Sequence[float] | np.ndarray,
     target_frr: float = 0.01,
@@ -255,7 +272,7 @@ def calibrate(
         raise InputError(
             "good_scores", f"the reject threshold would be {reject:.6g}; scores must be positive"
         )
-    k = int((goods >= reject).sum())
+    k = _count_fails(goods, reject)
     upper = float(clopper_pearson_upper(k, n, confidence))
     if guarantee == "empirical" and upper > target_frr and not warnings:
         warnings.append(
@@ -281,17 +298,18 @@ def calibrate(
             warnings.append(
                 f"review_rate {review_rate:g} is below one good image in {n} ({1 / n:.2%}): no review band"
             )
-    achieved_review = float(((goods >= review) & (goods < reject)).mean()) if review < reject else None
+    achieved_review = _review_share(goods, reject, review) if review < reject else None
 
     outliers, outlier_warnings = _outlier_warnings(goods, reject, names)
     warnings += outlier_warnings
 
     recall = recall_ci = recall_incl_review = None
     if defects.size:
-        caught = int((defects >= reject).sum())
+        found = _outcomes(defects, reject, review)
+        caught = int((found == "fail").sum())
         recall = caught / defects.size
         recall_ci = clopper_pearson_interval(caught, defects.size, confidence)
-        recall_incl_review = float((defects >= review).mean())
+        recall_incl_review = float((found != "pass").mean())
 
     thresholds = Thresholds(
         reject=reject,

@@ -16,6 +16,16 @@ from datetime import UTC, datetime
 from flawscope.errors import InputError
 
 METHODS = ("calibrated", "explicit")
+# Hard rules a person may set beside the score thresholds (see Thresholds).
+RULES = (
+    "min_area_px",
+    "min_area_mm2",
+    "mm_per_px",
+    "max_regions",
+    "min_confidence",
+    "anomaly_reject",
+    "region_level",
+)
 
 
 def utc_now_iso() -> str:
@@ -66,6 +76,13 @@ class Thresholds:
         min_area_mm2: same in mm² (needs ``mm_per_px``).
         mm_per_px: the station's pixel size.
         max_regions: more regions than this above the reject threshold is a fail.
+        min_confidence: a fail whose defect category has a lower probability (given that the
+            part is defective) goes to review instead; for models that classify.
+        anomaly_reject: a part that would pass but whose good-parts anomaly score reaches this
+            goes to review ("looks unlike the good parts, yet no defect class is confident");
+            for stations that have an anomaly head beside a trained one.
+        region_level: level at which regions are cut from a defect-probability map (default
+            0.5); maps on the score's scale are always cut at the reject threshold.
         recall: share of calibration defective parts rejected, if defect scores were given.
         recall_ci: two-sided Clopper-Pearson interval of ``recall`` at ``confidence``.
         note: free text (how the thresholds were chosen, by whom).
@@ -85,6 +102,9 @@ class Thresholds:
     min_area_mm2: float | None = None
     mm_per_px: float | None = None
     max_regions: int | None = None
+    min_confidence: float | None = None
+    anomaly_reject: float | None = None
+    region_level: float | None = None
     recall: float | None = None
     recall_ci: tuple[float, float] | None = None
     note: str = ""
@@ -117,6 +137,11 @@ class Thresholds:
         ):
             if getattr(self, name) is not None:
                 _finite(name, getattr(self, name), 0.0, high)
+        for name in ("min_confidence", "region_level"):
+            if getattr(self, name) is not None:
+                _finite(name, getattr(self, name), 0.0, 1.0)
+        if self.anomaly_reject is not None:
+            _finite("anomaly_reject", self.anomaly_reject)
         if self.mm_per_px is not None:
             _finite("mm_per_px", self.mm_per_px)
             if self.mm_per_px <= 0:
@@ -144,9 +169,10 @@ class Thresholds:
             reject: reject threshold.
             review: review threshold (default: no review band).
             note: who set them and why.
-            **rules: hard rules (``min_area_px``, ``min_area_mm2``, ``mm_per_px``, ``max_regions``).
+            **rules: hard rules (``min_area_px``, ``min_area_mm2``, ``mm_per_px``, ``max_regions``,
+                ``min_confidence``, ``anomaly_reject``, ``region_level``).
         """
-        allowed = {"min_area_px", "min_area_mm2", "mm_per_px", "max_regions"}
+        allowed = set(RULES)
         unknown = set(rules) - allowed
         if unknown:
             raise InputError("thresholds", f"unknown rule(s) {sorted(unknown)}; known: {sorted(allowed)}")

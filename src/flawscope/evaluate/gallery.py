@@ -14,9 +14,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from flawscope.decide.regions import find_regions
 from flawscope.errors import InputError
-from flawscope.types import Region
+from flawscope.types import Region, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +28,6 @@ BOX_COLOUR = (255, 255, 255)
 MASK_COLOUR = (255, 0, 255)
 
 Loader = Callable[[str], np.ndarray]
-
-
-def outcome_of(score: float, reject: float, review: float) -> str:
-    """``"fail"`` at or above ``reject``, ``"review"`` in ``[review, reject)``, else ``"pass"``."""
-    if score >= reject:
-        return "fail"
-    if score >= review:
-        return "review"
-    return "pass"
 
 
 @dataclass(frozen=True)
@@ -236,8 +226,7 @@ def make_tiles(
     maps: Sequence[np.ndarray] | None,
     masks: Sequence[np.ndarray | None] | None,
     loader: Loader,
-    reject: float,
-    review: float,
+    verdicts: Sequence[Verdict],
     scale: HeatScale,
 ) -> list[Tile]:
     """Decode and draw the tiles of the given images.
@@ -253,22 +242,22 @@ def make_tiles(
         maps: N anomaly maps ``(H_i, W_i)`` or ``None``.
         masks: N ground-truth masks or ``None``.
         loader: reads one image file.
-        reject: reject threshold (regions are drawn at or above it).
-        review: review threshold.
+        verdicts: ``(N,)`` every part's verdict (:func:`~flawscope.decide.verdict.decide_many`):
+            the tile shows its outcome and draws its regions.
         scale: heatmap colour scale.
     """
     tiles = []
     for i in indices:
         amap = None if maps is None else np.asarray(maps[i])
         mask = None if masks is None or masks[i] is None else np.asarray(masks[i], dtype=bool)
-        regions = find_regions(amap, reject, max_regions=20) if amap is not None else ()
+        regions = verdicts[i].regions[:20] if amap is not None else ()
         base = Tile(
             index=i,
             path=paths[i],
             score=float(scores[i]),
             label=int(labels[i]),
             defect_type=defect_types[i],
-            outcome=outcome_of(float(scores[i]), reject, review),
+            outcome=str(verdicts[i].outcome),
             regions=regions,
         )
         try:

@@ -25,12 +25,14 @@ import numpy as np
 import flawscope
 from flawscope.decide.calibration import clopper_pearson_interval, clopper_pearson_upper
 from flawscope.decide.thresholds import Thresholds
+from flawscope.decide.verdict import decide_many, outcomes
 from flawscope.errors import InputError
 from flawscope.evaluate.gallery import HeatScale, Tile, make_tiles, worst_defects, worst_good
 from flawscope.evaluate.metrics import GOOD, Metrics
 from flawscope.evaluate.plots import OperatingMarker, curves_png, histogram_png
 from flawscope.evaluate.report_data import CONFIDENCE, CalibrationInfo, ReportData, threshold_pair
 from flawscope.evaluate.report_html import render_html
+from flawscope.types import Prediction, Verdict
 
 if TYPE_CHECKING:
     from flawscope.bundle import Bundle
@@ -53,11 +55,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _operating_point(data: ReportData) -> dict[str, Any]:
-    """Thresholds, outcome counts and rates at the report's operating point."""
-    overall = data.summary.overall
+def _decision_thresholds(data: ReportData) -> tuple[Thresholds, bool]:
+    """The thresholds the report decides with, and whether they were given (not chosen on the test set)."""
     reject, review = threshold_pair(data.thresholds)
-    calibrated = reject is not None
+    overall = data.summary.overall
+    if isinstance(data.thresholds, Thresholds):
+        return data.thresholds, True
     if reject is None or review is None:
         if overall.threshold_at_frr is None:
             raise InputError(
@@ -66,10 +69,35 @@ def _operating_point(data: ReportData) -> dict[str, Any]:
                 "images): pass the bundle's thresholds",
             )
         reject = review = overall.threshold_at_frr
-    labels, scores = np.asarray(data.labels), np.asarray(data.scores)
-    outcomes = np.where(scores >= reject, "fail", np.where(scores >= review, "review", "pass"))
+        given = False
+    else:
+        given = True
+    return _bare_thresholds(reject, review), given
+
+
+def _bare_thresholds(reject: float, review: float) -> Thresholds:
+    """Score thresholds without rules, as the record ``decide_many`` takes."""
+    return Thresholds.explicit(float(reject), float(review), note="report operating point")
+
+
+def decided(data: ReportData) -> tuple[Thresholds, bool, list[Verdict]]:
+    """The report's thresholds and every part's verdict under them (:func:`decide_many`)."""
+    thresholds, given = _decision_thresholds(data)
+    prediction = data.prediction or Prediction(
+        np.asarray(data.scores, dtype=np.float32), tuple(data.maps) if data.maps is not None else ()
+    )
+    return thresholds, given, decide_many(prediction, thresholds)
+
+
+def _operating_point(data: ReportData) -> dict[str, Any]:
+    """Thresholds, outcome counts and rates at the report's operating point."""
+    overall = data.summary.overall
+    decision, calibrated, verdicts = decided(data)
+    reject, review = decision.reject, decision.review
+    labels = np.asarray(data.labels)
+    found = outcomes(verdicts)
     counts = {
-        truth: {o: int(((labels == value) & (outcomes == o)).sum()) for o in ("pass", "review", "fail")}
+        truth: {o: int(((labels == value) & (found == o)).sum()) for o in ("pass", "review", "fail", "error")}
         for truth, value in (("good", 0), ("defect", 1))
     }
     n_good, n_defect = overall.n_good, overall.n_defect
@@ -109,8 +137,10 @@ def _operating_point(data: ReportData) -> dict[str, Any]:
         "recall": recall,
         "recall_ci": list(clopper_pearson_interval(caught, n_defect, CONFIDENCE)) if n_defect else None,
         "precision": precision,
-        "review_rate": (counts["good"]["review"] + counts["defect"]["review"]) / len(scores),
+        "review_rate": (sum(counts["good"][o] + counts["defect"][o] for o in ("review", "error")))
+        / len(labels),
         "rules": _rules(thresholds),
+        "outcomes": [str(o) for o in found],
     }
 
 
@@ -131,15 +161,15 @@ def _rules(thresholds: Thresholds | None) -> list[str]:
 def _per_type(data: ReportData, point: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     types = np.asarray(data.defect_types)
-    scores = np.asarray(data.scores)
+    found = np.asarray(point["outcomes"], dtype=object)
     items: list[tuple[str, Metrics, np.ndarray]] = [
         (name, m, types == name) for name, m in sorted(data.summary.per_type.items())
     ]
     items.append(("all defect types", data.summary.overall, types != GOOD))
     for name, metrics, keep in items:
-        part = scores[keep]
-        fail = int((part >= point["reject"]).sum())
-        review = int(((part >= point["review"]) & (part < point["reject"])).sum())
+        part = found[keep]
+        fail = int((part == "fail").sum())
+        review = int(((part == "review") | (part == "error")).sum())
         recall = fail / part.size if part.size else None
         if not point["calibrated"]:
             recall = metrics.recall_at_frr
@@ -171,8 +201,13 @@ def _notes(data: ReportData, point: dict[str, Any]) -> list[str]:
         )
     if point["rules"]:
         notes.append(
-            "Outcomes in this report use the score thresholds only; the station's region rules "
-            f"({', '.join(point['rules'])}) can turn some fails into reviews."
+            f"Outcomes in this report apply the station's rules ({', '.join(point['rules'])}) exactly as "
+            "the line does"
+            + (
+                "."
+                if data.maps is not None
+                else "; without maps, a fail that needs a region becomes a review."
+            )
         )
     if data.maps is None:
         notes.append("No anomaly maps: pixel metrics are undefined and the galleries show no heatmaps.")
@@ -194,6 +229,8 @@ def build_content(data: ReportData, tiles: Mapping[str, Sequence[Tile]] | None =
     """
     overall = data.summary.overall
     point = _operating_point(data)
+    per_type = _per_type(data, point)
+    point = {k: v for k, v in point.items() if k != "outcomes"}
     calibration = data.calibration
     tiles = tiles or {}
     created = data.created_at or datetime.now(UTC).replace(microsecond=0).isoformat()
@@ -222,7 +259,7 @@ def build_content(data: ReportData, tiles: Mapping[str, Sequence[Tile]] | None =
             "false_rejects": point["false_rejects"],
             "n_good": overall.n_good,
         },
-        "per_type": _per_type(data, point),
+        "per_type": per_type,
         "metrics": data.summary.to_dict(),
         "galleries": {
             name: {"total": totals[name], "shown": [t.to_dict() for t in tiles.get(name, ())]}
@@ -236,6 +273,7 @@ def build_content(data: ReportData, tiles: Mapping[str, Sequence[Tile]] | None =
 
 def _tiles(data: ReportData, point: Mapping[str, Any]) -> tuple[dict[str, list[Tile]], HeatScale]:
     labels, scores = np.asarray(data.labels), np.asarray(data.scores)
+    _, _, verdicts = decided(data)
     chosen = {
         "false_rejects": worst_good(scores, labels, GALLERY_SIZE),
         "missed_defects": worst_defects(scores, labels, GALLERY_SIZE),
@@ -254,8 +292,7 @@ def _tiles(data: ReportData, point: Mapping[str, Any]) -> tuple[dict[str, list[T
             maps=data.maps,
             masks=data.masks,
             loader=data.loader,
-            reject=point["reject"],
-            review=point["review"],
+            verdicts=verdicts,
             scale=scale,
         )
         for name, ids in chosen.items()
@@ -341,5 +378,6 @@ def build_report(run: EvaluationRun, bundle: Bundle, dataset_name: str, html_pat
         maps=list(run.prediction.maps),
         masks=list(run.masks),
         thresholds=run.operating_point.thresholds if run.operating_point else None,
+        prediction=run.prediction,
     )
     return write_report(data, html_path)

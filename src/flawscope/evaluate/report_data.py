@@ -15,6 +15,7 @@ from flawscope.data.imageio import read_image
 from flawscope.decide.thresholds import Thresholds
 from flawscope.errors import InputError
 from flawscope.evaluate.metrics import EvaluationSummary
+from flawscope.types import Prediction
 
 CONFIDENCE = 0.95
 
@@ -65,6 +66,8 @@ class ReportData:
         calibration: how the thresholds were calibrated; taken from ``thresholds`` when omitted.
         loader: reads one image file, ``path -> (H, W[, 3]) array``.
         created_at: report time, ISO 8601 (default: when written, UTC).
+        prediction: the model's full outputs for these parts (class probabilities, defect maps),
+            when there is more than ``scores`` and ``maps``; verdicts are then decided on it.
     """
 
     dataset: str
@@ -80,6 +83,7 @@ class ReportData:
     calibration: CalibrationInfo | None = None
     loader: Callable[[str], np.ndarray] = read_image
     created_at: str | None = None
+    prediction: Prediction | None = None
 
     def __post_init__(self) -> None:
         paths = tuple(str(p) for p in self.paths)

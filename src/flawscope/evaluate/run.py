@@ -16,6 +16,7 @@ from flawscope.bundle import update_manifest
 from flawscope.data.datasets import load_dataset, read_samples
 from flawscope.decide.calibration import clopper_pearson_interval, clopper_pearson_upper
 from flawscope.decide.thresholds import Thresholds
+from flawscope.decide.verdict import decide_many, outcomes
 from flawscope.errors import InputError
 from flawscope.evaluate.metrics import EvaluationSummary, evaluate_scores
 from flawscope.types import Prediction, Sample
@@ -104,19 +105,35 @@ def _finite_or_none(data: Any) -> Any:
     return data
 
 
-def operating_point(scores: np.ndarray, labels: np.ndarray, thresholds: Thresholds) -> OperatingPoint:
-    """Outcome rates of ``thresholds`` on scored test parts, with Clopper-Pearson bounds."""
-    good, bad = scores[labels == 0], scores[labels == 1]
-    false_rejects = int((good >= thresholds.reject).sum())
-    caught = int((bad >= thresholds.reject).sum())
-    review = int(((scores >= thresholds.review) & (scores < thresholds.reject)).sum())
+def operating_point(
+    prediction: Prediction | np.ndarray, labels: np.ndarray, thresholds: Thresholds
+) -> OperatingPoint:
+    """Outcome rates of ``thresholds`` on scored test parts, with Clopper-Pearson bounds.
+
+    Every part is decided by :func:`~flawscope.decide.verdict.decide_many`, region rules included
+    when the prediction has maps; a fail is a reject, a review (or error) is counted in the
+    review rate.
+
+    Args:
+        prediction: the parts' finished outputs (or bare ``(N,)`` scores).
+        labels: ``(N,)`` 0 good, 1 defective.
+        thresholds: the thresholds to decide with.
+    """
+    if not isinstance(prediction, Prediction):
+        prediction = Prediction(np.asarray(prediction, dtype=np.float32))
+    found = outcomes(decide_many(prediction, thresholds, regions=False))
+    labels = np.asarray(labels)
+    good, bad = found[labels == 0], found[labels == 1]
+    false_rejects = int((good == "fail").sum())
+    caught = int((bad == "fail").sum())
+    review = int(((found == "review") | (found == "error")).sum())
     return OperatingPoint(
         thresholds,
         frr=false_rejects / max(len(good), 1),
         frr_upper_bound=float(clopper_pearson_upper(false_rejects, len(good))) if len(good) else float("nan"),
         recall=caught / len(bad) if len(bad) else None,
         recall_ci=clopper_pearson_interval(caught, len(bad)) if len(bad) else None,
-        review_rate=review / max(len(scores), 1),
+        review_rate=review / max(len(found), 1),
         n_good=len(good),
         n_defect=len(bad),
     )
@@ -171,7 +188,7 @@ def evaluate_bundle(
     point = None
     active = bundle.manifest.select_thresholds()
     if active is not None:
-        point = operating_point(prediction.scores, labels, active)
+        point = operating_point(prediction, labels, active)
     run = EvaluationRun(
         summary,
         point,

@@ -89,9 +89,7 @@ def int8_inputs(
         held: list[np.ndarray] = []
         where: str | os.PathLike[str] = calibration_folder
     elif dataset is not None and has_dataset:
-        fit_samples, held_samples = split_holdout(
-            load_dataset(dataset).train, training.holdout.fraction
-        )
+        fit_samples, held_samples = split_holdout(load_dataset(dataset).train, training.holdout.fraction)
         fitted = read_samples(fit_samples, masks=False)
         kept = read_samples(held_samples, masks=False)
         refit, held = list(fitted.images), list(kept.images)

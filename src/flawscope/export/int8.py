@@ -25,13 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from flawscope.data.preprocess import Preprocessing, finish_maps, to_batch
+from flawscope.data.outputs import concat_predictions, finish_outputs
+from flawscope.data.preprocess import Preprocessing, to_batch
+from flawscope.decide.thresholds import Thresholds
+from flawscope.decide.verdict import decide_many
+from flawscope.declaration import ModelDeclaration, anomaly_declaration
 from flawscope.export.graph import clean_graph
-from flawscope.models.base import STRIDE, AnomalyModel
+from flawscope.models.base import STRIDE, Model
 from flawscope.models.engine import onnx_runner, ort_session, trace_to_onnx
+from flawscope.types import Outcome, Prediction
 
 log = logging.getLogger(__name__)
 # Image AUROC the INT8 graph may lose against fp32 on labelled parts (issue 4's budget).
@@ -91,20 +94,8 @@ def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
         return target.read_bytes()
 
 
-class _Head(nn.Module):
-    """A scorer's head alone: ``(B, C, h, w)`` embedder features to ``(B, h, w)`` patch scores."""
-
-    def __init__(self, scorer: nn.Module):
-        super().__init__()
-        self.scorer = scorer
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.scorer.score_features(features)  # type: ignore[operator]
-        return out
-
-
-def join_graphs(embedder: bytes, model: AnomalyModel) -> bytes:
-    """One graph: ``embedder`` (input ``image``, output ``features``) into ``model``'s fp32 head."""
+def join_graphs(embedder: bytes, model: Model) -> bytes:
+    """One graph: ``embedder`` (input ``image``, output ``features``) into ``model``'s fp32 heads."""
     import onnx
     from onnx import compose
 
@@ -113,10 +104,10 @@ def join_graphs(embedder: bytes, model: AnomalyModel) -> bytes:
     channels = model._embedder().channels
     head = clean_graph(
         trace_to_onnx(
-            _Head(model.scorer()),
+            model.head(),
             pre.height // STRIDE,
             pre.width // STRIDE,
-            "patch_scores",
+            model.declaration().output_names,
             channels=channels,
             input_name="features",
         )
@@ -189,18 +180,65 @@ def score_map(reference: np.ndarray, raw: np.ndarray, reject: float | None) -> t
     return scale, 0.0, "median ratio"
 
 
-def score_images(model_bytes: bytes, images: Sequence[np.ndarray], pre: Preprocessing) -> np.ndarray:
-    """``(N,)`` image scores under an ONNX scorer, as the runtime computes them (batches of 8)."""
+def predict_images(
+    model_bytes: bytes, images: Sequence[np.ndarray], pre: Preprocessing, declaration: ModelDeclaration
+) -> Prediction:
+    """Finished outputs of an ONNX scorer, as the runtime computes them (batches of 8)."""
     session = ort_session(model_bytes)
-    scores: list[float] = []
+    names = declaration.output_names
+    parts = []
     for start in range(0, len(images), 8):
         batch, geometries = to_batch(images[start : start + 8], pre)
-        (patch,) = session.run(["patch_scores"], {"image": batch})
-        scores += list(finish_maps(patch, geometries, pre)[0])
-    return np.asarray(scores, dtype=np.float64)
+        raw = dict(zip(names, session.run(names, {"image": batch}), strict=True))
+        parts.append(finish_outputs(raw, geometries, pre, declaration))
+    return concat_predictions(parts)
 
 
-def embedder_graph(model: AnomalyModel) -> bytes:
+def score_images(
+    model_bytes: bytes,
+    images: Sequence[np.ndarray],
+    pre: Preprocessing,
+    declaration: ModelDeclaration | None = None,
+) -> np.ndarray:
+    """``(N,)`` decision scores under an ONNX scorer, as the runtime computes them."""
+    found = predict_images(model_bytes, images, pre, declaration or anomaly_declaration(STRIDE))
+    return np.asarray(found.scores, dtype=np.float64)
+
+
+def count_fails(prediction: Prediction, thresholds: Thresholds) -> int:
+    """Parts that fail under ``thresholds``, decided by :func:`~flawscope.decide.verdict.decide_many`."""
+    return int(sum(v.outcome is Outcome.FAIL for v in decide_many(prediction, thresholds, regions=False)))
+
+
+def _anomaly_scores(prediction: Prediction) -> np.ndarray:
+    """The anomaly image scores of a prediction (its scores when anomaly is the decision)."""
+    found = prediction.scores if prediction.anomaly_scores is None else prediction.anomaly_scores
+    return np.asarray(found, dtype=np.float64)
+
+
+def _affine_prediction(prediction: Prediction, scale: float, offset: float, decision: bool) -> Prediction:
+    """What :func:`affine_output` does to a graph, applied to its finished outputs.
+
+    The map smoothing and the peak commute with an increasing affine map.
+    """
+    from dataclasses import replace
+
+    def mapped(values: np.ndarray) -> np.ndarray:
+        return (scale * np.asarray(values, dtype=np.float32) + offset).astype(np.float32)
+
+    if decision:
+        return replace(
+            prediction, scores=mapped(prediction.scores), maps=tuple(mapped(m) for m in prediction.maps)
+        )
+    assert prediction.anomaly_scores is not None
+    return replace(
+        prediction,
+        anomaly_scores=mapped(prediction.anomaly_scores),
+        anomaly_maps=tuple(mapped(m) for m in prediction.anomaly_maps),
+    )
+
+
+def embedder_graph(model: Model) -> bytes:
     """The fp32 embedder of a fitted model as ONNX: ``image (B, 3, H, W)`` to ``features``."""
     pre = model.preprocessing_
     assert pre is not None
@@ -217,16 +255,21 @@ def _rank_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def _validate(
-    fp32: bytes, int8: bytes, pre: Preprocessing, images: Sequence[np.ndarray], labels: Sequence[int]
+    fp32: bytes,
+    int8: bytes,
+    pre: Preprocessing,
+    declaration: ModelDeclaration,
+    images: Sequence[np.ndarray],
+    labels: Sequence[int],
 ) -> dict[str, Any] | None:
-    """Image AUROC of both graphs on labelled parts; ``None`` without both classes."""
+    """Image AUROC of both graphs' decision scores on labelled parts; ``None`` without both classes."""
     y = np.asarray(labels, dtype=int)
     if len(images) != len(y) or len(set(y.tolist())) < 2:
         return None
     from sklearn.metrics import roc_auc_score
 
-    auroc_fp32 = float(roc_auc_score(y, score_images(fp32, images, pre)))
-    auroc_int8 = float(roc_auc_score(y, score_images(int8, images, pre)))
+    auroc_fp32 = float(roc_auc_score(y, score_images(fp32, images, pre, declaration)))
+    auroc_int8 = float(roc_auc_score(y, score_images(int8, images, pre, declaration)))
     return {
         "n_good": int((y == 0).sum()),
         "n_defect": int((y == 1).sum()),
@@ -237,13 +280,13 @@ def _validate(
 
 
 def build_int8(
-    model: AnomalyModel,
+    model: Model,
     fp32: bytes,
     calibration_images: Sequence[np.ndarray],
     refit_images: Sequence[np.ndarray] = (),
     validation: tuple[Sequence[np.ndarray], Sequence[int]] | None = None,
     good_images: Sequence[np.ndarray] = (),
-    reject: float | None = None,
+    thresholds: Thresholds | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """The INT8 graph of a fitted model and what was measured about it (for the manifest).
 
@@ -257,7 +300,9 @@ def build_int8(
             loss on.
         good_images: held-out good images (not fitted on) to map INT8 scores onto the fp32
             scale (:func:`score_map`); default: the calibration images.
-        reject: the bundle's active reject threshold, an anchor of that map.
+        thresholds: the bundle's active thresholds: the anomaly threshold they hold (the reject
+            threshold of a good-parts model, ``anomaly_reject`` of a station) anchors that map,
+            and both graphs' false rejects on the good images are counted with them.
 
     Returns:
         The ONNX bytes and the ``int8_*`` manifest entries.
@@ -277,17 +322,35 @@ def build_int8(
             "INT8 head not refitted on quantised features (no training images): expect a loss of accuracy"
         )
     quantised = join_graphs(embedder, head)
-    # INT8 scores are mapped onto the fp32 scale so that the bundle's thresholds (calibrated on
-    # fp32 scores) keep their meaning for the INT8 graph.
+    declaration = model.declaration()
+    has_anomaly = "patch_scores" in declaration.output_names
+    # INT8 anomaly scores are mapped onto the fp32 scale so that the bundle's thresholds
+    # (calibrated on fp32 scores) keep their meaning for the INT8 graph. Trained heads give
+    # probabilities, which need no map.
     good = good_images if len(good_images) else calibration_images
-    reference = score_images(fp32, good, pre)
-    raw = score_images(quantised, good, pre)
-    scale, offset, anchors = score_map(reference, raw, reject)
-    graph = affine_output(quantised, scale, offset)
-    mapped = scale * raw + offset
-    deviation = np.abs(mapped - reference) / np.maximum(np.abs(reference), 1e-12)
-    checked = _validate(fp32, graph, pre, *validation) if validation is not None else None
+    reference = predict_images(fp32, good, pre, declaration)
+    raw = predict_images(quantised, good, pre, declaration)
+    anchor = None
+    if thresholds is not None:
+        anchor = thresholds.reject if declaration.decision == "patch_scores" else thresholds.anomaly_reject
+    scale, offset, anchors = 1.0, 0.0, "none (no anomaly output)"
+    graph = quantised
+    if has_anomaly:
+        scale, offset, anchors = score_map(_anomaly_scores(reference), _anomaly_scores(raw), anchor)
+        graph = affine_output(quantised, scale, offset)
+    mapped = (
+        _affine_prediction(raw, scale, offset, declaration.decision == "patch_scores") if has_anomaly else raw
+    )
+    ref_scores, int8_scores = _anomaly_scores(reference), _anomaly_scores(mapped)
+    if not has_anomaly:
+        ref_scores, int8_scores = (
+            np.asarray(reference.scores, np.float64),
+            np.asarray(mapped.scores, np.float64),
+        )
+    deviation = np.abs(int8_scores - ref_scores) / np.maximum(np.abs(ref_scores), 1e-12)
+    checked = _validate(fp32, graph, pre, declaration, *validation) if validation is not None else None
     within = None if checked is None else bool(checked["auroc_loss"] <= INT8_MAX_AUROC_LOSS)
+
     info = {
         "int8_calibration_images": len(calibration_images),
         "int8_head_refit_images": len(refit_images),
@@ -296,15 +359,15 @@ def build_int8(
             "offset": offset,
             "anchors": anchors,
             "n_good": len(good),
-            "reject": reject,
+            "reject": anchor,
         },
         "int8_score_deviation": {"median": float(np.median(deviation)), "max": float(deviation.max())},
-        "int8_rank_agreement": _rank_agreement(reference, raw),
+        "int8_rank_agreement": _rank_agreement(ref_scores, int8_scores),
         "int8_false_rejects": None
-        if reject is None
+        if thresholds is None
         else {
-            "fp32": int((reference >= reject).sum()),
-            "int8": int((mapped >= reject).sum()),
+            "fp32": count_fails(reference, thresholds),
+            "int8": count_fails(mapped, thresholds),
             "n": len(good),
         },
         "int8_validation": checked,

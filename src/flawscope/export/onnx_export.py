@@ -1,10 +1,11 @@
 """Export a trained bundle to a deployable, torch-free bundle (ONNX graph + manifest).
 
-The whole scorer (backbone, feature fusion and the nearest-neighbour search or Mahalanobis
-distance) is one ONNX graph: ONNX Runtime runs the search as a single MatMul/ReduceMin, which on
-this CPU is faster than handing features to faiss or numpy (no copy out of the session, and the
-GEMM is MLAS's). Preprocessing and map smoothing are the shared numpy code in
-:mod:`flawscope.data.preprocess`, identical in training and runtime.
+The whole scorer (backbone, feature fusion and every head: the nearest-neighbour search or
+Mahalanobis distance, trained classifiers and segmenters) is one ONNX graph whose outputs are
+named as the model declares them (the manifest's ``model.declaration``). ONNX Runtime runs the
+search as a single MatMul/ReduceMin, which on this CPU is faster than handing features to faiss
+or numpy (no copy out of the session, and the GEMM is MLAS's). Preprocessing and output
+finishing are the shared numpy code in :mod:`flawscope.data`, identical in training and runtime.
 
 The traced graph is cleaned before it is saved (:func:`flawscope.export.graph.clean_graph`).
 """
@@ -34,17 +35,24 @@ ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 
 
-def export_scorer(module: torch.nn.Module, height: int, width: int, clean: bool = True) -> bytes:
-    """Trace a scorer ``(B, 3, H, W) -> (B, H/8, W/8)`` to ONNX bytes with a dynamic batch axis.
+def export_scorer(
+    module: torch.nn.Module,
+    height: int,
+    width: int,
+    clean: bool = True,
+    outputs: Sequence[str] = ("patch_scores",),
+) -> bytes:
+    """Trace a scorer ``(B, 3, H, W)`` -> its named outputs to ONNX bytes with a dynamic batch axis.
 
     Args:
-        module: the torch scorer (any module with one image input and one output).
+        module: the torch scorer (one image input; one output per name, in that order).
         height: canvas height.
         width: canvas width.
         clean: fold constants and merge ``Pad`` into ``Conv`` (:func:`~flawscope.export.graph.clean_graph`);
             ``False`` keeps the graph as traced, for comparisons.
+        outputs: the graph's output names (the model declaration's, in its order).
     """
-    traced = trace_to_onnx(module, height, width, "patch_scores", OPSET)
+    traced = trace_to_onnx(module, height, width, list(outputs), OPSET)
     return clean_graph(traced) if clean else traced
 
 
@@ -88,16 +96,15 @@ def export_bundle(
     model, source = load_model(bundle_path)
     assert model.preprocessing_ is not None
     pre = model.preprocessing_
-    fp32 = export_scorer(model.scorer(), pre.height, pre.width)
+    fp32 = export_scorer(model.scorer(), pre.height, pre.width, outputs=model.declaration().output_names)
     files = {ONNX_FP32: fp32}
     int8_info: Int8Section | None = None
     if int8:
         if len(calibration_images) < 16:
             log.warning("INT8 calibration on %d images; at least 16 are recommended", len(calibration_images))
         active = source.manifest.select_thresholds()
-        reject = active.reject if active is not None else None
         files[ONNX_INT8], info = build_int8(
-            model, fp32, calibration_images, refit_images, validation, good_images, reject
+            model, fp32, calibration_images, refit_images, validation, good_images, active
         )
         int8_info = Int8Section(**{k.removeprefix("int8_"): v for k, v in info.items()})
     deploy = DeploySection(

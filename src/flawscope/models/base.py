@@ -1,14 +1,21 @@
-"""The one API every anomaly model follows, in the spirit of scikit-learn.
+"""The one API every model follows, in the spirit of scikit-learn.
 
-``__init__`` stores hyperparameters only; ``fit(images)`` learns from good parts and returns
-``self``; ``predict(images)`` returns raw scores and anomaly maps (no thresholds: decisions live
+``__init__`` stores hyperparameters only; ``fit(images, targets)`` learns and returns ``self``;
+``predict(images)`` returns a :class:`~flawscope.types.Prediction` (no thresholds: decisions live
 in :mod:`flawscope.decide`). Learned state ends in ``_``.
 
-Scoring is split so that the deployed runtime reproduces it exactly: the shared numpy
-preprocessing (:mod:`flawscope.data.preprocess`) makes the input, a torch module
-(:meth:`AnomalyModel.scorer`, also what is exported to ONNX) maps it to patch scores on the
-stride-8 grid, and the shared numpy :func:`~flawscope.data.preprocess.finish_maps` smooths and
-resizes them back to each image.
+**The contract.** A model declares (:meth:`Model.declaration`, a
+:class:`~flawscope.declaration.ModelDeclaration`) its task, the labels it learns from, its class
+names and its named outputs. Its torch graph is two parts: the shared frozen :class:`Embedder`
+(backbone + multi-scale fusion, ``(B, 3, H, W)`` to ``(B, C, H/8, W/8)``) and the model's
+:meth:`Model.head`, which maps those features to the declared outputs in declared order.
+:meth:`Model.scorer` joins them (:class:`Scorer`); that module is what is exported to ONNX, with
+the graph outputs named as declared, so one trunk pass feeds every head. The shared numpy
+preprocessing (:mod:`flawscope.data.preprocess`) makes the input and the shared
+:func:`~flawscope.data.outputs.finish_outputs` turns the named outputs into a prediction at each
+image's size, in training, evaluation and the torch-free runtime alike.
+
+:class:`AnomalyModel` is the base of the good-parts-only models (one ``patch_scores`` output).
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flawscope.data.preprocess import Preprocessing, canvas_valid_mask, choose_canvas, finish_maps, to_batch
+from flawscope.data.outputs import concat_predictions, finish_outputs
+from flawscope.data.preprocess import Preprocessing, canvas_valid_mask, choose_canvas, to_batch
+from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, Task, anomaly_declaration
 from flawscope.errors import InputError
 from flawscope.features.backbones import BACKBONES, load_backbone
 from flawscope.models.engine import ENGINES, make_runner
-from flawscope.types import Prediction
+from flawscope.types import Prediction, Targets
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -59,6 +68,28 @@ class Embedder(nn.Module):
         return features
 
 
+class Scorer(nn.Module):
+    """The exported graph: ``(B, 3, H, W)`` canvas to the model's declared outputs.
+
+    One pass of the shared embedder feeds the head, which returns one tensor per declared
+    output (a single tensor when there is one).
+    """
+
+    def __init__(self, embedder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.embedder = embedder
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:  # noqa: D102
+        out: torch.Tensor | tuple[torch.Tensor, ...] = self.head(self.embedder(x))
+        return out
+
+    def score_features(self, features: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The head alone on ``(B, C, h, w)`` embedder features."""
+        out: torch.Tensor | tuple[torch.Tensor, ...] = self.head(features)
+        return out
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Hyperparameters common to every anomaly model.
@@ -85,10 +116,19 @@ class ModelConfig:
     engine: str = "auto"
 
 
-class AnomalyModel(ABC):
-    """Base class of the registered anomaly models (see the module docstring)."""
+class Model(ABC):
+    """Base class of every registered model (see the module docstring).
+
+    Class attributes ``task`` and ``labels`` say what a model class is for; :meth:`declaration`
+    adds what a fitted instance knows (its classes).
+    """
 
     name: ClassVar[str] = ""
+    task: ClassVar[Task] = Task.ANOMALY
+    labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.GOOD_PARTS,)
+    # Learned state, set by fit() or a load (declared here, not assigned: an unfitted model has none).
+    preprocessing_: Preprocessing | None
+    runner_: Callable[[np.ndarray], torch.Tensor] | None
 
     def __init__(self, **params: Any) -> None:
         common = {k: params.pop(k) for k in list(params) if k in ModelConfig.__dataclass_fields__}
@@ -148,14 +188,39 @@ class AnomalyModel(ABC):
         """Restore learned tensors saved by :meth:`state_tensors`."""
 
     @abstractmethod
-    def scorer(self) -> nn.Module:
-        """Torch module ``(B, 3, H, W)`` normalised canvas to ``(B, H/8, W/8)`` patch scores."""
+    def declaration(self) -> ModelDeclaration:
+        """Task, labels, classes and named outputs of this (fitted) model."""
+
+    def load_declaration(self, declaration: ModelDeclaration) -> None:
+        """Restore what a saved declaration holds that the tensors do not (class names).
+
+        Good-parts models learn nothing but tensors, so the default does nothing.
+        """
+        return None
 
     @abstractmethod
-    def _fit_features(
-        self, batches: Iterator[tuple[torch.Tensor, np.ndarray]], n_images: int, progress: Progress | None
-    ) -> None:
-        """Learn from ``(features (B, C, h, w), valid (B, h, w) bool)`` batches of good images."""
+    def head(self) -> nn.Module:
+        """Torch module: ``(B, C, H/8, W/8)`` embedder features to the declared outputs, in order."""
+
+    @abstractmethod
+    def fit(
+        self, images: Sequence[np.ndarray], targets: Targets | None = None, progress: Progress | None = None
+    ) -> Model:
+        """Learn from images and whatever labels the model declares it takes; returns ``self``."""
+
+    def fit_head(
+        self,
+        images: Sequence[np.ndarray],
+        extract: Callable[[np.ndarray], torch.Tensor],
+        progress: Progress | None = None,
+    ) -> Model:
+        """Re-learn what can be re-learnt cheaply on another extractor's features (INT8 export).
+
+        The default keeps the learned heads as they are and only runs on ``extract`` from now
+        on; good-parts models re-learn their statistics (:meth:`AnomalyModel.fit_head`).
+        """
+        self.runner_ = extract
+        return self
 
     # --- common machinery ----------------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:
@@ -166,6 +231,30 @@ class AnomalyModel(ABC):
     def is_fitted(self) -> bool:
         """True once :meth:`fit` or a load has set the learned state."""
         return getattr(self, "preprocessing_", None) is not None
+
+    def scorer(self) -> Scorer:
+        """The exported module: embedder and head (:class:`Scorer`)."""
+        return Scorer(self._embedder(), self.head()).eval()
+
+    def _runner(self) -> Callable[[np.ndarray], torch.Tensor]:
+        runner = getattr(self, "runner_", None)
+        if runner is None:
+            assert self.preprocessing_ is not None
+            pre = self.preprocessing_
+            runner = make_runner(self._embedder(), pre.height, pre.width, self.config.engine)
+            self.runner_ = runner
+        return runner
+
+    def raw_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The declared outputs of a preprocessed ``(B, 3, H, W)`` batch, by name."""
+        # Only the frozen network goes through the engine; the learned head stays in torch, so
+        # its large buffers (Gaussians, memory bank) are held once.
+        features = self._runner()(batch)
+        with torch.inference_mode():
+            out = self.head()(features)
+        values = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+        names = self.declaration().output_names
+        return {name: value.numpy() for name, value in zip(names, values, strict=True)}
 
     def _embedder(self) -> Embedder:
         if getattr(self, "embedder_", None) is None:
@@ -180,24 +269,71 @@ class AnomalyModel(ABC):
             height, width = choose_canvas([im.shape[:2] for im in images], self.config.image_size)
         return Preprocessing(height, width, self.config.resize_mode, spec.mean, spec.std)
 
-    def fit(self, images: Sequence[np.ndarray], progress: Progress | None = None) -> AnomalyModel:
+    def predict(self, images: Sequence[np.ndarray], progress: Progress | None = None) -> Prediction:
+        """Score images.
+
+        Args:
+            images: ``(H, W)`` or ``(H, W, 3)`` uint8/uint16 arrays, any sizes.
+            progress: optional callback ``(stage, done, total)``.
+
+        Returns:
+            The finished outputs (decision scores ``(N,)``, maps at each image's own size, ...).
+        """
+        if not self.is_fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load a bundle")
+        assert self.preprocessing_ is not None
+        declaration = self.declaration()
+        parts: list[Prediction] = []
+        size = self.config.batch_size
+        for start in range(0, len(images), size):
+            batch, geometries = to_batch(images[start : start + size], self.preprocessing_)
+            parts.append(
+                finish_outputs(self.raw_outputs(batch), geometries, self.preprocessing_, declaration)
+            )
+            if progress:
+                progress("predict", min(start + size, len(images)), len(images))
+        return concat_predictions(parts)
+
+
+class AnomalyModel(Model):
+    """Base of the good-parts-only models: one ``patch_scores`` output on the stride-8 grid."""
+
+    task: ClassVar[Task] = Task.ANOMALY
+    labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.GOOD_PARTS,)
+
+    @abstractmethod
+    def _fit_features(
+        self, batches: Iterator[tuple[torch.Tensor, np.ndarray]], n_images: int, progress: Progress | None
+    ) -> None:
+        """Learn from ``(features (B, C, h, w), valid (B, h, w) bool)`` batches of good images."""
+
+    def declaration(self) -> ModelDeclaration:  # noqa: D102
+        return anomaly_declaration(STRIDE)
+
+    def fit(
+        self, images: Sequence[np.ndarray], targets: Targets | None = None, progress: Progress | None = None
+    ) -> AnomalyModel:
         """Learn what good parts look like.
 
         Args:
-            images: good-part images, ``(H, W)`` or ``(H, W, 3)`` uint8/uint16, any sizes.
+            images: part images, ``(H, W)`` or ``(H, W, 3)`` uint8/uint16, any sizes.
+            targets: optional labels; only the images labelled ``"good"`` are learnt from.
             progress: optional callback ``(stage, done, total)``.
 
         Returns:
             ``self``.
         """
+        if targets is not None:
+            if len(targets) != len(images):
+                raise InputError("targets", f"{len(targets)} labels for {len(images)} images")
+            images = [im for im, c in zip(images, targets.classes, strict=True) if c == GOOD]
         if len(images) == 0:
             raise ValueError("fit needs at least one good image")
         torch.manual_seed(self.config.seed)
-        self.preprocessing_: Preprocessing | None = self._make_preprocessing(images)
-        extract = make_runner(
-            self._embedder(), self.preprocessing_.height, self.preprocessing_.width, self.config.engine
-        )
-        self.runner_: object | None = extract
+        pre = self._make_preprocessing(images)
+        self.preprocessing_ = pre
+        extract = make_runner(self._embedder(), pre.height, pre.width, self.config.engine)
+        self.runner_ = extract
         self._learn(images, extract, progress)
         return self
 
@@ -254,41 +390,4 @@ class AnomalyModel(ABC):
 
     def patch_scores(self, batch: np.ndarray) -> np.ndarray:
         """Run the scorer on a preprocessed ``(B, 3, H, W)`` batch; returns ``(B, H/8, W/8)``."""
-        # Only the frozen network goes through the engine; the learned head (distances to the
-        # memory bank or Gaussians) stays in torch, so its large buffers are held once.
-        runner = getattr(self, "runner_", None)
-        if runner is None:
-            assert self.preprocessing_ is not None
-            pre = self.preprocessing_
-            runner = make_runner(self._embedder(), pre.height, pre.width, self.config.engine)
-            self.runner_ = runner
-        features = runner(batch)
-        with torch.inference_mode():
-            scores: torch.Tensor = self.scorer().score_features(features)  # type: ignore[operator]
-        return scores.numpy()
-
-    def predict(self, images: Sequence[np.ndarray], progress: Progress | None = None) -> Prediction:
-        """Score images.
-
-        Args:
-            images: ``(H, W)`` or ``(H, W, 3)`` uint8/uint16 arrays, any sizes.
-            progress: optional callback ``(stage, done, total)``.
-
-        Returns:
-            Raw image scores ``(N,)`` and anomaly maps at each image's own size.
-        """
-        if not self.is_fitted:
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load a bundle")
-        assert self.preprocessing_ is not None
-        scores: list[float] = []
-        maps: list[np.ndarray] = []
-        size = self.config.batch_size
-        for start in range(0, len(images), size):
-            batch, geometries = to_batch(images[start : start + size], self.preprocessing_)
-            patch = self.patch_scores(batch)
-            batch_scores, batch_maps = finish_maps(patch, geometries, self.preprocessing_)
-            scores.extend(float(score) for score in batch_scores)
-            maps.extend(batch_maps)
-            if progress:
-                progress("predict", min(start + size, len(images)), len(images))
-        return Prediction(np.asarray(scores, dtype=np.float32), tuple(maps))
+        return self.raw_outputs(batch)["patch_scores"]

@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,23 @@ def trace_to_onnx(
     module: nn.Module,
     height: int,
     width: int,
-    output: str,
+    output: str | Sequence[str],
     opset: int = 17,
     channels: int = 3,
     input_name: str = "image",
 ) -> bytes:
-    """Trace ``module`` taking ``(B, channels, height, width)`` to ONNX bytes with a dynamic batch axis."""
+    """Trace ``module`` taking ``(B, channels, height, width)`` to ONNX bytes with a dynamic batch axis.
+
+    Args:
+        module: the torch module; it returns one tensor, or a tuple with one per output name.
+        height: input height.
+        width: input width.
+        output: the output name(s), in the order the module returns them.
+        opset: ONNX opset.
+        channels: input channels.
+        input_name: the graph input's name.
+    """
+    outputs = [output] if isinstance(output, str) else list(output)
     example = torch.zeros(2, channels, height, width)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # The TorchScript exporter's notes on constant folding are about its internals, not ours.
@@ -46,8 +57,8 @@ def trace_to_onnx(
             (example,),
             str(target),
             input_names=[input_name],
-            output_names=[output],
-            dynamic_axes={input_name: {0: "batch"}, output: {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={input_name: {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
             opset_version=opset,
             dynamo=False,
         )

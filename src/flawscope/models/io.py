@@ -1,4 +1,8 @@
-"""Saving and loading anomaly models as bundles: safetensors plus the JSON manifest. No pickle."""
+"""Saving and loading models as bundles: safetensors plus the JSON manifest. No pickle.
+
+The manifest's ``model`` section carries the model's declaration (task, labels, classes, named
+outputs), which export and the runtime read.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,18 @@ from safetensors.torch import save as save_safetensors
 
 from flawscope.bundle import MANIFEST, Bundle, read_bundle, sha256_bytes, versions, write_bundle
 from flawscope.decide.thresholds import ThresholdHistory
+from flawscope.declaration import declaration_of
 from flawscope.errors import BundleError, FlawscopeError
 from flawscope.features.backbones import BACKBONES
 from flawscope.manifest import BackboneSection, Manifest, ModelSection, TrainingSection
-from flawscope.models.base import STRIDE, AnomalyModel
+from flawscope.models.base import STRIDE, Model
 from flawscope.models.registry import get_model_class
 
 WEIGHTS = "model.safetensors"
 
 
 def save_model(
-    model: AnomalyModel,
+    model: Model,
     path: str | os.PathLike[str],
     training: TrainingSection | None = None,
     thresholds: ThresholdHistory | None = None,
@@ -30,7 +35,7 @@ def save_model(
     """Write a fitted model to a bundle folder.
 
     Args:
-        model: a fitted anomaly model.
+        model: a fitted model.
         path: bundle folder.
         training: what it was trained on (dataset, file-list hash, skipped files, hold-out split).
         thresholds: threshold versions to store (normally empty until calibration).
@@ -45,7 +50,7 @@ def save_model(
     spec = BACKBONES[model.config.backbone]
     manifest = Manifest(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        model=ModelSection(model.name, model.hyperparameters(), STRIDE),
+        model=ModelSection(model.name, model.hyperparameters(), STRIDE, model.declaration()),
         backbone=BackboneSection(spec.name, spec.sha256, spec.licence),
         preprocessing=model.preprocessing_,
         model_hash=sha256_bytes(data),
@@ -56,7 +61,7 @@ def save_model(
     return write_bundle(path, manifest, {WEIGHTS: data})
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[AnomalyModel, Bundle]:
+def load_model(path: str | os.PathLike[str]) -> tuple[Model, Bundle]:
     """Load and verify a bundle and rebuild its model.
 
     Raises:
@@ -80,9 +85,19 @@ def load_model(path: str | os.PathLike[str]) -> tuple[AnomalyModel, Bundle]:
     if spec is None or spec.sha256 != manifest.backbone.weights_sha256:
         raise BundleError(f"{bundle.path}: backbone weights differ from those the model was trained with")
     try:
+        declared = declaration_of(manifest.model)
+    except FlawscopeError as exc:
+        raise BundleError(f"{bundle.path / MANIFEST}: {exc}") from None
+    try:
         tensors: dict[str, torch.Tensor] = load_safetensors(weights)
+        model.load_declaration(declared)
         model.load_state_tensors(tensors)
     except Exception as exc:  # a bad tensor file or layout, whatever the library raises for it
         raise BundleError(f"{bundle.path / WEIGHTS}: weights do not fit a {cls.name} model ({exc})") from None
     model.preprocessing_ = manifest.preprocessing
+    if model.declaration() != declared:
+        raise BundleError(
+            f"{bundle.path / MANIFEST}: the declared outputs {declared.output_names} do not match "
+            f"what the {cls.name} model gives ({model.declaration().output_names})"
+        )
     return model, bundle

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from flawscope.errors import InputError
-from flawscope.models.base import AnomalyModel, Embedder, Progress
+from flawscope.models.base import AnomalyModel, Progress
 from flawscope.models.registry import register
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ def triangular_blocks(inv_cov: torch.Tensor, block: int = 38) -> list[tuple[int,
     return [(a, factor[:, a:b, a:].transpose(1, 2).contiguous()) for a, b in itertools.pairwise(edges)]
 
 
-class MahalanobisScorer(nn.Module):
-    """``(B, 3, H, W)`` to ``(B, H/8, W/8)``: Mahalanobis distance to each position's Gaussian.
+class MahalanobisHead(nn.Module):
+    """``(B, C, H/8, W/8)`` features to ``(B, H/8, W/8)``: Mahalanobis distance to each position's Gaussian.
 
     The inverse covariances enter as blocks of their Cholesky factor (:func:`triangular_blocks`),
     or whole when they have none.
@@ -63,15 +63,13 @@ class MahalanobisScorer(nn.Module):
     channels: torch.Tensor
     mean: torch.Tensor
 
-    def __init__(self, embedder: Embedder, channels: torch.Tensor, mean: torch.Tensor, inv_cov: torch.Tensor):
+    def __init__(self, available: int, channels: torch.Tensor, mean: torch.Tensor, inv_cov: torch.Tensor):
         super().__init__()
-        self.embedder = embedder
         self.register_buffer("channels", channels)
         self.register_buffer("mean", mean)  # (P, C)
         # all channels in order: no Gather in the graph
         self.select = not (
-            getattr(embedder, "channels", None) == len(channels)
-            and torch.equal(channels.cpu(), torch.arange(len(channels)))
+            available == len(channels) and torch.equal(channels.cpu(), torch.arange(len(channels)))
         )
         try:
             blocks = triangular_blocks(inv_cov)
@@ -84,10 +82,7 @@ class MahalanobisScorer(nn.Module):
         for index, (_, weight) in enumerate(blocks):
             self.register_buffer(f"block{index}", weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.score_features(self.embedder(x))
-
-    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` embedder features to ``(B, h, w)`` distances."""
         b, _, h, w = features.shape
         if self.select:
@@ -159,7 +154,7 @@ class PaDiM(AnomalyModel):
         self.channels_ = channels
         self.mean_ = mean.float().contiguous()
         self.inv_cov_ = inv_cov
-        self.scorer_: nn.Module | None = None
+        self.head_: nn.Module | None = None
 
     def _choose_channels(self, available: int) -> torch.Tensor:
         n = self.params["n_features"]
@@ -168,13 +163,12 @@ class PaDiM(AnomalyModel):
         generator = torch.Generator().manual_seed(self.config.seed)
         return torch.sort(torch.randperm(available, generator=generator)[:n]).values
 
-    def scorer(self) -> nn.Module:  # noqa: D102
-        if getattr(self, "scorer_", None) is None:
-            self.scorer_ = MahalanobisScorer(
-                self._embedder(), self.channels_, self.mean_, self.inv_cov_
-            ).eval()
-        assert self.scorer_ is not None
-        return self.scorer_
+    def head(self) -> nn.Module:  # noqa: D102
+        if getattr(self, "head_", None) is None:
+            available = self._embedder().channels
+            self.head_ = MahalanobisHead(available, self.channels_, self.mean_, self.inv_cov_).eval()
+        assert self.head_ is not None
+        return self.head_
 
     def state_tensors(self) -> dict[str, torch.Tensor]:  # noqa: D102
         return {"channels": self.channels_, "mean": self.mean_, "inv_cov": self.inv_cov_}
@@ -183,4 +177,4 @@ class PaDiM(AnomalyModel):
         self.channels_ = tensors["channels"].long()
         self.mean_ = tensors["mean"].float()
         self.inv_cov_ = tensors["inv_cov"].float().contiguous()
-        self.scorer_ = None
+        self.head_ = None

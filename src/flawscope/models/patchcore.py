@@ -14,15 +14,15 @@ import torch
 from torch import nn
 
 from flawscope.errors import InputError
-from flawscope.models.base import AnomalyModel, Embedder, Progress
+from flawscope.models.base import AnomalyModel, Progress
 from flawscope.models.coreset import greedy_coreset
 from flawscope.models.registry import register
 
 log = logging.getLogger(__name__)
 
 
-class NearestNeighbourScorer(nn.Module):
-    """``(B, 3, H, W)`` to ``(B, H/8, W/8)``: Euclidean distance of each patch to its nearest bank entry.
+class NearestNeighbourHead(nn.Module):
+    """``(B, C, H/8, W/8)`` features to ``(B, H/8, W/8)``: distance of each patch to its nearest bank entry.
 
     The distance is ``|q|^2 + min_m (|m|^2 - 2 q.m)``, and ``|m|^2`` rides in the matrix product
     as an extra row of the bank against a constant 1 appended to each query, so the search is one
@@ -40,13 +40,11 @@ class NearestNeighbourScorer(nn.Module):
 
     def __init__(
         self,
-        embedder: Embedder,
         bank: torch.Tensor,
         centre: torch.Tensor | None = None,
         projection: torch.Tensor | None = None,
     ):
         super().__init__()
-        self.embedder = embedder
         self.projected = projection is not None
         if projection is not None:
             assert centre is not None
@@ -56,10 +54,7 @@ class NearestNeighbourScorer(nn.Module):
         augmented = torch.cat([-2.0 * bank.T, (bank * bank).sum(1)[None, :]], dim=0)  # (k + 1, M)
         self.register_buffer("bank_aug", augmented.contiguous())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.score_features(self.embedder(x))
-
-    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` embedder features to ``(B, h, w)`` nearest-neighbour distances."""
         b, _, h, w = features.shape
         queries = features.flatten(2).transpose(1, 2)  # (B, hw, C)
@@ -135,17 +130,15 @@ class PatchCore(AnomalyModel):
         self.search_axes_: tuple[torch.Tensor, torch.Tensor] | None = None
         if dims is not None and dims < self.memory_bank_.shape[1]:
             self.search_axes_ = principal_axes(self.memory_bank_, dims)
-        self.scorer_: nn.Module | None = None
+        self.head_: nn.Module | None = None
         log.info("PatchCore bank: %d of %d patches", size, patches.shape[0])
 
-    def scorer(self) -> nn.Module:  # noqa: D102
-        if getattr(self, "scorer_", None) is None:
+    def head(self) -> nn.Module:  # noqa: D102
+        if getattr(self, "head_", None) is None:
             centre, projection = self.search_axes_ or (None, None)
-            self.scorer_ = NearestNeighbourScorer(
-                self._embedder(), self.memory_bank_, centre, projection
-            ).eval()
-        assert self.scorer_ is not None
-        return self.scorer_
+            self.head_ = NearestNeighbourHead(self.memory_bank_, centre, projection).eval()
+        assert self.head_ is not None
+        return self.head_
 
     def state_tensors(self) -> dict[str, torch.Tensor]:  # noqa: D102
         tensors = {"memory_bank": self.memory_bank_}
@@ -158,4 +151,4 @@ class PatchCore(AnomalyModel):
         self.search_axes_ = None
         if "search_projection" in tensors:
             self.search_axes_ = (tensors["search_centre"].float(), tensors["search_projection"].float())
-        self.scorer_ = None
+        self.head_ = None

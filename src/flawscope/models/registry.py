@@ -6,14 +6,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from flawscope.models.base import AnomalyModel
+    from flawscope.models.base import Model
 
-MODELS: dict[str, type[AnomalyModel]] = {}
-T = TypeVar("T", bound="type[AnomalyModel]")
+MODELS: dict[str, type[Model]] = {}
+T = TypeVar("T", bound="type[Model]")
 
 
 def register(name: str) -> Callable[[T], T]:
-    """Class decorator adding an anomaly model under ``name``.
+    """Class decorator adding a model under ``name``.
 
     Raises:
         ValueError: when the name is already registered.
@@ -29,7 +29,7 @@ def register(name: str) -> Callable[[T], T]:
     return add
 
 
-def get_model_class(name: str) -> type[AnomalyModel]:
+def get_model_class(name: str) -> type[Model]:
     """Look up a registered model class by name.
 
     Raises:

@@ -23,7 +23,7 @@ from flawscope.data.imageio import sha256_file
 from flawscope.decide.calibration import MIN_GOOD
 from flawscope.errors import InputError
 from flawscope.manifest import HoldoutSection, SkippedFile, TrainingSection
-from flawscope.models.base import AnomalyModel, ModelConfig, Progress
+from flawscope.models.base import Model, ModelConfig, Progress
 from flawscope.models.io import save_model
 from flawscope.models.registry import get_model_class
 from flawscope.types import Sample
@@ -46,7 +46,7 @@ class TrainResult:
     """
 
     bundle: Bundle
-    model: AnomalyModel
+    model: Model
     n_train: int
     skipped: list[tuple[str, str]]
     holdout_images: list[np.ndarray] = field(repr=False)
@@ -63,7 +63,7 @@ def file_list_hash(samples: Sequence[Sample], root: str) -> str:
     return digest.hexdigest()
 
 
-def check_params(cls: type[AnomalyModel], params: dict[str, Any]) -> None:
+def check_params(cls: type[Model], params: dict[str, Any]) -> None:
     """Refuse unknown hyperparameters and values of the wrong type, naming the parameter.
 
     A value must have the type of the parameter's default (an int is accepted for a float);

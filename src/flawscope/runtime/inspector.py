@@ -1,9 +1,11 @@
 """ONNX Runtime inspector: image in, verdict out, with no torch in the process.
 
-The image goes through the same numpy preprocessing as in training, the exported scorer graph
-gives patch scores, the shared :func:`~flawscope.data.preprocess.finish_maps` makes the image
-score and anomaly map, and :mod:`flawscope.decide` turns them into a verdict with the bundle's
-active thresholds. Anything that goes wrong for one part gives that part an ``error`` verdict
+The image goes through the same numpy preprocessing as in training, the exported graph gives
+the outputs the model declares (the manifest's ``model.declaration``: anomaly map, class
+probabilities, defect-probability map...), the shared
+:func:`~flawscope.data.outputs.finish_outputs` finishes them at each image's size, and
+:func:`~flawscope.decide.verdict.decide_many` turns them into verdicts with the bundle's active
+thresholds. Anything that goes wrong for one part gives that part an ``error`` verdict
 (a reject to the line), never a pass.
 """
 
@@ -21,9 +23,11 @@ import numpy as np
 import onnxruntime as ort
 
 from flawscope.bundle import Bundle, read_bundle
-from flawscope.data.preprocess import Geometry, Preprocessing, check_image, finish_maps, to_canvas
+from flawscope.data.outputs import finish_outputs
+from flawscope.data.preprocess import Geometry, Preprocessing, check_image, to_canvas
 from flawscope.decide.thresholds import Thresholds
-from flawscope.decide.verdict import decide, error_verdict
+from flawscope.decide.verdict import decide_many, error_verdict
+from flawscope.declaration import OUTPUT_RANK, ModelDeclaration, declaration_of
 from flawscope.errors import BundleError, FlawscopeError, InputError
 from flawscope.manifest import DeploySection
 from flawscope.types import Prediction, Verdict
@@ -57,8 +61,10 @@ def _choose_providers(providers: Sequence[str] | str) -> list[str]:
     return chosen
 
 
-def _graph_matches(session: ort.InferenceSession, pre: Preprocessing, path: Path) -> None:
-    """Refuse a graph whose input or output is not what the manifest and the runtime expect."""
+def _graph_matches(
+    session: ort.InferenceSession, pre: Preprocessing, path: Path, declaration: ModelDeclaration
+) -> None:
+    """Refuse a graph whose input or outputs are not what the manifest declares."""
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].name != "image":
         raise BundleError(f"{path}: ONNX graph does not take one 'image' input as its manifest says")
@@ -69,8 +75,13 @@ def _graph_matches(session: ort.InferenceSession, pre: Preprocessing, path: Path
             f"3x{pre.height}x{pre.width}"
         )
     outputs = {out.name: out.shape for out in session.get_outputs()}
-    if len(outputs.get("patch_scores", ())) != 3:
-        raise BundleError(f"{path}: ONNX graph has no (batch, h, w) 'patch_scores' output (it has {outputs})")
+    for spec in declaration.outputs:
+        rank = OUTPUT_RANK[spec.kind]
+        if len(outputs.get(spec.name, ())) != rank:
+            raise BundleError(
+                f"{path}: ONNX graph has no {rank}-D {spec.name!r} output ({spec.kind}) as the manifest "
+                f"declares (it has {outputs})"
+            )
 
 
 class CanvasLookup:
@@ -181,9 +192,16 @@ class Inspector:
     """
 
     def __init__(
-        self, bundle: Bundle, session: ort.InferenceSession, thresholds: Thresholds | None, graph: str
+        self,
+        bundle: Bundle,
+        session: ort.InferenceSession,
+        thresholds: Thresholds | None,
+        graph: str,
+        declaration: ModelDeclaration | None = None,
     ):
         self.bundle = bundle
+        self.declaration = declaration or declaration_of(bundle.manifest.model)
+        self.output_names = self.declaration.output_names
         self.session = session
         self.thresholds = thresholds
         self.graph = graph
@@ -236,6 +254,7 @@ class Inspector:
         if warning:
             log.warning("%s: %s", bundle.path, warning)
         pre = bundle.manifest.preprocessing
+        declaration = declaration_of(bundle.manifest.model)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -246,7 +265,7 @@ class Inspector:
             session = ort.InferenceSession(str(graph_path), sess_options=options, providers=chosen)
         except Exception as exc:
             raise BundleError(f"{graph_path}: ONNX Runtime cannot load the graph ({exc})") from None
-        _graph_matches(session, pre, graph_path)
+        _graph_matches(session, pre, graph_path, declaration)
         try:
             thresholds = bundle.manifest.select_thresholds(threshold_version)
         except InputError:
@@ -257,16 +276,16 @@ class Inspector:
             raise BundleError(f"{bundle.path}: {problem}") from None
         label = bundle.manifest.version_label(threshold_version)
         log.info("inspector %s on %s", label, session.get_providers())
-        return cls(bundle, session, thresholds, graph)
+        return cls(bundle, session, thresholds, graph, declaration)
 
     @property
     def providers(self) -> list[str]:
         """Providers the session actually runs on."""
         return list(self.session.get_providers())
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        (out,) = self.session.run(["patch_scores"], {"image": batch})
-        return np.asarray(out)
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(self.output_names, {"image": batch})
+        return dict(zip(self.output_names, values, strict=True))
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Geometry]]:
         """The network input of each image, exactly as training makes it.
@@ -300,9 +319,8 @@ class Inspector:
         batch, geometries = self.preprocess(images)
         return self._finish(self._run(batch), geometries)
 
-    def _finish(self, patch: np.ndarray, geometries: Sequence[Geometry]) -> Prediction:
-        scores, maps = finish_maps(patch, geometries, self.preprocessing)
-        return Prediction(scores, maps)
+    def _finish(self, raw: dict[str, np.ndarray], geometries: Sequence[Geometry]) -> Prediction:
+        return finish_outputs(raw, geometries, self.preprocessing, self.declaration)
 
     def _require_thresholds(self) -> Thresholds:
         if self.thresholds is None:
@@ -356,8 +374,11 @@ class Inspector:
                         f"inference failed: {exc}", self.model_hash, thresholds.version
                     )
             else:
-                for index, score, amap in zip(slots, prediction.scores, prediction.maps, strict=True):
-                    verdict = decide(float(score), amap, thresholds, self.model_hash)
-                    # The line keeps the map of a part sent to review, so reviewers see it later.
+                decided = decide_many(prediction, thresholds, self.model_hash)
+                # The line keeps the map of a part sent to review, so reviewers see it later: the
+                # map its regions were cut from (anomaly or defect probability), else the anomaly map.
+                shown = prediction.maps or prediction.anomaly_maps
+                for slot, (index, verdict) in enumerate(zip(slots, decided, strict=True)):
+                    amap = shown[slot] if shown else None
                     verdicts[index] = dataclasses.replace(verdict, anomaly_map=amap)
         return [v for v in verdicts if v is not None]

@@ -1,0 +1,136 @@
+"""From a graph's named raw outputs to a :class:`~flawscope.types.Prediction` at each image's size.
+
+Shared by a model's ``predict`` (torch) and the torch-free runtime (ONNX Runtime): both hand the
+same named arrays to :func:`finish_outputs`, which reads the model's declaration to know what each
+one is, so the deployed runtime finishes outputs exactly as evaluation does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from flawscope.data.preprocess import Geometry, Preprocessing, finish_maps
+from flawscope.declaration import GOOD, ModelDeclaration, OutputKind
+from flawscope.types import Prediction
+
+
+def class_map_to_image(grid: np.ndarray, geometry: Geometry, config: Preprocessing) -> np.ndarray:
+    """Nearest-cell lookup of an ``(h, w)`` class grid at the image's own ``(H, W)`` pixels."""
+    grid = np.asarray(grid)
+    stride_y, stride_x = config.height / grid.shape[0], config.width / grid.shape[1]
+    ys = geometry.top + (np.arange(geometry.height) + 0.5) * (geometry.inner_height / geometry.height)
+    xs = geometry.left + (np.arange(geometry.width) + 0.5) * (geometry.inner_width / geometry.width)
+    rows = np.clip((ys / stride_y).astype(np.int64), 0, grid.shape[0] - 1)
+    cols = np.clip((xs / stride_x).astype(np.int64), 0, grid.shape[1] - 1)
+    return np.ascontiguousarray(grid[rows[:, None], cols[None, :]]).astype(np.int32)
+
+
+def finish_probability_maps(
+    grids: np.ndarray, geometries: Sequence[Geometry], config: Preprocessing
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """Defect-probability maps: smoothed and resized like anomaly maps, kept within ``[0, 1]``."""
+    peaks, maps = finish_maps(np.asarray(grids, dtype=np.float32), geometries, config)
+    return np.clip(peaks, 0.0, 1.0), tuple(np.clip(m, 0.0, 1.0, out=m) for m in maps)
+
+
+def score_from_probs(probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """``(N,)`` defect score ``1 - P(good)`` (1 where the model has no good class)."""
+    p = np.asarray(probs, dtype=np.float32)
+    if GOOD not in classes:
+        return np.ones(len(p), dtype=np.float32)
+    return (1.0 - p[:, list(classes).index(GOOD)]).astype(np.float32)
+
+
+def finish_outputs(
+    raw: Mapping[str, np.ndarray],
+    geometries: Sequence[Geometry],
+    config: Preprocessing,
+    declaration: ModelDeclaration,
+) -> Prediction:
+    """Finish a batch of raw outputs into a prediction.
+
+    Args:
+        raw: graph output name -> array, as declared (batch axis first).
+        geometries: where each image lies in the canvas.
+        config: preprocessing of the model.
+        declaration: the model's declaration.
+
+    Returns:
+        Decision scores and maps (see :class:`~flawscope.types.Prediction`); the anomaly score
+        of an image is the peak of its smoothed anomaly map.
+
+    Raises:
+        KeyError: when a declared output is missing from ``raw``.
+    """
+    anomaly_scores: np.ndarray | None = None
+    anomaly_maps: tuple[np.ndarray, ...] = ()
+    defect_maps: tuple[np.ndarray, ...] = ()
+    class_maps: tuple[np.ndarray, ...] = ()
+    probs: np.ndarray | None = None
+    image_score: np.ndarray | None = None
+    for spec in declaration.outputs:
+        value = np.asarray(raw[spec.name])
+        if spec.kind is OutputKind.ANOMALY_MAP and anomaly_scores is None:
+            anomaly_scores, anomaly_maps = finish_maps(value, geometries, config)
+        elif spec.kind is OutputKind.DEFECT_MAP and not defect_maps:
+            _, defect_maps = finish_probability_maps(value, geometries, config)
+        elif spec.kind is OutputKind.CLASS_MAP and not class_maps:
+            class_maps = tuple(
+                class_map_to_image(g, geo, config) for g, geo in zip(value, geometries, strict=True)
+            )
+        elif spec.kind is OutputKind.CLASS_PROBS and probs is None:
+            probs = value.astype(np.float32)
+        elif spec.kind is OutputKind.IMAGE_SCORE and spec.name == declaration.decision:
+            image_score = value.reshape(-1).astype(np.float32)
+    kind = declaration.decision_kind
+    if kind is OutputKind.ANOMALY_MAP:
+        assert anomaly_scores is not None
+        return Prediction(
+            anomaly_scores, anomaly_maps, "score", None, (), probs, declaration.classes, class_maps
+        )
+    if kind is OutputKind.CLASS_PROBS:
+        assert probs is not None
+        scores = score_from_probs(probs, declaration.classes)
+    else:
+        assert image_score is not None
+        scores = image_score
+    return Prediction(
+        scores=scores,
+        maps=defect_maps,
+        map_scale="probability",
+        anomaly_scores=anomaly_scores,
+        anomaly_maps=anomaly_maps,
+        class_probs=probs,
+        classes=declaration.classes,
+        class_maps=class_maps,
+    )
+
+
+def concat_predictions(parts: Sequence[Prediction]) -> Prediction:
+    """Join the predictions of consecutive batches into one."""
+    if not parts:
+        return Prediction(np.zeros(0, np.float32))
+    first = parts[0]
+
+    def joined(name: str) -> np.ndarray | None:
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else np.concatenate(values)
+
+    return Prediction(
+        scores=np.concatenate([p.scores for p in parts]).astype(np.float32),
+        maps=tuple(m for p in parts for m in p.maps),
+        map_scale=first.map_scale,
+        anomaly_scores=joined("anomaly_scores"),
+        anomaly_maps=tuple(m for p in parts for m in p.anomaly_maps),
+        class_probs=joined("class_probs"),
+        classes=first.classes,
+        class_maps=tuple(m for p in parts for m in p.class_maps),
+    )
+
+
+def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A label image at another size, nearest neighbour (for masks and class maps)."""
+    return cv2.resize(np.asarray(mask).astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
