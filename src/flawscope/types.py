@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -219,11 +220,54 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """What judges the parts of an inspector: the audit record's fields naming model, thresholds, graph.
+
+    Attributes:
+        model_hash: SHA-256 of the bundle's weights.
+        model_version: model hash prefix and the threshold version in use (``abc123def456.t2``).
+        threshold_version: the threshold version in use (``None``: no thresholds).
+        threshold_sha256: SHA-256 of those threshold values (:attr:`Thresholds.sha256`).
+        graph_sha256: SHA-256 of the ONNX graph file that scores.
+        signer: id of the key whose signature of the bundle was verified ("" when none was).
+        allow_unsigned: the bundle was loaded with ``allow_unsigned`` (development).
+    """
+
+    model_hash: str
+    model_version: str
+    threshold_version: int | None = None
+    threshold_sha256: str = ""
+    graph_sha256: str = ""
+    signer: str = ""
+    allow_unsigned: bool = False
+
+
+#: Metadata key of an :class:`InspectionRecord` field: the audit schema version that added it.
+SINCE = "audit_since"
+#: Metadata key: ``False`` for the one field outside the record's hash (``record_hash`` itself).
+HASHED = "audit_hashed"
+
+
+def added(version: int, default: object) -> Any:
+    """Declare an audit record field added by audit schema ``version`` (with its default).
+
+    The audit schema (:mod:`flawscope.audit.fields`) is derived from :class:`InspectionRecord`:
+    a new field is one line here, ``name: type = added(N, default)``, plus the migration ``N`` that
+    adds its column (:mod:`flawscope.audit.migrations`, one line too). Records written before
+    the field existed hash as they did: a later field at its default is left out of the hash.
+    """
+    return field(default=default, metadata={SINCE: version})
+
+
+@dataclass(frozen=True)
 class InspectionRecord:
     """One entry of the audit trail: what was inspected, by which model and thresholds, and the outcome.
 
-    ``seq``, ``prev_hash`` and ``record_hash`` are filled in by the audit log when it appends the
-    record (hash chain); everything else is set by the line.
+    This dataclass *is* the declaration of the audit schema: each field's name, type (and so its
+    column type and nullability), default, whether it is hashed and the schema version that added
+    it. ``seq``, ``prev_hash`` and ``record_hash`` are filled in by the audit log when it appends
+    the record (hash chain); everything else is set by the line (or the person, for the kinds of
+    record a person makes).
 
     Attributes:
         part_id: identifier of the part.
@@ -237,14 +281,20 @@ class InspectionRecord:
         image_sha256: SHA-256 of the image file or pixels ("" if no image).
         image_uri: where the image is stored ("" if it is not).
         model_hash: bundle weights hash.
-        model_version: bundle version string.
+        model_version: bundle version string (model hash prefix and the threshold version used).
         threshold_version: thresholds version that decided.
         latency_ms: acquisition-to-verdict latency.
         source: source URI.
         reason: why (error text, rule fired, drop reason).
-        kind: ``"inspection"`` or ``"override"``.
-        ref_seq: for an override, the ``seq`` of the record it overrides.
-        operator: who made an override.
+        kind: ``"inspection"``, ``"override"``, ``"review"`` or ``"model"`` (see
+            :mod:`flawscope.audit.kinds`).
+        ref_seq: for a record about another record (override, review), the ``seq`` of that record.
+        operator: who made an override or review.
+        threshold_sha256: SHA-256 of the canonical JSON of the threshold values that decided
+            (schema 2), so a changed threshold shows in the trail even under the same version label.
+        graph_sha256: SHA-256 of the ONNX graph file that scored the part (schema 2).
+        signer: id of the key whose signature of the bundle was verified ("" when none was; schema 2).
+        allow_unsigned: the bundle was loaded with ``--allow-unsigned`` (development; schema 2).
         seq: position in the log (set by the log).
         prev_hash: hash of the previous record (set by the log).
         record_hash: hash of this record (set by the log).
@@ -269,6 +319,10 @@ class InspectionRecord:
     kind: str = "inspection"
     ref_seq: int | None = None
     operator: str = ""
+    threshold_sha256: str = added(2, "")
+    graph_sha256: str = added(2, "")
+    signer: str = added(2, "")
+    allow_unsigned: bool = added(2, False)
     seq: int | None = None
     prev_hash: str = ""
-    record_hash: str = ""
+    record_hash: str = field(default="", metadata={HASHED: False})

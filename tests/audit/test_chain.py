@@ -60,6 +60,10 @@ def test_every_hashed_field_changes_the_hash(make_record):
         "kind": "override",
         "ref_seq": 1,
         "operator": "bob",
+        "threshold_sha256": "1" * 64,
+        "graph_sha256": "2" * 64,
+        "signer": "0123456789abcdef",
+        "allow_unsigned": True,
     }
     assert set(changed) | {"seq", "prev_hash"} == set(HASHED_FIELDS)
     for name, value in changed.items():
@@ -123,3 +127,85 @@ def test_verify_rows_on_a_clean_and_a_broken_chain(make_record):
     assert verify_rows(rows, ChainHead(6, "x")).first_bad_seq == 6
     assert verify_rows([*rows[:2], {**rows[2], "outcome": "banana"}]).first_bad_seq == 3
     assert "cannot be read" in verify_rows([{**rows[0], "regions": "{"}]).problem
+
+
+# ------------------------------------------------------------------ the declaration and hash scheme v2
+
+
+def test_the_schema_is_derived_from_the_record_declaration():
+    from flawscope.audit.fields import record_fields
+    from flawscope.audit.schema import inspections
+    from flawscope.types import InspectionRecord
+
+    specs = {s.name: s for s in record_fields()}
+    assert list(specs) == [f.name for f in dataclasses.fields(InspectionRecord)]
+    assert [c.name for c in inspections.columns] == list(specs)
+    assert {n for n, s in specs.items() if not s.hashed} == {"record_hash"}
+    assert specs["allow_unsigned"].kind == "bool" and specs["allow_unsigned"].since == 2
+    assert specs["category"].nullable and not specs["part_id"].nullable and specs["score"].nullable
+    for name, spec in specs.items():
+        assert inspections.c[name].nullable == spec.nullable or name == "seq"
+
+
+def test_a_field_without_a_column_rule_is_an_error_not_a_skipped_column():
+    from flawscope.audit.fields import _kind
+
+    with pytest.raises(TypeError, match=r"InspectionRecord\.extra: .* no audit column rule"):
+        _kind("extra", dict[str, int])
+    with pytest.raises(TypeError, match="no audit column rule"):
+        _kind("extra", int | str)
+
+
+def test_later_fields_at_their_default_leave_the_hash_as_schema_1_made_it(make_record):
+    # Hashes computed by flawscope before schema 2 (commit 9fd562a) for these exact records.
+    first = make_record(0, part_id="p-1", station="st", acquired_at=1700000000.25, score=3.5,
+                        normalized_score=1.4, regions=(Region((1, 2, 30, 40), 17, 0.93, (12.5, 20.25)),),
+                        image_sha256="a" * 64, model_hash="b" * 64, model_version="bbbbbbbbbbbb.t2",
+                        threshold_version=2, latency_ms=12.5, source="folder:///x", reason="score 3.5 >= 2.5",
+                        outcome=Outcome.FAIL)  # fmt: skip
+    linked = link(normalize_record(first), 1, GENESIS_HASH)
+    assert linked.record_hash == "a3193b18ca3fd9ca3df2cc2de3dbcaf297576858e9a1c93c18b6e67a05b7aef8"
+    assert b"graph_sha256" not in canonical_json(linked) and b"allow_unsigned" not in canonical_json(linked)
+    # A value other than the default enters the hash; setting it back to the default changes it again.
+    signed = link(dataclasses.replace(linked, graph_sha256="2" * 64), 1, GENESIS_HASH)
+    assert signed.record_hash != linked.record_hash
+    assert compute_hash(dataclasses.replace(signed, graph_sha256="")) != signed.record_hash
+    flagged = link(dataclasses.replace(linked, allow_unsigned=True), 1, GENESIS_HASH)
+    assert b'"allow_unsigned":true' in canonical_json(flagged)
+
+
+def test_a_row_missing_a_column_is_an_error_unless_the_store_predates_it(make_record):
+    row = record_to_row(link(normalize_record(make_record(1)), 1, GENESIS_HASH))
+    del row["signer"]
+    with pytest.raises(ValueError, match="no signer column"):
+        row_to_record(row)
+    assert row_to_record(row, schema_version=1).signer == ""
+    del row["operator"]
+    with pytest.raises(ValueError, match="no operator column"):
+        row_to_record(row, schema_version=1)
+
+
+def test_a_boolean_must_be_a_boolean(make_record):
+    with pytest.raises(InputError, match=r"allow_unsigned .*true or false"):
+        normalize_record(make_record(1, allow_unsigned=1))
+    assert normalize_record(make_record(1, allow_unsigned=np.bool_(True))).allow_unsigned is True
+    row = record_to_row(link(normalize_record(make_record(1)), 1, GENESIS_HASH))
+    with pytest.raises(ValueError, match="not a boolean"):
+        row_to_record({**row, "allow_unsigned": 2})
+    assert row_to_record({**row, "allow_unsigned": 1}).allow_unsigned is True
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"kind": "gossip"}, "is not one of inspection, override, review, model"),
+        ({"kind": "override", "ref_seq": 1, "reason": "x"}, "needs a non-empty operator"),
+        ({"kind": "override", "operator": "ann", "reason": "x"}, "must name the record it is about"),
+        ({"kind": "inspection", "ref_seq": 1}, "is about no other record"),
+        ({"kind": "review", "ref_seq": 1, "operator": "ann", "outcome": "error"}, "review record is one of"),
+        ({"kind": "model", "reason": " "}, "needs a non-empty reason"),
+    ],
+)
+def test_each_kind_s_rules_are_enforced(make_record, fields, problem):
+    with pytest.raises(InputError, match=problem):
+        normalize_record(make_record(1, **fields))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from flawscope.audit import GENESIS_HASH, AuditLog, AuditWriteError, ChainHead, compute_hash
+from flawscope.audit.migrations import SCHEMA_VERSION
 from flawscope.errors import InputError
 from flawscope.types import InspectionRecord, Outcome, Region
 
@@ -53,7 +54,8 @@ def test_log_persists_across_reopen(audit_url, make_record):
 def test_meta_table_holds_schema_version_and_genesis(audit_url, run_sql):
     AuditLog.open(audit_url).close()
     meta = dict(run_sql(audit_url, "SELECT key, value FROM meta"))
-    assert meta["schema_version"] == "1"
+    assert meta["schema_version"] == str(SCHEMA_VERSION) == "3"
+    assert meta["hash_scheme"] == "sha256-canonical-json-v2"
     assert meta["genesis_hash"] == GENESIS_HASH
 
 
@@ -240,7 +242,7 @@ def test_override_checks_its_reference_and_fields(audit_url, make_record):
         with pytest.raises(InputError, match="outcome"):
             log.append_override(rec.seq, "maybe", operator="alice", reason="x")
         override = log.append_override(rec.seq, "pass", operator="alice", reason="x")
-        with pytest.raises(InputError, match="is an override"):
+        with pytest.raises(InputError, match="is of kind 'override'"):
             log.append_override(override.seq, "fail", operator="alice", reason="x")
         assert log.count() == 2 and log.verify().ok
 
@@ -253,8 +255,12 @@ def test_append_rejects_bad_records_and_writes_nothing(audit_url, make_record):
             log.append(make_record(1, part_id=42))
         with pytest.raises(InputError, match="NUL"):
             log.append(make_record(1, reason="bad\x00byte"))
-        with pytest.raises(InputError, match="append_override"):
+        with pytest.raises(InputError, match="non-empty operator"):
             log.append(make_record(1, kind="override", ref_seq=1))
+        with pytest.raises(InputError, match="no record 1 "):
+            log.append(make_record(1, kind="override", ref_seq=1, operator="ann", reason="x"))
+        with pytest.raises(InputError, match="must name the record it is about"):
+            log.append(make_record(1, kind="review", operator="ann"))
         assert log.count() == 0
         assert log.append_many([]) == []
 
@@ -372,3 +378,28 @@ def test_postgres_turned_read_only_raises_audit_write_error(pg_url, fresh_pg_url
             AuditLog.open(url)
         with AuditLog.open(url, read_only=True) as reader:
             assert reader.verify().ok
+
+
+def test_reviews_and_model_events_are_kinds_of_record(audit_url, make_record):
+    with AuditLog.open(audit_url) as log:
+        inspected = log.append(make_record(1))
+        review = log.append_review(inspected.seq, "fail", operator="ann", category="scratch")
+        assert (review.kind, review.ref_seq, review.part_id) == ("review", inspected.seq, inspected.part_id)
+        assert review.model_hash == "" and review.category == "scratch"
+        with pytest.raises(InputError, match="is of kind 'review'; a review can only be about: inspection"):
+            log.append_review(review.seq, "pass", operator="ann")
+        with pytest.raises(InputError, match="review record is one of pass, fail, review"):
+            log.append_review(inspected.seq, "error", operator="ann")
+        # A record and a review of it in one batch; a model-registry event needs no part.
+        batch = log.append_many(
+            [
+                make_record(2),
+                make_record(2, kind="review", ref_seq=inspected.seq + 2, operator="bob", outcome="pass"),
+                make_record(0, part_id="", kind="model", reason="promoted", operator="eve", outcome="pass"),
+            ]
+        )
+        assert [r.kind for r in batch] == ["inspection", "review", "model"]
+        with pytest.raises(InputError, match="no record 99"):
+            log.append(make_record(3, kind="review", ref_seq=99, operator="bob", outcome="pass"))
+        assert log.count() == 5 and log.verify().ok
+        assert log.latest_outcome(inspected.part_id) == inspected.outcome  # a review is not an override

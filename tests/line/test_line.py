@@ -21,7 +21,7 @@ from flawscope.audit import AuditLog
 from flawscope.data.imageio import sha256_file
 from flawscope.errors import InputError
 from flawscope.line import DROPPED_REASON, LineStopped, LineSummary, run_line
-from flawscope.types import Frame, InspectionRecord, Outcome, Verdict
+from flawscope.types import Frame, InspectionRecord, Outcome, Provenance, Verdict
 
 
 class FakeInspector:
@@ -30,6 +30,7 @@ class FakeInspector:
     model_hash = "f" * 64
     version = "fake.t3"
     thresholds = SimpleNamespace(version=3)
+    provenance = Provenance(model_hash, version, 3, threshold_sha256="1" * 64, graph_sha256="2" * 64)
 
     def __init__(self, delay_s: float = 0.0, fail_calls: Sequence[int] = ()) -> None:
         self.delay_s = delay_s
@@ -122,6 +123,7 @@ def test_every_frame_gives_exactly_one_record_with_its_stored_image(tmp_path: Pa
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     for record in records:
         assert record.station == "st1" and record.model_version == "fake.t3"
+        assert (record.threshold_sha256, record.graph_sha256) == ("1" * 64, "2" * 64)
         stored = Path(record.image_uri)
         assert stored.parent.parent == (tmp_path / "images").absolute() and stored.parent.name <= today
         assert stored.name == f"{record.part_id}.png" and sha256_file(stored) == record.image_sha256

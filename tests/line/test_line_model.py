@@ -19,7 +19,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     try:
         from flawscope.bundle import update_manifest
         from flawscope.data.synthetic import SyntheticSpec, write_dataset
-        from flawscope.decide.thresholds import Thresholds
+        from flawscope.decide.thresholds import ThresholdHistory, Thresholds
         from flawscope.export.onnx_export import export_bundle
         from flawscope.models.train import train
         from flawscope.runtime.inspector import Inspector
@@ -36,8 +36,10 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     scores = [
         probe.score_many([f.image]).scores[0] for f in open_source(Path(dataset.root) / "train" / "good")
     ]
+    # Two versions: 2 (the latest) is the one the line uses unless 1 is pinned.
+    loose = dataclasses.replace(Thresholds.explicit(reject=float(np.max(scores)) * 100), version=1)
     thresholds = dataclasses.replace(Thresholds.explicit(reject=float(np.max(scores)) * 1.05), version=2)
-    update_manifest(deployed, thresholds=[thresholds.to_dict()])
+    update_manifest(deployed, thresholds=ThresholdHistory((loose, thresholds)))
     return Path(dataset.root), root / "deploy"
 
 
@@ -72,3 +74,30 @@ def test_line_with_a_real_exported_model(tmp_path: Path, deployed: tuple[Path, P
         if amap is not None:
             # Divided by the reject threshold, so its peak is the record's normalized score.
             assert abs(float(amap.max()) - record.normalized_score) < 0.01 * record.normalized_score + 1e-3
+
+
+def test_records_name_the_thresholds_and_graph_that_judged_even_when_an_older_version_is_pinned(
+    tmp_path: Path, deployed: tuple[Path, Path]
+) -> None:
+    from flawscope.bundle import read_bundle
+    from flawscope.line import run_line
+    from flawscope.runtime.inspector import Inspector
+
+    dataset, bundle = deployed
+    manifest = read_bundle(bundle).manifest
+    graph_sha256 = manifest.files["model.onnx"]
+    for pinned in (None, 1, 2):
+        inspector = Inspector.load(bundle, threads=1, threshold_version=pinned)
+        used = manifest.thresholds.get(pinned or 2)
+        with AuditLog.open(f"sqlite:///{tmp_path / f'audit-{pinned}.db'}") as audit:
+            source = open_source(f"sim://{dataset}?rate=0&count=6&defect_ratio=0.5&seed=2")
+            run_line(source, inspector, audit, station="line-1", batch_size=3)
+            records = list(audit.records())
+        assert len(records) == 6
+        for record in records:
+            assert record.model_version == f"{manifest.model_hash[:12]}.t{used.version}"
+            assert record.threshold_version == used.version
+            assert record.threshold_sha256 == used.sha256 and record.graph_sha256 == graph_sha256
+            # Judged by the pinned version's values, not only labelled with its number.
+            assert record.normalized_score == pytest.approx(record.score / used.reject, rel=1e-6)
+    assert manifest.thresholds.get(1).sha256 != manifest.thresholds.get(2).sha256

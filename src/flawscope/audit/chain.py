@@ -1,10 +1,23 @@
 """Hash chain of the audit trail: record normalisation, canonical JSON, hashing and the row codec.
 
-A record's hash is ``sha256(canonical JSON of every field but record_hash)``. The canonical JSON has
-sorted keys, no whitespace, ASCII only, floats written as Python's ``repr`` (the shortest text that
-reads back to the same float64) and non-finite floats as the strings ``"NaN"``, ``"Infinity"`` and
+All four are derived from the one declaration of the record (:mod:`flawscope.audit.fields`): each
+iterates over every field and applies its kind's rule, so a field cannot be forgotten by one of
+them.
+
+A record's hash is ``sha256(canonical JSON of its hashed fields)``. The canonical JSON has sorted
+keys, no whitespace, ASCII only, floats written as Python's ``repr`` (the shortest text that reads
+back to the same float64) and non-finite floats as the strings ``"NaN"``, ``"Infinity"`` and
 ``"-Infinity"``. Because both SQLite REAL and PostgreSQL double precision store float64 exactly, the
 hash recomputed from what the database returns equals the hash computed at append time.
+
+Why old records keep their hashes when fields are added (hash scheme v2): a field added by a later
+schema version (``since > 1``) enters the canonical JSON only when its value differs from its
+default. A record written before the field existed has, after the migration adds the column, the
+default there, so its canonical JSON and hash are byte for byte what they were (scheme v1 is scheme
+v2 on such records, which is why one scheme serves every record and no per-record scheme tag is
+needed). A new record with a non-default value hashes it, so changing it afterwards, even to the
+default, changes the hash. The alternative, a scheme tag per record or range, would make every
+verifier carry every past scheme; this keeps one rule that older verifiers already apply to old data.
 """
 
 from __future__ import annotations
@@ -13,36 +26,28 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
+from flawscope.audit.fields import FieldSpec, names, record_fields
+from flawscope.audit.kinds import KINDS
 from flawscope.errors import InputError
 from flawscope.types import InspectionRecord, Outcome, Region
 
 #: ``prev_hash`` of the first record of every log.
 GENESIS_HASH = "0" * 64
-#: Name of the hashing scheme, stored in the log's ``meta`` table.
-HASH_SCHEME = "sha256-canonical-json-v1"
+#: Name of the hashing scheme, stored in the log's ``meta`` table (v1 equals v2 on v1 records).
+HASH_SCHEME = "sha256-canonical-json-v2"
+HASH_SCHEMES = ("sha256-canonical-json-v1", HASH_SCHEME)
 
-FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(InspectionRecord))
-HASHED_FIELDS: tuple[str, ...] = tuple(name for name in FIELDS if name != "record_hash")
-FLOAT_FIELDS = ("acquired_at", "score", "normalized_score", "latency_ms")
-STR_FIELDS = (
-    "part_id",
-    "station",
-    "image_sha256",
-    "image_uri",
-    "model_hash",
-    "model_version",
-    "source",
-    "reason",
-    "kind",
-    "operator",
-    "prev_hash",
-    "record_hash",
-)
-OPTIONAL_INT_FIELDS = ("threshold_version", "ref_seq", "seq")
-KINDS = ("inspection", "override")
+FIELDS: tuple[str, ...] = tuple(s.name for s in record_fields())
+HASHED_FIELDS: tuple[str, ...] = tuple(s.name for s in record_fields() if s.hashed)
+FLOAT_FIELDS = names("float")
+STR_FIELDS = names("text", nullable=False)
+OPTIONAL_INT_FIELDS = names("int", nullable=True)
+BOOL_FIELDS = names("bool")
 _INT64_MAX = 2**63 - 1
 
 
@@ -97,42 +102,77 @@ def _norm_region(region: Any, where: str) -> Region:
     )
 
 
+def _norm_bool(value: Any, where: str) -> bool:
+    # numpy booleans have __bool__ but are not bool; anything else (0/1, "true") is a mistake.
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise InputError(where, f"must be true or false, got {value!r}")
+
+
+def _norm_outcome(value: Any, where: str) -> Outcome:
+    try:
+        return Outcome(value)
+    except ValueError:
+        allowed = ", ".join(o.value for o in Outcome)
+        raise InputError(where, f"{value!r} is not one of {allowed}") from None
+
+
+def _norm_regions(value: Any, where: str) -> tuple[Region, ...]:
+    if not isinstance(value, tuple | list):
+        raise InputError(where, "must be a tuple of Region records")
+    return tuple(_norm_region(r, where) for r in value)
+
+
+_NORMALIZE: dict[str, Callable[[Any, str], Any]] = {
+    "text": _norm_str,
+    "float": _norm_float,
+    "int": _norm_int,
+    "bool": _norm_bool,
+    "outcome": _norm_outcome,
+    "regions": _norm_regions,
+}
+
+
+def _norm_field(spec: FieldSpec, value: Any, where: str) -> Any:
+    if value is None and spec.nullable and spec.kind != "float":
+        return None
+    return _NORMALIZE[spec.kind](value, where)
+
+
 def normalize_record(record: InspectionRecord) -> InspectionRecord:
-    """Check a record's field types and convert numpy scalars and the like to plain Python values.
+    """Check a record's field types and its kind's rules, and convert numpy scalars and the like.
 
     The result holds exactly the values the database will return, so that its hash can be recomputed.
 
     Args:
-        record: the record as the line made it.
+        record: the record as the line (or a person's action) made it.
 
     Returns:
-        An equal record with plain ``str``/``float``/``int`` fields and ``outcome`` an ``Outcome``.
+        An equal record with plain ``str``/``float``/``int``/``bool`` fields and ``outcome`` an ``Outcome``.
 
     Raises:
-        InputError: a field has the wrong type or a value no database can store.
+        InputError: a field has the wrong type or a value no database can store, or the record
+            breaks its kind's rules (:mod:`flawscope.audit.kinds`).
     """
     if not isinstance(record, InspectionRecord):
         raise InputError("record", f"must be an InspectionRecord, got {type(record).__name__}")
-    values: dict[str, Any] = {}
-    for name in STR_FIELDS:
-        values[name] = _norm_str(getattr(record, name), _where(record, name))
-    for name in FLOAT_FIELDS:
-        values[name] = _norm_float(getattr(record, name), _where(record, name))
-    for name in OPTIONAL_INT_FIELDS:
-        value = getattr(record, name)
-        values[name] = None if value is None else _norm_int(value, _where(record, name))
-    category = record.category
-    values["category"] = None if category is None else _norm_str(category, _where(record, "category"))
-    try:
-        values["outcome"] = Outcome(record.outcome)
-    except ValueError:
-        allowed = ", ".join(o.value for o in Outcome)
-        raise InputError(_where(record, "outcome"), f"{record.outcome!r} is not one of {allowed}") from None
-    if not isinstance(record.regions, tuple | list):
-        raise InputError(_where(record, "regions"), "must be a tuple of Region records")
-    values["regions"] = tuple(_norm_region(r, _where(record, "regions")) for r in record.regions)
-    if values["kind"] not in KINDS:
+    values = {
+        spec.name: _norm_field(spec, getattr(record, spec.name), _where(record, spec.name))
+        for spec in record_fields()
+    }
+    kind = KINDS.get(values["kind"])
+    if kind is None:
         raise InputError(_where(record, "kind"), f"{values['kind']!r} is not one of {', '.join(KINDS)}")
+    if kind.refers_to and values["ref_seq"] is None:
+        raise InputError(_where(record, "ref_seq"), f"a {kind.name} record must name the record it is about")
+    if not kind.refers_to and values["ref_seq"] is not None:
+        raise InputError(_where(record, "ref_seq"), f"a {kind.name} record is about no other record")
+    for name in kind.required:
+        if not values[name].strip():
+            raise InputError(_where(record, name), f"a {kind.name} record needs a non-empty {name}")
+    if kind.outcomes and values["outcome"] not in kind.outcomes:
+        allowed = ", ".join(o.value for o in kind.outcomes)
+        raise InputError(_where(record, "outcome"), f"a {kind.name} record is one of {allowed}")
     return InspectionRecord(**values)
 
 
@@ -161,8 +201,18 @@ def _dumps(doc: Any) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
+def _canon(spec: FieldSpec, value: Any) -> Any:
+    if spec.kind == "regions":
+        return _canon_regions(value)
+    if spec.kind == "outcome":
+        return Outcome(value).value
+    if spec.kind == "float":
+        return _canon_float(float(value))
+    return value
+
+
 def canonical_json(record: InspectionRecord, **place: Any) -> bytes:
-    """The bytes that are hashed: every field but ``record_hash``, in canonical JSON.
+    """The bytes that are hashed: the hashed fields in canonical JSON (see the module docstring).
 
     Args:
         record: a normalised record (see ``normalize_record``) with ``seq`` and ``prev_hash`` set.
@@ -172,16 +222,13 @@ def canonical_json(record: InspectionRecord, **place: Any) -> bytes:
         ASCII JSON with sorted keys and no whitespace.
     """
     doc: dict[str, Any] = {}
-    for name in HASHED_FIELDS:
-        value = place[name] if name in place else getattr(record, name)
-        if name == "regions":
-            doc[name] = _canon_regions(value)
-        elif isinstance(value, Outcome):
-            doc[name] = value.value
-        elif isinstance(value, float):
-            doc[name] = _canon_float(value)
-        else:
-            doc[name] = value
+    for spec in record_fields():
+        if not spec.hashed:
+            continue
+        value = _canon(spec, place[spec.name] if spec.name in place else getattr(record, spec.name))
+        if spec.since > 1 and value == _canon(spec, spec.default):
+            continue  # a later field at its default: records from before it existed hash unchanged
+        doc[spec.name] = value
     return _dumps(doc).encode("ascii")
 
 
@@ -235,42 +282,66 @@ def record_to_row(record: InspectionRecord, nan_as_null: bool = True) -> dict[st
             Parquet can tell NaN from null.
     """
     row: dict[str, Any] = {}
-    for name in FIELDS:
-        value = getattr(record, name)
-        if name == "regions":
-            row[name] = encode_regions(value)
-        elif name == "outcome":
-            row[name] = value.value
-        elif name in FLOAT_FIELDS and nan_as_null:
-            row[name] = None if math.isnan(value) else value
+    for spec in record_fields():
+        value = getattr(record, spec.name)
+        if spec.kind == "regions":
+            row[spec.name] = encode_regions(value)
+        elif spec.kind == "outcome":
+            row[spec.name] = Outcome(value).value
+        elif spec.kind == "float" and nan_as_null:
+            row[spec.name] = None if math.isnan(value) else value
         else:
-            row[name] = value
+            row[spec.name] = value
     return row
 
 
-def row_to_record(row: Mapping[Any, Any]) -> InspectionRecord:
+def _from_column(spec: FieldSpec, value: Any) -> Any:
+    if value is None:
+        if spec.kind == "float":
+            return math.nan
+        if spec.nullable:
+            return None
+        raise ValueError(f"{spec.name} is NULL")
+    if spec.kind == "regions":
+        return decode_regions(value)
+    if spec.kind == "outcome":
+        return Outcome(value)
+    if spec.kind == "float":
+        return float(value)
+    if spec.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{spec.name} is {value!r}, not an integer")
+        return value
+    if spec.kind == "bool":
+        # SQLite returns its booleans as 0/1.
+        if value not in (0, 1) or isinstance(value, float):
+            raise ValueError(f"{spec.name} is {value!r}, not a boolean")
+        return bool(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{spec.name} is {value!r}, not text")
+    return value
+
+
+def row_to_record(row: Mapping[Any, Any], schema_version: int | None = None) -> InspectionRecord:
     """Inverse of ``record_to_row``.
 
+    Args:
+        row: column values.
+        schema_version: the schema of the store the row comes from; fields added after it take
+            their defaults (``None``: the current schema, every field must be there).
+
     Raises:
-        ValueError: a column holds a value no record can have (the row was edited by hand).
+        ValueError: a column is missing or holds a value no record can have (the row was edited
+            by hand).
     """
     values: dict[str, Any] = {}
-    for name in FIELDS:
-        value = row[name]
-        if name == "regions":
-            values[name] = decode_regions(value)
-        elif name == "outcome":
-            values[name] = Outcome(value)
-        elif name in FLOAT_FIELDS:
-            values[name] = math.nan if value is None else float(value)
-        elif name in OPTIONAL_INT_FIELDS:
-            values[name] = None if value is None else int(value)
-        elif name == "category" and value is None:
-            values[name] = None
+    for spec in record_fields():
+        if schema_version is not None and spec.since > schema_version:
+            values[spec.name] = spec.default
+        elif spec.name not in row:
+            raise ValueError(f"the row has no {spec.name} column")
         else:
-            if not isinstance(value, str):
-                raise ValueError(f"{name} is {value!r}, not text")
-            values[name] = value
+            values[spec.name] = _from_column(spec, row[spec.name])
     return InspectionRecord(**values)
 
 

@@ -1,8 +1,9 @@
 """Streaming export of audit records to CSV or Parquet for MES and BI tools.
 
-One column per ``InspectionRecord`` field, in the dataclass's order; ``regions`` as JSON text and
-``outcome`` as its string value. The file is written next to its destination and renamed into place
-when complete, so a reader never sees half an export.
+One column per ``InspectionRecord`` field, in the dataclass's order (the record's one declaration,
+:mod:`flawscope.audit.fields`); ``regions`` as JSON text and ``outcome`` as its string value. The
+file is written next to its destination and renamed into place when complete, so a reader never
+sees half an export.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from flawscope.audit.chain import FIELDS, FLOAT_FIELDS, OPTIONAL_INT_FIELDS, record_to_row
+from flawscope.audit.chain import BOOL_FIELDS, FIELDS, FLOAT_FIELDS, OPTIONAL_INT_FIELDS, record_to_row
 from flawscope.errors import InputError
 from flawscope.types import InspectionRecord
 
@@ -61,6 +62,7 @@ def _write_parquet(records: Iterable[InspectionRecord], tmp: Path, row_group: in
     types = {name: pa.string() for name in FIELDS}
     types.update({name: pa.float64() for name in FLOAT_FIELDS})
     types.update({name: pa.int64() for name in OPTIONAL_INT_FIELDS})
+    types.update({name: pa.bool_() for name in BOOL_FIELDS})
     schema = pa.schema([(name, types[name]) for name in FIELDS])
     n = 0
     with pq.ParquetWriter(tmp, schema) as writer:

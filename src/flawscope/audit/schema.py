@@ -7,7 +7,6 @@ writes (the chain head read and the insert must be atomic across processes).
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
@@ -15,46 +14,60 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from flawscope.audit.chain import GENESIS_HASH, HASH_SCHEME
+from flawscope.audit.fields import FieldSpec, record_fields
 from flawscope.errors import InputError
 
-SCHEMA_VERSION = 1
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 #: Execution option that marks a connection whose transactions write (``BEGIN IMMEDIATE`` on SQLite).
 WRITE_OPTION = "flawscope_audit_write"
-# Key of the PostgreSQL advisory lock taken while the schema is created (any constant will do).
-_PG_SCHEMA_LOCK = 0x666C6177
 
 metadata = sa.MetaData()
 # INTEGER (not BIGINT) on SQLite makes seq an alias of the rowid: the table is stored in seq order.
 _BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_TYPES: dict[str, Any] = {
+    "text": sa.Text,
+    "float": sa.Double,
+    "int": sa.BigInteger,
+    "bool": sa.Boolean,
+    "outcome": sa.Text,
+    "regions": sa.Text,
+}
+
+
+def column(spec: FieldSpec) -> sa.Column[Any]:
+    """The column of a record field (see :mod:`flawscope.audit.fields` for the type rules).
+
+    A NOT NULL column added by a later schema version gets a server default (its field's default),
+    which is what ``ALTER TABLE ... ADD COLUMN`` fills the existing rows with.
+    """
+    if spec.name == "seq":
+        return sa.Column("seq", _BIGINT, primary_key=True, autoincrement=False)
+    default = None
+    if spec.since > 1 and not spec.nullable:
+        default = sa.false() if spec.kind == "bool" else sa.text(_sql_literal(spec.default))
+    return sa.Column(spec.name, _TYPES[spec.kind], nullable=spec.nullable, server_default=default)
+
+
+def _sql_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        raise TypeError("booleans use sa.false()")
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
+#: Indexes of the ``inspections`` table, with the schema version that added each.
+INDEXES: tuple[tuple[int, sa.Index], ...] = (
+    (1, sa.Index("ix_inspections_part_seq", "part_id", "seq")),
+    (3, sa.Index("ix_inspections_time", "acquired_at")),
+    (3, sa.Index("ix_inspections_outcome_time", "outcome", "acquired_at")),
+    (3, sa.Index("ix_inspections_station_time", "station", "acquired_at")),
+    (3, sa.Index("ix_inspections_source_time", "source", "acquired_at")),
+    (3, sa.Index("ix_inspections_ref_seq", "ref_seq")),
+)
 
 inspections = sa.Table(
-    "inspections",
-    metadata,
-    sa.Column("seq", _BIGINT, primary_key=True, autoincrement=False),
-    sa.Column("part_id", sa.Text, nullable=False),
-    sa.Column("station", sa.Text, nullable=False),
-    sa.Column("acquired_at", sa.Double, nullable=True),
-    sa.Column("outcome", sa.Text, nullable=False),
-    sa.Column("score", sa.Double, nullable=True),
-    sa.Column("normalized_score", sa.Double, nullable=True),
-    sa.Column("regions", sa.Text, nullable=False),
-    sa.Column("category", sa.Text, nullable=True),
-    sa.Column("image_sha256", sa.Text, nullable=False),
-    sa.Column("image_uri", sa.Text, nullable=False),
-    sa.Column("model_hash", sa.Text, nullable=False),
-    sa.Column("model_version", sa.Text, nullable=False),
-    sa.Column("threshold_version", sa.BigInteger, nullable=True),
-    sa.Column("latency_ms", sa.Double, nullable=True),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("kind", sa.Text, nullable=False),
-    sa.Column("ref_seq", sa.BigInteger, nullable=True),
-    sa.Column("operator", sa.Text, nullable=False),
-    sa.Column("prev_hash", sa.Text, nullable=False),
-    sa.Column("record_hash", sa.Text, nullable=False),
-    sa.Index("ix_inspections_part_seq", "part_id", "seq"),
+    "inspections", metadata, *(column(spec) for spec in record_fields()), *(ix for _, ix in INDEXES)
 )
 
 meta = sa.Table(
@@ -183,46 +196,3 @@ def write_refusal(conn: Connection) -> str:
     if not conn.execute(sa.select(sa.func.has_table_privilege("inspections", "INSERT"))).scalar():
         return "this user may not INSERT into table inspections"
     return ""
-
-
-def init_schema(conn: Connection, shown_url: str, *, read_only: bool) -> None:
-    """Create the tables on first use and check the ``meta`` table of an existing log.
-
-    Args:
-        conn: a connection inside a write transaction (or any transaction when ``read_only``).
-        shown_url: URL for error messages.
-        read_only: only check; fail if the log does not exist.
-
-    Raises:
-        InputError: not a flawscope audit database, or one of another schema version or hash scheme.
-    """
-    if conn.dialect.name == "postgresql" and not read_only:
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_SCHEMA_LOCK)))
-    inspector = sa.inspect(conn)
-    has_meta, has_records = inspector.has_table("meta"), inspector.has_table("inspections")
-    if has_records and not has_meta:
-        raise InputError(shown_url, "has an 'inspections' table but is not a flawscope audit database")
-    if not has_meta:
-        if read_only:
-            raise InputError(shown_url, "cannot open the audit database: it holds no audit log yet")
-        metadata.create_all(conn)
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        conn.execute(
-            meta.insert(),
-            [
-                {"key": "schema_version", "value": str(SCHEMA_VERSION)},
-                {"key": "genesis_hash", "value": GENESIS_HASH},
-                {"key": "hash_scheme", "value": HASH_SCHEME},
-                {"key": "created_at", "value": now},
-            ],
-        )
-        return
-    stored = {str(k): str(v) for k, v in conn.execute(sa.select(meta.c.key, meta.c.value))}
-    if stored.get("schema_version") != str(SCHEMA_VERSION):
-        raise InputError(
-            shown_url,
-            f"audit database has schema version {stored.get('schema_version')!r}; "
-            f"this flawscope reads version {SCHEMA_VERSION}",
-        )
-    if stored.get("genesis_hash") != GENESIS_HASH or stored.get("hash_scheme") != HASH_SCHEME:
-        raise InputError(shown_url, "audit database uses another genesis hash or hash scheme")

@@ -28,12 +28,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from flawscope.audit.chain import GENESIS_HASH, link, normalize_record, record_to_row, row_to_record
 from flawscope.audit.errors import AuditWriteError
 from flawscope.audit.export import export_records
+from flawscope.audit.fields import fields_at
+from flawscope.audit.kinds import check_references, record_about
+from flawscope.audit.migrations import init_schema
 from flawscope.audit.schema import (
     SYNCHRONOUS_MODES,
     WRITE_OPTION,
     create_audit_engine,
     describe,
-    init_schema,
     inspections,
     lock_for_write,
     parse_url,
@@ -42,7 +44,7 @@ from flawscope.audit.schema import (
 )
 from flawscope.audit.verify import ChainHead, VerifyResult, verify_rows
 from flawscope.errors import InputError
-from flawscope.types import InspectionRecord, Outcome
+from flawscope.types import InspectionRecord, Outcome, Region
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +60,13 @@ class AuditLog:
     ``close()``.
     """
 
-    def __init__(self, engine: Engine, shown_url: str, *, read_only: bool, busy_timeout_s: float) -> None:
+    def __init__(
+        self, engine: Engine, shown_url: str, *, read_only: bool, busy_timeout_s: float, schema_version: int
+    ) -> None:
         self._engine = engine
+        # An older store opened read-only has only the columns of its version.
+        self._schema_version = schema_version
+        self._columns = [inspections.c[spec.name] for spec in fields_at(schema_version)]
         self._busy_timeout_s = busy_timeout_s
         self._url = shown_url
         self._read_only = read_only
@@ -111,7 +118,7 @@ class AuditLog:
                 if not read_only:
                     conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
-                    init_schema(conn, shown, read_only=read_only)
+                    version = init_schema(conn, shown, read_only=read_only)
                     # Fail now, not at the first append, when the database cannot be written.
                     refusal = "" if read_only else write_refusal(conn)
             if refusal:
@@ -125,7 +132,9 @@ class AuditLog:
                 engine.dispose()
             raise InputError(shown, f"cannot open the audit database: {describe(exc)}") from None
         logger.info("audit log %s opened%s", shown, " read-only" if read_only else "")
-        return cls(engine, shown, read_only=read_only, busy_timeout_s=busy_timeout_s)
+        return cls(
+            engine, shown, read_only=read_only, busy_timeout_s=busy_timeout_s, schema_version=version
+        )
 
     @property
     def url(self) -> str:
@@ -166,7 +175,7 @@ class AuditLog:
 
     def _decode(self, row: Mapping[Any, Any]) -> InspectionRecord:
         try:
-            return row_to_record(row)
+            return row_to_record(row, self._schema_version)
         except (ValueError, TypeError, KeyError) as exc:
             problem = f"record {row.get('seq')} cannot be read ({exc}): it was edited outside the log"
             raise InputError(self._url, f"{problem}; run verify()") from None
@@ -188,39 +197,60 @@ class AuditLog:
         return linked
 
     def append(self, record: InspectionRecord) -> InspectionRecord:
-        """Append one inspection record (its ``seq``/``prev_hash``/``record_hash`` are ignored).
+        """Append one record (its ``seq``/``prev_hash``/``record_hash`` are ignored).
 
         Returns:
             The record as stored, with ``seq``, ``prev_hash`` and ``record_hash`` set; it is durable
             when this returns.
 
         Raises:
-            InputError: a field is invalid, or the record is an override (use ``append_override``).
+            InputError: a field is invalid, or the record breaks its kind's rules.
             AuditWriteError: the database could not be written; nothing was appended.
         """
         return self.append_many([record])[0]
 
     def append_many(self, records: Iterable[InspectionRecord]) -> list[InspectionRecord]:
-        """Append a batch of inspection records in one transaction (all of them or none).
+        """Append a batch of records of any kind in one transaction (all of them or none).
+
+        A record about another one (``ref_seq``: an override, a review) must point at an existing
+        record of a kind it may be about (:mod:`flawscope.audit.kinds`), checked in the transaction.
 
         Returns:
             The records as stored, in order, with consecutive ``seq``.
 
         Raises:
-            InputError: a field of a record is invalid; nothing was appended.
+            InputError: a field of a record is invalid or it breaks its kind's rules; nothing was
+                appended.
             AuditWriteError: the database could not be written; nothing was appended.
         """
         batch = [normalize_record(r) for r in records]
-        for record in batch:
-            if record.kind != "inspection" or record.ref_seq is not None:
-                raise InputError(
-                    f"kind of the record of part {record.part_id!r}",
-                    "append takes inspection records; record overrides with append_override",
-                )
         if not batch:
             return []
         with self._write() as conn:
+            self._check_references(conn, batch)
             return self._insert(conn, batch)
+
+    def _check_references(self, conn: Connection, batch: Sequence[InspectionRecord]) -> None:
+        wanted = {r.ref_seq for r in batch if r.ref_seq is not None}
+        if not wanted:
+            return
+        rows = conn.execute(sa.select(_T.seq, _T.kind).where(_T.seq.in_(wanted)))
+        stored = {int(seq): str(kind) for seq, kind in rows}
+        check_references(batch, stored, self._head(conn).seq + 1, self._url)
+
+    def _append_about(
+        self, kind: str, ref_seq: int, outcome: Outcome | str, at: float | None, **fields: Any
+    ) -> InspectionRecord:
+        if isinstance(ref_seq, bool) or not isinstance(ref_seq, int):
+            raise InputError("ref_seq", f"must be an integer, got {ref_seq!r}")
+        with self._write() as conn:
+            row = conn.execute(sa.select(*self._columns).where(_T.seq == ref_seq)).mappings().first()
+            if row is None:
+                raise InputError("ref_seq", f"there is no record {ref_seq} in the audit log {self._url}")
+            target = self._decode(row)
+            when = time.time() if at is None else at
+            record = normalize_record(record_about(target, kind, outcome, at=when, **fields))
+            return self._insert(conn, [record])[0]
 
     def append_override(
         self, ref_seq: int, outcome: Outcome | str, operator: str, reason: str, *, at: float | None = None
@@ -244,36 +274,43 @@ class AuditLog:
             InputError: no inspection record ``ref_seq``, or an empty operator or reason.
             AuditWriteError: the database could not be written.
         """
-        if not isinstance(operator, str) or not operator.strip():
-            raise InputError("operator", "an override must name the operator who decided")
-        if not isinstance(reason, str) or not reason.strip():
-            raise InputError("reason", "an override must say why")
-        if isinstance(ref_seq, bool) or not isinstance(ref_seq, int):
-            raise InputError("ref_seq", f"must be an integer, got {ref_seq!r}")
-        with self._write() as conn:
-            row = conn.execute(sa.select(inspections).where(_T.seq == ref_seq)).mappings().first()
-            if row is None:
-                raise InputError("ref_seq", f"there is no record {ref_seq} in the audit log {self._url}")
-            target = self._decode(row)
-            if target.kind != "inspection":
-                raise InputError(
-                    "ref_seq",
-                    f"record {ref_seq} is an override; override record {target.ref_seq} instead",
-                )
-            override = InspectionRecord(
-                part_id=target.part_id,
-                station=target.station,
-                acquired_at=time.time() if at is None else at,
-                outcome=outcome,  # type: ignore[arg-type]  # normalize_record converts and checks it
-                image_sha256=target.image_sha256,
-                image_uri=target.image_uri,
-                source=target.source,
-                reason=reason,
-                kind="override",
-                ref_seq=ref_seq,
-                operator=operator,
-            )
-            return self._insert(conn, [normalize_record(override)])[0]
+        return self._append_about("override", ref_seq, outcome, at, operator=operator, reason=reason)
+
+    def append_review(
+        self,
+        ref_seq: int,
+        outcome: Outcome | str,
+        operator: str,
+        reason: str = "",
+        *,
+        category: str | None = None,
+        regions: Sequence[Region] = (),
+        at: float | None = None,
+    ) -> InspectionRecord:
+        """Record a person's judgement of inspection record ``ref_seq`` (the review queue's verdicts).
+
+        A review does not replace the line's outcome (that is an override): it labels the part, for
+        the escape and false-reject rates and the feedback dataset. It copies the part, station,
+        image and source of the inspection, and names no model.
+
+        Args:
+            ref_seq: ``seq`` of the inspection record reviewed.
+            outcome: ``pass`` (the part is good), ``fail`` (defective) or ``review`` (unsure).
+            operator: who reviewed (required).
+            reason: the review's details.
+            category: the defect category, for a defective part.
+            regions: the regions the reviewer drew, in image pixels.
+            at: time of the review, seconds since the epoch; now by default.
+
+        Returns:
+            The review record as stored.
+
+        Raises:
+            InputError: no inspection record ``ref_seq``, an empty operator, or another outcome.
+            AuditWriteError: the database could not be written.
+        """
+        fields = {"operator": operator, "reason": reason, "category": category, "regions": tuple(regions)}
+        return self._append_about("review", ref_seq, outcome, at, **fields)
 
     # ----------------------------------------------------------------------------------- reading
 
@@ -290,7 +327,7 @@ class AuditLog:
         """Rows in ``seq`` order, a page per short transaction (bounded memory, no long-held cursor)."""
         last = -1 if since_seq is None else int(since_seq)
         while True:
-            query = sa.select(inspections).where(_T.seq > last).order_by(_T.seq).limit(_PAGE)
+            query = sa.select(*self._columns).where(_T.seq > last).order_by(_T.seq).limit(_PAGE)
             if where is not None:
                 query = query.where(where)
             with self._engine.connect() as conn:
@@ -312,7 +349,7 @@ class AuditLog:
             inserted record.
         """
         head = None if expected_head is None else ChainHead(int(expected_head[0]), str(expected_head[1]))
-        result = verify_rows(self._rows(), head)
+        result = verify_rows(self._rows(), head, self._schema_version)
         if not result.ok:
             logger.warning("audit log %s failed verification: %s", self._url, result.problem)
         return result
@@ -320,7 +357,7 @@ class AuditLog:
     def get(self, seq: int) -> InspectionRecord | None:
         """The record ``seq``, or ``None``."""
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(inspections).where(_T.seq == seq)).mappings().first()
+            row = conn.execute(sa.select(*self._columns).where(_T.seq == seq)).mappings().first()
         return None if row is None else self._decode(row)
 
     def records(

@@ -46,12 +46,17 @@ def _bad(n: int, seq: int, problem: str) -> VerifyResult:
     return VerifyResult(ok=False, n_records=n, first_bad_seq=seq, problem=problem)
 
 
-def verify_rows(rows: Iterable[Mapping[Any, Any]], expected_head: ChainHead | None = None) -> VerifyResult:
+def verify_rows(
+    rows: Iterable[Mapping[Any, Any]],
+    expected_head: ChainHead | None = None,
+    schema_version: int | None = None,
+) -> VerifyResult:
     """Recompute the chain over rows given in ascending ``seq`` order, stopping at the first problem.
 
     Args:
         rows: column mappings of the ``inspections`` table, ascending ``seq`` (streamed: O(1) memory).
         expected_head: a head published earlier; the log must contain it, unchanged.
+        schema_version: the schema of the store the rows come from (``None``: the current one).
 
     Returns:
         The verification result; it names the first bad ``seq``.
@@ -69,7 +74,7 @@ def verify_rows(rows: Iterable[Mapping[Any, Any]], expected_head: ChainHead | No
                 )
             return _bad(n, seq, f"seq {seq} out of order after {expected_seq - 1}")
         try:
-            record = row_to_record(row)
+            record = row_to_record(row, schema_version)
         except (ValueError, TypeError, KeyError) as exc:
             return _bad(n, seq, f"record {seq} cannot be read ({exc}): it was edited outside the log")
         if compute_hash(record) != record.record_hash:

@@ -7,7 +7,9 @@ exact thresholds that produced it. Pure standard library, for the torch-free run
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
@@ -153,6 +155,15 @@ class Thresholds:
             if len(ci) != 2 or not 0 <= ci[0] <= ci[1] <= 1:
                 raise InputError("thresholds.recall_ci", f"must be (low, high) within [0, 1], got {ci}")
             object.__setattr__(self, "recall_ci", (float(ci[0]), float(ci[1])))
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the canonical JSON of every value (sorted keys, no spaces), ``version`` included.
+
+        Audit records carry it, so thresholds changed under an unchanged version label show.
+        """
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     @property
     def has_review_band(self) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 
 from flawscope.audit.chain import normalize_record
 from flawscope.errors import FlawscopeError
-from flawscope.types import Frame, InspectionRecord, Outcome, Verdict
+from flawscope.types import Frame, InspectionRecord, Outcome, Provenance, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,11 @@ class InspectorLike(Protocol):
 
     @property
     def version(self) -> str:  # noqa: D102
+        ...
+
+    @property
+    def provenance(self) -> Provenance:
+        """What judges the parts (model, thresholds and graph hashes, signer), copied into every record."""
         ...
 
     def inspect_many(self, images: Sequence[np.ndarray | None]) -> list[Verdict]:  # noqa: D102
@@ -119,6 +124,7 @@ def make_record(
     the same part that says why, so the part is still recorded, as a reject.
     """
     reason = verdict.reason if not note else f"{verdict.reason}; {note}" if verdict.reason else note
+    judged_by = inspector.provenance
     record = InspectionRecord(
         part_id=frame.part_id,
         station=station,
@@ -131,11 +137,15 @@ def make_record(
         image_sha256=image_sha256,
         image_uri=image_uri,
         model_hash=verdict.model_hash or inspector.model_hash,
-        model_version=inspector.version,
+        model_version=judged_by.model_version,
         threshold_version=verdict.threshold_version,
         latency_ms=latency_ms,
         source=frame.source,
         reason=reason,
+        threshold_sha256=judged_by.threshold_sha256,
+        graph_sha256=judged_by.graph_sha256,
+        signer=judged_by.signer,
+        allow_unsigned=judged_by.allow_unsigned,
     )
     try:
         return normalize_record(record)
@@ -155,9 +165,13 @@ def make_record(
                 acquired_at=acquired,
                 outcome=Outcome.ERROR,
                 model_hash=inspector.model_hash,
-                model_version=inspector.version,
+                model_version=judged_by.model_version,
                 source=_printable(frame.source),
                 reason=f"the record could not be stored as made: {exc}",
+                threshold_sha256=judged_by.threshold_sha256,
+                graph_sha256=judged_by.graph_sha256,
+                signer=judged_by.signer,
+                allow_unsigned=judged_by.allow_unsigned,
             )
         )
 

@@ -30,7 +30,7 @@ from flawscope.decide.verdict import decide_many, error_verdict
 from flawscope.declaration import OUTPUT_RANK, ModelDeclaration, declaration_of
 from flawscope.errors import BundleError, FlawscopeError, InputError
 from flawscope.manifest import DeploySection
-from flawscope.types import Prediction, Verdict
+from flawscope.types import Prediction, Provenance, Verdict
 
 log = logging.getLogger(__name__)
 # Preference order when "auto" is asked for; TensorRT and CUDA need onnxruntime-gpu and a GPU.
@@ -198,6 +198,9 @@ class Inspector:
         thresholds: Thresholds | None,
         graph: str,
         declaration: ModelDeclaration | None = None,
+        *,
+        signer: str = "",
+        allow_unsigned: bool = False,
     ):
         self.bundle = bundle
         self.declaration = declaration or declaration_of(bundle.manifest.model)
@@ -211,6 +214,15 @@ class Inspector:
         self.model_hash = bundle.model_hash
         # The label of the thresholds in use (a pinned older version), not the bundle's latest.
         self.version = bundle.manifest.version_label(thresholds.version if thresholds is not None else None)
+        self.provenance = Provenance(
+            model_hash=self.model_hash,
+            model_version=self.version,
+            threshold_version=thresholds.version if thresholds is not None else None,
+            threshold_sha256=thresholds.sha256 if thresholds is not None else "",
+            graph_sha256=bundle.manifest.files[graph],
+            signer=signer,
+            allow_unsigned=allow_unsigned,
+        )
 
     @classmethod
     def load(
