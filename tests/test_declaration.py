@@ -87,5 +87,5 @@ def test_the_manifest_carries_the_declaration_typed():
     assert declaration_of(again.model) == _station()
     data = manifest.to_dict()
     data["model"]["declaration"]["task"] = "guess"
-    with pytest.raises(InputError, match="manifest.model.declaration.task"):
+    with pytest.raises(InputError, match=r"manifest\.model\.declaration\.task"):
         Manifest.from_dict(data)
