@@ -8,8 +8,8 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 SYSTAMP := $(VENV)/.system-packages
 # Debian packages of the real parts the tests start: PostgreSQL (audit), Chromium (report),
-# Aravis' fake GigE Vision camera (+ headers to build PyGObject for the venv).
-SYSTEM_PACKAGES := postgresql chromium aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config
+# Aravis' fake GigE Vision camera (+ headers to build PyGObject for the venv), mosquitto (MQTT broker).
+SYSTEM_PACKAGES := postgresql chromium aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config mosquitto
 
 .PHONY: demo test lint bench install system-packages clean
 

@@ -12,14 +12,14 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from flawscope.cli import audit, calibrate, demo, evaluate, export, line, train
+from flawscope.cli import audit, calibrate, demo, evaluate, export, line, plcsim, station, train
 from flawscope.cli.common import err_console, setup_logging
 from flawscope.errors import FlawscopeError
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="flawscope: train, evaluate, calibrate, export, inspect, audit, demo.",
+    help="flawscope: train, evaluate, calibrate, export, inspect, audit, station, sink, demo.",
     pretty_exceptions_enable=False,
 )
 
@@ -38,7 +38,10 @@ app.command("calibrate")(calibrate.calibrate_command)
 app.command("export")(export.export_command)
 app.command("inspect")(line.inspect_command)
 app.command("demo")(demo.demo_command)
+app.command("plc-sim")(plcsim.plcsim_command)
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(station.station_app, name="station")
+app.add_typer(station.sink_app, name="sink")
 
 
 def main() -> None:
@@ -52,5 +55,3 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)
-
-

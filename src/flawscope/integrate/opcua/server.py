@@ -1,0 +1,614 @@
+"""The station as an OPC UA server modelled on OPC 40100-1 (Machine Vision): sink ``opcua-server``.
+
+Each camera is a ``VisionSystemType`` object (:mod:`flawscope.integrate.opcua.vision`). The PLC
+either calls the spec's methods (``StartSingleJob`` -> JobId, then a ``ResultReady`` event and
+``GetResultById``/``GetResultListFiltered``, served from the audit store) or uses the tag handshake
+(:mod:`flawscope.integrate.opcua.handshake`), or both. As a sink it delivers each committed record of
+its cameras in order: ResultReady event, LatestResult variables, and (with tags) the handshake,
+counting a record delivered only once the PLC acknowledged it, so a PLC that is away finds its
+results waiting when it comes back.
+
+State machine: Preoperational at start, then Operational/Ready once the server runs. A camera with
+``trigger = "plc"`` goes Ready -> SingleExecution on StartSingleJob and back when the job's result
+is delivered; with the tag handshake it goes to ContinuousExecution at start (tag triggers are taken
+there). A free-running camera is always in ContinuousExecution. Halt -> Halted (no trigger taken);
+Reset -> Preoperational -> Operational again; SelectModeAutomatic -> Operational.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from flawscope.acquire.triggered import Trigger
+from flawscope.config import Problem
+from flawscope.integrate.opcua.handshake import Handshake
+from flawscope.integrate.opcua.loop import LoopThread
+from flawscope.integrate.opcua.results import fields, matches, parse_result_id, to_result
+from flawscope.integrate.opcua.security import (
+    PasswordUsers,
+    certificate_problems,
+    secure_server,
+    validate_security,
+)
+from flawscope.integrate.opcua.vision import RESULT_READY_EVENT_TYPE, VisionSystem, load_nodeset
+from flawscope.integrate.payload import camera_of
+from flawscope.integrate.registry import DeliveryError, Sink, SinkContext, register_sink
+from flawscope.types import InspectionRecord
+
+logger = logging.getLogger(__name__)
+
+
+def _ua() -> Any:
+    """Asyncua's ``ua`` module, untyped (its generated structures are made at run time)."""
+    from asyncua import ua
+
+    return ua
+
+
+@dataclass(frozen=True)
+class OpcuaServerOptions:
+    """``[sink.NAME]`` with ``type = "opcua-server"``.
+
+    Attributes:
+        endpoint: where the server listens, ``opc.tcp://HOST:PORT/PATH``.
+        application_uri: the server's application URI (must be in its certificate's SAN).
+        namespace: URI of the station's own namespace (default ``urn:flawscope:<station>``).
+        security: policies offered: ``None``, ``Basic256Sha256_Sign``, ``Basic256Sha256_SignAndEncrypt``.
+        certificate: the application instance certificate (DER or PEM).
+        private_key: its private key (PEM).
+        trust_store: folder of the client certificates accepted.
+        users: user name -> environment variable holding its password.
+        allow_anonymous: accept sessions without a user (test benches only).
+        handshake: ``methods`` (StartSingleJob, events), ``tags`` (the tag handshake) or ``both``.
+        buffer_depth: results the PLC may be behind before ResultOverrun.
+        ack_timeout_s: ResultAck watchdog.
+        trigger_timeout_s: watchdog on the PLC dropping Trigger.
+        heartbeat_s: VisionHeartbeat period.
+        plc_watchdog_s: report PlcHeartbeat silence after this long (0: not watched).
+        result_window: most recent records GetResultListFiltered searches (PartId searches all).
+    """
+
+    endpoint: str = "opc.tcp://127.0.0.1:4840/flawscope"
+    application_uri: str = "urn:flawscope:station"
+    namespace: str = ""
+    security: tuple[str, ...] = ("Basic256Sha256_SignAndEncrypt",)
+    certificate: Path | None = None
+    private_key: Path | None = None
+    trust_store: Path | None = None
+    users: dict[str, str] = field(default_factory=dict)
+    allow_anonymous: bool = False
+    handshake: Literal["methods", "tags", "both"] = "both"
+    buffer_depth: int = field(default=8, metadata={"min": 1})
+    ack_timeout_s: float = field(default=5.0, metadata={"min": 0.01})
+    trigger_timeout_s: float = field(default=5.0, metadata={"min": 0.01})
+    heartbeat_s: float = field(default=1.0, metadata={"min": 0.05})
+    plc_watchdog_s: float = field(default=0.0, metadata={"min": 0.0})
+    result_window: int = field(default=10000, metadata={"min": 1})
+
+    def validate(self) -> list[Problem]:
+        """Cross-field checks."""
+        problems = validate_security(self.security, self.certificate, self.private_key, self.trust_store)
+        parts = urlsplit(self.endpoint)
+        if parts.scheme != "opc.tcp" or not parts.hostname or not parts.port:
+            problems.append(Problem("endpoint", f"must be opc.tcp://HOST:PORT/PATH, got {self.endpoint!r}"))
+        if not self.users and not self.allow_anonymous:
+            problems.append(
+                Problem("users", "give users (name = password variable) or allow_anonymous = true")
+            )
+        return problems
+
+
+def _value(variant: Any) -> Any:
+    return getattr(variant, "Value", variant)
+
+
+def _id(value: Any) -> str:
+    """The ``Id`` of an id structure argument ("" for a null one)."""
+    value = _value(value)
+    return str(getattr(value, "Id", "") or "") if value is not None else ""
+
+
+@register_sink(
+    "opcua-server", config=OpcuaServerOptions, summary="OPC UA server (OPC 40100-1 Machine Vision)"
+)
+class OpcuaServerSink(Sink):
+    """Serves results and takes triggers as an OPC UA Machine Vision system."""
+
+    takes_triggers = True
+    reopen_on_error = False  # a PLC that does not acknowledge is no reason to restart the server
+
+    def __init__(self, name: str, options: OpcuaServerOptions, context: SinkContext) -> None:
+        super().__init__(name, options, context)
+        station = context.station
+        chosen = context.sink.cameras or tuple(c.name for c in station.cameras)
+        self.cameras = {c.name: c for c in station.cameras if c.name in chosen}
+        self.namespace = options.namespace or f"urn:flawscope:{station.station.name}"
+        self.users = PasswordUsers(options.users, options.allow_anonymous)
+        self._loop: LoopThread | None = None
+        self._server: Any = None
+        self._audit: Any = None
+        self.vision: dict[str, VisionSystem] = {}
+        self.handshakes: dict[str, Handshake] = {}
+        self._events: dict[str, Any] = {}
+        self._single_job: dict[str, str] = {}
+        self._continuous_job: dict[str, str] = {}
+        self._by_node: dict[Any, tuple[str, str]] = {}
+        self.last_error = ""
+        self.mv = 0
+        self.ns = 0
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def open(self) -> None:
+        """Start the server (once; it stays up while the station runs).
+
+        Raises:
+            DeliveryError: it cannot start (port taken, certificate unreadable...).
+        """
+        if self._server is not None:
+            return
+        from flawscope.audit import AuditLog
+
+        self._loop = LoopThread(f"opcua-{self.name}")
+        try:
+            self._audit = AuditLog.open(
+                self.context.audit_url or self.context.station.station.audit, read_only=True
+            )
+            self._loop.run(self._start(), timeout_s=60)
+        except Exception as exc:
+            self.close()
+            raise DeliveryError(
+                f"sink {self.name}: OPC UA server on {self.options.endpoint} cannot start: {exc}"
+            ) from None
+
+    async def _start(self) -> None:
+        from asyncua import Server
+
+        ua = _ua()
+        from asyncua.common.callback import CallbackType
+
+        opts = self.options
+        server = Server()
+        await server.init()
+        server.set_endpoint(opts.endpoint)
+        server.set_server_name(f"flawscope {self.context.station.station.name}")
+        await server.set_application_uri(opts.application_uri)
+        await secure_server(
+            server,
+            security=opts.security,
+            certificate=opts.certificate,
+            private_key=opts.private_key,
+            trust_store=opts.trust_store,
+            users=self.users,
+        )
+        self.mv = await load_nodeset(server)
+        self.ns = await server.register_namespace(self.namespace)
+        for camera in self.cameras:
+            vision = VisionSystem(server, self.ns, self.mv, camera)
+            await vision.build()
+            self.vision[camera] = vision
+            for handler, node in vision.methods.items():
+                server.link_method(node, self._method(camera, handler))
+            self._events[camera] = await server.get_event_generator(
+                ua.NodeId(RESULT_READY_EVENT_TYPE, self.mv), vision.node
+            )
+            if opts.handshake in ("tags", "both"):
+                handshake = Handshake(
+                    camera,
+                    _LocalTags(vision),
+                    self._tag_trigger(camera),
+                    buffer_depth=opts.buffer_depth,
+                    ack_timeout_s=opts.ack_timeout_s,
+                    trigger_timeout_s=opts.trigger_timeout_s,
+                    heartbeat_s=opts.heartbeat_s,
+                    plc_watchdog_s=opts.plc_watchdog_s,
+                )
+                self.handshakes[camera] = handshake
+                for tag, node in vision.tags.items():
+                    self._by_node[node.nodeid] = (camera, tag)
+        server.subscribe_server_callback(CallbackType.PostWrite, self._post_write)
+        await server.start()
+        self._server = server
+        for camera in self.vision:
+            if camera in self.handshakes:
+                await self.handshakes[camera].start()
+            await self._operational(camera)
+        logger.info("sink %s: OPC UA server on %s (%s)", self.name, opts.endpoint, ", ".join(opts.security))
+
+    async def _operational(self, camera: str) -> None:
+        vision = self.vision[camera]
+        await vision.set_state("Operational", "Initialized")
+        await vision.set_state("Operational", "Ready")
+        if self.cameras[camera].trigger == "free":
+            self._continuous_job[camera] = f"free-{camera}"
+            await vision.set_state("Operational", "ContinuousExecution")
+        elif camera in self.handshakes:
+            self._continuous_job[camera] = self._hub().new_job_id(camera)
+            await vision.set_state("Operational", "ContinuousExecution")
+
+    def close(self) -> None:
+        """Stop the server."""
+        loop, self._loop = self._loop, None
+        server, self._server = self._server, None
+        if loop is not None:
+            if server is not None:
+                try:
+                    loop.run(self._stop(server), timeout_s=10)
+                except Exception as exc:
+                    logger.warning("sink %s: stopping the OPC UA server: %s", self.name, exc)
+            loop.stop()
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None
+
+    async def _stop(self, server: Any) -> None:
+        for handshake in self.handshakes.values():
+            await handshake.stop()
+        await server.stop()
+
+    def health(self) -> dict[str, Any]:
+        """Server up, each camera's state and handshake."""
+        return {
+            "connected": self._server is not None,
+            "endpoint": self.options.endpoint,
+            "cameras": {
+                c: {
+                    "state": v.state,
+                    **({"handshake": self.handshakes[c].health()} if c in self.handshakes else {}),
+                }
+                for c, v in self.vision.items()
+            },
+            "refused_logins": self.users.refused,
+        }
+
+    def check(self) -> list[str]:
+        """Certificates, trust store, password variables and the endpoint's port."""
+        import os
+
+        opts = self.options
+        problems = []
+        if any(p != "None" for p in opts.security):
+            problems += certificate_problems(
+                opts.certificate, opts.private_key, opts.trust_store, opts.application_uri
+            )
+        for user, variable in opts.users.items():
+            if not os.environ.get(variable):
+                problems.append(f"environment variable {variable} (password of user {user}) is not set")
+        parts = urlsplit(opts.endpoint)
+        host = parts.hostname or ""
+        try:
+            with socket.socket() as sock:
+                sock.bind((host, parts.port or 4840))
+        except OSError as exc:
+            problems.append(f"cannot listen on {host}:{parts.port} ({exc.strerror or exc})")
+        return problems
+
+    # ------------------------------------------------------------------------------- delivery
+
+    def deliver(self, records: Sequence[InspectionRecord]) -> int:
+        """ResultReady event and LatestResult for each record of its cameras; with tags, wait for the ack."""
+        if self._loop is None or self._server is None:
+            raise DeliveryError(f"sink {self.name}: OPC UA server not running")
+        done, problem = self._loop.run(self._deliver(list(records), self.backlog))
+        if problem:
+            raise DeliveryError(f"sink {self.name}: {problem}", delivered=done)
+        return done
+
+    async def _deliver(self, records: list[InspectionRecord], backlog: int) -> tuple[int, str]:
+        for done, record in enumerate(records):
+            camera = camera_of(record)
+            if camera not in self.vision or record.station != self.context.station.record_station(camera):
+                continue  # another camera's or station's record
+            if record.kind == "inspection":
+                await self._publish(camera, record)
+                handshake = self.handshakes.get(camera)
+                if handshake is not None and not await handshake.present(record, backlog - done):
+                    return done, f"camera {camera}: {handshake.error}"
+        return len(records), ""
+
+    async def _publish(self, camera: str, record: InspectionRecord) -> None:
+        from flawscope.integrate.opcua.handshake import result_tags
+
+        vision = self.vision[camera]
+        simulated = self.cameras[camera].source.startswith("sim:")
+        values = fields(record, simulated)
+        tags = result_tags(record)
+        latest = {k: tags[v] for k, v in _LATEST_FROM_TAGS.items()}
+        latest["CreationTime"] = values["CreationTime"]
+        await vision.write_values(vision.latest, latest)
+        event = self._events[camera]
+        types = _event_types()
+        for key, value in values.items():
+            # asyncua takes each field's type from its declaration's default value, which the
+            # NodeSet leaves empty for the optional fields: say it explicitly.
+            event.event.add_property(key, value, types.get(key, _ua().VariantType.ExtensionObject))
+        await event.trigger(
+            message=f"result {tags['ResultId']} of part {record.part_id}: {record.outcome.value}"
+        )
+        single = self._single_job.get(camera)
+        if single is not None and values["JobId"].Id == single:
+            del self._single_job[camera]
+            await vision.set_state("Operational", "Ready")
+
+    # -------------------------------------------------------------------------------- triggers
+
+    def _hub(self) -> Any:
+        hub = self.context.triggers
+        if hub is None:
+            raise DeliveryError(f"sink {self.name}: no trigger hub (not running in a station)")
+        return hub
+
+    def _trigger(self, camera: str, part_id: str, job: str, **ids: str) -> None:
+        self._hub().put(camera, Trigger(job, part_id=part_id, at=time.perf_counter(), **ids))
+
+    def _tag_trigger(self, camera: str) -> Any:
+        async def start_job(part_id: str) -> str | None:
+            vision = self.vision[camera]
+            handshake = self.handshakes[camera]
+            if self.cameras[camera].trigger != "plc":
+                handshake.refusal = f'camera {camera} is free-running (trigger = "free")'
+                return None
+            if vision.auto_state != "ContinuousExecution":
+                handshake.refusal = f"camera {camera} is {vision.state}, not ContinuousExecution"
+                return None
+            job = self._hub().new_job_id(camera)
+            self._trigger(camera, part_id, job)
+            return job
+
+        return start_job
+
+    async def _post_write(self, event: Any, _dispatcher: Any) -> None:
+        for write in event.request_params.NodesToWrite:
+            target = self._by_node.get(write.NodeId)
+            if target is None:
+                continue
+            camera, tag = target
+            await self.handshakes[camera].plc_wrote(tag, write.Value.Value.Value)
+
+    # --------------------------------------------------------------------------------- methods
+
+    def _method(self, camera: str, handler: str) -> Any:
+        method = getattr(self, f"_m_{handler}")
+
+        async def call(_parent: Any, *args: Any) -> Any:
+            try:
+                return await method(camera, *[_value(a) for a in args])
+            except _Refused as refused:
+                # asyncua turns a raised exception into BadUnexpectedError: return the status instead.
+                logger.info("OPC UA %s on camera %s refused: %s", handler, camera, refused.text)
+                return _ua().StatusCode(getattr(_ua().StatusCodes, refused.code))
+
+        return call
+
+    @staticmethod
+    def _ok(*values: Any) -> list[Any]:
+        ua = _ua()
+
+        return [*values, ua.Variant(0, ua.VariantType.Int32)]
+
+    @staticmethod
+    def _bad(code: str, text: str) -> Exception:
+        return _Refused(code, text)
+
+    async def _m_start_single_job(
+        self, camera: str, meas: Any, part: Any, recipe: Any, product: Any, *_: Any
+    ) -> Any:
+        ua = _ua()
+
+        vision = self.vision[camera]
+        if self.cameras[camera].trigger != "plc":
+            raise self._bad("BadInvalidState", f"camera {camera} is free-running")
+        if vision.auto_state != "Ready":
+            raise self._bad("BadInvalidState", f"camera {camera} is {vision.state}, not Ready")
+        job = self._hub().new_job_id(camera)
+        self._single_job[camera] = job
+        await vision.set_state("Operational", "SingleExecution")
+        self._trigger(
+            camera, _id(part), job, meas_id=_id(meas), recipe_id=_id(recipe), product_id=_id(product)
+        )
+        return self._ok(ua.Variant(ua.JobIdDataType(Id=job)))
+
+    async def _m_start_continuous(self, camera: str, *_: Any) -> Any:
+        ua = _ua()
+
+        vision = self.vision[camera]
+        if vision.auto_state != "Ready":
+            raise self._bad("BadInvalidState", f"camera {camera} is {vision.state}, not Ready")
+        if camera not in self.handshakes:
+            raise self._bad(
+                "BadNotSupported", f"camera {camera} takes continuous triggers through the tag handshake"
+            )
+        job = self._hub().new_job_id(camera)
+        self._continuous_job[camera] = job
+        await vision.set_state("Operational", "ContinuousExecution")
+        return self._ok(ua.Variant(ua.JobIdDataType(Id=job)))
+
+    async def _m_stop(self, camera: str, *_: Any) -> Any:
+        vision = self.vision[camera]
+        if self.cameras[camera].trigger == "free":
+            raise self._bad("BadInvalidState", f"camera {camera} is free-running")
+        if vision.auto_state not in ("SingleExecution", "ContinuousExecution"):
+            raise self._bad("BadInvalidState", f"camera {camera} is {vision.state}: nothing to stop")
+        self._single_job.pop(camera, None)
+        await vision.set_state("Operational", "Ready")
+        return self._ok()
+
+    async def _m_abort(self, camera: str, *args: Any) -> Any:
+        return await self._m_stop(camera, *args)
+
+    async def _m_halt(self, camera: str, *_: Any) -> Any:
+        self._single_job.pop(camera, None)
+        await self.vision[camera].set_state("Halted", None)
+        return self._ok()
+
+    async def _m_reset(self, camera: str, *_: Any) -> Any:
+        await self.vision[camera].set_state("Preoperational", None)
+        await self._operational(camera)
+        return self._ok()
+
+    async def _m_select_mode_automatic(self, camera: str, *_: Any) -> Any:
+        vision = self.vision[camera]
+        if vision.main_state == "Halted":
+            raise self._bad("BadInvalidState", f"camera {camera} is Halted: call Reset first")
+        if vision.main_state != "Operational":
+            await self._operational(camera)
+        return self._ok()
+
+    # ------------------------------------------------------------------------ result management
+
+    async def _record(self, camera: str, result: Any, timeout_ms: int) -> InspectionRecord:
+        parsed = parse_result_id(_id(result))
+        if parsed is None:
+            raise self._bad("BadInvalidArgument", f"{_id(result)!r} is not a flawscope result id")
+        seq, prefix = parsed
+        deadline = time.monotonic() + max(0, timeout_ms or 0) / 1000
+        loop = asyncio.get_running_loop()
+        while True:
+            record = await loop.run_in_executor(None, self._audit.get, seq)
+            if record is not None or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.01)
+        if record is None or not record.record_hash.startswith(prefix):
+            raise self._bad("BadNotFound", f"no result {_id(result)}")
+        if record.station != self.context.station.record_station(camera):
+            raise self._bad("BadNotFound", f"result {_id(result)} is not camera {camera}'s")
+        return record
+
+    async def _m_get_result_by_id(self, camera: str, result: Any, timeout: Any = 0, *_: Any) -> Any:
+        ua = _ua()
+
+        record = await self._record(camera, result, int(timeout or 0))
+        simulated = self.cameras[camera].source.startswith("sim:")
+        return self._ok(ua.Variant(0, ua.VariantType.UInt32), ua.Variant(to_result(record, simulated)))
+
+    async def _m_get_result_components_by_id(
+        self, camera: str, result: Any, timeout: Any = 0, *_: Any
+    ) -> Any:
+        ua = _ua()
+
+        record = await self._record(camera, result, int(timeout or 0))
+        f = fields(record, self.cameras[camera].source.startswith("sim:"))
+        return self._ok(
+            ua.Variant(False, ua.VariantType.Boolean),
+            ua.Variant(0, ua.VariantType.UInt32),
+            ua.Variant(False, ua.VariantType.Boolean),
+            ua.Variant(f["IsSimulated"], ua.VariantType.Boolean),
+            ua.Variant(f["ResultState"], ua.VariantType.Int32),
+            ua.Variant(f["MeasId"]),
+            ua.Variant(f["PartId"]),
+            ua.Variant(f["ExternalRecipeId"]),
+            ua.Variant(f["InternalRecipeId"]),
+            ua.Variant(f["ProductId"]),
+            ua.Variant(f["ExternalConfigurationId"]),
+            ua.Variant(f["InternalConfigurationId"]),
+            ua.Variant(f["JobId"]),
+            ua.Variant(f["CreationTime"], ua.VariantType.DateTime),
+            ua.Variant(f["ProcessingTimes"]),
+            ua.Variant(f["ResultContent"], ua.VariantType.Variant),
+        )
+
+    async def _m_get_result_list_filtered(self, camera: str, *args: Any) -> Any:
+        ua = _ua()
+
+        state, meas, part, ext_recipe, int_recipe, ext_conf, int_conf, product, job, max_results, start = (
+            list(args) + [None] * 11
+        )[:11]
+        wanted = {
+            "meas_id": _id(meas),
+            "part_id": _id(part),
+            "recipe_id": _id(ext_recipe),
+            "internal_recipe_id": _id(int_recipe),
+            "internal_configuration_id": _id(int_conf),
+            "product_id": _id(product),
+            "job_id": _id(job),
+        }
+        if _id(ext_conf):
+            wanted["external_configuration_id"] = _id(ext_conf)  # flawscope sets none: matches nothing
+        station = self.context.station.record_station(camera)
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(None, self._search, station, wanted, int(state or 0))
+        first = int(start or 0)
+        limit = int(max_results or 0) or len(found)
+        page = found[first : first + limit]
+        simulated = self.cameras[camera].source.startswith("sim:")
+        return self._ok(
+            ua.Variant(first + len(page) >= len(found), ua.VariantType.Boolean),
+            ua.Variant(len(page), ua.VariantType.UInt32),
+            ua.Variant(0, ua.VariantType.UInt32),
+            ua.Variant(
+                [ua.Variant(to_result(r, simulated)).Value for r in page], ua.VariantType.ExtensionObject
+            ),
+        )
+
+    def _search(self, station: str, wanted: dict[str, str], state: int) -> list[InspectionRecord]:
+        if wanted["part_id"]:
+            candidates = self._audit.records(part_id=wanted["part_id"])
+        else:
+            head = self._audit.head().seq
+            candidates = self._audit.records(since_seq=max(0, head - self.options.result_window))
+        return [
+            r
+            for r in candidates
+            if r.kind == "inspection" and r.station == station and matches(r, wanted, state)
+        ]
+
+    async def _m_release_result_handle(self, camera: str, *_: Any) -> Any:
+        return self._ok()  # results are served from the audit store: there is nothing to release
+
+
+def _event_types() -> dict[str, Any]:
+    ua = _ua()
+    return {
+        "HasTransferableDataOnFile": ua.VariantType.Boolean,
+        "IsPartial": ua.VariantType.Boolean,
+        "IsSimulated": ua.VariantType.Boolean,
+        "ResultState": ua.VariantType.Int32,
+        "CreationTime": ua.VariantType.DateTime,
+        "ResultContent": ua.VariantType.Variant,
+    }
+
+
+_LATEST_FROM_TAGS = {
+    "ResultId": "ResultId",
+    "ResultSeq": "ResultSeq",
+    "PartId": "ResultPartId",
+    "JobId": "ResultJobId",
+    "Outcome": "Outcome",
+    "OutcomeCode": "OutcomeCode",
+    "Accept": "Accept",
+    "Score": "Score",
+    "NormalizedScore": "NormalizedScore",
+    "Category": "Category",
+    "ModelVersion": "ModelVersion",
+    "ThresholdVersion": "ThresholdVersion",
+}
+
+
+class _Refused(Exception):  # noqa: N818
+    """A method call refused with an OPC UA status (``code`` names it, ``text`` says why)."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+class _LocalTags:
+    """Handshake tags on this server's own address space."""
+
+    def __init__(self, vision: VisionSystem) -> None:
+        self.vision = vision
+
+    async def write(self, values: dict[str, Any]) -> None:
+        await self.vision.write_values(self.vision.tags, values)
+
+    async def read(self, name: str) -> Any:
+        return await self.vision.tags[name].read_value()
