@@ -76,14 +76,15 @@ def _old_store(url: str) -> None:
     engine.dispose()
 
 
-def _layout(url: str) -> tuple[set[str], set[str]]:
+def _layout(url: str) -> tuple[set[str], set[str], set[str]]:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         inspector = sa.inspect(conn)
         columns = {c["name"] for c in inspector.get_columns("inspections")}
         indexes = {i["name"] for i in inspector.get_indexes("inspections")}
+        tables = set(inspector.get_table_names())  # the sink tables of schema 4 included
     engine.dispose()
-    return columns, indexes
+    return columns, indexes, tables
 
 
 def test_an_old_store_is_read_as_it_is_when_opened_read_only(audit_url, run_sql):

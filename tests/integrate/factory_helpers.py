@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from flawscope.acquire import Source
-from flawscope.types import Frame, Outcome, Verdict
+from flawscope.types import Frame, Outcome, Provenance, Verdict
 
 
 class FakeInspector:
@@ -20,6 +20,7 @@ class FakeInspector:
     model_hash = "f" * 64
     version = "fake.t3"
     thresholds = SimpleNamespace(version=3)
+    provenance = Provenance(model_hash, version, 3, threshold_sha256="1" * 64, graph_sha256="2" * 64)
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s

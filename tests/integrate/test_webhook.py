@@ -69,7 +69,7 @@ def test_every_result_arrives_signed_in_order_and_matches_the_schema(station_fil
         jsonschema.validate(message, schema)
     first = delivered[0]
     assert first["station"] == "press-3" and first["camera"] == "top" and first["part_id"] == "p00000"
-    assert first["model"] == {"hash": "f" * 64, "version": "fake.t3", "threshold_version": 3}
+    assert first["model"]["hash"] == "f" * 64 and first["model"]["threshold_version"] == 3
     ids = [r["id"] for r in receiver.requests]
     if mode == "single":
         assert ids == [m["id"] for m in delivered]

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 
 from flawscope.audit.chain import GENESIS_HASH, HASH_SCHEME, HASH_SCHEMES
 from flawscope.audit.fields import record_fields
-from flawscope.audit.schema import INDEXES, column, inspections, meta, metadata
+from flawscope.audit.schema import INDEXES, TABLES, column, meta, metadata, sink_cursors, sink_dead_letters
 from flawscope.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         _chain(add_fields(2), _hash_scheme_v2),
     ),
     Migration(3, "indexes on time, outcome, station, source and ref_seq", add_indexes(3)),
+    Migration(
+        4,
+        "delivery state of the station's sinks: sink_cursors, sink_dead_letters",
+        lambda conn: metadata.create_all(conn, tables=[sink_cursors, sink_dead_letters]),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -130,7 +135,7 @@ def init_schema(conn: Connection, shown_url: str, *, read_only: bool) -> int:
     if not has_meta:
         if read_only:
             raise InputError(shown_url, "cannot open the audit database: it holds no audit log yet")
-        metadata.create_all(conn, tables=[inspections, meta])
+        metadata.create_all(conn, tables=list(TABLES))
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         conn.execute(
             meta.insert(),

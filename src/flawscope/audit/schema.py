@@ -77,6 +77,28 @@ meta = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+# The delivery state of a station's sinks (schema 4; the records themselves are the outbox, these
+# only say how far each sink got, see flawscope.integrate.cursors): per sink, the last seq its peer
+# acknowledged and why it is disabled ("" when it is not); and the records it gave up on.
+sink_cursors = sa.Table(
+    "sink_cursors",
+    metadata,
+    sa.Column("sink", sa.Text, primary_key=True),
+    sa.Column("seq", _BIGINT, nullable=False),
+    sa.Column("disabled", sa.Text, nullable=False, server_default=""),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+sink_dead_letters = sa.Table(
+    "sink_dead_letters",
+    metadata,
+    sa.Column("sink", sa.Text, primary_key=True),
+    sa.Column("seq", _BIGINT, primary_key=True, autoincrement=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", sa.Double, nullable=False),
+)
+#: Tables a new store is created with (each migration adds its own to an older store).
+TABLES = (inspections, meta, sink_cursors, sink_dead_letters)
+
 
 def redact(url: str) -> str:
     """The URL with its password replaced by ``***`` (also when SQLAlchemy cannot parse it)."""

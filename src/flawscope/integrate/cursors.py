@@ -1,6 +1,6 @@
 """Durable delivery state of the sinks, kept in the audit database beside the records.
 
-Two tables, created on first use:
+Two tables of the audit store's schema (:mod:`flawscope.audit.schema`, added by migration 4):
 
 - ``sink_cursors``: per sink, the ``seq`` of the last record its peer acknowledged (everything up to
   it is delivered or dead-lettered), and why the sink is disabled, if it is (``""`` otherwise);
@@ -24,31 +24,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from flawscope.audit.schema import WRITE_OPTION, create_audit_engine, describe, parse_url, redact
+from flawscope.audit.schema import (
+    WRITE_OPTION,
+    create_audit_engine,
+    describe,
+    parse_url,
+    redact,
+    sink_cursors,
+    sink_dead_letters,
+)
 from flawscope.errors import InputError
 
 logger = logging.getLogger(__name__)
-
-metadata = sa.MetaData()
-_BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-sink_cursors = sa.Table(
-    "sink_cursors",
-    metadata,
-    sa.Column("sink", sa.Text, primary_key=True),
-    sa.Column("seq", _BIGINT, nullable=False),
-    sa.Column("disabled", sa.Text, nullable=False, server_default=""),
-    sa.Column("updated_at", sa.Double, nullable=False),
-)
-
-sink_dead_letters = sa.Table(
-    "sink_dead_letters",
-    metadata,
-    sa.Column("sink", sa.Text, primary_key=True),
-    sa.Column("seq", _BIGINT, primary_key=True, autoincrement=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("at", sa.Double, nullable=False),
-)
 
 
 @dataclass(frozen=True)
@@ -76,7 +63,8 @@ class CursorStore:
         synchronous: SQLite ``synchronous`` mode (as the audit log's).
 
     Raises:
-        InputError: the database cannot be opened or the tables cannot be created.
+        InputError: the database cannot be opened, or has no sink tables (a store written before
+            schema 4 that no station has opened since; opening it with the audit log migrates it).
     """
 
     def __init__(self, url: str, *, synchronous: str = "FULL", busy_timeout_s: float = 10.0) -> None:
@@ -89,11 +77,17 @@ class CursorStore:
             read_only=False,
         )
         try:
-            with self._write() as conn:
-                metadata.create_all(conn, checkfirst=True)
+            with self._engine.connect() as conn:
+                present = sa.inspect(conn).has_table("sink_cursors")
         except SQLAlchemyError as exc:
             self._engine.dispose()
-            raise InputError(self.url, f"cannot create the sink tables: {describe(exc)}") from None
+            raise InputError(self.url, f"cannot open the audit database: {describe(exc)}") from None
+        if not present:
+            self._engine.dispose()
+            raise InputError(
+                self.url,
+                "has no sink tables yet (audit schema < 4): open it with a station or 'flawscope inspect'",
+            )
 
     def close(self) -> None:
         """Release the connections."""
