@@ -12,14 +12,26 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from flawscope.cli import audit, calibrate, demo, evaluate, export, line, plcsim, station, train
+from flawscope.cli import (
+    audit,
+    calibrate,
+    demo,
+    evaluate,
+    export,
+    feedback,
+    line,
+    plcsim,
+    serve,
+    station,
+    train,
+)
 from flawscope.cli.common import err_console, setup_logging
 from flawscope.errors import FlawscopeError
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="flawscope: train, evaluate, calibrate, export, inspect, audit, station, sink, demo.",
+    help="flawscope: train, evaluate, calibrate, export, inspect, audit, station, sink, serve, feedback, demo.",
     pretty_exceptions_enable=False,
 )
 
@@ -42,6 +54,9 @@ app.command("plc-sim")(plcsim.plcsim_command)
 app.add_typer(audit.audit_app, name="audit")
 app.add_typer(station.station_app, name="station")
 app.add_typer(station.sink_app, name="sink")
+app.command("serve")(serve.serve_command)
+app.add_typer(serve.users_app, name="users")
+app.add_typer(feedback.feedback_app, name="feedback")
 
 
 def main() -> None:

@@ -14,8 +14,6 @@ audit_app = typer.Typer(help="Verify and export the audit trail.", no_args_is_he
 DEFAULT_AUDIT = "sqlite:///flawscope-audit.db"
 
 
-
-
 @audit_app.command("verify")
 def audit_verify_command(
     audit: Annotated[str, typer.Option(help="SQLAlchemy URL of the audit database.")] = DEFAULT_AUDIT,

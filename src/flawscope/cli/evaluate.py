@@ -56,5 +56,3 @@ def evaluate_command(
     if report:
         console.print(f"report: {report}")
     print_skipped(run.skipped)
-
-

@@ -79,5 +79,3 @@ def export_command(
         console.print(
             "[yellow]warning: no calibrated thresholds; the runtime can score but not give verdicts.[/yellow]"
         )
-
-

@@ -97,5 +97,3 @@ def inspect_command(
     console.print(table)
     if summary.unrecorded:
         raise FlawscopeError(f"{summary.unrecorded} parts could not be recorded: treat them as rejects")
-
-

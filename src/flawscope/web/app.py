@@ -1,0 +1,255 @@
+"""The FastAPI application: pages for people, a REST API for programs, one event stream for dashboards.
+
+``create_app`` opens the audit database (creating the web tables and read indexes on first use),
+loads the optional bundle, and starts the live feed when the app starts. Errors become clear
+answers: JSON ``{"detail": ...}`` under ``/api``, a page (or the login page) elsewhere; nothing a
+user does produces a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flawscope.audit import AuditLog, AuditWriteError
+from flawscope.errors import BundleError, FlawscopeError, InputError
+from flawscope.web import admin_pages, api, pages, pictures
+from flawscope.web.auth import Denied, audit_denial, identify
+from flawscope.web.config import WebConfig
+from flawscope.web.database import WebDB
+from flawscope.web.errors import DatabaseError, PartNotFoundError
+from flawscope.web.imaging import StorePathError
+from flawscope.web.live import Feed, SinkStatus
+from flawscope.web.reviews import ReviewConflictError, ReviewDesk
+from flawscope.web.state import WebState, when
+from flawscope.web.stats import parse_shifts
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).with_name("static")
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
+HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class Guard:
+    """ASGI middleware: security headers on every answer, and a cap on request bodies.
+
+    A body declared larger than ``max_body`` is answered 413 before it is read; one that grows
+    past it while being read is cut off.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            answer = JSONResponse(
+                {"detail": f"the request is larger than the {self.max_body:,} bytes accepted"}, 413
+            )
+            await answer(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *HEADERS]
+            await send(message)
+
+        await self.app(scope, limited, with_headers)
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+
+
+def _error(request: Request, status: int, message: str, heading: str = "") -> Response:
+    if _wants_json(request):
+        return JSONResponse({"detail": message}, status)
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(
+        request,
+        "error.html",
+        {"status": status, "heading": heading or f"Error {status}", "message": message, "principal": None},
+        status_code=status,
+    )
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Denied)
+    async def denied(request: Request, exc: Denied) -> Response:
+        principal = getattr(request.state, "principal", None)
+        actor = principal.name if principal is not None else "-"
+        if actor == "-" and exc.status == 403:
+            try:
+                found = identify(request)
+                actor = found.name if found else "-"
+            except Denied:
+                pass
+        audit_denial(request, exc, actor)
+        if exc.status == 401 and not _wants_json(request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={target if request.method == 'GET' else '/'}", 303)
+        answer = _error(request, exc.status, exc.message, "Not allowed")
+        if exc.status == 401:
+            answer.headers["www-authenticate"] = "Bearer"
+        return answer
+
+    @app.exception_handler(PartNotFoundError)
+    async def not_found(request: Request, exc: PartNotFoundError) -> Response:
+        return _error(request, 404, exc.problem, "Part not found")
+
+    @app.exception_handler(StorePathError)
+    async def bad_path(request: Request, exc: StorePathError) -> Response:
+        return _error(request, 400, str(exc), "Not in the image store")
+
+    @app.exception_handler(ReviewConflictError)
+    async def conflict(request: Request, exc: ReviewConflictError) -> Response:
+        return _error(request, 409, str(exc), "Reviewed meanwhile")
+
+    @app.exception_handler(InputError)
+    async def bad_input(request: Request, exc: InputError) -> Response:
+        return _error(request, 422, str(exc), "Cannot do that")
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        return _error(request, 422, problems or "the request is not valid", "Cannot do that")
+
+    @app.exception_handler(DatabaseError)
+    @app.exception_handler(AuditWriteError)
+    async def database(request: Request, exc: FlawscopeError) -> Response:
+        return _error(request, 503, f"the audit database is not available: {exc}", "Database unavailable")
+
+
+def _templates() -> Jinja2Templates:
+    env = Environment(
+        loader=PackageLoader("flawscope.web", "templates"), autoescape=select_autoescape(["html"])
+    )
+    env.filters["when"] = when
+    return Jinja2Templates(env=env)
+
+
+def _load_inspector(config: WebConfig) -> tuple[Any, list[dict[str, Any]]]:
+    if config.bundle is None:
+        return None, []
+    from flawscope.runtime import Inspector
+
+    try:
+        inspector = Inspector.load(config.bundle, threads=1)
+    except BundleError as exc:
+        raise InputError(config.bundle, f"cannot load the bundle: {exc}") from None
+    return inspector, [dict(t) for t in inspector.bundle.thresholds]
+
+
+def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI:
+    """The web app for an audit database and image store.
+
+    Args:
+        config: settings (checked here).
+        sinks: where the dashboard reads the sinks' states from (a station passes its sinks).
+
+    Raises:
+        InputError: an unusable setting, database, image store or bundle.
+    """
+    config = config.checked()
+    audit = AuditLog.open(config.audit_url)
+    try:
+        db = WebDB(config.audit_url)
+    except Exception:
+        audit.close()
+        raise
+    inspector, thresholds = _load_inspector(config)
+    store_root = config.images.resolve()
+    settings = WebState.load_settings(db, config)
+    review_ratio = None
+    if thresholds and thresholds[-1].get("reject"):
+        review_ratio = float(thresholds[-1].get("review", thresholds[-1]["reject"])) / float(
+            thresholds[-1]["reject"]
+        )
+    feed = Feed(
+        db,
+        shifts=parse_shifts(config.shifts),
+        sample_rate=settings.sample_rate,
+        poll_s=config.poll_s,
+        review_threshold=review_ratio,
+        sinks=sinks,
+    )
+    state = WebState(
+        config=config,
+        db=db,
+        audit=audit,
+        desk=ReviewDesk(audit, db, store_root),
+        feed=feed,
+        store_root=store_root,
+        settings=settings,
+        inspector=inspector,
+        thresholds=thresholds,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        feed.start()
+        try:
+            yield
+        finally:
+            feed.stop()
+            audit.close()
+            db.close()
+
+    app = FastAPI(
+        title="flawscope",
+        version="1",
+        description="Inspection records, reviews and statistics of a flawscope station.",
+        docs_url=None,  # the interactive docs load scripts from a CDN; the schema is at openapi_url
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.web = state
+    app.state.templates = _templates()
+    _install_handlers(app)
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.include_router(pictures.router)
+    app.include_router(admin_pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # A batch of uploads and the multipart framing around them.
+    app.add_middleware(Guard, max_body=config.max_upload_bytes * api.MAX_BATCH + 1_000_000)
+    return app

@@ -1,0 +1,403 @@
+"""Pages for people: log in, the live dashboard and its event stream, the review queue, parts.
+
+Pages are rendered on the server; the dashboard's numbers and charts are then kept current by one
+server-sent event stream (``/events/stream``), and the review page's keys submit its form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Depends, Form, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+
+from flawscope.errors import InputError
+from flawscope.types import Outcome
+from flawscope.web import queue as review_queue
+from flawscope.web.auth import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    Denied,
+    Principal,
+    client_address,
+    identify,
+    require,
+)
+from flawscope.web.errors import PartNotFoundError
+from flawscope.web.events import record_event
+from flawscope.web.imaging import mask_from_polygons
+from flawscope.web.queries import Filters, cameras, list_records
+from flawscope.web.reviews import reviews_of_part
+from flawscope.web.state import WebState
+from flawscope.web.users import authenticate, end_session, list_users, same_secret, start_session
+
+router = APIRouter(include_in_schema=False)
+Operator = Annotated[Principal, Depends(require("operator"))]
+LOGIN_LIMIT, LOGIN_WINDOW_S = 5, 300.0
+STREAM_TICK_S = 1.0
+REASONS = {
+    "flagged": "flagged by an operator",
+    "review_band": "the model was unsure (review band)",
+    "sample": "random check of a passed part",
+}
+
+
+def _state(request: Request) -> WebState:
+    return request.app.state.web
+
+
+def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+    """A page, with the user and the review queue's size for the top bar."""
+    state = _state(request)
+    principal = context.get("principal")
+    queue_total = sum(state.feed.queue_counts.values()) if principal is not None else 0
+    return request.app.state.templates.TemplateResponse(
+        request, name, {"queue_total": queue_total, **context}, status_code=status
+    )
+
+
+def _local(target: str) -> str:
+    """``target`` if it is a path of this app, else ``/`` (no redirect elsewhere after login)."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+
+def _json_for_script(data: Any) -> str:
+    return json.dumps(data, allow_nan=False, default=str).replace("<", "\\u003c")
+
+
+# ---------------------------------------------------------------------------------- sessions
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """Liveness probe (no data)."""
+    return {"status": "ok"}
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "/", error: str = "") -> Response:
+    """The login form (a cookie of its own guards it against forged logins)."""
+    token = secrets.token_urlsafe(24)
+    no_users = not list_users(_state(request).db)
+    page = render(
+        request,
+        "login.html",
+        {
+            "principal": None,
+            "login_csrf": token,
+            "next": _local(next),
+            "error": error,
+            "no_users": no_users,
+            "audit_url": _state(request).db.url,
+        },
+    )
+    page.set_cookie(
+        LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=_state(request).config.secure_cookies
+    )
+    return page
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=1024)],
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    """Check the name and password and open a session."""
+    state = _state(request)
+    remote = client_address(request)
+    if not same_secret(csrf_token, request.cookies.get(LOGIN_COOKIE, "")):
+        record_event(state.db, "denied", target="/login", detail={"why": "login form CSRF"}, remote=remote)
+        return RedirectResponse("/login?error=" + quote("The login form expired; please try again."), 303)
+    now = time.time()
+    failures = [t for t in state.login_failures.get(username, []) if now - t < LOGIN_WINDOW_S]
+    if len(failures) >= LOGIN_LIMIT:
+        record_event(
+            state.db,
+            "login_refused",
+            actor=username,
+            target="/login",
+            detail={"why": "too many failures"},
+            remote=remote,
+        )
+        raise Denied(429, f"too many failed logins for {username}; wait {LOGIN_WINDOW_S / 60:.0f} minutes")
+    user = authenticate(state.db, username, password)
+    if user is None:
+        state.login_failures[username] = [*failures, now]
+        record_event(state.db, "login_failed", actor=username, target="/login", remote=remote)
+        return RedirectResponse(
+            f"/login?next={quote(_local(next))}&error=" + quote("Wrong user name or password."), 303
+        )
+    state.login_failures.pop(username, None)
+    secret, _ = start_session(state.db, user, state.config.session_hours * 3600)
+    record_event(state.db, "login", actor=user.username, target="/login", remote=remote)
+    answer = RedirectResponse(_local(next), 303)
+    answer.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        max_age=int(state.config.session_hours * 3600),
+        httponly=True,
+        secure=state.config.secure_cookies,
+        samesite="strict",
+    )
+    answer.delete_cookie(LOGIN_COOKIE)
+    return answer
+
+
+@router.post("/logout")
+def logout(request: Request, who: Operator) -> Response:
+    """End the session."""
+    state = _state(request)
+    end_session(state.db, who.session)
+    record_event(state.db, "logout", actor=who.name, target="/logout", remote=client_address(request))
+    answer = RedirectResponse("/login", 303)
+    answer.delete_cookie(SESSION_COOKIE)
+    return answer
+
+
+# --------------------------------------------------------------------------------- dashboard
+
+
+@router.get("/")
+def dashboard(request: Request, who: Operator) -> Response:
+    """The live dashboard."""
+    snap = _state(request).feed.snapshot()
+    return render(
+        request,
+        "dashboard.html",
+        {"principal": who, "nav": "dashboard", "snap": snap, "snap_json": _json_for_script(snap)},
+    )
+
+
+@router.get("/events/stream")
+async def stream(request: Request) -> Response:
+    """Server-sent events: an ``update`` (dashboard snapshot and new parts) when anything changed."""
+    principal = identify(request)
+    if principal is None:
+        raise Denied(401, "log in first")
+    feed = _state(request).feed
+    try:
+        seen = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)
+    except ValueError:
+        seen = 0
+
+    async def events() -> AsyncIterator[str]:
+        version, quiet = -1, 0.0
+        yield "retry: 2000\n\n"
+        while not feed.stopping and not await request.is_disconnected():
+            snap = feed.snapshot()
+            nonlocal seen
+            if snap["version"] != version:
+                version = snap["version"]
+                parts = feed.parts_after(seen)
+                seen = snap["head"]
+                payload = _json_for_script({**snap, "new_parts": parts})
+                yield f"id: {seen}\nevent: update\ndata: {payload}\n\n"
+                quiet = 0.0
+            elif quiet >= 15:
+                yield ": still here\n\n"
+                quiet = 0.0
+            await asyncio.sleep(STREAM_TICK_S)
+            quiet += STREAM_TICK_S
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+    )
+
+
+# ------------------------------------------------------------------------------------ review
+
+
+def _review_page(
+    request: Request, who: Principal, seq: int, item: review_queue.QueueItem | None, left: int
+) -> Response:
+    state = _state(request)
+    record = state.record(seq)
+    if record is None or record.kind != "inspection":
+        raise PartNotFoundError("seq", f"there is no inspection {seq} in the audit log")
+    image = state.image_of(record)
+    earlier = reviews_of_part(state.db, seq)
+    return render(
+        request,
+        "review.html",
+        {
+            "principal": who,
+            "nav": "review",
+            "record": record,
+            "item": item,
+            "queue_left": left,
+            "reason_text": REASONS.get(item.reason, "") if item else "",
+            "image_ok": image.path is not None,
+            "image_problem": image.problem,
+            "width": image.width,
+            "height": image.height,
+            "has_map": image.has_map,
+            "confidence": getattr(record, "confidence", None),
+            "categories": state.categories(),
+            "history": state.history(record.part_id),
+            "request_id": uuid.uuid4().hex,
+            "known_review_seq": earlier[-1].seq if earlier else 0,
+            "next_url": "/review",
+        },
+    )
+
+
+@router.get("/review")
+def review_next(
+    request: Request, who: Operator, after: Annotated[int | None, Query(ge=0)] = None
+) -> Response:
+    """The next part of the queue (``after``: skip the entries up to that one)."""
+    db = _state(request).db
+    items = review_queue.pending(db, limit=200)
+    left = sum(review_queue.counts(db).values())
+    if after is not None:
+        later = [i for i in items if i.id > after] or items
+        items = later
+    if not items:
+        return render(request, "review_empty.html", {"principal": who, "nav": "review"})
+    return _review_page(request, who, items[0].record.seq or 0, items[0], left)
+
+
+@router.get("/review/{seq}")
+def review_part(request: Request, who: Operator, seq: int) -> Response:
+    """Review a given part (from its page), whether or not it is in the queue."""
+    db = _state(request).db
+    waiting = [i for i in review_queue.pending(db, limit=500) if i.record.seq == seq]
+    return _review_page(
+        request, who, seq, waiting[0] if waiting else None, sum(review_queue.counts(db).values())
+    )
+
+
+@router.post("/review/{seq}")
+def review_submit(
+    request: Request,
+    who: Operator,
+    seq: int,
+    verdict: Annotated[str, Form()],
+    request_id: Annotated[str, Form(max_length=64)],
+    known_review_seq: Annotated[int, Form(ge=0)] = 0,
+    category: Annotated[str, Form(max_length=40)] = "",
+    note: Annotated[str, Form(max_length=500)] = "",
+    regions: Annotated[str, Form(max_length=200_000)] = "",
+    next: Annotated[str, Form()] = "/review",
+) -> Response:
+    """Record the verdict and go on to the next part."""
+    state = _state(request)
+    mask = None
+    if regions.strip() and verdict == "defect":
+        try:
+            polygons = json.loads(regions)
+        except json.JSONDecodeError:
+            raise InputError("regions", "the drawn regions are not valid JSON") from None
+        if polygons:
+            record = state.record(seq)
+            image = state.image_of(record) if record is not None else None
+            if image is not None and image.path is not None:
+                mask = mask_from_polygons(polygons, image.width, image.height)
+    state.desk.submit(
+        seq,
+        verdict,
+        who.name,
+        category=category if verdict == "defect" else None,
+        note=note,
+        mask=mask,
+        request_id=request_id,
+        known_review_seq=known_review_seq,
+    )
+    return RedirectResponse(_local(next), 303)
+
+
+# ------------------------------------------------------------------------------------- parts
+
+
+@router.get("/parts/{seq}")
+def part_page(request: Request, who: Operator, seq: int) -> Response:
+    """One part: its picture, its record and its history."""
+    state = _state(request)
+    record = state.record(seq)
+    if record is None:
+        raise PartNotFoundError("seq", f"there is no record {seq} in the audit log")
+    if record.kind != "inspection" and record.ref_seq is not None:
+        return RedirectResponse(f"/parts/{record.ref_seq}", 303)
+    image = state.image_of(record)
+    return render(
+        request,
+        "part.html",
+        {
+            "principal": who,
+            "nav": "inspections",
+            "record": record,
+            "image_ok": image.path is not None,
+            "image_problem": image.problem,
+            "width": image.width,
+            "height": image.height,
+            "has_map": image.has_map,
+            "history": state.history(record.part_id),
+            "flash": request.query_params.get("flash", ""),
+        },
+    )
+
+
+@router.post("/parts/{seq}/flag")
+def flag_part(
+    request: Request, who: Operator, seq: int, note: Annotated[str, Form(max_length=500)] = ""
+) -> Response:
+    """Put the part in the review queue."""
+    state = _state(request)
+    _, created = review_queue.flag(state.db, seq, who.name, note)
+    if created:
+        record_event(
+            state.db,
+            "flagged",
+            actor=who.name,
+            target=str(seq),
+            detail={"note": note},
+            remote=client_address(request),
+        )
+    message = "Flagged for review." if created else "It was already waiting for review."
+    return RedirectResponse(f"/parts/{seq}?flash={quote(message)}", 303)
+
+
+@router.get("/inspections")
+def parts_list(
+    request: Request,
+    who: Operator,
+    outcome: str = "",
+    camera: str = "",
+    part_id: str = "",
+    before_seq: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    """Inspected parts, newest first, with filters."""
+    state = _state(request)
+    if outcome and outcome not in {o.value for o in Outcome}:
+        raise InputError("outcome", f"{outcome!r} is not an outcome")
+    filters = Filters(outcomes=(outcome,) if outcome else (), camera=camera or None, part_id=part_id or None)
+    rows, after = list_records(state.db, filters, before_seq=before_seq, limit=50)
+    next_url = ""
+    if after is not None:
+        query = urlencode({"outcome": outcome, "camera": camera, "part_id": part_id, "before_seq": after})
+        next_url = f"/inspections?{query}"
+    return render(
+        request,
+        "inspections.html",
+        {
+            "principal": who,
+            "nav": "inspections",
+            "rows": rows,
+            "next_url": next_url,
+            "outcomes": [o.value for o in Outcome],
+            "cameras": cameras(state.db),
+            "f": {"outcome": outcome, "camera": camera, "part_id": part_id},
+        },
+    )

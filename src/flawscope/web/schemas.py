@@ -1,0 +1,259 @@
+"""The REST API's request and response bodies (Pydantic models: they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from flawscope.types import InspectionRecord
+from flawscope.web.queue import QueueItem
+from flawscope.web.reviews import Review
+
+OutcomeName = Literal["pass", "review", "fail", "error", "not_inspected"]
+VerdictName = Literal["good", "defect", "unsure"]
+
+
+def _num(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class RegionOut(BaseModel):
+    """A defect region in image pixels."""
+
+    bbox: list[int] = Field(description="x0, y0, x1, y1 (x1, y1 exclusive)")
+    area_px: int
+    peak: float | None
+    centroid: list[float | None]
+
+
+class InspectionOut(BaseModel):
+    """One audit record (an inspection, override or review)."""
+
+    seq: int
+    kind: str
+    part_id: str
+    station: str
+    camera: str = Field(description="the source URI")
+    acquired_at: float | None
+    outcome: OutcomeName
+    score: float | None
+    normalized_score: float | None = Field(description="score / reject threshold")
+    category: str | None
+    regions: list[RegionOut]
+    model_version: str
+    threshold_version: int | None
+    latency_ms: float | None
+    reason: str
+    ref_seq: int | None
+    operator: str
+    has_image: bool
+    record_hash: str
+
+    @classmethod
+    def of(cls, r: InspectionRecord) -> InspectionOut:
+        """From an audit record."""
+        return cls(
+            seq=r.seq or 0,
+            kind=r.kind,
+            part_id=r.part_id,
+            station=r.station,
+            camera=r.source,
+            acquired_at=_num(r.acquired_at),
+            outcome=r.outcome.value,
+            score=_num(r.score),
+            normalized_score=_num(r.normalized_score),
+            category=r.category,
+            regions=[
+                RegionOut(
+                    bbox=list(g.bbox),
+                    area_px=g.area_px,
+                    peak=_num(g.peak),
+                    centroid=[_num(v) for v in g.centroid],
+                )
+                for g in r.regions
+            ],
+            model_version=r.model_version,
+            threshold_version=r.threshold_version,
+            latency_ms=_num(r.latency_ms),
+            reason=r.reason,
+            ref_seq=r.ref_seq,
+            operator=r.operator,
+            has_image=bool(r.image_uri),
+            record_hash=r.record_hash,
+        )
+
+
+class Page(BaseModel):
+    """A page of results and the cursor of the next one."""
+
+    next_before_seq: int | None = Field(description="pass as before_seq for the next (older) page")
+
+
+class InspectionPage(Page):
+    """A page of audit records, newest first."""
+
+    items: list[InspectionOut]
+
+
+class ReviewIn(BaseModel):
+    """A person's verdict on an inspected part."""
+
+    ref_seq: int = Field(ge=1, description="seq of the inspection reviewed")
+    verdict: VerdictName
+    category: str | None = Field(default=None, max_length=40, description="defect type (defects only)")
+    note: str = Field(default="", max_length=500)
+    regions: list[list[list[float]]] = Field(
+        default_factory=list,
+        max_length=50,
+        description="drawn defect regions: polygons of [x, y] points as fractions of the image (0-1)",
+    )
+    request_id: str | None = Field(
+        default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+        description="idempotency key: the same id never records twice",
+    )  # fmt: skip
+    known_review_seq: int | None = Field(
+        default=None,
+        ge=0,
+        description="newest review of the part you saw (0: none); a newer one is a conflict",
+    )
+
+
+class ReviewOut(BaseModel):
+    """A recorded review."""
+
+    seq: int
+    ref_seq: int
+    part_id: str
+    verdict: VerdictName
+    category: str | None
+    reviewer: str
+    reviewed_at: float
+    note: str
+    mask: str = Field(description="drawn mask, relative to the image store ('' if none)")
+    mask_sha256: str
+    request_id: str
+    n_regions: int
+
+    @classmethod
+    def of(cls, r: Review) -> ReviewOut:
+        """From a review."""
+        return cls(
+            seq=r.seq,
+            ref_seq=r.ref_seq,
+            part_id=r.part_id,
+            verdict=r.verdict,  # type: ignore[arg-type]
+            category=r.category,
+            reviewer=r.reviewer,
+            reviewed_at=r.reviewed_at,
+            note=r.note,
+            mask=r.mask,
+            mask_sha256=r.mask_sha256,
+            request_id=r.request_id,
+            n_regions=r.n_regions,
+        )
+
+
+class ReviewPage(Page):
+    """A page of reviews, newest first."""
+
+    items: list[ReviewOut]
+
+
+class QueueItemOut(BaseModel):
+    """A part waiting for review."""
+
+    id: int
+    reason: Literal["flagged", "review_band", "sample"]
+    queued_at: float
+    queued_by: str
+    note: str
+    inspection: InspectionOut
+
+    @classmethod
+    def of(cls, item: QueueItem) -> QueueItemOut:
+        """From a queue entry."""
+        return cls(
+            id=item.id,
+            reason=item.reason,  # type: ignore[arg-type]
+            queued_at=item.queued_at,
+            queued_by=item.queued_by,
+            note=item.note,
+            inspection=InspectionOut.of(item.record),
+        )
+
+
+class QueueOut(BaseModel):
+    """The review queue: counts per reason and the first waiting parts."""
+
+    counts: dict[str, int]
+    items: list[QueueItemOut]
+
+
+class FlagIn(BaseModel):
+    """Why a part should be looked at."""
+
+    note: str = Field(default="", max_length=500)
+
+
+class RatesOut(BaseModel):
+    """Counts and rates of a set of parts."""
+
+    n: int
+    counts: dict[str, int]
+    yield_: float | None = Field(alias="yield")
+    review_rate: float | None
+    reject_rate: float | None
+
+    model_config = {"populate_by_name": True}
+
+
+class CameraShiftOut(RatesOut):
+    """Rates of one camera in one shift."""
+
+    shift: str
+    shift_start: float
+    camera: str
+
+
+class StatsOut(BaseModel):
+    """Statistics of the inspections in a time range."""
+
+    since: float | None
+    until: float | None
+    total: RatesOut
+    by_camera: dict[str, RatesOut]
+    by_shift: list[CameraShiftOut]
+    latency_ms: dict[str, float | None] = Field(description="p50, p95, p99 of the latest 20,000 parts")
+
+
+class VerdictOut(BaseModel):
+    """The verdict on an uploaded image, as recorded in the audit log."""
+
+    filename: str
+    seq: int | None
+    outcome: OutcomeName | None
+    score: float | None
+    normalized_score: float | None
+    category: str | None
+    regions: list[RegionOut]
+    reason: str
+    error: str | None = Field(default=None, description="why this file was not inspected")
+
+
+class SinkOut(BaseModel):
+    """A sink's state, as the station reports it."""
+
+    name: str
+    state: str
+    backlog: int | None = None
+    last_error: str | None = None
+
+
+class MeOut(BaseModel):
+    """Who the credentials belong to."""
+
+    username: str
+    role: str
+    via: str

@@ -1,0 +1,64 @@
+/* The dashboard: draws the charts, then follows the server's event stream and updates in place. */
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const pct = (v) => (v === null || v === undefined ? "—" : (v * 100).toFixed(1) + "%");
+  const ms = (v) => (v === null || v === undefined ? "—" : Math.round(v).toString());
+  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  let lastStrip = "";
+  let lastStripAt = 0;
+  window.flawscopeUpdates = 0;
+
+  function rows(tbody, html, empty, cols) {
+    tbody.innerHTML = html || `<tr><td colspan="${cols}" class="muted">${empty}</td></tr>`;
+  }
+
+  function strip(last) {
+    const key = last.map((p) => p.seq).join(",");
+    const now = Date.now();
+    // Thumbnails change at most every 2 s: enough to see the line, cheap for the line's CPU.
+    if (key === lastStrip || now - lastStripAt < 2000) return;
+    lastStrip = key; lastStripAt = now;
+    $("last-parts").innerHTML = last.slice().reverse().map((p) =>
+      `<a class="card o-${esc(p.outcome)}" href="/parts/${p.seq}" data-seq="${p.seq}">` +
+      (p.has_image ? `<img src="/parts/${p.seq}/thumb.jpg" alt="">` : `<div class="noimg">no image</div>`) +
+      `<div class="cap"><span class="word">${esc(p.outcome.replace("_", " ").toUpperCase())}</span><span class="pid">${esc(p.part_id)}</span></div></a>`
+    ).join("");
+  }
+
+  function update(s) {
+    $("t-throughput").textContent = s.throughput_per_min === null ? "—" : Math.round(s.throughput_per_min);
+    $("t-yield").textContent = pct(s.shift.yield);
+    $("t-review").textContent = pct(s.shift.review_rate);
+    $("t-reject").textContent = pct(s.shift.reject_rate);
+    $("t-n").textContent = `${s.shift.n} parts this shift`;
+    $("t-queue").textContent = Object.values(s.queue).reduce((a, b) => a + b, 0);
+    $("shift-label").textContent = s.shift.label;
+    $("last-seq").textContent = s.head;
+    $("feed-error").textContent = s.error || "";
+    drawTrend($("trend"), s.trend);
+    drawControl($("control"), s.control);
+    strip(s.last);
+    rows($("by-shift").tBodies[0], s.by_shift.map((r) =>
+      `<tr><td>${esc(r.shift)}</td><td class="cam">${esc(r.camera)}</td><td class="num">${r.n}</td><td class="num">${pct(r.yield)}</td><td class="num">${pct(r.review_rate)}</td><td class="num">${pct(r.reject_rate)}</td></tr>`).join(""), "No parts yet.", 6);
+    rows($("latency").tBodies[0], Object.entries(s.latency).map(([cam, l]) =>
+      `<tr><td class="cam">${esc(cam)}</td><td class="num">${ms(l.p50)}</td><td class="num">${ms(l.p95)}</td><td class="num">${ms(l.p99)}</td></tr>`).join(""), "No parts yet.", 4);
+    rows($("sinks").tBodies[0], (s.sinks || []).map((k) =>
+      `<tr><td>${esc(k.name)}</td><td>${esc(k.state)}</td><td class="num">${k.backlog ?? ""}</td><td>${esc(k.last_error || "")}</td></tr>`).join(""), "No sinks.", 4);
+  }
+
+  const initial = JSON.parse($("initial").textContent);
+  update(initial);
+  const live = $("live");
+  const source = new EventSource(`/events/stream?after=${initial.head}`);
+  source.addEventListener("open", () => { live.textContent = "LIVE"; live.className = "live on"; });
+  source.addEventListener("error", () => { live.textContent = "DISCONNECTED — retrying"; live.className = "live off"; });
+  source.addEventListener("update", (event) => {
+    const s = JSON.parse(event.data);
+    live.textContent = "LIVE"; live.className = "live on";
+    update(s);
+    window.flawscopeUpdates += 1;
+    window.flawscopeHead = s.head;
+    window.flawscopeSeenAt = Date.now();
+  });
+})();

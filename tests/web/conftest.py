@@ -1,0 +1,169 @@
+"""Fixtures for the web app: a real line's audit database and image store, users, and a live server.
+
+The parts come through the real line (``run_line``) with a small deterministic inspector that gives
+anomaly maps, so the image store holds what a station's holds: images, and maps for the parts that
+went to review or failed. Servers listen on a free port of 127.0.0.1 and are stopped after each test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from flawscope.acquire import Source
+from flawscope.audit import AuditLog
+from flawscope.line import run_line
+from flawscope.types import Frame, Outcome, Verdict
+
+PASSWORD = "correct horse battery"
+USERS = {"alice": "operator", "erin": "engineer", "root": "admin"}
+
+
+class BlobInspector:
+    """Score = peak of a smoothed bright-blob map: pass < 0.6 <= review < 1.0 <= fail."""
+
+    model_hash = "b" * 64
+    version = "blob.t1"
+    thresholds = SimpleNamespace(version=1)
+
+    def inspect_many(self, images: Sequence[np.ndarray | None]) -> list[Verdict]:
+        out = []
+        for image in images:
+            assert image is not None
+            gray = image.astype(np.float32).mean(axis=2) if image.ndim == 3 else image.astype(np.float32)
+            amap = cv2.GaussianBlur(np.maximum(gray - 80.0, 0.0) / 90.0, (0, 0), 3)
+            score = float(amap.max())
+            outcome = Outcome.PASS if score < 0.6 else Outcome.REVIEW if score < 1.0 else Outcome.FAIL
+            out.append(
+                Verdict(outcome, score, score / 1.0, threshold_version=1, model_hash=self.model_hash, anomaly_map=amap)
+            )
+        return out
+
+
+class PartSource(Source):
+    """``n`` generated parts: noise, and a bright blob of rising strength on some (seeded)."""
+
+    def __init__(self, n: int, seed: int = 0, camera: str = "test://cam-1", start: int = 0) -> None:
+        super().__init__(camera)
+        self.n, self.seed, self.start = n, seed, start
+
+    def _frames(self):  # type: ignore[no-untyped-def]
+        rng = np.random.default_rng(self.seed)
+        yy, xx = np.mgrid[0:96, 0:128]
+        for i in range(self.n):
+            image = rng.integers(60, 110, (96, 128), dtype=np.uint8).astype(np.float32)
+            strength = [0, 0, 0, 0, 30, 85, 170][i % 7] * rng.uniform(0.8, 1.2)
+            cy, cx = rng.integers(20, 76), rng.integers(20, 108)
+            image += strength * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 50.0)
+            yield Frame(f"part-{self.start + i:05d}", np.clip(image, 0, 255).astype(np.uint8), time.time(), self.uri)
+
+
+@dataclass
+class Station:
+    """An audit database and image store filled by the line."""
+
+    url: str
+    images: Path
+    root: Path
+
+    def add_parts(self, n: int, seed: int = 1, start: int = 1000, camera: str = "test://cam-1") -> None:
+        with AuditLog.open(self.url) as log:
+            run_line(PartSource(n, seed, camera, start), BlobInspector(), log, station="st-1", store_images=self.images)
+
+
+def make_station(root: Path, n: int = 70) -> Station:
+    root.mkdir(parents=True, exist_ok=True)
+    station = Station(f"sqlite:///{root / 'audit.db'}", root / "images", root)
+    station.add_parts(n, seed=0, start=0)
+    return station
+
+
+def add_users(url: str) -> None:
+    from flawscope.web.database import WebDB
+    from flawscope.web.users import create_user, list_users
+
+    db = WebDB(url)
+    try:
+        known = {u.username for u in list_users(db)}
+        for name, role in USERS.items():
+            if name not in known:
+                create_user(db, name, PASSWORD, role, created_by="test")
+    finally:
+        db.close()
+
+
+def token_for(url: str, name: str) -> str:
+    from flawscope.web.database import WebDB
+    from flawscope.web.users import create_token
+
+    db = WebDB(url)
+    try:
+        return create_token(db, name, "tests")[0]
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def station(tmp_path_factory: pytest.TempPathFactory) -> Station:
+    """70 parts of one camera, about a seventh each to review and to fail; users alice/erin/root."""
+    made = make_station(tmp_path_factory.mktemp("station"))
+    add_users(made.url)
+    return made
+
+
+@dataclass
+class Served:
+    """A running web app and a token per user."""
+
+    url: str
+    station: Station
+    tokens: dict[str, str]
+    app: object
+
+    def client(self, user: str | None = None) -> httpx.Client:
+        headers = {"authorization": f"Bearer {self.tokens[user]}"} if user else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, follow_redirects=False)
+
+
+def serve(station: Station, **settings: object) -> Iterator[Served]:
+    from flawscope.web import WebConfig, start_server
+
+    config = WebConfig(
+        audit_url=station.url, images=station.images, host="127.0.0.1", port=0, poll_s=0.1, **settings  # type: ignore[arg-type]
+    )
+    running = start_server(config)
+    try:
+        tokens = {name: token_for(station.url, name) for name in USERS}
+        yield Served(running.url, station, tokens, running.server.config.app)
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def served(station: Station) -> Iterator[Served]:
+    yield from serve(station, categories=("scratch", "dent"))
+
+
+def login(client: httpx.Client, user: str, password: str = PASSWORD) -> str:
+    """Log in through the form; returns the session's CSRF token (cookies stay in the client)."""
+    page = client.get("/login")
+    login_csrf = page.cookies.get("flawscope_login") or client.cookies.get("flawscope_login")
+    answer = client.post(
+        "/login", data={"username": user, "password": password, "csrf_token": login_csrf, "next": "/"}
+    )
+    assert answer.status_code == 303 and answer.headers["location"] == "/", answer.text
+    dashboard = client.get("/")
+    assert dashboard.status_code == 200
+    import re
+
+    found = re.search(r'name="csrf_token" value="([^"]+)"', dashboard.text)
+    assert found
+    return found[1]
