@@ -43,7 +43,14 @@ class BlobInspector:
             score = float(amap.max())
             outcome = Outcome.PASS if score < 0.6 else Outcome.REVIEW if score < 1.0 else Outcome.FAIL
             out.append(
-                Verdict(outcome, score, score / 1.0, threshold_version=1, model_hash=self.model_hash, anomaly_map=amap)
+                Verdict(
+                    outcome,
+                    score,
+                    score / 1.0,
+                    threshold_version=1,
+                    model_hash=self.model_hash,
+                    anomaly_map=amap,
+                )
             )
         return out
 
@@ -63,7 +70,9 @@ class PartSource(Source):
             strength = [0, 0, 0, 0, 30, 85, 170][i % 7] * rng.uniform(0.8, 1.2)
             cy, cx = rng.integers(20, 76), rng.integers(20, 108)
             image += strength * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 50.0)
-            yield Frame(f"part-{self.start + i:05d}", np.clip(image, 0, 255).astype(np.uint8), time.time(), self.uri)
+            yield Frame(
+                f"part-{self.start + i:05d}", np.clip(image, 0, 255).astype(np.uint8), time.time(), self.uri
+            )
 
 
 @dataclass
@@ -76,7 +85,13 @@ class Station:
 
     def add_parts(self, n: int, seed: int = 1, start: int = 1000, camera: str = "test://cam-1") -> None:
         with AuditLog.open(self.url) as log:
-            run_line(PartSource(n, seed, camera, start), BlobInspector(), log, station="st-1", store_images=self.images)
+            run_line(
+                PartSource(n, seed, camera, start),
+                BlobInspector(),
+                log,
+                station="st-1",
+                store_images=self.images,
+            )
 
 
 def make_station(root: Path, n: int = 70) -> Station:
@@ -137,7 +152,12 @@ def serve(station: Station, **settings: object) -> Iterator[Served]:
     from flawscope.web import WebConfig, start_server
 
     config = WebConfig(
-        audit_url=station.url, images=station.images, host="127.0.0.1", port=0, poll_s=0.1, **settings  # type: ignore[arg-type]
+        audit_url=station.url,
+        images=station.images,
+        host="127.0.0.1",
+        port=0,
+        poll_s=0.1,
+        **settings,  # type: ignore[arg-type]
     )
     running = start_server(config)
     try:
@@ -152,18 +172,36 @@ def served(station: Station) -> Iterator[Served]:
     yield from serve(station, categories=("scratch", "dent"))
 
 
-def login(client: httpx.Client, user: str, password: str = PASSWORD) -> str:
-    """Log in through the form; returns the session's CSRF token (cookies stay in the client)."""
-    page = client.get("/login")
-    login_csrf = page.cookies.get("flawscope_login") or client.cookies.get("flawscope_login")
-    answer = client.post(
-        "/login", data={"username": user, "password": password, "csrf_token": login_csrf, "next": "/"}
-    )
-    assert answer.status_code == 303 and answer.headers["location"] == "/", answer.text
-    dashboard = client.get("/")
-    assert dashboard.status_code == 200
+def set_cookie(answer: httpx.Response, name: str) -> str:
+    """The value a response sets for cookie ``name`` (read from the header: httpx keeps ``Secure``
+    cookies away from plain-HTTP requests, where the browser, on 127.0.0.1, sends them)."""
     import re
 
+    for header in answer.headers.get_list("set-cookie"):
+        found = re.match(rf"{name}=([^;]*)", header)
+        if found:
+            return found[1].strip('"')
+    raise AssertionError(f"no {name} cookie in {answer.headers.get_list('set-cookie')}")
+
+
+def login(client: httpx.Client, user: str, password: str = PASSWORD) -> str:
+    """Log in through the form, as a browser would; returns the session's CSRF token.
+
+    The session cookie is then sent with every request of ``client``.
+    """
+    import re
+
+    client.headers.pop("cookie", None)
+    token = set_cookie(client.get("/login"), "flawscope_login")
+    answer = client.post(
+        "/login",
+        data={"username": user, "password": password, "csrf_token": token, "next": "/"},
+        headers={"cookie": f"flawscope_login={token}"},
+    )
+    assert answer.status_code == 303 and answer.headers["location"] == "/", answer.headers.get("location")
+    client.headers["cookie"] = f"flawscope_session={set_cookie(answer, 'flawscope_session')}"
+    dashboard = client.get("/")
+    assert dashboard.status_code == 200
     found = re.search(r'name="csrf_token" value="([^"]+)"', dashboard.text)
     assert found
     return found[1]

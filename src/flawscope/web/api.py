@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Response, UploadFile
 
 from flawscope.errors import InputError
 from flawscope.web import queue as review_queue
 from flawscope.web.auth import Principal, client_address, require
-from flawscope.web.errors import PartNotFoundError
+from flawscope.web.errors import NotFoundError, PartNotFoundError
 from flawscope.web.events import list_events, record_event
 from flawscope.web.imaging import mask_from_polygons
 from flawscope.web.queries import Filters, list_records, statistics
 from flawscope.web.reviews import list_reviews, reviews_of_part
 from flawscope.web.schemas import (
+    ERRORS,
+    INT64,
+    ErrorOut,
     FlagIn,
     InspectionOut,
     InspectionPage,
@@ -32,6 +35,10 @@ from flawscope.web.schemas import (
     ReviewPage,
     SinkOut,
     StatsOut,
+    TokenIn,
+    TokenOut,
+    UserChangeIn,
+    UserIn,
     VerdictName,
     VerdictOut,
 )
@@ -47,13 +54,16 @@ from flawscope.web.users import (
     update_user,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["flawscope"])
+router = APIRouter(prefix="/api/v1", tags=["flawscope"], responses=ERRORS)
 MAX_BATCH = 16
 Operator = Annotated[Principal, Depends(require("operator"))]
 Engineer = Annotated[Principal, Depends(require("engineer"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Limit = Annotated[int, Query(ge=1, le=500, description="most items in the page")]
-BeforeSeq = Annotated[int | None, Query(ge=1, description="only items with seq below this (next page)")]
+BeforeSeq = Annotated[
+    int | None, Query(ge=1, le=INT64, description="only items with seq below this (next page)")
+]
+Seq = Annotated[int, Path(ge=1, le=INT64, description="seq of an audit record")]
 Since = Annotated[float | None, Query(description="acquired at or after (seconds since the epoch)")]
 Until = Annotated[float | None, Query(description="acquired before (seconds since the epoch)")]
 
@@ -99,8 +109,8 @@ def inspections(
     return InspectionPage(items=[InspectionOut.of(r) for r in records], next_before_seq=after)
 
 
-@router.get("/inspections/{seq}", responses={404: {"description": "no such record"}})
-def inspection(request: Request, who: Operator, seq: int) -> InspectionOut:
+@router.get("/inspections/{seq}", responses={404: {"model": ErrorOut, "description": "no such record"}})
+def inspection(request: Request, who: Operator, seq: Seq) -> InspectionOut:
     """One audit record."""
     record = _state(request).record(seq)
     if record is None:
@@ -109,13 +119,17 @@ def inspection(request: Request, who: Operator, seq: int) -> InspectionOut:
 
 
 @router.get("/inspections/{seq}/reviews")
-def inspection_reviews(request: Request, who: Operator, seq: int) -> list[ReviewOut]:
+def inspection_reviews(request: Request, who: Operator, seq: Seq) -> list[ReviewOut]:
     """Every review of one inspection, oldest first."""
     return [ReviewOut.of(r) for r in reviews_of_part(_state(request).db, seq)]
 
 
-@router.post("/inspections/{seq}/flag", status_code=201, responses={200: {"model": QueueItemOut}, 404: {}})
-def flag(request: Request, response: Response, who: Operator, seq: int, body: FlagIn) -> QueueItemOut:
+@router.post(
+    "/inspections/{seq}/flag",
+    status_code=201,
+    responses={200: {"model": QueueItemOut, "description": "already waiting"}, 404: {"model": ErrorOut}},
+)
+def flag(request: Request, response: Response, who: Operator, seq: Seq, body: FlagIn) -> QueueItemOut:
     """Put a part in the review queue (201; 200 when it was already waiting)."""
     item, created = review_queue.flag(_state(request).db, seq, who.name, body.note)
     if created:
@@ -154,13 +168,17 @@ def reviews(
 @router.post(
     "/reviews",
     status_code=201,
-    responses={200: {"model": ReviewOut, "description": "already recorded"}, 404: {}, 409: {}},
+    responses={
+        200: {"model": ReviewOut, "description": "already recorded (same request_id)"},
+        404: {"model": ErrorOut, "description": "no such inspection"},
+        409: {"model": ErrorOut, "description": "reviewed by somebody else meanwhile"},
+    },
 )
 def post_review(request: Request, response: Response, who: Operator, body: ReviewIn) -> ReviewOut:
     """Record a review (201); the same ``request_id`` again returns the recorded one (200)."""
     state = _state(request)
     mask = None
-    if body.regions:
+    if body.regions and body.verdict == "defect":
         record = state.record(body.ref_seq)
         if record is None or record.kind != "inspection":
             raise PartNotFoundError("ref_seq", f"there is no inspection {body.ref_seq} in the audit log")
@@ -172,7 +190,7 @@ def post_review(request: Request, response: Response, who: Operator, body: Revie
         body.ref_seq,
         body.verdict,
         who.name,
-        category=body.category,
+        category=body.category if body.verdict == "defect" else None,
         note=body.note,
         mask=mask,
         request_id=body.request_id,
@@ -247,7 +265,7 @@ def _verdicts(
     return out
 
 
-@router.post("/inspect", responses={422: {"description": "not an image, too large, or no bundle"}})
+@router.post("/inspect")
 def inspect(
     request: Request,
     who: Operator,
@@ -265,7 +283,7 @@ def inspect(
 def inspect_batch(
     request: Request,
     who: Operator,
-    files: Annotated[list[UploadFile], File(description=f"up to {MAX_BATCH} images")],
+    files: Annotated[list[UploadFile], File(min_length=1, max_length=MAX_BATCH, description="the images")],
 ) -> list[VerdictOut]:
     """Inspect several images; a file that is not a usable image gets its ``error`` and no record."""
     return _verdicts(request, who, files, [])
@@ -280,31 +298,31 @@ def users(request: Request, who: Admin) -> list[MeOut]:
     ]
 
 
-@router.post("/users", status_code=201)
-def add_user(
-    request: Request,
-    who: Admin,
-    username: Annotated[str, Form(max_length=64)],
-    password: Annotated[str, Form(max_length=1024)],
-    role: Annotated[str, Form(pattern="^(operator|engineer|admin)$")],
-) -> MeOut:
+@router.post("/users", status_code=201, responses={409: {"model": ErrorOut, "description": "name taken"}})
+def add_user(request: Request, who: Admin, body: UserIn) -> MeOut:
     """Add a user (admins only)."""
-    user = create_user(_state(request).db, username, password, role, created_by=who.name)
-    _event(request, who, "user_created", username, role=role)
+    user = create_user(_state(request).db, body.username, body.password, body.role, created_by=who.name)
+    _event(request, who, "user_created", body.username, role=body.role)
     return MeOut(username=user.username, role=user.role, via="")
 
 
-@router.patch("/users/{username}")
+@router.patch("/users/{username}", responses={404: {"model": ErrorOut, "description": "no such user"}})
 def change_user(
-    request: Request,
-    who: Admin,
-    username: str,
-    role: Annotated[str | None, Form(pattern="^(operator|engineer|admin)$")] = None,
-    disabled: Annotated[bool | None, Form()] = None,
+    request: Request, who: Admin, username: Annotated[str, Path(max_length=64)], body: UserChangeIn
 ) -> MeOut:
-    """Change a user's role or disable them (admins only)."""
-    user = update_user(_state(request).db, username, role=role, disabled=disabled)
-    _event(request, who, "user_changed", username, role=role, disabled=disabled)
+    """Change a user's role, state or password (admins only)."""
+    user = update_user(
+        _state(request).db, username, role=body.role, disabled=body.disabled, password=body.password
+    )
+    _event(
+        request,
+        who,
+        "user_changed",
+        username,
+        role=body.role,
+        disabled=body.disabled,
+        password_changed=body.password is not None,
+    )
     return MeOut(username=user.username, role=user.role if not user.disabled else "disabled", via="")
 
 
@@ -317,22 +335,24 @@ def events(
 
 
 @router.post("/tokens", status_code=201)
-def new_token(
-    request: Request, who: Operator, label: Annotated[str, Form(min_length=1, max_length=200)]
-) -> dict[str, str]:
+def new_token(request: Request, who: Operator, body: TokenIn) -> TokenOut:
     """Issue an API token for yourself; the token is shown only in this answer."""
-    secret, info = create_token(_state(request).db, who.name, label)
-    _event(request, who, "token_created", info.token_id, label=label)
-    return {"token_id": info.token_id, "token": secret}
+    secret, info = create_token(_state(request).db, who.name, body.label)
+    _event(request, who, "token_created", info.token_id, label=info.label)
+    return TokenOut(token_id=info.token_id, token=secret)
 
 
-@router.delete("/tokens/{token_id}", status_code=204, responses={403: {}, 422: {}})
+@router.delete(
+    "/tokens/{token_id}",
+    status_code=204,
+    responses={404: {"model": ErrorOut, "description": "no such token"}},
+)
 def delete_token(request: Request, who: Operator, token_id: str) -> Response:
     """Revoke one of your tokens (admins: anybody's)."""
     db = _state(request).db
     owned = {t.token_id for t in list_tokens(db, None if who.user.allows("admin") else who.name)}
     if token_id not in owned:
-        raise InputError("token_id", f"you have no token {token_id!r}")
+        raise NotFoundError("token_id", f"you have no token {token_id!r}")
     revoke_token(db, token_id)
     _event(request, who, "token_revoked", token_id)
     return Response(status_code=204)

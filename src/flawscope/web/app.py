@@ -28,12 +28,13 @@ from flawscope.web import admin_pages, api, pages, pictures
 from flawscope.web.auth import Denied, audit_denial, identify
 from flawscope.web.config import WebConfig
 from flawscope.web.database import WebDB
-from flawscope.web.errors import DatabaseError, PartNotFoundError
+from flawscope.web.errors import ConflictError, DatabaseError, NotFoundError
 from flawscope.web.imaging import StorePathError
 from flawscope.web.live import Feed, SinkStatus
 from flawscope.web.reviews import ReviewConflictError, ReviewDesk
 from flawscope.web.state import WebState, when
 from flawscope.web.stats import parse_shifts
+from flawscope.web.uploads import NoInspectorError
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +129,17 @@ def _install_handlers(app: FastAPI) -> None:
             answer.headers["www-authenticate"] = "Bearer"
         return answer
 
-    @app.exception_handler(PartNotFoundError)
-    async def not_found(request: Request, exc: PartNotFoundError) -> Response:
-        return _error(request, 404, exc.problem, "Part not found")
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, exc: NotFoundError) -> Response:
+        return _error(request, 404, str(exc), "Not found")
+
+    @app.exception_handler(ConflictError)
+    async def taken(request: Request, exc: ConflictError) -> Response:
+        return _error(request, 409, str(exc), "Cannot do that")
+
+    @app.exception_handler(NoInspectorError)
+    async def no_inspector(request: Request, exc: NoInspectorError) -> Response:
+        return _error(request, 503, str(exc), "No model loaded")
 
     @app.exception_handler(StorePathError)
     async def bad_path(request: Request, exc: StorePathError) -> Response:

@@ -13,7 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from flawscope.web.events import record_event
 from flawscope.web.users import ROLES, User, find_session, find_token, same_secret
@@ -25,6 +26,8 @@ LOGIN_COOKIE = "flawscope_login"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Declares the bearer scheme in the OpenAPI schema; the checking is done by ``identify``.
+bearer = HTTPBearer(auto_error=False, description="an API token: 'flawscope users token NAME'")
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,9 @@ def require(role: str) -> Callable[[Request], Awaitable[Principal]]:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
 
-    async def dependency(request: Request) -> Principal:
+    async def dependency(
+        request: Request, _declared: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> Principal:
         principal = identify(request)
         if principal is None:
             raise Denied(401, "log in first")

@@ -24,6 +24,11 @@ from flawscope.web.tables import ensure_web_tables
 logger = logging.getLogger(__name__)
 
 
+def storable(text: str) -> str:
+    """Free text as every database stores it: NUL removed, unpaired surrogates replaced by U+FFFD."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
 class WebDB:
     """An engine on the audit database for the web app's reads and writes.
 

@@ -150,7 +150,11 @@ def read_upload(data: bytes, name: str, *, max_bytes: int, max_pixels: int) -> t
             with Image.open(io.BytesIO(data)) as img:
                 fmt, (width, height) = img.format, img.size
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise InputError(label, "has too many pixels to decode safely (a decompression bomb?)") from None
+        raise InputError(
+            label,
+            f"has more than {max_pixels / 1e6:.0f} megapixels: refused before decoding "
+            "(a decompression bomb?)",
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         fmt, width, height = None, 0, 0
     if fmt not in UPLOAD_FORMATS:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Form, Query, Request, Response
+from fastapi import APIRouter, Depends, Form, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from flawscope.errors import InputError
@@ -39,6 +39,7 @@ from flawscope.web.state import WebState
 from flawscope.web.users import authenticate, end_session, list_users, same_secret, start_session
 
 router = APIRouter(include_in_schema=False)
+SeqPath = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Operator = Annotated[Principal, Depends(require("operator"))]
 LOGIN_LIMIT, LOGIN_WINDOW_S = 5, 300.0
 STREAM_TICK_S = 1.0
@@ -270,7 +271,7 @@ def review_next(
 
 
 @router.get("/review/{seq}")
-def review_part(request: Request, who: Operator, seq: int) -> Response:
+def review_part(request: Request, who: Operator, seq: SeqPath) -> Response:
     """Review a given part (from its page), whether or not it is in the queue."""
     db = _state(request).db
     waiting = [i for i in review_queue.pending(db, limit=500) if i.record.seq == seq]
@@ -283,7 +284,7 @@ def review_part(request: Request, who: Operator, seq: int) -> Response:
 def review_submit(
     request: Request,
     who: Operator,
-    seq: int,
+    seq: SeqPath,
     verdict: Annotated[str, Form()],
     request_id: Annotated[str, Form(max_length=64)],
     known_review_seq: Annotated[int, Form(ge=0)] = 0,
@@ -322,7 +323,7 @@ def review_submit(
 
 
 @router.get("/parts/{seq}")
-def part_page(request: Request, who: Operator, seq: int) -> Response:
+def part_page(request: Request, who: Operator, seq: SeqPath) -> Response:
     """One part: its picture, its record and its history."""
     state = _state(request)
     record = state.record(seq)
@@ -351,7 +352,7 @@ def part_page(request: Request, who: Operator, seq: int) -> Response:
 
 @router.post("/parts/{seq}/flag")
 def flag_part(
-    request: Request, who: Operator, seq: int, note: Annotated[str, Form(max_length=500)] = ""
+    request: Request, who: Operator, seq: SeqPath, note: Annotated[str, Form(max_length=500)] = ""
 ) -> Response:
     """Put the part in the review queue."""
     state = _state(request)

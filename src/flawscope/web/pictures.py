@@ -6,14 +6,13 @@ of a record never change, so browsers may keep them; rendered ones are cached in
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
 from flawscope.data.imageio import read_image
-from flawscope.errors import InputError
 from flawscope.line.store import read_map
 from flawscope.web.auth import Principal, require
 from flawscope.web.errors import PartNotFoundError
@@ -21,13 +20,14 @@ from flawscope.web.imaging import encode, fit, heat_rgba, inside_store, thumbnai
 from flawscope.web.state import PartImage, WebState
 
 router = APIRouter(include_in_schema=False)
+SeqPath = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 Operator = Annotated[Principal, Depends(require("operator"))]
 KEEP = {"cache-control": "private, max-age=86400, immutable"}
 BROWSER_FORMATS = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 SHOWN_SIDE = 1600
 
 
-def _part(request: Request, seq: int) -> tuple[WebState, PartImage]:
+def _part(request: Request, seq: SeqPath) -> tuple[WebState, PartImage]:
     state: WebState = request.app.state.web
     record = state.record(seq)
     if record is None:
@@ -39,7 +39,7 @@ def _part(request: Request, seq: int) -> tuple[WebState, PartImage]:
 
 
 @router.get("/parts/{seq}/image")
-def part_image(request: Request, who: Operator, seq: int) -> Response:
+def part_image(request: Request, who: Operator, seq: SeqPath) -> Response:
     """The part's image, as stored when a browser shows that format, else converted to PNG."""
     state, image = _part(request, seq)
     assert image.path is not None
@@ -52,7 +52,7 @@ def part_image(request: Request, who: Operator, seq: int) -> Response:
 
 
 @router.get("/parts/{seq}/heat.png")
-def part_heat(request: Request, who: Operator, seq: int) -> Response:
+def part_heat(request: Request, who: Operator, seq: SeqPath) -> Response:
     """The kept anomaly map as a transparent heat layer the size of the shown image (404 when none)."""
     state, image = _part(request, seq)
     assert image.path is not None
@@ -66,7 +66,7 @@ def part_heat(request: Request, who: Operator, seq: int) -> Response:
 
 
 @router.get("/parts/{seq}/thumb.jpg")
-def part_thumb(request: Request, who: Operator, seq: int) -> Response:
+def part_thumb(request: Request, who: Operator, seq: SeqPath) -> Response:
     """A small picture of the part with its heat layer, for the dashboard."""
     state, image = _part(request, seq)
     path = image.path
@@ -87,18 +87,3 @@ def store_file(request: Request, who: Operator, path: str) -> Response:
         data = encode(fit(to_display(read_image(real)), SHOWN_SIDE), ".png")
         return Response(data, media_type="image/png")
     return FileResponse(real, media_type=media)
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file, read from its header.
-
-    Raises:
-        InputError: it is not a readable image.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except Exception as exc:
-        raise InputError(path, f"not a readable image ({exc})") from None

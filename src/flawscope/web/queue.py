@@ -23,7 +23,7 @@ from flawscope.audit.schema import inspections
 from flawscope.errors import InputError
 from flawscope.line.records import in_review_sample
 from flawscope.types import InspectionRecord
-from flawscope.web.database import WebDB
+from flawscope.web.database import WebDB, storable
 from flawscope.web.errors import PartNotFoundError
 from flawscope.web.tables import review_queue
 
@@ -136,6 +136,7 @@ def flag(db: WebDB, ref_seq: int, by: str, note: str = "") -> tuple[QueueItem, b
     Raises:
         InputError: no inspection ``ref_seq``, or a note over 500 characters.
     """
+    note = storable(note)
     if len(note) > 500:
         raise InputError("note", "at most 500 characters")
     with db.write("review_queue") as conn:

@@ -34,7 +34,7 @@ from flawscope.audit.schema import inspections
 from flawscope.errors import FlawscopeError, InputError
 from flawscope.line.store import safe_name
 from flawscope.types import InspectionRecord, Outcome
-from flawscope.web.database import WebDB
+from flawscope.web.database import WebDB, storable
 from flawscope.web.errors import PartNotFoundError
 from flawscope.web.imaging import mask_regions, write_png_atomic
 from flawscope.web.queue import close_entries
@@ -220,7 +220,7 @@ class ReviewDesk:
             AuditWriteError: the audit log could not be written (nothing recorded).
         """
         category = check_verdict(verdict, category)
-        note = (note or "").strip()
+        note = storable(note or "").strip()
         if len(note) > MAX_NOTE:
             raise InputError("note", f"at most {MAX_NOTE} characters")
         if request_id is None:

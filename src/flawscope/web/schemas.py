@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from flawscope.types import InspectionRecord
 from flawscope.web.queue import QueueItem
@@ -13,6 +13,12 @@ from flawscope.web.reviews import Review
 
 OutcomeName = Literal["pass", "review", "fail", "error", "not_inspected"]
 VerdictName = Literal["good", "defect", "unsure"]
+INT64 = 2**63 - 1
+#: A defect category: also a folder name in the feedback dataset, so never "good".
+CATEGORY = r"^(?![Gg][Oo][Oo][Dd]$)[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$"
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Point = Annotated[list[Fraction], Field(min_length=2, max_length=2)]
+Polygon = Annotated[list[Point], Field(min_length=3, max_length=2000)]
 
 
 def _num(value: float) -> float | None:
@@ -85,6 +91,21 @@ class InspectionOut(BaseModel):
         )
 
 
+class ErrorOut(BaseModel):
+    """Why a request was refused, in a sentence."""
+
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorOut, "description": "no credentials, or a token that is not valid"},
+    403: {"model": ErrorOut, "description": "the user's role does not allow it, or a stale form (CSRF)"},
+    413: {"model": ErrorOut, "description": "the request body is too large"},
+    422: {"model": ErrorOut, "description": "the request is not valid (the message names the field)"},
+    503: {"model": ErrorOut, "description": "the audit database is not available"},
+}
+
+
 class Page(BaseModel):
     """A page of results and the cursor of the next one."""
 
@@ -100,14 +121,19 @@ class InspectionPage(Page):
 class ReviewIn(BaseModel):
     """A person's verdict on an inspected part."""
 
-    ref_seq: int = Field(ge=1, description="seq of the inspection reviewed")
+    model_config = ConfigDict(regex_engine="python-re")
+
+    ref_seq: int = Field(ge=1, le=INT64, description="seq of the inspection reviewed")
     verdict: VerdictName
-    category: str | None = Field(default=None, max_length=40, description="defect type (defects only)")
+    category: str | None = Field(
+        default=None, pattern=CATEGORY, description="defect type; only a defect has one (ignored otherwise)"
+    )
     note: str = Field(default="", max_length=500)
-    regions: list[list[list[float]]] = Field(
+    regions: list[Polygon] = Field(
         default_factory=list,
         max_length=50,
-        description="drawn defect regions: polygons of [x, y] points as fractions of the image (0-1)",
+        description="drawn defect regions (a defect's only; ignored otherwise): polygons of [x, y] "
+        "points as fractions of the image width and height",
     )
     request_id: str | None = Field(
         default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
@@ -116,6 +142,7 @@ class ReviewIn(BaseModel):
     known_review_seq: int | None = Field(
         default=None,
         ge=0,
+        le=INT64,
         description="newest review of the part you saw (0: none); a newer one is a conflict",
     )
 
@@ -249,6 +276,38 @@ class SinkOut(BaseModel):
     state: str
     backlog: int | None = None
     last_error: str | None = None
+
+
+RoleName = Literal["operator", "engineer", "admin"]
+
+
+class UserIn(BaseModel):
+    """A new user."""
+
+    username: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+    password: str = Field(min_length=8, max_length=1024)
+    role: RoleName
+
+
+class UserChangeIn(BaseModel):
+    """Changes to a user (fields left out stay as they are)."""
+
+    role: RoleName | None = None
+    disabled: bool | None = None
+    password: str | None = Field(default=None, min_length=8, max_length=1024)
+
+
+class TokenIn(BaseModel):
+    """A new API token."""
+
+    label: str = Field(min_length=1, max_length=200, pattern=r"\S", description="what the token is for")
+
+
+class TokenOut(BaseModel):
+    """A new API token: the token itself is shown only here."""
+
+    token_id: str
+    token: str
 
 
 class MeOut(BaseModel):

@@ -21,7 +21,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from flawscope.errors import InputError
-from flawscope.web.database import WebDB
+from flawscope.web.database import WebDB, storable
+from flawscope.web.errors import ConflictError, NotFoundError
 from flawscope.web.tables import sessions, tokens, users
 
 ROLES = ("operator", "engineer", "admin")
@@ -100,6 +101,11 @@ def check_role(role: str) -> str:
     return role
 
 
+def _secret(password: str) -> bytes:
+    # Any text is a password, even one a browser could not have sent (unpaired surrogates).
+    return password.encode("utf-8", "surrogatepass")
+
+
 def _check_password(password: str) -> None:
     if not isinstance(password, str) or len(password) < MIN_PASSWORD:
         raise InputError("password", f"must have at least {MIN_PASSWORD} characters")
@@ -127,10 +133,10 @@ def create_user(db: WebDB, username: str, password: str, role: str, *, created_b
     check_role(role)
     _check_password(password)
     now = time.time()
-    hashed = _hasher.hash(password)
+    hashed = _hasher.hash(_secret(password))
     with db.write("web_users") as conn:
         if conn.execute(sa.select(_U.username).where(_U.username == username)).first() is not None:
-            raise InputError("username", f"user {username!r} already exists")
+            raise ConflictError("username", f"user {username!r} already exists")
         conn.execute(
             users.insert().values(
                 username=username,
@@ -181,12 +187,12 @@ def update_user(
         values["disabled"] = bool(disabled)
     if password is not None:
         _check_password(password)
-        values["password_hash"] = _hasher.hash(password)
+        values["password_hash"] = _hasher.hash(_secret(password))
         values["password_changed_at"] = time.time()
     with db.write("web_users", "web_sessions") as conn:
         row = conn.execute(sa.select(users).where(_U.username == username)).mappings().first()
         if row is None:
-            raise InputError("username", f"there is no user {username!r}")
+            raise NotFoundError("username", f"there is no user {username!r}")
         if values:
             conn.execute(users.update().where(_U.username == username).values(**values))
         admins = conn.execute(
@@ -210,7 +216,7 @@ def authenticate(db: WebDB, username: str, password: str) -> User | None:
         row = conn.execute(sa.select(users).where(_U.username == username)).mappings().first()
     stored = _dummy_hash() if row is None else str(row["password_hash"])
     try:
-        _hasher.verify(stored, password)
+        _hasher.verify(stored, _secret(password))
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return None
     if row is None or row["disabled"]:
@@ -308,6 +314,7 @@ def create_token(db: WebDB, username: str, label: str) -> tuple[str, TokenInfo]:
     Raises:
         InputError: no such user, or an empty label.
     """
+    label = storable(label)
     if not label.strip():
         raise InputError("label", "say what the token is for")
     token_id = secrets.token_hex(6)
@@ -315,7 +322,7 @@ def create_token(db: WebDB, username: str, label: str) -> tuple[str, TokenInfo]:
     now = time.time()
     with db.write("web_tokens") as conn:
         if conn.execute(sa.select(_U.username).where(_U.username == username)).first() is None:
-            raise InputError("username", f"there is no user {username!r}")
+            raise NotFoundError("username", f"there is no user {username!r}")
         conn.execute(
             tokens.insert().values(
                 token_id=token_id,
@@ -367,7 +374,7 @@ def revoke_token(db: WebDB, token_id: str) -> TokenInfo:
     with db.write("web_tokens") as conn:
         row = conn.execute(sa.select(tokens).where(_T.token_id == token_id)).mappings().first()
         if row is None:
-            raise InputError("token_id", f"there is no token {token_id!r}")
+            raise NotFoundError("token_id", f"there is no token {token_id!r}")
         revoked = row["revoked_at"] or time.time()
         conn.execute(tokens.update().where(_T.token_id == token_id).values(revoked_at=revoked))
     return TokenInfo(row["token_id"], row["username"], row["label"], float(row["created_at"]), revoked)
