@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import cv2
 import httpx
@@ -58,16 +59,26 @@ class BlobInspector:
 class PartSource(Source):
     """``n`` generated parts: noise, and a bright blob of rising strength on some (seeded)."""
 
-    def __init__(self, n: int, seed: int = 0, camera: str = "test://cam-1", start: int = 0) -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        camera: str = "test://cam-1",
+        start: int = 0,
+        strengths: Sequence[float] = (0, 0, 0, 0, 30, 85, 170),
+        every_s: float = 0.0,
+    ) -> None:
         super().__init__(camera)
-        self.n, self.seed, self.start = n, seed, start
+        self.n, self.seed, self.start, self.strengths, self.every_s = n, seed, start, strengths, every_s
 
     def _frames(self):  # type: ignore[no-untyped-def]
         rng = np.random.default_rng(self.seed)
         yy, xx = np.mgrid[0:96, 0:128]
         for i in range(self.n):
             image = rng.integers(60, 110, (96, 128), dtype=np.uint8).astype(np.float32)
-            strength = [0, 0, 0, 0, 30, 85, 170][i % 7] * rng.uniform(0.8, 1.2)
+            if self.every_s:
+                time.sleep(self.every_s)
+            strength = self.strengths[i % len(self.strengths)] * rng.uniform(0.8, 1.2)
             cy, cx = rng.integers(20, 76), rng.integers(20, 108)
             image += strength * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 50.0)
             yield Frame(
@@ -83,15 +94,13 @@ class Station:
     images: Path
     root: Path
 
-    def add_parts(self, n: int, seed: int = 1, start: int = 1000, camera: str = "test://cam-1") -> None:
+    def add_parts(
+        self, n: int, seed: int = 1, start: int = 1000, camera: str = "test://cam-1", **kw: Any
+    ) -> None:
+        """Run ``n`` more parts through the line (``kw``: :class:`PartSource` options)."""
         with AuditLog.open(self.url) as log:
-            run_line(
-                PartSource(n, seed, camera, start),
-                BlobInspector(),
-                log,
-                station="st-1",
-                store_images=self.images,
-            )
+            source = PartSource(n, seed, camera, start, **kw)
+            run_line(source, BlobInspector(), log, station="st-1", store_images=self.images, batch_size=4)
 
 
 def make_station(root: Path, n: int = 70) -> Station:

@@ -243,6 +243,10 @@ class Feed:
             if n < 5000:
                 self._stop.wait(self.poll_s)
 
+    def begin_stop(self) -> None:
+        """Ask the feed and every event stream to end (returns at once)."""
+        self._stop.set()
+
     def stop(self) -> None:
         """Stop following the log."""
         self._stop.set()

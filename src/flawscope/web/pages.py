@@ -250,6 +250,7 @@ def _review_page(
             "request_id": uuid.uuid4().hex,
             "known_review_seq": earlier[-1].seq if earlier else 0,
             "next_url": "/review",
+            "queue_total": left,
         },
     )
 

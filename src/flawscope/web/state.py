@@ -156,13 +156,13 @@ class WebState:
                 "at": record.acquired_at,
                 "detail": record.reason[:160],
                 "mask": "",
+                "verdict": "",
+                "category": "",
             }
             if record.kind == "review":
                 review = review_of(record)
-                item["outcome"] = {"good": "pass", "defect": "fail"}.get(review.verdict, "review")
-                item["kind"] = f"review: {review.verdict}" + (
-                    f" ({review.category})" if review.category and review.verdict == "defect" else ""
-                )
+                item["verdict"] = review.verdict
+                item["category"] = review.category if review.verdict == "defect" else ""
                 item["detail"] = review.note
                 item["mask"] = review.mask
             out.append(item)

@@ -13,17 +13,27 @@
     tbody.innerHTML = html || `<tr><td colspan="${cols}" class="muted">${empty}</td></tr>`;
   }
 
+  function card(p) {
+    const a = document.createElement("a");
+    a.className = `card o-${p.outcome}`;
+    a.href = `/parts/${p.seq}`;
+    a.dataset.seq = p.seq;
+    a.innerHTML = (p.has_image ? `<img src="/parts/${p.seq}/thumb.jpg" alt="">` : `<div class="noimg">no image</div>`) +
+      `<div class="cap"><span class="word">${esc(p.outcome.replace("_", " ").toUpperCase())}</span><span class="pid">${esc(p.part_id)}</span></div>`;
+    return a;
+  }
+
   function strip(last) {
     const key = last.map((p) => p.seq).join(",");
     const now = Date.now();
-    // Thumbnails change at most every 2 s: enough to see the line, cheap for the line's CPU.
+    // At most every 2 s: enough to watch the line, cheap for the line's CPU. Cards already shown
+    // are moved, not rebuilt, so their pictures do not flicker.
     if (key === lastStrip || now - lastStripAt < 2000) return;
     lastStrip = key; lastStripAt = now;
-    $("last-parts").innerHTML = last.slice().reverse().map((p) =>
-      `<a class="card o-${esc(p.outcome)}" href="/parts/${p.seq}" data-seq="${p.seq}">` +
-      (p.has_image ? `<img src="/parts/${p.seq}/thumb.jpg" alt="">` : `<div class="noimg">no image</div>`) +
-      `<div class="cap"><span class="word">${esc(p.outcome.replace("_", " ").toUpperCase())}</span><span class="pid">${esc(p.part_id)}</span></div></a>`
-    ).join("");
+    const box = $("last-parts");
+    const shown = new Map(Array.from(box.children).map((el) => [el.dataset.seq, el]));
+    const cards = last.slice().reverse().map((p) => shown.get(String(p.seq)) || card(p));
+    box.replaceChildren(...cards);
   }
 
   function update(s) {
@@ -32,7 +42,10 @@
     $("t-review").textContent = pct(s.shift.review_rate);
     $("t-reject").textContent = pct(s.shift.reject_rate);
     $("t-n").textContent = `${s.shift.n} parts this shift`;
-    $("t-queue").textContent = Object.values(s.queue).reduce((a, b) => a + b, 0);
+    const waiting = Object.values(s.queue).reduce((a, b) => a + b, 0);
+    $("t-queue").textContent = waiting;
+    const badge = $("nav-queue");
+    if (badge) { badge.textContent = waiting; badge.classList.toggle("empty", !waiting); }
     $("shift-label").textContent = s.shift.label;
     $("last-seq").textContent = s.head;
     $("feed-error").textContent = s.error || "";
