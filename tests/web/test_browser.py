@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.web.conftest import PASSWORD, Served, Station, add_users, make_station, serve
 
 from flawscope.audit import AuditLog
 from flawscope.web import queue as review_queue
 from flawscope.web.database import WebDB
-from tests.web.conftest import PASSWORD, Served, Station, add_users, make_station, serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
