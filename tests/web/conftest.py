@@ -157,12 +157,12 @@ class Served:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, follow_redirects=False)
 
 
-def serve(station: Station, **settings: object) -> Iterator[Served]:
+def serve(where: Station, **settings: object) -> Iterator[Served]:
     from flawscope.web import WebConfig, start_server
 
     config = WebConfig(
-        audit_url=station.url,
-        images=station.images,
+        audit_url=where.url,
+        images=where.images,
         host="127.0.0.1",
         port=0,
         poll_s=0.1,
@@ -170,8 +170,8 @@ def serve(station: Station, **settings: object) -> Iterator[Served]:
     )
     running = start_server(config)
     try:
-        tokens = {name: token_for(station.url, name) for name in USERS}
-        yield Served(running.url, station, tokens, running.server.config.app)
+        tokens = {name: token_for(where.url, name) for name in USERS}
+        yield Served(running.url, where, tokens, running.server.config.app)
     finally:
         running.stop()
 

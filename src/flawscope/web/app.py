@@ -184,7 +184,7 @@ def _load_inspector(config: WebConfig) -> tuple[Any, list[dict[str, Any]]]:
         inspector = Inspector.load(config.bundle, threads=1)
     except BundleError as exc:
         raise InputError(config.bundle, f"cannot load the bundle: {exc}") from None
-    return inspector, [dict(t) for t in inspector.bundle.thresholds]
+    return inspector, [t.to_dict() for t in inspector.bundle.thresholds.versions]
 
 
 def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI:
@@ -208,10 +208,10 @@ def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI
     store_root = config.images.resolve()
     settings = WebState.load_settings(db, config)
     review_ratio = None
-    if thresholds and thresholds[-1].get("reject"):
-        review_ratio = float(thresholds[-1].get("review", thresholds[-1]["reject"])) / float(
-            thresholds[-1]["reject"]
-        )
+    active = getattr(inspector, "thresholds", None)
+    if active is not None and active.reject > 0:
+        # Drawn on the score trend, where scores are divided by the reject threshold.
+        review_ratio = float(active.review) / float(active.reject)
     feed = Feed(
         db,
         shifts=parse_shifts(config.shifts),
