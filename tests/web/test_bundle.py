@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.web.conftest import Served, Station, add_users, serve
 
 from flawscope.audit import AuditLog
-from tests.web.conftest import Served, Station, add_users, serve
 
 
 @pytest.fixture(scope="module")

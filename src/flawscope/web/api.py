@@ -20,7 +20,7 @@ from flawscope.web.queries import Filters, list_records, statistics
 from flawscope.web.reviews import list_reviews, reviews_of_part
 from flawscope.web.schemas import (
     ERRORS,
-    INT64,
+    MAX_ID,
     ErrorOut,
     FlagIn,
     InspectionOut,
@@ -61,9 +61,9 @@ Engineer = Annotated[Principal, Depends(require("engineer"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Limit = Annotated[int, Query(ge=1, le=500, description="most items in the page")]
 BeforeSeq = Annotated[
-    int | None, Query(ge=1, le=INT64, description="only items with seq below this (next page)")
+    int | None, Query(ge=1, le=MAX_ID, description="only items with seq below this (next page)")
 ]
-Seq = Annotated[int, Path(ge=1, le=INT64, description="seq of an audit record")]
+Seq = Annotated[int, Path(ge=1, le=MAX_ID, description="seq of an audit record")]
 Since = Annotated[float | None, Query(description="acquired at or after (seconds since the epoch)")]
 Until = Annotated[float | None, Query(description="acquired before (seconds since the epoch)")]
 

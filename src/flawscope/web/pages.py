@@ -39,7 +39,7 @@ from flawscope.web.state import WebState
 from flawscope.web.users import authenticate, end_session, list_users, same_secret, start_session
 
 router = APIRouter(include_in_schema=False)
-SeqPath = Annotated[int, Path(ge=1, le=2**63 - 1)]
+SeqPath = Annotated[int, Path(ge=1, le=2**53 - 1)]
 Operator = Annotated[Principal, Depends(require("operator"))]
 LOGIN_LIMIT, LOGIN_WINDOW_S = 5, 300.0
 STREAM_TICK_S = 1.0

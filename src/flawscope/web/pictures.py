@@ -20,7 +20,7 @@ from flawscope.web.imaging import encode, fit, heat_rgba, inside_store, thumbnai
 from flawscope.web.state import PartImage, WebState
 
 router = APIRouter(include_in_schema=False)
-SeqPath = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+SeqPath = Annotated[int, PathParam(ge=1, le=2**53 - 1)]
 Operator = Annotated[Principal, Depends(require("operator"))]
 KEEP = {"cache-control": "private, max-age=86400, immutable"}
 BROWSER_FORMATS = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}

@@ -13,7 +13,8 @@ from flawscope.web.reviews import Review
 
 OutcomeName = Literal["pass", "review", "fail", "error", "not_inspected"]
 VerdictName = Literal["good", "defect", "unsure"]
-INT64 = 2**63 - 1
+#: Largest id accepted: what JSON numbers (JavaScript's doubles) hold exactly.
+MAX_ID = 2**53 - 1
 #: A defect category: also a folder name in the feedback dataset, so never "good".
 CATEGORY = r"^(?![Gg][Oo][Oo][Dd]$)[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$"
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -123,7 +124,7 @@ class ReviewIn(BaseModel):
 
     model_config = ConfigDict(regex_engine="python-re")
 
-    ref_seq: int = Field(ge=1, le=INT64, description="seq of the inspection reviewed")
+    ref_seq: int = Field(ge=1, le=MAX_ID, description="seq of the inspection reviewed")
     verdict: VerdictName
     category: str | None = Field(
         default=None, pattern=CATEGORY, description="defect type; only a defect has one (ignored otherwise)"
@@ -142,7 +143,7 @@ class ReviewIn(BaseModel):
     known_review_seq: int | None = Field(
         default=None,
         ge=0,
-        le=INT64,
+        le=MAX_ID,
         description="newest review of the part you saw (0: none); a newer one is a conflict",
     )
 
