@@ -22,7 +22,7 @@ import pytest
 from flawscope.acquire import Source
 from flawscope.audit import AuditLog
 from flawscope.line import run_line
-from flawscope.types import Frame, Outcome, Verdict
+from flawscope.types import Frame, Outcome, Provenance, Verdict
 
 PASSWORD = "correct horse battery"
 USERS = {"alice": "operator", "erin": "engineer", "root": "admin"}
@@ -34,6 +34,7 @@ class BlobInspector:
     model_hash = "b" * 64
     version = "blob.t1"
     thresholds = SimpleNamespace(version=1)
+    provenance = Provenance(model_hash, version, 1, threshold_sha256="1" * 64, graph_sha256="2" * 64)
 
     def inspect_many(self, images: Sequence[np.ndarray | None]) -> list[Verdict]:
         out = []

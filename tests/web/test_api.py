@@ -291,3 +291,22 @@ def test_the_app_listens_on_loopback_by_default(served: Served) -> None:
     cookie_page = httpx.get(served.url + "/login")
     assert "HttpOnly" in cookie_page.headers["set-cookie"] and "Secure" in cookie_page.headers["set-cookie"]
     assert "samesite=strict" in cookie_page.headers["set-cookie"].lower()
+
+
+def test_sinks_show_their_backlog_from_the_audit_database(served: Served) -> None:
+    from flawscope.integrate.cursors import CursorStore
+
+    cursors = CursorStore(served.station.url)
+    try:
+        cursors.start("mes-webhook", 10)
+        cursors.start("plc", 5)
+        cursors.disable("plc", "PLC never acknowledged result 7")
+    finally:
+        cursors.close()
+    head_seq = head(served)
+    state = served.app.state.web  # type: ignore[attr-defined]
+    state.feed.sinks.min_interval_s = 0.0
+    with served.client("alice") as api:
+        sinks = {s["name"]: s for s in api.get("/api/v1/sinks").json()}
+    assert sinks["mes-webhook"]["backlog"] == head_seq - 10 and sinks["mes-webhook"]["state"] == "delivering"
+    assert sinks["plc"]["state"] == "disabled" and "never acknowledged" in sinks["plc"]["last_error"]

@@ -27,7 +27,16 @@ from sqlalchemy.engine import Connection
 
 from flawscope.audit.chain import GENESIS_HASH, HASH_SCHEME, HASH_SCHEMES
 from flawscope.audit.fields import record_fields
-from flawscope.audit.schema import INDEXES, TABLES, column, meta, metadata, sink_cursors, sink_dead_letters
+from flawscope.audit.schema import (
+    INDEXES,
+    TABLES,
+    WEB_TABLES,
+    column,
+    meta,
+    metadata,
+    sink_cursors,
+    sink_dead_letters,
+)
 from flawscope.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -98,6 +107,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "delivery state of the station's sinks: sink_cursors, sink_dead_letters",
         lambda conn: metadata.create_all(conn, tables=[sink_cursors, sink_dead_letters]),
+    ),
+    Migration(
+        5,
+        "the web app: users, API tokens, sessions, its change log, the review queue, settings",
+        lambda conn: metadata.create_all(conn, tables=list(WEB_TABLES)),
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -96,8 +96,84 @@ sink_dead_letters = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("at", sa.Double, nullable=False),
 )
+# The web app's tables (schema 5, see flawscope.web): who may do what (users, API tokens, login
+# sessions; secrets only as hashes), the hash-chained log of every change made through the app,
+# the parts waiting for review (the reviews themselves are records of kind "review"), settings.
+users = sa.Table(
+    "web_users",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("password_changed_at", sa.Double, nullable=False),
+)
+
+tokens = sa.Table(
+    "web_tokens",
+    metadata,
+    sa.Column("token_id", sa.String(16), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("revoked_at", sa.Double, nullable=True),
+)
+
+sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("session_hash", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Column("ended_at", sa.Double, nullable=True),
+)
+
+events = sa.Table(
+    "web_events",
+    metadata,
+    sa.Column("seq", _BIGINT, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("remote", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("event_hash", sa.String(64), nullable=False),
+    sa.Index("ix_web_events_at", "at"),
+)
+
+review_queue = sa.Table(
+    "review_queue",
+    metadata,
+    sa.Column("id", _BIGINT, primary_key=True, autoincrement=True),
+    sa.Column("ref_seq", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),
+    # Audit head when queued: a review recorded after it (seq > after_seq) takes the part off.
+    sa.Column("after_seq", sa.BigInteger, nullable=False),
+    sa.Column("queued_at", sa.Double, nullable=False),
+    sa.Column("queued_by", sa.Text, nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    # The review that took the part off the queue (NULL while it waits).
+    sa.Column("done_seq", sa.BigInteger, nullable=True),
+    sa.Index("ix_review_queue_ref", "ref_seq"),
+    sa.Index("ix_review_queue_open", "done_seq", "id"),
+)
+
+settings = sa.Table(
+    "web_settings",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+WEB_TABLES = (users, tokens, sessions, events, review_queue, settings)
 #: Tables a new store is created with (each migration adds its own to an older store).
-TABLES = (inspections, meta, sink_cursors, sink_dead_letters)
+TABLES = (inspections, meta, sink_cursors, sink_dead_letters, *WEB_TABLES)
 
 
 def redact(url: str) -> str:

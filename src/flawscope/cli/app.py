@@ -31,7 +31,7 @@ from flawscope.errors import FlawscopeError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="flawscope: train, evaluate, calibrate, export, inspect, audit, station, sink, serve, feedback, demo.",
+    help="flawscope: train, evaluate, calibrate, export, inspect, audit, station, sink, serve, demo.",
     pretty_exceptions_enable=False,
 )
 

@@ -30,7 +30,7 @@ def feedback_export_command(
     if not images.is_dir():
         raise InputError(images, "image store folder does not exist")
     AuditLog.open(audit, read_only=True).close()  # refuses a database that holds no audit log
-    db = WebDB(audit)
+    db = WebDB(audit, prepare=False)
     try:
         summary = export_feedback(db, images.resolve(), out, overwrite=overwrite)
     finally:

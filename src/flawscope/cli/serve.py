@@ -35,6 +35,9 @@ def serve_command(
     ] = 0.0,
     shifts: Annotated[str, typer.Option(help="Local shift start times.")] = "06:00,14:00,22:00",
     categories: Annotated[str, typer.Option(help="Defect types offered to reviewers, comma separated.")] = "",
+    station_status: Annotated[
+        Path | None, typer.Option(help="The running station's status file (live sink states).")
+    ] = None,
     insecure_cookies: Annotated[
         bool, typer.Option(help="Send the session cookie over plain HTTP (trusted networks without TLS).")
     ] = False,
@@ -52,6 +55,7 @@ def serve_command(
         shifts=shifts,
         categories=tuple(c.strip() for c in categories.split(",") if c.strip()),
         secure_cookies=not insecure_cookies,
+        status_file=station_status,
     )
     err_console.print(f"flawscope web app on http://{host}:{port} (Ctrl-C stops it)")
     serve(config)

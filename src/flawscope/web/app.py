@@ -32,6 +32,7 @@ from flawscope.web.errors import ConflictError, DatabaseError, NotFoundError
 from flawscope.web.imaging import StorePathError
 from flawscope.web.live import Feed, SinkStatus
 from flawscope.web.reviews import ReviewConflictError, ReviewDesk
+from flawscope.web.sinks import SinkReader
 from flawscope.web.state import WebState, when
 from flawscope.web.stats import parse_shifts
 from flawscope.web.uploads import NoInspectorError
@@ -192,7 +193,8 @@ def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI
 
     Args:
         config: settings (checked here).
-        sinks: where the dashboard reads the sinks' states from (a station passes its sinks).
+        sinks: where the dashboard reads the sinks' states from (a station passes its forwarders'
+            live states); by default the audit database's sink cursors and ``config.status_file``.
 
     Raises:
         InputError: an unusable setting, database, image store or bundle.
@@ -218,7 +220,7 @@ def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI
         sample_rate=settings.sample_rate,
         poll_s=config.poll_s,
         review_threshold=review_ratio,
-        sinks=sinks,
+        sinks=sinks if sinks is not None else SinkReader(db, config.status_file),
     )
     state = WebState(
         config=config,

@@ -34,6 +34,8 @@ class WebConfig:
         max_upload_mb: largest image file accepted by the API.
         max_upload_megapixels: largest image accepted (checked before decoding).
         poll_s: seconds between reads of the audit log by the live feed.
+        status_file: the running station's status file, for its sinks' live state (connected,
+            last error); backlogs come from the audit database either way.
     """
 
     audit_url: str
@@ -50,6 +52,7 @@ class WebConfig:
     max_upload_mb: float = 20.0
     max_upload_megapixels: float = 40.0
     poll_s: float = 0.25
+    status_file: Path | None = None
 
     def checked(self) -> WebConfig:
         """The config, if every value is usable.

@@ -16,10 +16,9 @@ from contextlib import contextmanager
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from flawscope.audit import AuditLog
 from flawscope.audit.schema import WRITE_OPTION, create_audit_engine, describe, parse_url, redact
-from flawscope.errors import InputError
 from flawscope.web.errors import DatabaseError
-from flawscope.web.tables import ensure_web_tables
 
 logger = logging.getLogger(__name__)
 
@@ -35,28 +34,27 @@ class WebDB:
     Args:
         url: SQLAlchemy URL of the audit database (``sqlite:///...`` or ``postgresql://...``).
         busy_timeout_s: how long a write waits for another writer (the line) to finish.
+        prepare: create or migrate the audit database's tables first (a writer's job).
 
     Raises:
-        InputError: the database cannot be opened.
+        InputError: the database cannot be opened or prepared.
     """
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, *, busy_timeout_s: float = 10.0, prepare: bool = True) -> None:
         self.url = redact(url)
         self._busy_timeout_s = busy_timeout_s
+        if prepare:
+            # Opening the log for writing creates the tables, or migrates an older store (schema 5
+            # added the web app's tables); a read-only caller that only reads records skips this.
+            AuditLog.open(url, busy_timeout_s=busy_timeout_s).close()
         self.engine: Engine = create_audit_engine(
             parse_url(url),
             synchronous="FULL",
             busy_timeout_s=busy_timeout_s,
             connect_timeout_s=5.0,
-            read_only=False,
+            read_only=not prepare,
         )
         self._lock = threading.Lock()
-        try:
-            with self.write() as conn:
-                ensure_web_tables(conn)
-        except DatabaseError as exc:
-            self.engine.dispose()
-            raise InputError(self.url, f"cannot prepare the web tables: {exc}") from None
 
     @property
     def dialect(self) -> str:

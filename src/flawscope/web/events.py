@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from flawscope.audit.chain import GENESIS_HASH
+from flawscope.audit.schema import events
 from flawscope.web.database import WebDB
-from flawscope.web.tables import events
 
 _E = events.c
 MAX_DETAIL = 2000

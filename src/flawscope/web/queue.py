@@ -19,13 +19,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from flawscope.audit.chain import row_to_record
-from flawscope.audit.schema import inspections
+from flawscope.audit.schema import inspections, review_queue
 from flawscope.errors import InputError
 from flawscope.line.records import in_review_sample
 from flawscope.types import InspectionRecord
 from flawscope.web.database import WebDB, storable
 from flawscope.web.errors import PartNotFoundError
-from flawscope.web.tables import review_queue
 
 REASONS = ("flagged", "review_band", "sample")
 _Q, _I = review_queue.c, inspections.c

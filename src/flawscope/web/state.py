@@ -19,6 +19,7 @@ from PIL import Image
 from flawscope.audit import AuditLog
 from flawscope.audit.chain import row_to_record
 from flawscope.audit.schema import inspections
+from flawscope.audit.schema import settings as settings_table
 from flawscope.errors import InputError
 from flawscope.line.store import map_path
 from flawscope.types import InspectionRecord
@@ -27,7 +28,6 @@ from flawscope.web.database import WebDB
 from flawscope.web.imaging import inside_store
 from flawscope.web.live import Feed
 from flawscope.web.reviews import ReviewDesk, review_of
-from flawscope.web.tables import settings as settings_table
 
 logger = logging.getLogger(__name__)
 _I = inspections.c

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from flawscope.audit.schema import sessions, tokens, users
 from flawscope.errors import InputError
 from flawscope.web.database import WebDB, storable
 from flawscope.web.errors import ConflictError, NotFoundError
-from flawscope.web.tables import sessions, tokens, users
 
 ROLES = ("operator", "engineer", "admin")
 TOKEN_PREFIX = "fst_"
