@@ -45,18 +45,19 @@ class ArraySource(Source):
     """``n`` frames (brightness i * 7 % 256) at ``rate`` per second (0: as fast as taken)."""
 
     def __init__(
-        self, n: int | None, rate: float = 0.0, prefix: str = "p", uri: str = "test://arrays"
+        self, n: int | None, rate: float = 0.0, prefix: str = "p", uri: str = "test://arrays", start: int = 0
     ) -> None:
         super().__init__(uri)
         self.n = n
         self.rate = rate
         self.prefix = prefix
+        self.start = start
 
     def _frames(self) -> Iterator[Frame]:
-        i = 0
+        i = self.start
         began = time.monotonic()
-        while self.n is None or i < self.n:
-            if self.rate and self._wait(began + i / self.rate - time.monotonic()):
+        while self.n is None or i < self.start + self.n:
+            if self.rate and self._wait(began + (i - self.start) / self.rate - time.monotonic()):
                 return
             if self.stopping:
                 return

@@ -33,6 +33,9 @@ def plcsim_command(
     ] = 0.0,
     prefix: Annotated[str, typer.Option(help="Part ids are PREFIX-N.")] = "plc",
     scan_ms: Annotated[float, typer.Option(help="Tag scan period (a PLC cycle), ms.")] = 1.0,
+    poll: Annotated[
+        bool, typer.Option("--poll", help="Read the tags every scan (default: subscribe to their changes).")
+    ] = False,
     deadline_ms: Annotated[
         float, typer.Option(help="A result later than this after its trigger is late.")
     ] = 1000.0,
@@ -75,6 +78,7 @@ def plcsim_command(
         rate=rate,
         prefix=prefix,
         scan_ms=scan_ms,
+        poll=poll,
         deadline_ms=deadline_ms,
         ack=not no_ack,
         security=security,

@@ -101,6 +101,7 @@ class Forwarder:
         self._persisted_at = 0.0
         self._head = 0
         self._opened = False
+        self._tried_open = threading.Event()  # set after the first attempt to open the sink
         self._attempt = 0
         self._state = "starting"
         self._disabled = ""
@@ -145,6 +146,11 @@ class Forwarder:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    def wait_open(self, timeout_s: float) -> bool:
+        """Wait for the first attempt to open the sink; True when it is open."""
+        self._tried_open.wait(timeout_s)
+        return self._opened
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until everything committed so far is delivered (or dead-lettered); True if it was."""
@@ -211,9 +217,11 @@ class Forwarder:
             try:
                 self.sink.open()
             except DeliveryError as exc:
+                self._tried_open.set()
                 self._failed(str(exc))
                 return
             self._opened = True
+            self._tried_open.set()
             logger.info("sink %s: connected", self.sink.name)
         batch = self._next_batch()
         if not batch:

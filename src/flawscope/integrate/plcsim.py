@@ -56,7 +56,8 @@ class PlcSimOptions:
         parts: parts to trigger (0 with rate 0: only take results until stopped).
         rate: triggers per second (0: as soon as the previous result is in).
         prefix: part ids are ``<prefix>-<n>``.
-        scan_ms: tag scan period.
+        scan_ms: tag scan period (the subscription's publishing interval, unless polling).
+        poll: read the tags every scan instead of being told of their changes by a subscription.
         deadline_ms: a result later than this after its trigger counts as late.
         ack: acknowledge results (False: a PLC that never acknowledges).
         security: policy; certificate/private_key/trust_store/username/password as for the station.
@@ -71,6 +72,7 @@ class PlcSimOptions:
     rate: float = 0.0
     prefix: str = "plc"
     scan_ms: float = 1.0
+    poll: bool = False
     deadline_ms: float = 1000.0
     ack: bool = True
     security: str = "None"
@@ -139,6 +141,7 @@ class PlcSim:
                 self.stats.out_of_order += 1
             self.last_seq = max(self.last_seq, seq)
         sent = self.triggered_at.pop(part_id, None)
+        ms: float | None = None
         if sent is not None:
             ms = (now - sent) * 1000
             self.stats.latencies_ms.append(ms)
@@ -147,6 +150,8 @@ class PlcSim:
                 self.stats.late += 1
         if self._record is not None:
             line = {"id": result_id, "seq": seq, "part_id": part_id, "outcome_code": outcome_code, **extra}
+            if ms is not None:
+                line["trigger_to_result_ms"] = ms
             self._record.write(json.dumps(line) + "\n")
             self._record.flush()
 
@@ -236,7 +241,10 @@ class PlcSim:
                 if self.options.mode == "methods":
                     done = await self._methods(client, ns, parts)
                 else:
-                    done = await self._tags(_ClientTags(client, ns, self.options.camera), parts)
+                    tags = _ClientTags(client, ns, self.options.camera)
+                if not self.options.poll:
+                    await tags.watch(self.options.scan_ms)
+                done = await self._tags(tags, parts)
                 if done:
                     return
             except Exception as exc:
@@ -303,7 +311,7 @@ class PlcSim:
                 end_by = end_by or now + self.options.deadline_ms / 1000 * 4
                 if now > end_by:
                     return True
-            await asyncio.sleep(scan)
+            await tags.wait(scan)
         return True
 
     # --------------------------------------------------------------------------- method mode
@@ -433,13 +441,37 @@ class _Events:
 
 
 class _ClientTags:
-    """The station's handshake tags, read and written over OPC UA."""
+    """The station's handshake tags, read and written over OPC UA.
+
+    Between scans the PLC waits for a change of ResultReady or TriggerAck reported by a subscription
+    (publishing interval = the scan period), or for the scan period when it polls.
+    """
 
     def __init__(self, client: Any, ns: int, camera: str) -> None:
         ua = _ua()
         self.client = client
         self.nodes = {t.name: client.get_node(ua.NodeId(f"{camera}.Handshake.{t.name}", ns)) for t in TAGS}
         self.kinds = {t.name: t.kind for t in TAGS}
+        self.changed: asyncio.Event | None = None
+
+    async def watch(self, period_ms: float) -> None:
+        """Be told of ResultReady and TriggerAck changes instead of polling."""
+        self.changed = asyncio.Event()
+        subscription = await self.client.create_subscription(period_ms, self)
+        await subscription.subscribe_data_change([self.nodes["ResultReady"], self.nodes["TriggerAck"]])
+
+    def datachange_notification(self, _node: Any, _value: Any, _data: Any) -> None:
+        if self.changed is not None:
+            self.changed.set()
+
+    async def wait(self, scan_s: float) -> None:
+        if self.changed is None:
+            await asyncio.sleep(scan_s)
+            return
+        # A missed notification costs at most this long: the tags are read again anyway.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.changed.wait(), 0.1)
+        self.changed.clear()
 
     async def read(self, names: list[str]) -> dict[str, Any]:
         values = await self.client.read_values([self.nodes[n] for n in names])
@@ -453,12 +485,15 @@ class _ClientTags:
 
 
 class _ServerTags:
-    """The tags on the simulator's own server (serve mode)."""
+    """The tags on the simulator's own server (serve mode): read locally every scan."""
 
     def __init__(self, server: Any, nodes: dict[str, Any]) -> None:
         self.server = server
         self.nodes = nodes
         self.kinds = {t.name: t.kind for t in TAGS}
+
+    async def wait(self, scan_s: float) -> None:
+        await asyncio.sleep(scan_s)
 
     async def read(self, names: list[str]) -> dict[str, Any]:
         return {n: self.server.read_attribute_value(self.nodes[n].nodeid).Value.Value for n in names}

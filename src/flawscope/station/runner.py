@@ -225,6 +225,7 @@ class Station:
         on_status: Callable[[StationStatus], object] | None = None,
         drain_s: float = 10.0,
         write_status_file: bool = True,
+        sinks_open_s: float = 30.0,
     ) -> StationSummary:
         """Start the sinks and cameras, run until every source ends or :meth:`stop`, then drain.
 
@@ -232,6 +233,8 @@ class Station:
             on_status: called about every ``status_interval_s`` with a :class:`StationStatus`.
             drain_s: after the cameras stop, how long the sinks may take to deliver what is committed.
             write_status_file: keep the status file up to date.
+            sinks_open_s: the cameras start once every sink made its first attempt to connect (an
+                OPC UA server is listening before parts flow), or after this long.
 
         Returns:
             The summary (a camera whose line stopped on an error is listed in ``errors``).
@@ -239,6 +242,9 @@ class Station:
         path = self.config.status_path
         for forwarder in self.forwarders:
             forwarder.start()
+        deadline = time.monotonic() + sinks_open_s
+        for forwarder in self.forwarders:
+            forwarder.wait_open(max(0.0, deadline - time.monotonic()))
         for camera in self.cameras:
             camera.thread = threading.Thread(
                 target=self._run_camera, args=(camera,), name=f"camera-{camera.config.name}", daemon=True

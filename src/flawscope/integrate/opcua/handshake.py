@@ -30,6 +30,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -160,6 +161,10 @@ class Handshake:
         self.refusal = ""
         self.triggers = 0
         self.next_part_id = ""
+        self.job_started: dict[str, float] = {}
+        # Trigger accepted -> result in the tags, minus the part's own acquisition-to-verdict time:
+        # what the handshake and the audit commit add (ms, the most recent results).
+        self.overheads: deque[float] = deque(maxlen=2000)
         self.ack_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -245,6 +250,7 @@ class Handshake:
                 return
             self.triggers += 1
             self.pending_jobs.add(job)
+            self.job_started[job] = time.perf_counter()
             self.trigger_ack = True
             self.trigger_at = time.monotonic()
             await self.io.write({"Busy": True, "TriggerAck": True})
@@ -289,6 +295,9 @@ class Handshake:
                 "ResultReady": self.ready,  # last: the result tags are in place when it toggles
             }
             await self.io.write(values)
+            started = self.job_started.pop(job_id(record), None)
+            if started is not None and math.isfinite(record.latency_ms):
+                self.overheads.append((time.perf_counter() - started) * 1000 - record.latency_ms)
         return await self._wait_ack()
 
     async def _wait_ack(self) -> bool:
@@ -309,7 +318,18 @@ class Handshake:
 
     def health(self) -> dict[str, Any]:
         """The handshake's state for the station status."""
+        recent = sorted(self.overheads)
+        overhead = (
+            {
+                "n": len(recent),
+                "p50": recent[len(recent) // 2],
+                "p99": recent[min(len(recent) - 1, int(len(recent) * 0.99))],
+            }
+            if recent
+            else {"n": 0}
+        )
         return {
+            "overhead_ms": overhead,
             "presented_seq": self.presented,
             "acknowledged": self.acked,
             "busy": bool(self.pending_jobs),
