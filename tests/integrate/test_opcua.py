@@ -64,7 +64,8 @@ def test_address_space_state_machine_and_result_management(station_file) -> None
     ids = nodeset_ids()
     port = free_port()
     config = station_file(server_table(port, handshake='"methods"'), camera_extra='trigger = "plc"')
-    station = Station(config, inspector_loader=fake_loader, sources={"top": ArraySource(None)})
+    camera_source = ArraySource(None)
+    station = Station(config, inspector_loader=fake_loader, sources={"top": camera_source})
     running = Background(station.run, drain_s=5)
     try:
         wait_port(port, 60)
@@ -160,6 +161,13 @@ def test_address_space_state_machine_and_result_management(station_file) -> None
                     )
                 found["missing"] = missing.value.code
                 found["after"] = await auto_id.read_value()
+                # The camera goes down: Error; it comes back: Operational again.
+                camera_source.connected, camera_source.last_error = False, "cable pulled"
+                await asyncio.sleep(1.5)
+                found["error"] = await state_id.read_value()
+                camera_source.connected = True
+                await asyncio.sleep(1.5)
+                found["recovered"] = await state_id.read_value()
                 found["mv"] = mv
                 return found
 
@@ -216,6 +224,8 @@ def test_address_space_state_machine_and_result_management(station_file) -> None
     assert found["after"] == ua.NodeId(
         ids["VisionAutomaticModeStateMachineType_Ready"], mv
     )  # SingleExecution done
+    assert found["error"] == ua.NodeId(ids["VisionStateMachineType_Error"], mv)
+    assert found["recovered"] == ua.NodeId(ids["VisionStateMachineType_Operational"], mv)
 
 
 def test_tag_handshake_triggers_and_holds_results_until_acknowledged(station_file) -> None:

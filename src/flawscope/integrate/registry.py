@@ -82,12 +82,15 @@ class SinkContext:
         sink: this sink's configuration.
         triggers: where PLC triggers go (for sinks that accept them); None outside a station.
         audit_url: the audit store's URL, for sinks that serve past results.
+        camera_problem: what is wrong with a camera now (source down, line stopped), ``""`` when
+            nothing is; sinks that show a machine state (OPC UA Error) ask it.
     """
 
     station: StationConfig
     sink: SinkConfig
     triggers: TriggerHub | None = None
     audit_url: str = ""
+    camera_problem: Callable[[str], str] | None = None
 
 
 class Sink:

@@ -122,7 +122,9 @@ class Station:
             for sink_config in config.sinks:
                 if not sink_config.enabled:
                     continue
-                context = SinkContext(config, sink_config, self.triggers, config.station.audit)
+                context = SinkContext(
+                    config, sink_config, self.triggers, config.station.audit, self.camera_problem
+                )
                 sink = make_sink(context)
                 self.forwarders.append(
                     Forwarder(
@@ -150,6 +152,18 @@ class Station:
             return lambda _record: True
         stations = {self.config.record_station(c) for c in cameras}
         return lambda record: record.station in stations
+
+    def camera_problem(self, name: str) -> str:
+        """What is wrong with a camera now: its source down, or its line stopped on an error."""
+        for camera in self.cameras:
+            if camera.config.name != name:
+                continue
+            if camera.error is not None:
+                return f"the line stopped: {camera.error}"
+            health = camera.source.health()
+            if not health.connected:
+                return f"the source {health.uri} is down: {health.last_error or 'reconnecting'}"
+        return ""
 
     @property
     def sinks(self) -> list[Sink]:

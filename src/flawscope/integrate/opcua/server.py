@@ -142,6 +142,7 @@ class OpcuaServerSink(Sink):
         self._continuous_job: dict[str, str] = {}
         self._by_node: dict[Any, tuple[str, str]] = {}
         self.last_error = ""
+        self._monitor: Any = None
         self.mv = 0
         self.ns = 0
 
@@ -221,7 +222,26 @@ class OpcuaServerSink(Sink):
             if camera in self.handshakes:
                 await self.handshakes[camera].start()
             await self._operational(camera)
+        self._monitor = asyncio.ensure_future(self._watch_cameras())
         logger.info("sink %s: OPC UA server on %s (%s)", self.name, opts.endpoint, ", ".join(opts.security))
+
+    async def _watch_cameras(self) -> None:
+        """Error while a camera's source is down or its line stopped; Operational again after."""
+        check = self.context.camera_problem
+        if check is None:
+            return
+        while True:
+            await asyncio.sleep(0.5)
+            for camera, vision in self.vision.items():
+                problem = check(camera)
+                if problem and vision.main_state == "Operational":
+                    logger.error(
+                        "sink %s: camera %s: %s; VisionStateMachine -> Error", self.name, camera, problem
+                    )
+                    self._single_job.pop(camera, None)
+                    await vision.set_state("Error", None)
+                elif not problem and vision.main_state == "Error":
+                    await self._operational(camera)  # ErrorToOperationalAuto
 
     async def _operational(self, camera: str) -> None:
         vision = self.vision[camera]
@@ -250,6 +270,8 @@ class OpcuaServerSink(Sink):
             self._audit = None
 
     async def _stop(self, server: Any) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
         for handshake in self.handshakes.values():
             await handshake.stop()
         await server.stop()
