@@ -45,3 +45,13 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("synthetic")
     spec = SyntheticSpec(size=(128, 128), n_train=24, n_test_good=10, n_test_defect_per_type=3, seed=1)
     return write_dataset(root, spec)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Sign with a key store of the test session's own, never the user's (subprocesses inherit it)."""
+    import os
+    import tempfile
+
+    from flawscope.signing.keys import ENV_VAR
+
+    os.environ[ENV_VAR] = tempfile.mkdtemp(prefix="flawscope-test-keys-")

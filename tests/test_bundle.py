@@ -14,7 +14,9 @@ from flawscope.bundle import (
     FORMAT_VERSION,
     MANIFEST,
     canonical_json,
+    check_trust,
     read_bundle,
+    resign_bundle,
     sha256_bytes,
     update_manifest,
     write_bundle,
@@ -67,7 +69,10 @@ def test_round_trip_lists_every_file_with_its_hash(bundle_dir: Path):
         "model.onnx": sha256_bytes(GRAPH),
     }
     assert bundle.manifest.model == ModelSection("padim")
-    assert bundle.manifest == dataclasses.replace(_manifest(), files=bundle.manifest.files)
+    signature = bundle.manifest.signature
+    expected = dataclasses.replace(_manifest(), files=bundle.manifest.files, signature=signature)
+    assert bundle.manifest == expected
+    assert signature is not None and check_trust(bundle).signer == signature.key_id
     assert json.loads((bundle_dir / MANIFEST).read_text())["format_version"] == FORMAT_VERSION == 2
     assert bundle.file("model.onnx").read_bytes() == GRAPH
     assert bundle.model_hash == sha256_bytes(WEIGHTS)
@@ -332,14 +337,21 @@ def test_a_format_1_bundle_is_upgraded_on_read(tmp_path: Path):
     assert manifest.signature is None
 
 
-def test_a_format_1_bundle_is_rewritten_as_format_2_by_an_update(tmp_path: Path):
+def test_a_format_1_bundle_is_rewritten_as_format_2_once_its_owner_signs_it(tmp_path: Path):
     _write_v1(tmp_path / "v1", deploy=False)
     bundle = read_bundle(tmp_path / "v1")
-    update_manifest(bundle, metrics={"image_auroc": 0.5})
+    # Format 1 had no signatures: nothing re-signs it behind the user's back...
+    with pytest.raises(BundleError, match="it is not signed"):
+        update_manifest(bundle, metrics={"image_auroc": 0.5})
+    # ...until the user vouches for it ('flawscope keys sign').
+    signed = resign_bundle(tmp_path / "v1")
     raw = json.loads((tmp_path / "v1" / MANIFEST).read_text())
-    assert raw["format_version"] == 2
+    assert raw["format_version"] == 2 and raw["signature"]["key_id"] == signed.manifest.signature.key_id
+    update_manifest(read_bundle(tmp_path / "v1"), metrics={"image_auroc": 0.5})
     again = read_bundle(tmp_path / "v1").manifest
-    assert again == dataclasses.replace(bundle.manifest, metrics={"image_auroc": 0.5})
+    assert dataclasses.replace(again, signature=None) == dataclasses.replace(
+        bundle.manifest, metrics={"image_auroc": 0.5}
+    )
 
 
 def test_an_altered_format_1_manifest_is_still_refused(tmp_path: Path):
@@ -355,7 +367,7 @@ def test_round_trip_of_every_section(tmp_path: Path):
     manifest = read_bundle(tmp_path / "v1").manifest
     assert Manifest.from_dict(manifest.to_dict()) == manifest
     write_bundle(tmp_path / "v2", dataclasses.replace(manifest, files={}), {"model.onnx": GRAPH})
-    assert read_bundle(tmp_path / "v2").manifest == manifest
+    assert dataclasses.replace(read_bundle(tmp_path / "v2").manifest, signature=None) == manifest
 
 
 def _rewrite_raw(folder: Path, edit) -> None:

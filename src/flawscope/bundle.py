@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -28,8 +29,12 @@ from flawscope.data.imageio import sha256_file
 from flawscope.decide.thresholds import ThresholdHistory
 from flawscope.errors import BundleError, InputError
 from flawscope.manifest import FORMAT, FORMAT_VERSION, Manifest
+from flawscope.signing import TrustPolicy, sign
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+#: What a bundle signature signs (part of the signed bytes: it cannot be taken for another document's).
+DOMAIN = "flawscope-bundle-manifest-v2"
 #: Keys of the manifest file that are not part of the :class:`Manifest` record.
 ENVELOPE = ("format", "format_version", "manifest_sha256")
 
@@ -105,15 +110,19 @@ class Bundle:
         return self.path / name
 
 
-def write_bundle(path: str | os.PathLike[str], manifest: Manifest, files: dict[str, bytes]) -> Bundle:
-    """Write a bundle folder: the given files and a manifest listing their hashes.
+def write_bundle(
+    path: str | os.PathLike[str], manifest: Manifest, files: dict[str, bytes], *, signed: bool = True
+) -> Bundle:
+    """Write a bundle folder: the given files and a manifest listing their hashes, signed.
 
     Files already in the folder and listed in ``manifest.files`` are kept and re-hashed.
 
     Args:
         path: bundle folder (created if needed).
-        manifest: the manifest; its ``files`` are filled in.
+        manifest: the manifest; its ``files`` are filled in (any signature in it is replaced).
         files: new file name -> content.
+        signed: sign the manifest with the user's key (created on first use); ``False`` only for
+            tests and tools that make unsigned bundles on purpose.
 
     Returns:
         The written bundle.
@@ -131,17 +140,21 @@ def write_bundle(path: str | os.PathLike[str], manifest: Manifest, files: dict[s
             if not (folder / name).is_file():
                 raise BundleError(f"{folder / name}: file listed in the manifest is missing")
             listed[name] = sha256_file(folder / name)
-    return _write_manifest(folder, dataclasses.replace(manifest, files=listed))
+    return _write_manifest(folder, dataclasses.replace(manifest, files=listed), signed)
 
 
-def _write_manifest(folder: Path, manifest: Manifest) -> Bundle:
-    content = manifest.to_dict()
+def _write_manifest(folder: Path, manifest: Manifest, signed: bool = True) -> Bundle:
+    content = dataclasses.replace(manifest, signature=None).to_dict()
     try:
         # Read back before writing: a field of the wrong type fails here, naming it, not at load.
         manifest = Manifest.from_dict(content)
     except InputError as exc:
         raise BundleError(f"{folder / MANIFEST}: not written: {exc}") from None
     raw = {"format": FORMAT, "format_version": FORMAT_VERSION, **content}
+    if signed:
+        signature = sign(signed_body(raw), DOMAIN)
+        raw["signature"] = dataclasses.asdict(signature)
+        manifest = dataclasses.replace(manifest, signature=signature)
     raw["manifest_sha256"] = _manifest_hash(raw)
     _atomic_write(folder / MANIFEST, json.dumps(raw, indent=2, sort_keys=True, allow_nan=True).encode())
     return Bundle(folder, manifest, signed_body(raw))
@@ -243,8 +256,9 @@ def update_manifest(bundle: Bundle, **changes: Any) -> Bundle:
         **changes: :class:`~flawscope.manifest.Manifest` fields to set (not ``files`` or ``signature``).
 
     Raises:
-        BundleError: when the bundle no longer verifies, or its files changed since ``bundle``
-            was read (e.g. it was re-trained meanwhile), so the changes may not apply to it.
+        BundleError: when the bundle no longer verifies, is not signed by a key trusted here (the
+            rewritten manifest is signed with the user's key), or its files changed since
+            ``bundle`` was read (e.g. it was re-trained meanwhile), so the changes may not apply.
     """
     reserved = {"files", "signature"} & set(changes)
     if reserved:
@@ -253,9 +267,81 @@ def update_manifest(bundle: Bundle, **changes: Any) -> Bundle:
     if unknown:
         raise ValueError(f"update_manifest: the manifest has no field(s) {sorted(unknown)}")
     fresh = read_bundle(bundle.path)
+    # Re-signing what someone else changed would launder it: the bundle must be trusted as it is.
+    check_trust(fresh)
     if dict(fresh.manifest.files) != dict(bundle.manifest.files):
         raise BundleError(
             f"{bundle.path}: the bundle's files changed since it was loaded (re-trained or re-exported?); "
             "not updating its manifest with results computed from the old files"
         )
     return _write_manifest(fresh.path, dataclasses.replace(fresh.manifest, **changes))
+
+
+@dataclasses.dataclass(frozen=True)
+class Trust:
+    """Whether a bundle's signature is accepted here, and by whom it was made.
+
+    Attributes:
+        signer: id of the key whose signature was verified (``""``: none was).
+        problem: why the signature is not accepted (``""``: it is).
+        allow_unsigned: the bundle was accepted without a trusted signature on request.
+    """
+
+    signer: str
+    problem: str = ""
+    allow_unsigned: bool = False
+
+
+def _hint(problem: str) -> str:
+    if "not signed" in problem:
+        return (
+            "if you vouch for its content, sign it with 'flawscope keys sign BUNDLE'; "
+            "for development only, use --allow-unsigned"
+        )
+    if "not trusted" in problem:
+        return "trust its signer's key ('flawscope keys trust FILE') or add it to the station's trust store"
+    if "revoked" in problem:
+        return "have it signed again by a key that is not revoked"
+    return "it was changed after it was signed; export it again from the trained bundle"
+
+
+def check_trust(
+    bundle: Bundle,
+    trusted_keys: str | os.PathLike[str] | None = None,
+    *,
+    allow_unsigned: bool = False,
+) -> Trust:
+    """Check a bundle's signature: a key trusted here, not revoked, over exactly this manifest.
+
+    The manifest lists every file's SHA-256 and every threshold version, so the signature covers
+    the graph, the weights and the thresholds (:func:`signed_body`).
+
+    Args:
+        bundle: a bundle read (and integrity-checked) by :func:`read_bundle`.
+        trusted_keys: a trust store (public key file or folder) to accept only its keys; default:
+            this machine's keys and the keys trusted with ``flawscope keys trust``.
+        allow_unsigned: accept a bundle without a trusted signature (development); the returned
+            record says so, and the audit records made with it carry that flag.
+
+    Raises:
+        BundleError: naming the bundle and the reason, when the signature is missing, wrong, or
+            from an untrusted or revoked key (unless ``allow_unsigned``).
+    """
+    problem = TrustPolicy.choose(trusted_keys).check(bundle.manifest.signature, bundle.signed_bytes, DOMAIN)
+    if not problem:
+        assert bundle.manifest.signature is not None
+        return Trust(bundle.manifest.signature.key_id, "", allow_unsigned)
+    if not allow_unsigned:
+        raise BundleError(f"{bundle.path}: refused because {problem}; {_hint(problem)}")
+    log.warning("%s: loaded although %s (--allow-unsigned: for development only)", bundle.path, problem)
+    return Trust("", problem, True)
+
+
+def resign_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Sign an intact bundle's manifest with the user's key, whoever signed it before (``keys sign``).
+
+    Raises:
+        BundleError: the bundle is missing or altered (its integrity hashes do not match).
+    """
+    fresh = read_bundle(path)
+    return _write_manifest(fresh.path, fresh.manifest)

@@ -19,6 +19,7 @@ from flawscope.cli import (
     evaluate,
     export,
     feedback,
+    keys,
     line,
     plcsim,
     serve,
@@ -31,7 +32,7 @@ from flawscope.errors import FlawscopeError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="flawscope: train, evaluate, calibrate, export, inspect, audit, station, sink, serve, demo.",
+    help="flawscope: train, evaluate, calibrate, export, inspect, audit, keys, station, sink, serve, demo.",
     pretty_exceptions_enable=False,
 )
 
@@ -57,6 +58,7 @@ app.add_typer(station.sink_app, name="sink")
 app.command("serve")(serve.serve_command)
 app.add_typer(serve.users_app, name="users")
 app.add_typer(feedback.feedback_app, name="feedback")
+app.add_typer(keys.keys_app, name="keys")
 
 
 def main() -> None:

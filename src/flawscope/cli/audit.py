@@ -1,4 +1,4 @@
-"""``flawscope audit verify|export``."""
+"""``flawscope audit verify|head|export``."""
 
 from __future__ import annotations
 
@@ -20,16 +20,30 @@ def audit_verify_command(
     expected_head: Annotated[
         str | None, typer.Option(help="Published head 'SEQ:HASH' to detect truncation.")
     ] = None,
+    signed_head: Annotated[
+        Path | None,
+        typer.Option(help="Head file from 'audit head --sign': detects truncation and recomputed chains."),
+    ] = None,
+    trusted_keys: Annotated[
+        Path | None,
+        typer.Option(help="Public key file or folder of keys that may sign it (default: this machine's)."),
+    ] = None,
 ) -> None:
     """Prove the audit log is intact, or name the first altered record (exit code 1)."""
     from flawscope.audit import AuditLog, ChainHead
+    from flawscope.audit.head import read_signed_head
+    from flawscope.signing import TrustPolicy
 
+    if expected_head and signed_head:
+        raise FlawscopeError("give --expected-head or --signed-head, not both")
     head = None
     if expected_head:
         seq, _, digest = expected_head.partition(":")
         if not seq.isdigit() or len(digest) != 64:
             raise FlawscopeError(f"--expected-head {expected_head!r}: expected SEQ:SHA256")
         head = ChainHead(int(seq), digest)
+    if signed_head:
+        head = read_signed_head(signed_head, TrustPolicy.choose(trusted_keys))
     with AuditLog.open(audit, read_only=True) as log:
         result = log.verify(expected_head=head)
         current = log.head()
@@ -40,6 +54,37 @@ def audit_verify_command(
     else:
         console.print(f"[red]ALTERED[/red]: first bad record seq={result.first_bad_seq}: {result.problem}")
         raise typer.Exit(1)
+
+
+@audit_app.command("head")
+def audit_head_command(
+    audit: Annotated[str, typer.Option(help="SQLAlchemy URL of the audit database.")] = DEFAULT_AUDIT,
+    sign: Annotated[
+        bool, typer.Option("--sign", help="Sign the head with your key (made on first use).")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the (signed) head to this JSON file.")
+    ] = None,
+) -> None:
+    """Print the chain's head; with --sign -o FILE, export it signed, to keep outside the database."""
+    from flawscope.audit import AuditLog
+    from flawscope.audit.head import signed_head, write_signed_head
+
+    if output is not None and not sign:
+        raise FlawscopeError("--output writes a signed head: add --sign")
+    with AuditLog.open(audit, read_only=True) as log:
+        head = log.head()
+        url = log.url
+    console.print(f"head {head.seq}:{head.record_hash}")
+    if sign:
+        doc = signed_head(head, url)
+        if output is None:
+            import json
+
+            console.print(json.dumps(doc, indent=2, sort_keys=True), soft_wrap=True, highlight=False)
+        else:
+            write_signed_head(output, doc)
+            console.print(f"signed by key {doc['signature']['key_id']}: {output} (keep it off this machine)")
 
 
 @audit_app.command("export")

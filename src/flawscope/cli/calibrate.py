@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flawscope.cli.common import progress_bars
+from flawscope.cli.common import console, progress_bars
 from flawscope.cli.render import print_calibration, print_skipped
 from flawscope.errors import InputError
 
@@ -56,6 +56,9 @@ def calibrate_command(
             progress=progress,
         )
     print_calibration(result)
+    signature = read_bundle(bundle).manifest.signature
+    if signature is not None:
+        console.print(f"threshold version {result.thresholds.version} signed by key {signature.key_id}")
 
 
 def _read_images(folder: Path) -> tuple[list[Any], list[str], list[tuple[str, str]]]:

@@ -61,7 +61,8 @@ def export_command(
     deploy = deployed.manifest.deploy
     assert deploy is not None
     graphs = ", ".join(deploy.onnx_sha256)
-    console.print(f"deployable bundle: {deployed.path} (graphs: {graphs})")
+    signer = deployed.manifest.signature.key_id if deployed.manifest.signature else "nobody"
+    console.print(f"deployable bundle: {deployed.path} (graphs: {graphs}; signed by key {signer})")
     if int8:
         from flawscope.runtime.inspector import int8_warning
 

@@ -34,6 +34,17 @@ def inspect_command(
         float,
         typer.Option(help="Fraction of passed parts sampled for people to review (keeps their maps)."),
     ] = 0.0,
+    trusted_keys: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trust store: a public key file or a folder of *.pub; only bundles signed by these keys "
+            "load (default: keys made on this machine or trusted with 'flawscope keys trust')."
+        ),
+    ] = None,
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option(help="Development only: load a bundle without a trusted signature (noted in records)."),
+    ] = False,
 ) -> None:
     """Run the line: acquire, inspect, decide, record (hash-chained audit), publish. Ctrl-C stops cleanly."""
     import signal
@@ -46,7 +57,9 @@ def inspect_command(
     from flawscope.line import run_line
     from flawscope.runtime import Inspector
 
-    inspector = Inspector.load(bundle, int8=int8)
+    inspector = Inspector.load(bundle, int8=int8, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned)
+    if allow_unsigned:
+        err_console.print("[yellow]--allow-unsigned: every record of this run says so[/yellow]")
     if inspector.thresholds is None:
         raise FlawscopeError(f"{bundle}: no calibrated thresholds; run 'flawscope calibrate' before export")
     stop = threading.Event()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flawscope.bundle import Bundle, sha256_bytes, versions, write_bundle
+from flawscope.bundle import Bundle, check_trust, sha256_bytes, versions, write_bundle
 from flawscope.errors import InputError
 from flawscope.export.graph import clean_graph
 from flawscope.export.int8 import build_int8
@@ -86,7 +86,8 @@ def export_bundle(
 
     Raises:
         InputError: when ``output`` is the trained bundle, or INT8 is asked for without images.
-        BundleError: for a missing or altered trained bundle.
+        BundleError: for a missing or altered trained bundle, or one not signed by a key trusted
+            here (the deployable bundle is signed with the user's key).
     """
     out = Path(output)
     if out.resolve() == Path(bundle_path).resolve():
@@ -94,6 +95,8 @@ def export_bundle(
     if int8 and len(calibration_images) == 0:
         raise InputError("calibration images", "INT8 export needs good images for calibration")
     model, source = load_model(bundle_path)
+    # The deployable bundle is signed with the user's key: the trained one must be trusted first.
+    check_trust(source)
     assert model.preprocessing_ is not None
     pre = model.preprocessing_
     fp32 = export_scorer(model.scorer(), pre.height, pre.width, outputs=model.declaration().output_names)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from flawscope.bundle import Bundle, read_bundle
+from flawscope.bundle import Bundle, check_trust, read_bundle
 from flawscope.data.outputs import finish_outputs
 from flawscope.data.preprocess import Geometry, Preprocessing, check_image, to_canvas
 from flawscope.decide.thresholds import Thresholds
@@ -234,6 +234,8 @@ class Inspector:
         threads: int | None = None,
         threshold_version: int | None = None,
         spinning: bool = False,
+        trusted_keys: str | os.PathLike[str] | None = None,
+        allow_unsigned: bool = False,
     ) -> Inspector:
         """Open and verify a deployable bundle (from ``flawscope export``).
 
@@ -249,12 +251,19 @@ class Inspector:
                 decisions between inferences (2 cores: batch-1 p99 19-21 ms with spinning,
                 11-15 ms without; batch 8 108-140 against 128-147 img/s). Worth trying on
                 a machine with cores to spare.
+            trusted_keys: a station's trust store (a public key file, or a folder of ``*.pub``)
+                whose keys alone are accepted; default: the keys made on this machine and those
+                trusted with ``flawscope keys trust``.
+            allow_unsigned: load a bundle without a trusted signature (development only); every
+                audit record made with it says so (``allow_unsigned``).
 
         Raises:
-            BundleError: for a missing/altered bundle, a graph that does not match the manifest,
-                or an unknown threshold version.
+            BundleError: for a missing/altered bundle, a signature that is missing, wrong, or from
+                an untrusted or revoked key, a graph that does not match the manifest, or an
+                unknown threshold version.
         """
         bundle = read_bundle(path)
+        trust = check_trust(bundle, trusted_keys, allow_unsigned=allow_unsigned)
         deploy = bundle.manifest.deploy
         if deploy is None:
             raise BundleError(f"{bundle.path}: not a deployable bundle; run 'flawscope export' on it first")
@@ -288,7 +297,15 @@ class Inspector:
             raise BundleError(f"{bundle.path}: {problem}") from None
         label = bundle.manifest.version_label(threshold_version)
         log.info("inspector %s on %s", label, session.get_providers())
-        return cls(bundle, session, thresholds, graph, declaration)
+        return cls(
+            bundle,
+            session,
+            thresholds,
+            graph,
+            declaration,
+            signer=trust.signer,
+            allow_unsigned=trust.allow_unsigned,
+        )
 
     @property
     def providers(self) -> list[str]:
