@@ -19,7 +19,8 @@ keys_app = typer.Typer(
 @keys_app.command("list")
 def keys_list_command() -> None:
     """List this machine's keys, the keys it trusts, and which are revoked."""
-    from flawscope.cli.render import kv_table
+    from rich.table import Table
+
     from flawscope.signing import KeyStore
 
     store = KeyStore()
@@ -27,11 +28,13 @@ def keys_list_command() -> None:
     if not keys:
         console.print(f"no keys yet in {store.folder}: one is made when you first train, calibrate or export")
         return
-    table = kv_table(f"Keys in {store.folder}")
+    table = Table(title=f"Keys in {store.folder}")
+    for column in ("key", "role", "state", "created", "name"):
+        table.add_column(column, overflow="fold")
     for key in keys:
         role = "signs here" if key.has_private else "trusted (public key only)"
-        state = f"REVOKED {key.revoked_at}: {key.revoke_reason}" if key.revoked_at else role
-        table.add_row(key.key_id, f"{state}; created {key.created_at or '?'} {key.name}".strip())
+        state = f"REVOKED {key.revoked_at}: {key.revoke_reason}" if key.revoked_at else "valid"
+        table.add_row(key.key_id, role, state, key.created_at or "-", key.name)
     console.print(table)
 
 
