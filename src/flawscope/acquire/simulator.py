@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from flawscope.acquire.base import Source
+from flawscope.acquire.perturb import Perturbation
 from flawscope.acquire.registry import Option, SourceTarget, parse_optional_int, register_source
 from flawscope.data.datasets import load_dataset
 from flawscope.data.imageio import read_image
@@ -44,6 +45,9 @@ class SimSource(Source):
         prefix: part id prefix.
         cache: decoded images kept in memory.
         uri: URI to report in frames.
+        drift: a simulated drift applied to the parts (:class:`~flawscope.acquire.perturb.Perturbation`
+            or its text ``KIND:AMOUNT[:RAMP[:START]]``, e.g. ``dim:0.15:2000``); each frame's
+            ``meta["drift"]`` holds the strength applied.
 
     Raises:
         InputError: for an unusable dataset, a ratio outside [0, 1] or a ratio the dataset cannot give
@@ -62,6 +66,7 @@ class SimSource(Source):
         prefix: str = "sim",
         cache: int = 256,
         uri: str | None = None,
+        drift: Perturbation | str | None = None,
     ) -> None:
         root = Path(dataset).expanduser().absolute()
         super().__init__(uri or f"sim://{root.as_posix()}")
@@ -82,6 +87,7 @@ class SimSource(Source):
         self.seed = seed
         self.start = start
         self.prefix = prefix
+        self.drift = Perturbation.parse(drift) if isinstance(drift, str) else drift
         self._cache: OrderedDict[str, np.ndarray | str] = OrderedDict()
         self._cache_size = max(1, cache)
 
@@ -125,6 +131,9 @@ class SimSource(Source):
                 "index": str(self.start + index),
             }
             part_id = f"{self.prefix}-{self.start + index:06d}"
+            if self.drift is not None and not isinstance(image, str):
+                meta["drift"] = f"{self.drift.kind}:{self.drift.amount * self.drift.strength(index):.6g}"
+                image = self.drift.apply(image, index)
             if isinstance(image, str):
                 yield Frame(part_id, None, time.time(), self.uri, meta, error=image)
             else:
@@ -142,6 +151,7 @@ class SimSource(Source):
         "start": Option("start", int),
         "prefix": Option("prefix", str),
         "cache": Option("cache", int),
+        "drift": Option("drift", str),
     },
     example="sim:///data/metal?rate=20&defect_ratio=0.1&count=1000&seed=0",
     summary="line simulator drawing parts from a dataset",

@@ -9,7 +9,7 @@ URI                                                    source
 ``rtsp://user:pw@10.0.0.5/stream``                     RTSP stream (reconnects when it drops)
 ``usb://0?fps=30``                                     USB camera 0 (reconnects when it drops)
 ``gige://<device-id>?frame_rate=10``                   GigE Vision camera through Aravis
-``sim:///data/metal?rate=20&defect_ratio=0.1&count=1000&seed=0``  line simulator
+``sim:///data/metal?rate=20&defect_ratio=0.1&count=1000&seed=0``  line simulator (``&drift=dim:0.15:2000``)
 =====================================================  ============================================
 
 The schemes come from the source registry (:mod:`flawscope.acquire.registry`): each source module

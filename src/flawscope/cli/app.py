@@ -22,6 +22,7 @@ from flawscope.cli import (
     keys,
     line,
     plcsim,
+    reinspect,
     serve,
     station,
     train,
@@ -50,6 +51,7 @@ app.command("evaluate")(evaluate.evaluate_command)
 app.command("calibrate")(calibrate.calibrate_command)
 app.command("export")(export.export_command)
 app.command("inspect")(line.inspect_command)
+app.command("reinspect")(reinspect.reinspect_command)
 app.command("demo")(demo.demo_command)
 app.command("plc-sim")(plcsim.plcsim_command)
 app.add_typer(audit.audit_app, name="audit")

@@ -45,6 +45,10 @@ def inspect_command(
         bool,
         typer.Option(help="Development only: load a bundle without a trusted signature (noted in records)."),
     ] = False,
+    monitor: Annotated[
+        bool,
+        typer.Option(help="Watch for drift against the calibration reference (when the bundle has one)."),
+    ] = True,
 ) -> None:
     """Run the line: acquire, inspect, decide, record (hash-chained audit), publish. Ctrl-C stops cleanly."""
     import signal
@@ -62,6 +66,7 @@ def inspect_command(
         err_console.print("[yellow]--allow-unsigned: every record of this run says so[/yellow]")
     if inspector.thresholds is None:
         raise FlawscopeError(f"{bundle}: no calibrated thresholds; run 'flawscope calibrate' before export")
+    drift = _drift_monitor(inspector) if monitor else None
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -95,6 +100,7 @@ def inspect_command(
             review_sample=review_sample,
             stop_event=stop,
             on_status=lambda s: live.update(status_text(s)),
+            monitor=drift,
         )
         head = log.head()
     table = kv_table(f"Line summary ({summary.stop_reason})")
@@ -107,6 +113,28 @@ def inspect_command(
     for name, lat in summary.stages.items():
         table.add_row(f"latency {name}", f"mean {lat.mean_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms")
     table.add_row("audit head", f"{head.seq}:{head.record_hash}")
+    if drift is not None:
+        state = drift.summary()
+        worst: dict[str, str] = {}
+        for event in state.events:
+            if event.level == "alarm" or (event.level == "warning" and event.statistic not in worst):
+                worst[event.statistic] = event.level
+        moved = ", ".join(f"{name} ({level})" for name, level in sorted(worst.items())) or "nothing moved"
+        table.add_row("drift monitor", f"now {state.level}; during the run: {moved}")
     console.print(table)
     if summary.unrecorded:
         raise FlawscopeError(f"{summary.unrecorded} parts could not be recorded: treat them as rejects")
+
+
+def _drift_monitor(inspector: Any) -> Any:
+    """The drift monitor of a bundle whose calibration stored a reference (None otherwise, with a note)."""
+    from flawscope.monitor import DriftMonitor, reference_of
+
+    reference = reference_of(inspector.bundle.manifest)
+    if reference is None or inspector.thresholds is None:
+        err_console.print(
+            "[yellow]note: no drift monitoring: the bundle was calibrated without a monitoring reference "
+            "(calibrate it again with at least 30 good images)[/yellow]"
+        )
+        return None
+    return DriftMonitor(reference, inspector.thresholds.review)

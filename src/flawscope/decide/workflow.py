@@ -2,6 +2,7 @@
 
 The torch model scores the images so a trained bundle can be calibrated before export; the
 thresholds are stored as a new version in the bundle's manifest (never an edit of an old one).
+The same images and scores become the drift monitor's reference (:mod:`flawscope.monitor`).
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from flawscope.bundle import read_bundle, update_manifest
 from flawscope.decide.calibration import MIN_GOOD, CalibrationResult, calibrate
 from flawscope.errors import InputError
+from flawscope.monitor.reference import MIN_REFERENCE, build_reference
 
 
 def calibrate_bundle(
@@ -67,7 +70,11 @@ def calibrate_bundle(
     # calibration stored meanwhile keeps its version instead of being overwritten.
     current = read_bundle(bundle.path)
     history = current.thresholds.add(result.thresholds)
-    update_manifest(bundle, thresholds=history, calibration=result.to_dict())
+    changes: dict[str, Any] = {"thresholds": history, "calibration": result.to_dict()}
+    if len(good_images) >= MIN_REFERENCE:
+        # The drift monitor's reference: the same parts, so it describes the line as calibrated.
+        changes["monitor"] = build_reference(good_images, good, model.name)
+    update_manifest(bundle, **changes)
     return _with_version(result, history.active.version)
 
 

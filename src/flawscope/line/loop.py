@@ -35,6 +35,7 @@ from flawscope.line.errors import LineStopped
 from flawscope.line.records import (
     DROPPED_REASON,
     InspectorLike,
+    PartObserver,
     Publisher,
     error,
     in_review_sample,
@@ -80,6 +81,7 @@ class _Line:
         status_interval_s: float,
         keep_maps: Collection[str] = (),
         review_sample: float = 0.0,
+        monitor: PartObserver | None = None,
     ) -> None:
         self.source = source
         self.inspector = inspector
@@ -95,6 +97,7 @@ class _Line:
         self.status_interval_s = status_interval_s
         self.keep_maps = frozenset(keep_maps) if store is not None else frozenset()
         self.review_sample = review_sample if store is not None else 0.0
+        self.monitor = monitor
         self.stats = LineStats(station)
         self.q_infer: queue.Queue[Any] = queue.Queue(queue_size)
         self.q_record: queue.Queue[Any] = queue.Queue(max(2, queue_size // batch_size))
@@ -200,6 +203,11 @@ class _Line:
                 else error(f"inference failed: {exc}", self.inspector)
                 for f in frames
             ]
+        if self.monitor is not None:
+            try:
+                self.monitor.observe_many([f.image for f in frames], verdicts, [f.part_id for f in frames])
+            except Exception:
+                logger.exception("the drift monitor failed on a batch (the line goes on)")
         now = time.perf_counter()
         self.stats.latency("infer", (now - started) * 1000)
         for part, verdict in zip(batch, verdicts, strict=True):
@@ -398,6 +406,7 @@ def run_line(
     status_interval_s: float = 0.5,
     keep_maps: Collection[str] = ("review", "fail"),
     review_sample: float = 0.0,
+    monitor: PartObserver | None = None,
 ) -> LineSummary:
     """Run an inspection line until the source ends, a stop is requested, or recording fails.
 
@@ -421,6 +430,8 @@ def run_line(
             ``store_images``), so reviewers see them without running the model again.
         review_sample: fraction of passed parts sampled for review (see
             :func:`~flawscope.line.records.in_review_sample`); their maps are kept too.
+        monitor: sees every judged part in the inspection thread (the drift monitor,
+            :class:`flawscope.monitor.DriftMonitor`); its failures are logged, never stop the line.
 
     Returns:
         The final summary.
@@ -462,5 +473,6 @@ def run_line(
         status_interval_s=status_interval_s,
         keep_maps=keep_maps,
         review_sample=review_sample,
+        monitor=monitor,
     )
     return line.run()

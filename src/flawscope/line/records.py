@@ -65,6 +65,14 @@ class InspectorLike(Protocol):
         ...
 
 
+class PartObserver(Protocol):
+    """What the line needs from a monitor that sees every judged part (the drift monitor)."""
+
+    def observe_many(  # noqa: D102
+        self, images: Sequence[np.ndarray | None], verdicts: Sequence[Verdict], part_ids: Sequence[str]
+    ) -> object: ...
+
+
 def threshold_version(inspector: InspectorLike) -> int | None:
     """The active threshold version of an inspector, when it has one."""
     thresholds = getattr(inspector, "thresholds", None)
