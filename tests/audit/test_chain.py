@@ -198,12 +198,13 @@ def test_a_boolean_must_be_a_boolean(make_record):
 @pytest.mark.parametrize(
     ("fields", "problem"),
     [
-        ({"kind": "gossip"}, "is not one of inspection, override, review, model"),
+        ({"kind": "gossip"}, "is not one of inspection, override, review, drift, model"),
         ({"kind": "override", "ref_seq": 1, "reason": "x"}, "needs a non-empty operator"),
         ({"kind": "override", "operator": "ann", "reason": "x"}, "must name the record it is about"),
         ({"kind": "inspection", "ref_seq": 1}, "is about no other record"),
         ({"kind": "review", "ref_seq": 1, "operator": "ann", "outcome": "error"}, "review record is one of"),
         ({"kind": "model", "reason": " "}, "needs a non-empty reason"),
+        ({"kind": "drift", "reason": "alarm: x"}, "needs a non-empty category"),
     ],
 )
 def test_each_kind_s_rules_are_enforced(make_record, fields, problem):

@@ -168,7 +168,7 @@ def normalize_record(record: InspectionRecord) -> InspectionRecord:
     if not kind.refers_to and values["ref_seq"] is not None:
         raise InputError(_where(record, "ref_seq"), f"a {kind.name} record is about no other record")
     for name in kind.required:
-        if not values[name].strip():
+        if not (values[name] or "").strip():  # optional text fields (category) are None when unset
             raise InputError(_where(record, name), f"a {kind.name} record needs a non-empty {name}")
     if kind.outcomes and values["outcome"] not in kind.outcomes:
         allowed = ", ".join(o.value for o in kind.outcomes)

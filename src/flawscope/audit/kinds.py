@@ -53,6 +53,15 @@ KINDS: dict[str, RecordKind] = {
             outcomes=(Outcome.PASS, Outcome.FAIL, Outcome.REVIEW),
         ),
         RecordKind(
+            "drift",
+            "a drift-monitor event (flawscope.monitor): category names the statistic that moved, "
+            "outcome its level (review = warning, fail = alarm, pass = back within limits), score the "
+            "smoothed shift in calibration standard deviations, reason the message; part_id is the "
+            "part that raised it",
+            required=("reason", "category"),
+            outcomes=(Outcome.PASS, Outcome.REVIEW, Outcome.FAIL),
+        ),
+        RecordKind(
             "model",
             "a model-registry event (a bundle registered, promoted, rolled back): model_hash and "
             "model_version name the bundle, reason says what happened, operator who did it",

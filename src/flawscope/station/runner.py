@@ -32,6 +32,7 @@ from flawscope.integrate.cursors import CursorStore
 from flawscope.integrate.outbox import Forwarder
 from flawscope.integrate.registry import Sink, SinkContext, make_sink
 from flawscope.line import InspectorLike, LineStopped, LineSummary, run_line
+from flawscope.monitor.alerts import station_monitor
 from flawscope.station.status import StationStatus, write_status
 from flawscope.types import InspectionRecord
 
@@ -66,6 +67,7 @@ class _Camera:
     summary: LineSummary | None = None
     error: BaseException | None = None
     thread: threading.Thread | None = None
+    monitor: Any = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,12 @@ class Station:
                 source = given if given is not None else open_source(camera.source)
                 if camera.trigger == "plc":
                     source = TriggeredSource(source, self.triggers, camera.name)
-                self.cameras.append(_Camera(camera, source, loader(camera)))
+                inspector = loader(camera)
+                # The drift monitor: its events are audit records the sinks deliver like results.
+                monitor = station_monitor(
+                    inspector, self.audit, config.record_station(camera.name), self._publish
+                )
+                self.cameras.append(_Camera(camera, source, inspector, monitor=monitor))
             for sink_config in config.sinks:
                 if not sink_config.enabled:
                     continue
@@ -197,6 +204,9 @@ class Station:
             cameras=cameras,
             sinks={f.sink.name: f.status() for f in self.forwarders},
             sources=sources,
+            drift={
+                c.config.name: c.monitor.summary().to_dict() for c in self.cameras if c.monitor is not None
+            },
         )
 
     def stop(self) -> None:
@@ -221,6 +231,7 @@ class Station:
                 on_status=on_status,
                 stop_event=self._stop,
                 status_interval_s=min(0.5, self.config.station.status_interval_s),
+                monitor=camera.monitor,
             )
         except LineStopped as exc:
             camera.summary = exc.summary

@@ -34,6 +34,8 @@ class StationStatus:
         cameras: each camera's line summary.
         sinks: each sink's delivery state.
         sources: each camera's source health (``connected``, ``missed``, ``last_error``...).
+        drift: each monitored camera's drift-monitor summary
+            (:meth:`flawscope.monitor.MonitorSummary.to_dict`: level, every statistic, recent events).
     """
 
     station: str
@@ -43,6 +45,7 @@ class StationStatus:
     cameras: Mapping[str, LineSummary] = field(default_factory=dict)
     sinks: Mapping[str, SinkStatus] = field(default_factory=dict)
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    drift: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (NaN as null)."""
@@ -54,6 +57,7 @@ class StationStatus:
             "cameras": {k: v.to_dict() for k, v in self.cameras.items()},
             "sinks": {k: dataclasses.asdict(v) for k, v in self.sinks.items()},
             "sources": {k: dict(v) for k, v in self.sources.items()},
+            "drift": {k: dict(v) for k, v in self.drift.items()},
         }
         return _finite(data)
 
@@ -114,7 +118,12 @@ def status_line(status: StationStatus) -> str:
     parts = []
     for name, s in status.cameras.items():
         rejects = s.rejected
-        parts.append(f"{name}: {s.recorded} rec ({rejects} rej) {s.recent_throughput:.1f}/s")
+        text = f"{name}: {s.recorded} rec ({rejects} rej) {s.recent_throughput:.1f}/s"
+        drift = status.drift.get(name)
+        if drift and drift.get("level") != "ok":
+            moved = [str(x["name"]) for x in drift.get("stats", ()) if x.get("level") != "ok"]
+            text += f" DRIFT {drift['level']}: {', '.join(moved)}"
+        parts.append(text)
     for name, sink in status.sinks.items():
         state = "up" if sink.connected else sink.state
         text = f"{name}[{state}] backlog {sink.backlog} @{sink.last_delivered_seq}"
