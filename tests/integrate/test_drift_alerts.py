@@ -72,3 +72,58 @@ def test_a_dimming_lamp_is_an_audited_drift_alarm_delivered_by_webhook(station_f
     for message in sent:
         jsonschema.validate(message, schema)
     assert any(m["category"] == "brightness" and m["outcome"] == "fail" for m in sent)
+
+
+def test_a_drift_alarm_is_an_opc_ua_diagnostic_event(station_file, monitored) -> None:
+    import asyncio
+
+    from asyncua import Client, ua
+    from factory_helpers import Background
+    from factory_peers import free_port, wait_port
+
+    from flawscope.acquire import SimSource
+    from flawscope.integrate.opcua.vision import DIAGNOSTIC_INFO_EVENT_TYPE, MV_URI
+    from flawscope.runtime import Inspector
+    from flawscope.station import Station
+
+    bundle, dataset = monitored
+    port = free_port()
+    sink = (
+        f'[sink.plc]\ntype = "opcua-server"\nendpoint = "opc.tcp://127.0.0.1:{port}/flawscope"\n'
+        'security = ["None"]\nallow_anonymous = true\nhandshake = "methods"\n'
+        "[sink.plc.delivery]\nretry_initial_s = 0.05\nretry_max_s = 0.2\ncursor_interval_s = 0.05\n"
+    )
+    config = station_file(sink)
+    # Slow enough for the client to subscribe before the lamp dims at part 250.
+    source = SimSource(dataset, rate=40, defect_ratio=0.0, count=700, drift="dim:0.5:0:250")
+    station = Station(config, inspector_loader=lambda _c: Inspector.load(bundle), sources={"top": source})
+    running = Background(station.run, drain_s=10)
+    try:
+        wait_port(port, 60)
+
+        async def listen() -> list:
+            async with Client(f"opc.tcp://127.0.0.1:{port}/flawscope") as client:
+                mv = await client.get_namespace_index(MV_URI)
+                ns = await client.get_namespace_index("urn:flawscope:press-3")
+                events: asyncio.Queue = asyncio.Queue()
+
+                class Handler:
+                    def event_notification(self, event) -> None:  # type: ignore[no-untyped-def]
+                        events.put_nowait(event)
+
+                subscription = await client.create_subscription(5, Handler())
+                await subscription.subscribe_events(
+                    client.get_node(ua.NodeId("top", ns)), ua.NodeId(DIAGNOSTIC_INFO_EVENT_TYPE, mv)
+                )
+                got = []
+                while not any(e.Severity >= 700 and "brightness" in e.Message.Text for e in got):
+                    got.append(await asyncio.wait_for(events.get(), 60))
+                return got
+
+        received = asyncio.run(asyncio.wait_for(listen(), 90))
+    finally:
+        station.stop()
+        running.result(60)
+        station.close()
+    alarm = next(e for e in received if e.Severity >= 700 and "brightness" in e.Message.Text)
+    assert "drift brightness" in alarm.Message.Text and "alarm" in alarm.Message.Text

@@ -38,7 +38,12 @@ from flawscope.integrate.opcua.security import (
     secure_server,
     validate_security,
 )
-from flawscope.integrate.opcua.vision import RESULT_READY_EVENT_TYPE, VisionSystem, load_nodeset
+from flawscope.integrate.opcua.vision import (
+    DIAGNOSTIC_INFO_EVENT_TYPE,
+    RESULT_READY_EVENT_TYPE,
+    VisionSystem,
+    load_nodeset,
+)
 from flawscope.integrate.payload import camera_of
 from flawscope.integrate.registry import DeliveryError, Sink, SinkContext, register_sink
 from flawscope.types import InspectionRecord
@@ -138,6 +143,7 @@ class OpcuaServerSink(Sink):
         self.vision: dict[str, VisionSystem] = {}
         self.handshakes: dict[str, Handshake] = {}
         self._events: dict[str, Any] = {}
+        self._diagnostics: dict[str, Any] = {}
         self._single_job: dict[str, str] = {}
         self._continuous_job: dict[str, str] = {}
         self._by_node: dict[Any, tuple[str, str]] = {}
@@ -200,6 +206,9 @@ class OpcuaServerSink(Sink):
                 server.link_method(node, self._method(camera, handler))
             self._events[camera] = await server.get_event_generator(
                 ua.NodeId(RESULT_READY_EVENT_TYPE, self.mv), vision.node
+            )
+            self._diagnostics[camera] = await server.get_event_generator(
+                ua.NodeId(DIAGNOSTIC_INFO_EVENT_TYPE, self.mv), vision.node
             )
             if opts.handshake in ("tags", "both"):
                 handshake = Handshake(
@@ -334,6 +343,8 @@ class OpcuaServerSink(Sink):
                 handshake = self.handshakes.get(camera)
                 if handshake is not None and not await handshake.present(record, backlog - done):
                     return done, f"camera {camera}: {handshake.error}"
+            elif record.kind == "drift":
+                await self._diagnostic(camera, record)
         return len(records), ""
 
     async def _publish(self, camera: str, record: InspectionRecord) -> None:
@@ -359,6 +370,12 @@ class OpcuaServerSink(Sink):
         if single is not None and values["JobId"].Id == single:
             del self._single_job[camera]
             await vision.set_state("Operational", "Ready")
+
+    async def _diagnostic(self, camera: str, record: InspectionRecord) -> None:
+        """A drift event as a VisionDiagnosticInfoEvent: severity from its level, the monitor's message."""
+        event = self._diagnostics[camera]
+        event.event.Severity = _DRIFT_SEVERITY.get(record.outcome.value, 100)
+        await event.trigger(message=f"drift {record.category}: {record.reason}")
 
     # -------------------------------------------------------------------------------- triggers
 
@@ -584,6 +601,10 @@ class OpcuaServerSink(Sink):
 
     async def _m_release_result_handle(self, camera: str, *_: Any) -> Any:
         return self._ok()  # results are served from the audit store: there is nothing to release
+
+
+#: OPC UA event severity (1-1000) of a drift record's level: alarm, warning, cleared.
+_DRIFT_SEVERITY = {"fail": 700, "review": 400, "pass": 100}
 
 
 def _event_types() -> dict[str, Any]:

@@ -36,6 +36,8 @@ NODESET = Path(__file__).with_name("Opc.Ua.MachineVision.NodeSet2.xml")
 #: NodeIds in the MachineVision namespace (Opc.Ua.MachineVision.NodeIds.csv).
 VISION_SYSTEM_TYPE = 1003
 RESULT_READY_EVENT_TYPE = 1024
+#: Diagnostic information of a vision system (OPC 40100-1, 11.4.2): flawscope's drift events.
+DIAGNOSTIC_INFO_EVENT_TYPE = 1037
 MAIN_STATES = {"Preoperational": (5028, 1), "Halted": (5029, 2), "Error": (5030, 3), "Operational": (5031, 4)}
 AUTO_STATES = {
     "Initialized": (5056, 5),
