@@ -31,8 +31,14 @@ TOTAL, RATE = 240, 30.0
 def committed(db: Path) -> dict[int, str]:
     if not db.exists():
         return {}
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("select seq, record_hash from inspections").fetchall()
+    try:
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("select seq, record_hash from inspections").fetchall()
+    except sqlite3.OperationalError as exc:
+        # The station has created the file but not yet committed its tables (WAL: not visible yet).
+        if "no such table" in str(exc):
+            return {}
+        raise
     return {seq: f"{seq}-{digest[:16]}" for seq, digest in rows}
 
 
