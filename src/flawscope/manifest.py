@@ -89,6 +89,14 @@ class SkippedFile:
 
 
 @dataclass(frozen=True)
+class FileRecord:
+    """One image file, by its path under the dataset folder and the SHA-256 of its bytes."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class HoldoutSection:
     """The good images held out from fitting for calibration.
 
@@ -97,12 +105,14 @@ class HoldoutSection:
         n_images: how many were readable.
         rule: how they were chosen.
         file_list_sha256: hash of their ``path<TAB>sha256`` list.
+        files: each held-out file (empty in bundles made before per-file records).
     """
 
     fraction: float = 0.0
     n_images: int = 0
     rule: str = ""
     file_list_sha256: str | None = None
+    files: tuple[FileRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,8 @@ class TrainingSection:
         skipped: unusable files.
         holdout: the calibration hold-out.
         fit_seconds: wall time of the fit.
+        files: each file fitted on (empty in bundles made before per-file records, and for a
+            model fitted on arrays): calibration refuses them (:mod:`flawscope.models.provenance`).
     """
 
     dataset: str | None = None
@@ -128,6 +140,7 @@ class TrainingSection:
     skipped: tuple[SkippedFile, ...] = ()
     holdout: HoldoutSection = HoldoutSection()
     fit_seconds: float | None = None
+    files: tuple[FileRecord, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,36 @@ def test_folder_missing_is_an_input_error(tmp_path: Path) -> None:
         FolderSource(tmp_path / "nope")
 
 
+def test_folder_takes_its_subfolders_by_default(tmp_path: Path) -> None:
+    # A dataset's test/ folder: one subfolder per kind of part, nothing at the top.
+    for sub in ("good", "crack/deep", ".cache"):
+        (tmp_path / sub).mkdir(parents=True)
+    write_png(tmp_path / "good" / "000.png", 10)
+    write_png(tmp_path / "crack" / "000.png", 20)
+    write_png(tmp_path / "crack" / "deep" / "001.png", 30)
+    write_png(tmp_path / ".cache" / "x.png", 40)
+    frames = collect(open_source(tmp_path))
+    assert [f.part_id for f in frames] == ["crack/000", "crack/deep/001", "good/000"]
+    assert len(FolderSource(tmp_path)) == 3
+
+
+def test_folder_without_recursion_or_images_says_how_to_find_them(tmp_path: Path) -> None:
+    (tmp_path / "good").mkdir()
+    write_png(tmp_path / "good" / "000.png", 10)
+    with pytest.raises(InputError, match=r"no images directly in this folder, but 1 in its subfolders.*=1"):
+        open_source(f"folder://{tmp_path}?recursive=0")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images found, subfolders included"):
+        open_source(tmp_path / "empty")
+
+
+def test_option_values_are_described_in_words(tmp_path: Path, sim_dataset: Path) -> None:
+    with pytest.raises(InputError, match="option count='many' is not a valid whole number"):
+        open_source(f"sim://{sim_dataset}?count=many")
+    with pytest.raises(InputError, match="option recursive='maybe' is not a valid yes/no value"):
+        open_source(f"folder://{tmp_path}?recursive=maybe")
+
+
 # --------------------------------------------------------------------------------------- URIs
 
 
@@ -74,7 +104,7 @@ def test_unknown_scheme_names_the_known_ones() -> None:
         assert f"{scheme}://" in str(caught.value)
 
 
-def test_the_source_registry_refuses_a_second_module_for_a_scheme() -> None:
+def test_the_source_registry_refuses_a_second_module_for_a_scheme(tmp_path: Path) -> None:
     from flawscope.acquire import SOURCES, Option, SourceTarget, register_source
 
     assert {"folder", "watch", "video", "rtsp", "usb", "gige", "sim"} <= set(SOURCES)
@@ -88,7 +118,8 @@ def test_the_source_registry_refuses_a_second_module_for_a_scheme() -> None:
         return FolderSource(tmp, uri=target.uri)
 
     opened: list[tuple[str, dict[str, object]]] = []
-    tmp = Path(__file__).parent
+    tmp = tmp_path  # a folder source refuses a folder without images
+    write_png(tmp / "part.png", 10)
     try:
         source = open_source("testcam://dev0/a?n=3")
         assert opened == [("dev0/a", {"n": 3})]
@@ -269,6 +300,17 @@ def test_simulator_defect_ratio_ground_truth_and_determinism(sim_dataset: Path) 
         assert frame.image is not None and frame.error is None
     again = collect(SimSource(sim_dataset, rate=0, defect_ratio=0.3, count=50, seed=4))
     assert [f.meta["path"] for f in again] == [f.meta["path"] for f in frames[:50]]
+
+
+def test_simulator_part_ids_are_unique_per_run_unless_a_prefix_is_given(sim_dataset: Path) -> None:
+    first = collect(SimSource(sim_dataset, rate=0, count=3, seed=1))
+    second = collect(SimSource(sim_dataset, rate=0, count=3, seed=1))
+    ids = [f.part_id for f in first + second]
+    assert len(set(ids)) == 6, ids
+    assert [f.meta["path"] for f in first] == [f.meta["path"] for f in second]  # same parts, new ids
+    assert all(part.startswith("sim-") and part.endswith(f"-{i:06d}") for i, part in enumerate(ids[:3]))
+    given = collect(SimSource(sim_dataset, rate=0, count=2, prefix="lot7", start=10))
+    assert [f.part_id for f in given] == ["lot7-000010", "lot7-000011"]
 
 
 def test_simulator_keeps_its_rate(sim_dataset: Path) -> None:

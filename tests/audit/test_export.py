@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import math
+from datetime import UTC, datetime
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from flawscope.audit import AuditLog, compute_hash
 from flawscope.audit.chain import FIELDS, row_to_record
-from flawscope.audit.export import export_records
+from flawscope.audit.export import epoch_seconds, export_records, iso_time
 from flawscope.errors import InputError
 from flawscope.types import Outcome
 
@@ -39,6 +41,11 @@ def test_csv_has_a_column_per_field_and_regions_as_json(log, tmp_path):
     assert rows[9]["score"] == "" and rows[9]["threshold_version"] == "" and rows[9]["category"] == "scratch"
     assert rows[10]["kind"] == "override" and rows[10]["ref_seq"] == "1" and rows[10]["operator"] == "alice"
     assert rows[10]["record_hash"] == stored[10].record_hash
+    # Times are ISO 8601 with their time zone, not epoch floats, and give back the stored value.
+    assert rows[1]["acquired_at"] == "2023-11-14T22:13:20.125+00:00"
+    for row, record in zip(rows, stored, strict=True):
+        assert datetime.fromisoformat(row["acquired_at"]).tzinfo is not None
+        assert epoch_seconds(row["acquired_at"]) == record.acquired_at
 
 
 def test_csv_since_exports_only_newer_records(log, tmp_path):
@@ -56,7 +63,11 @@ def test_parquet_in_row_groups_keeps_types_and_hashes(log, tmp_path):
     assert meta.num_row_groups == 3 and meta.num_rows == 11
     table = pq.read_table(path)
     assert tuple(table.column_names) == FIELDS
-    rows = table.to_pylist()
+    assert table.schema.field("acquired_at").type == pa.timestamp("ns", tz="UTC")
+    # Read as nanoseconds (datetime objects hold microseconds only); epoch_seconds gives the float.
+    nanoseconds = table.column("acquired_at").cast(pa.int64()).to_pylist()
+    table = table.set_column(FIELDS.index("acquired_at"), "acquired_at", pa.array(nanoseconds))
+    rows = [{**row, "acquired_at": epoch_seconds(row["acquired_at"])} for row in table.to_pylist()]
     assert math.isnan(rows[9]["score"]) and rows[9]["threshold_version"] is None
     assert rows[0]["threshold_version"] == 3 and rows[10]["ref_seq"] == 1
     # The export carries everything needed to re-check each record's hash outside the database.
@@ -78,3 +89,14 @@ def test_export_errors_leave_no_partial_file(log, tmp_path):
     with pytest.raises(RuntimeError):
         export_records(failing(), tmp_path / "audit.csv")
     assert list(tmp_path.glob("*.csv")) == [] and list(tmp_path.glob(".*partial")) == []
+
+
+@pytest.mark.parametrize(
+    "seconds", [0.0, 0.5, 1_700_000_000.125, 1_731_234_567.1234567, 1_764_000_000.4975898]
+)
+def test_exported_times_give_back_the_exact_stored_float(seconds):
+    text = iso_time(seconds)
+    assert text.endswith("+00:00")
+    assert datetime.fromisoformat(text).tzinfo == UTC
+    assert epoch_seconds(text) == seconds
+    assert epoch_seconds(text.replace("+00:00", "Z")) == seconds

@@ -111,8 +111,21 @@ def test_other_schema_version(audit_url, run_sql):
 
 
 def test_read_only_open_of_an_empty_database(tmp_path):
+    (tmp_path / "empty.db").touch()
     with pytest.raises(InputError, match="no audit log"):
         AuditLog.open(f"sqlite:///{tmp_path / 'empty.db'}", read_only=True)
+
+
+def test_read_only_open_of_a_missing_database_creates_no_file(tmp_path):
+    with pytest.raises(InputError, match="no audit database at"):
+        AuditLog.open(f"sqlite:///{tmp_path / 'missing.db'}", read_only=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_path_instead_of_a_url_gets_the_url_to_write(tmp_path):
+    with pytest.raises(InputError, match=f"sqlite:///{tmp_path}/audit.db"):
+        AuditLog.open(str(tmp_path / "audit.db"))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sqlite_pragmas(tmp_path, make_record):

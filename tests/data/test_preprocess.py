@@ -146,7 +146,11 @@ def test_config_and_image_validation() -> None:
     with pytest.raises(InputError, match="numpy array"):
         check_image([[1, 2], [3, 4]])
     with pytest.raises(InputError, match="shape"):
-        check_image(np.zeros((32, 32, 4), np.uint8))
+        check_image(np.zeros((32, 32, 5), np.uint8))
+    # Alpha is dropped, as when the image is read from a file.
+    rgba = np.random.default_rng(0).integers(0, 256, (32, 32, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(check_image(rgba), rgba[:, :, :3])
+    np.testing.assert_array_equal(check_image(rgba[:, :, :2]), rgba[:, :, 0])
     with pytest.raises(InputError, match="at least 16x16"):
         check_image(np.zeros((8, 32), np.uint8))
     with pytest.raises(InputError, match="not supported"):

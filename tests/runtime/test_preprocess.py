@@ -60,4 +60,4 @@ def test_bad_image_at_canvas_size_is_still_refused(deployed):
     inspector = Inspector.load(deployed.path, threads=2)
     size = inspector.preprocessing.height
     with pytest.raises(InputError, match="shape"):
-        inspector.preprocess([np.zeros((size, size, 4), np.uint8)])
+        inspector.preprocess([np.zeros((size, size, 5), np.uint8)])

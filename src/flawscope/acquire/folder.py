@@ -1,4 +1,4 @@
-"""A folder of images inspected as a batch, in sorted order."""
+"""A folder of images inspected as a batch, in sorted order (subfolders included by default)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from flawscope.acquire.base import Source, frame_from_file, part_id_for
 from flawscope.acquire.registry import Option, SourceTarget, parse_bool, register_source
-from flawscope.data.imageio import is_image_file
+from flawscope.data.imageio import IMAGE_SUFFIXES, is_image_file
 from flawscope.errors import InputError
 from flawscope.types import Frame
 
@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 def list_image_files(root: Path, recursive: bool = False) -> list[Path]:
     """Image files of a folder in sorted path order (hidden files and folders left out).
+
+    Args:
+        root: the folder.
+        recursive: also list the images of its subfolders, at any depth.
 
     Raises:
         InputError: when ``root`` is missing or not a folder.
@@ -55,24 +59,42 @@ def unique_part_ids(paths: list[Path], root: Path) -> list[str]:
 class FolderSource(Source):
     """Every image file of a folder, once, in sorted order; then the iteration ends.
 
-    A file that cannot be read gives an error frame (``image=None``), never a gap.
+    Subfolders are searched too by default (a dataset's ``test/`` folder holds one folder per
+    kind of part), and a part id then includes its subfolder (``crack/003``). A file that cannot
+    be read gives an error frame (``image=None``), never a gap.
 
     Args:
         path: the folder.
-        recursive: also take images from subfolders (part ids then include the subfolder).
+        recursive: also take images from subfolders, at any depth (``folder://DIR?recursive=0``
+            for the folder's own images only).
         uri: URI to report in frames (default ``folder://<absolute path>``).
 
     Raises:
-        InputError: when the folder does not exist or is a file.
+        InputError: when the folder does not exist, is a file or holds no image (a run that
+            would inspect nothing is refused, saying where images were looked for).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, recursive: bool = False, uri: str | None = None):
+    def __init__(self, path: str | os.PathLike[str], *, recursive: bool = True, uri: str | None = None):
         self.root = Path(path).expanduser().absolute()
         super().__init__(uri or f"folder://{self.root.as_posix()}")
         self.recursive = recursive
-        # Listed now so that a missing folder is reported when the source is opened.
+        # Listed now so that a missing or empty folder is reported when the source is opened.
         self.paths = list_image_files(self.root, recursive)
+        if not self.paths:
+            raise InputError(self.root, self._nothing_found())
         self.part_ids = unique_part_ids(self.paths, self.root)
+
+    def _nothing_found(self) -> str:
+        suffixes = ", ".join(IMAGE_SUFFIXES)
+        if self.recursive:
+            return f"no images found, subfolders included (expected files ending in {suffixes})"
+        below = list_image_files(self.root, recursive=True)
+        if below:
+            return (
+                f"no images directly in this folder, but {len(below)} in its subfolders: "
+                f"use folder://{self.root.as_posix()}?recursive=1 to inspect them"
+            )
+        return f"no images found (expected files ending in {suffixes})"
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -87,8 +109,8 @@ class FolderSource(Source):
 @register_source(
     "folder",
     options={"recursive": Option("recursive", parse_bool)},
-    example="folder:///data/parts (or a plain path)",
-    summary="every image of a folder, sorted (batch)",
+    example="folder:///data/parts?recursive=0 (or a plain path)",
+    summary="every image of a folder and its subfolders, sorted (batch)",
 )
 def open_folder(target: SourceTarget, **options: Any) -> FolderSource:
     """Open ``folder:///path`` or a plain folder path."""

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Generator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,11 @@ from flawscope.types import Frame, Sample
 logger = logging.getLogger(__name__)
 
 
+def default_prefix() -> str:
+    """A part id prefix unique to one run: ``sim-20250101T120000-3f2a`` (UTC time, random suffix)."""
+    return f"sim-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}"
+
+
 class SimSource(Source):
     """Simulated parts from a dataset folder (MVTec AD or plain layout).
 
@@ -42,7 +49,9 @@ class SimSource(Source):
         count: number of parts (None or 0: endless).
         seed: seed of the choice of parts.
         start: index of the first part (part ids are ``<prefix>-<index>``).
-        prefix: part id prefix.
+        prefix: part id prefix. By default ``sim-<UTC start time>-<4 random hex digits>``, so
+            that the parts of two runs never share an id in one audit trail; an explicit prefix
+            is used as given (with ``start``, to continue a numbering).
         cache: decoded images kept in memory.
         uri: URI to report in frames.
         drift: a simulated drift applied to the parts (:class:`~flawscope.acquire.perturb.Perturbation`
@@ -63,7 +72,7 @@ class SimSource(Source):
         count: int | None = 1000,
         seed: int = 0,
         start: int = 0,
-        prefix: str = "sim",
+        prefix: str | None = None,
         cache: int = 256,
         uri: str | None = None,
         drift: Perturbation | str | None = None,
@@ -86,7 +95,7 @@ class SimSource(Source):
         self.count = count or None
         self.seed = seed
         self.start = start
-        self.prefix = prefix
+        self.prefix = prefix or default_prefix()
         self.drift = Perturbation.parse(drift) if isinstance(drift, str) else drift
         self._cache: OrderedDict[str, np.ndarray | str] = OrderedDict()
         self._cache_size = max(1, cache)

@@ -3,7 +3,8 @@
 =====================================================  ============================================
 URI                                                    source
 =====================================================  ============================================
-``/data/parts`` or ``folder:///data/parts``            every image of a folder, sorted (batch)
+``/data/parts`` or ``folder:///data/parts?recursive=0``  every image of a folder and its subfolders
+                                                       (``recursive=0``: the folder's own), sorted
 ``watch:///data/incoming?settle=0.2&timeout=10``        new files of a folder as they land
 ``video:///data/run.mp4?every=5``                      frames of a video file
 ``rtsp://user:pw@10.0.0.5/stream``                     RTSP stream (reconnects when it drops)

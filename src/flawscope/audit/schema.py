@@ -192,15 +192,34 @@ def describe(exc: BaseException) -> str:
     return " ".join(lines)[:400] or type(exc).__name__
 
 
-def parse_url(url: str) -> URL:
+def sqlite_path(url: URL) -> Path | None:
+    """The file of a SQLite URL (``None`` for PostgreSQL or a ``file:`` URI database)."""
+    if url.get_backend_name() != "sqlite" or url.query.get("uri") or not url.database:
+        return None
+    return Path(url.database)
+
+
+def parse_url(url: str, *, must_exist: bool = False) -> URL:
     """Parse and check an audit database URL.
 
     A bare ``postgresql://`` URL gets the psycopg (v3) driver, the one flawscope installs.
 
+    Args:
+        url: the URL.
+        must_exist: refuse a SQLite file that does not exist yet (reading, verifying, exporting),
+            rather than let SQLite create an empty one.
+
     Raises:
-        InputError: not a URL, not SQLite or PostgreSQL, in-memory SQLite, or a missing directory.
+        InputError: not a URL (a file path is answered with the URL to write), not SQLite or
+            PostgreSQL, in-memory SQLite, a missing directory, or (``must_exist``) a missing file.
     """
     shown = redact(url)
+    if "://" not in url:
+        # A file path where a URL belongs ("/data/audit.db"): say what to write instead.
+        raise InputError(
+            shown, f"not a database URL; for a SQLite file write sqlite:///{url} (an absolute path "
+            "gives four slashes), for PostgreSQL postgresql://user@host/db",
+        )
     try:
         parsed = make_url(url)
     except Exception:
@@ -218,9 +237,13 @@ def parse_url(url: str) -> URL:
     if database in ("", ":memory:") or "mode=memory" in database or parsed.query.get("mode") == "memory":
         raise InputError(shown, "cannot open the audit database: an in-memory log would be lost; give a file")
     if not parsed.query.get("uri"):
-        folder = Path(database).resolve().parent
-        if not folder.is_dir():
-            raise InputError(shown, f"cannot open the audit database: directory {folder} does not exist")
+        path = Path(database).resolve()
+        if not path.parent.is_dir():
+            raise InputError(
+                shown, f"cannot open the audit database: directory {path.parent} does not exist"
+            )
+        if must_exist and not path.exists():
+            raise InputError(shown, f"no audit database at {path} (nothing was recorded there yet)")
     return parsed
 
 

@@ -40,10 +40,11 @@ from flawscope.audit.schema import (
     lock_for_write,
     parse_url,
     redact,
+    sqlite_path,
     write_refusal,
 )
 from flawscope.audit.verify import ChainHead, VerifyResult, verify_rows
-from flawscope.errors import InputError
+from flawscope.errors import InputError, on_read_only_file_system
 from flawscope.types import InspectionRecord, Outcome, Region
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class AuditLog:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise InputError("synchronous", f"{synchronous!r} is not one of {', '.join(SYNCHRONOUS_MODES)}")
-        parsed = parse_url(url)
+        parsed = parse_url(url, must_exist=read_only)
         engine: Engine | None = None
         try:
             engine = create_audit_engine(
@@ -130,7 +131,12 @@ class AuditLog:
         except (SQLAlchemyError, ImportError, OSError) as exc:
             if engine is not None:
                 engine.dispose()
-            raise InputError(shown, f"cannot open the audit database: {describe(exc)}") from None
+            problem = describe(exc)
+            path = sqlite_path(parsed)
+            if path is not None and not read_only and on_read_only_file_system(path):
+                # SQLite says "unable to open database file" or "readonly database"; say why.
+                problem = f"{path.parent} is on a read-only file system ({problem})"
+            raise InputError(shown, f"cannot open the audit database: {problem}") from None
         logger.info("audit log %s opened%s", shown, " read-only" if read_only else "")
         return cls(
             engine, shown, read_only=read_only, busy_timeout_s=busy_timeout_s, schema_version=version

@@ -3,30 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+from rich.markup import escape
 
 from flawscope.cli.common import console
 from flawscope.errors import FlawscopeError
 
 audit_app = typer.Typer(help="Verify and export the audit trail.", no_args_is_help=True)
 DEFAULT_AUDIT = "sqlite:///flawscope-audit.db"
+AUDIT_HELP = "Audit database: sqlite:///FILE or postgresql://user@host/db."
 
 
 @audit_app.command("verify")
 def audit_verify_command(
-    audit: Annotated[str, typer.Option(help="SQLAlchemy URL of the audit database.")] = DEFAULT_AUDIT,
+    audit: Annotated[str, typer.Option(metavar="URL", help=AUDIT_HELP)] = DEFAULT_AUDIT,
     expected_head: Annotated[
-        str | None, typer.Option(help="Published head 'SEQ:HASH' to detect truncation.")
+        str | None,
+        typer.Option(
+            metavar="SEQ:HASH", help="A head published earlier: detects records removed from the end."
+        ),
     ] = None,
     signed_head: Annotated[
         Path | None,
-        typer.Option(help="Head file from 'audit head --sign': detects truncation and recomputed chains."),
+        typer.Option(
+            metavar="FILE", help="Head file from 'audit head --sign': detects truncation and recomputed chains."
+        ),
     ] = None,
     trusted_keys: Annotated[
         Path | None,
-        typer.Option(help="Public key file or folder of keys that may sign it (default: this machine's)."),
+        typer.Option(
+            metavar="PATH", help="Public key file or folder of keys that may sign it (default: this machine's)."
+        ),
     ] = None,
 ) -> None:
     """Prove the audit log is intact, or name the first altered record (exit code 1)."""
@@ -48,11 +57,16 @@ def audit_verify_command(
         result = log.verify(expected_head=head)
         current = log.head()
     if result.ok:
+        # The head is copied into shift reports and --expected-head: never wrapped mid-hash.
         console.print(
-            f"[green]intact[/green]: {result.n_records} records, head {current.seq}:{current.record_hash}"
+            f"[green]intact[/green]: {result.n_records} records, head {current.seq}:{current.record_hash}",
+            soft_wrap=True,
         )
     else:
-        console.print(f"[red]ALTERED[/red]: first bad record seq={result.first_bad_seq}: {result.problem}")
+        console.print(
+            f"[red]ALTERED[/red]: first bad record seq={result.first_bad_seq}: {escape(result.problem)}",
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
 
 
@@ -90,13 +104,16 @@ def audit_head_command(
 @audit_app.command("export")
 def audit_export_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="CSV or Parquet file to write.")],
-    audit: Annotated[str, typer.Option(help="SQLAlchemy URL of the audit database.")] = DEFAULT_AUDIT,
+    audit: Annotated[str, typer.Option(metavar="URL", help=AUDIT_HELP)] = DEFAULT_AUDIT,
     format: Annotated[
-        str | None, typer.Option("--format", help="csv or parquet (default: from the suffix).")
+        Literal["csv", "parquet"] | None,
+        typer.Option("--format", help="File format (default: from the suffix, .parquet or else csv)."),
     ] = None,
-    since: Annotated[int | None, typer.Option(help="Only records with seq greater than this.")] = None,
+    since: Annotated[
+        int | None, typer.Option(metavar="SEQ", help="Only records with seq greater than this.")
+    ] = None,
 ) -> None:
-    """Export inspection records for MES/BI."""
+    """Export inspection records for MES/BI (times as ISO 8601 with the time zone)."""
     from flawscope.audit import AuditLog
 
     fmt = format or ("parquet" if output.suffix.lower() == ".parquet" else "csv")

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -45,6 +46,37 @@ def setup_logging(verbose: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``path`` (a file or folder, existing or not) cannot be written, or None if it can."""
+    from flawscope.errors import on_read_only_file_system
+
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if on_read_only_file_system(existing):
+        return f"{existing} is on a read-only file system"
+    if not os.access(existing if existing.is_dir() else existing.parent, os.W_OK | os.X_OK):
+        return f"permission denied in {existing}"
+    return None
+
+
+def check_writable(path: Path, what: str = "output") -> None:
+    """Refuse, before any work, an output that cannot be written: read-only file system or no permission.
+
+    Args:
+        path: the file or folder to be written (it need not exist yet).
+        what: what is written there, for the message.
+
+    Raises:
+        InputError: naming the path and the cause.
+    """
+    from flawscope.errors import InputError
+
+    problem = unwritable(path)
+    if problem:
+        raise InputError(path, f"cannot write the {what}: {problem}")
 
 
 @contextlib.contextmanager

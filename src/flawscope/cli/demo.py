@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from flawscope.cli.common import console, progress_bars
 from flawscope.cli.render import metrics_table, operating_table, print_calibration
+from flawscope.errors import InputError
+
+MARKER = ".flawscope-demo"
+# The textures of flawscope.data.textures (a test checks the two lists agree; importing that
+# module here would load OpenCV for every command).
+Texture = Literal["brushed_metal", "fabric", "printed", "wood"]
 
 
 def demo_command(
-    out: Annotated[Path, typer.Option(help="Working folder for the dataset, bundles and report.")] = Path(
-        "demo-out"
-    ),
-    texture: Annotated[str, typer.Option(help="Synthetic part texture.")] = "brushed_metal",
-    model: Annotated[str, typer.Option(help="Registered model name.")] = "padim",
+    out: Annotated[
+        Path,
+        typer.Option(
+            metavar="DIR",
+            help="Working folder for the dataset, bundles and report "
+            "(replaced when an earlier demo made it).",
+        ),
+    ] = Path("demo-out"),
+    texture: Annotated[Texture, typer.Option(help="Synthetic part texture.")] = "brushed_metal",
+    model: Annotated[str, typer.Option(metavar="NAME", help="Registered model name.")] = "padim",
     seed: Annotated[int, typer.Option(help="Seed of the synthetic dataset.")] = 0,
 ) -> None:
     """The whole job on generated parts: dataset, train, calibrate, evaluate, report, export, inspect."""
@@ -30,9 +41,13 @@ def demo_command(
     from flawscope.models.train import train
     from flawscope.runtime import Inspector
 
+    # Only a folder an earlier demo made is replaced; anything else there is the user's.
+    if out.exists() and not _made_by_demo(out) and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(out, "exists and was not made by 'flawscope demo'; give another --out folder")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    (out / MARKER).write_text("made by 'flawscope demo'; the next demo run replaces this folder\n")
     spec = SyntheticSpec(
         texture=texture, size=(256, 256), n_train=200, n_test_good=60, n_test_defect_per_type=12, seed=seed
     )
@@ -72,6 +87,12 @@ def demo_command(
     counts = Counter(v.outcome.value for v in verdicts)
     console.print(f"runtime verdicts on {len(verdicts)} test parts: {dict(counts)}")
     console.print(f"bundle: {bundle}\ndeployable bundle: {deployed.path}\nreport: {report}")
+
+
+def _made_by_demo(out: Path) -> bool:
+    # The marker, or the layout of a demo folder made before there was a marker.
+    legacy = (out / "bundle" / "manifest.json").is_file() and any(out.glob("synthetic-*"))
+    return (out / MARKER).is_file() or legacy
 
 
 def _read_test(dataset: Any) -> list[Any]:

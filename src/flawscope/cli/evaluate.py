@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from flawscope.cli.common import console, progress_bars
+from flawscope.cli.common import check_writable, console, progress_bars, unwritable
 from flawscope.cli.render import metrics_table, operating_table, print_skipped
 from flawscope.errors import InputError
 
@@ -17,8 +17,15 @@ from flawscope.errors import InputError
 def evaluate_command(
     bundle: Annotated[Path, typer.Argument(help="Trained bundle folder.")],
     data: Annotated[Path, typer.Argument(help="Dataset folder with a test split.")],
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write all metrics as JSON here.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Write the HTML validation report here.")] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json", metavar="FILE", help="Write all metrics as JSON here (default: BUNDLE/evaluation.json)."
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Write the HTML validation report here.")
+    ] = None,
 ) -> None:
     """Evaluate a bundle on a dataset's test split: table, JSON and optional HTML report."""
     from flawscope.bundle import read_bundle
@@ -34,12 +41,24 @@ def evaluate_command(
     for target in (json_out, report):
         if target is not None and target.is_dir():
             raise InputError(target, "is a folder; give a file name to write")
+        if target is not None:
+            check_writable(target, "metrics" if target is json_out else "report")
+    # A bundle on a read-only share can still be evaluated; its manifest just keeps no metrics.
+    read_only = unwritable(bundle)
+    if read_only and json_out is None:
+        raise InputError(bundle, f"cannot write the metrics into the bundle ({read_only}); give --json FILE")
 
     from flawscope.evaluate.run import evaluate_bundle
 
     with progress_bars() as progress:
-        run = evaluate_bundle(bundle, data, report=report, progress=progress)
+        run = evaluate_bundle(bundle, data, report=report, progress=progress, store_metrics=not read_only)
+    if read_only:
+        console.print(
+            f"[yellow]note: metrics not stored in the bundle's manifest ({escape(read_only)})[/yellow]"
+        )
     console.print(metrics_table(run, f"Evaluation of {escape(str(bundle))} on {escape(str(data))}"))
+    for note in run.summary.overall.notes:
+        console.print(f"[yellow]note: {escape(note)}[/yellow]")
     if run.operating_point is not None:
         console.print(operating_table(run.operating_point))
     else:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from flawscope.cli.common import console
+from flawscope.cli.common import check_writable, console
 from flawscope.cli.render import print_skipped
 from flawscope.errors import InputError
 
@@ -15,19 +15,28 @@ from flawscope.errors import InputError
 def export_command(
     bundle: Annotated[Path, typer.Argument(help="Trained (and calibrated) bundle folder.")],
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Deployable bundle folder (default: BUNDLE-onnx).")
+        Path | None,
+        typer.Option(
+            "-o", "--output", metavar="DIR", help="Deployable bundle folder (default: BUNDLE-onnx)."
+        ),
     ] = None,
-    format: Annotated[str, typer.Option("--format", help="Export format.")] = "onnx",
-    int8: Annotated[bool, typer.Option(help="Also write an INT8 graph calibrated on good images.")] = False,
+    format: Annotated[Literal["onnx"], typer.Option("--format", help="Export format.")] = "onnx",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write an INT8 graph calibrated on good images.")
+    ] = False,
     calibration_images: Annotated[
         Path | None,
-        typer.Option(help="Good images to calibrate INT8 and refit its head on (default: the training set)."),
+        typer.Option(
+            metavar="DIR",
+            help="Good images to calibrate INT8 and refit its head on (default: the training set).",
+        ),
     ] = None,
     validation_data: Annotated[
         Path | None,
         typer.Option(
+            metavar="DATA",
             help="Dataset whose labelled test split measures INT8's AUROC loss "
-            "(default: the training dataset)."
+            "(default: the training dataset).",
         ),
     ] = None,
 ) -> None:
@@ -46,6 +55,7 @@ def export_command(
         )
     if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
         raise InputError(target, "folder is not empty and is not a bundle; refusing to write into it")
+    check_writable(target, "deployable bundle")
     from flawscope.export.inputs import int8_inputs
     from flawscope.export.onnx_export import export_bundle
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -20,10 +23,58 @@ def print_skipped(skipped: list[tuple[str, str]]) -> None:
 
 
 def kv_table(title: str) -> Table:
-    """An empty two-column (item, value) summary table."""
+    """An empty two-column (item, value) summary table; long values wrap, never end in "…"."""
     table = Table(title=title)
     table.add_column("item")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
+    return table
+
+
+# Colours of the outcomes in the per-part list.
+OUTCOME_STYLE = {"pass": "green", "review": "yellow", "fail": "red", "error": "magenta"}
+
+
+def part_header() -> str:
+    """The column names above the per-part list of ``flawscope inspect``."""
+    return "[dim]   seq  outcome        score/reject  part[/dim]"
+
+
+def part_line(record: Any) -> str:
+    """One recorded part, as ``flawscope inspect`` lists it (Rich markup; ids and reasons escaped).
+
+    The score is shown as a share of the reject threshold (1.00 is the threshold); a part that
+    was not judged shows its reason instead.
+    """
+    outcome = record.outcome.value
+    style = OUTCOME_STYLE.get(outcome, "magenta")
+    ratio = record.normalized_score
+    score = f"{ratio:.2f}" if isinstance(ratio, float) and math.isfinite(ratio) else "-"
+    line = f"{record.seq:>6}  [{style}]{outcome:<13}[/{style}]  {score:>11}  {escape(record.part_id)}"
+    if outcome not in ("pass", "review", "fail") and record.reason:
+        line += f"  [dim]{escape(record.reason)}[/dim]"
+    return line
+
+
+def _ms(value: float) -> str:
+    return "-" if not math.isfinite(value) else f"{value:.1f} ms"
+
+
+def line_summary_table(summary: Any, audit: str, images: Path | None, drift: str | None = None) -> Table:
+    """The end-of-run summary of ``flawscope inspect``: counts, throughput, latencies, where records went."""
+    table = kv_table(f"Line summary ({summary.stop_reason})")
+    table.add_row("parts recorded", str(summary.recorded))
+    for outcome, n in summary.counts.items():
+        table.add_row(f"  {outcome}", str(n))
+    table.add_row("dropped (recorded not_inspected)", str(summary.dropped))
+    table.add_row("missed by the source", str(summary.missed))
+    table.add_row("throughput", f"{summary.throughput:.1f} parts/s over {summary.elapsed_s:.1f} s")
+    for name, lat in summary.stages.items():
+        if lat.n:
+            table.add_row(f"latency {name}", f"mean {_ms(lat.mean_ms)}, p99 {_ms(lat.p99_ms)}")
+    table.add_row("audit trail", escape(audit))
+    table.add_row("images stored in", escape(str(images)) if images is not None else "- (not kept)")
+    if drift is not None:
+        table.add_row("drift monitor", escape(drift))
     return table
 
 
@@ -52,20 +103,24 @@ def print_calibration(result: Any) -> None:
 
 
 def metrics_table(run: Any, title: str) -> Table:
-    """Image and pixel metrics of an evaluation run, overall and per defect type."""
-    table = Table(title=title)
+    """Image and pixel metrics of an evaluation run, overall and per defect type.
+
+    Headers are two short lines and columns are separated by space, not rules, so the nine
+    columns fit an 80-column terminal.
+    """
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1))
+    table.add_column("set", overflow="fold")
     for column in (
-        "set",
-        "n good",
-        "n defect",
-        "image AUROC",
-        "pixel AUROC",
+        "n\ngood",
+        "n\ndefect",
+        "image\nAUROC",
+        "pixel\nAUROC",
         "AU-PRO",
-        "best F1",
-        "recall @ FRR<=1%",
-        "FRR achieved",
+        "best\nF1",
+        "recall\n@FRR≤1%",
+        "FRR\nachieved",
     ):
-        table.add_column(column, justify="right" if column != "set" else "left")
+        table.add_column(column, justify="right", no_wrap=True)
 
     def fmt(value: float | None, pct: bool = False) -> str:
         if value is None:

@@ -10,8 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from flawscope.cli.common import console, progress_bars
+from flawscope.cli.common import check_writable, console, progress_bars
 from flawscope.cli.render import kv_table, print_calibration, print_skipped
+from flawscope.cli.usage import plain_text
 from flawscope.errors import InputError
 
 
@@ -52,16 +53,18 @@ def models_command() -> None:
     from flawscope.models import MODELS
 
     table = Table(title="Anomaly models")
-    table.add_column("name")
-    table.add_column("description")
-    table.add_column("hyperparameters (defaults)")
+    table.add_column("name", no_wrap=True)
+    table.add_column("description", overflow="fold")
+    table.add_column("hyperparameters (defaults)", overflow="fold")
     for name, cls in sorted(MODELS.items()):
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        table.add_row(name, doc, ", ".join(f"{k}={v}" for k, v in cls.default_params().items()))
+        doc = plain_text((cls.__doc__ or "").strip().splitlines()[0])
+        table.add_row(
+            name, escape(doc), escape(", ".join(f"{k}={v}" for k, v in cls.default_params().items()))
+        )
     console.print(table)
     backbones = Table(title="Backbones")
     for column in ("name", "weights from", "licence"):
-        backbones.add_column(column)
+        backbones.add_column(column, overflow="fold")
     for spec in BACKBONES.values():
         backbones.add_row(spec.name, spec.package, spec.licence)
     console.print(backbones)
@@ -69,20 +72,33 @@ def models_command() -> None:
 
 def train_command(
     data: Annotated[Path, typer.Argument(help="Dataset folder (MVTec AD layout or good/ [bad/] folders).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Bundle folder to write.")],
-    model: Annotated[str, typer.Option(help="Registered model name (see 'flawscope models').")] = "padim",
-    backbone: Annotated[str, typer.Option(help="Feature backbone.")] = "efficientnet_lite0",
-    image_size: Annotated[int, typer.Option(min=32, help="Canvas size along the short side (px).")] = 256,
+    output: Annotated[Path, typer.Option("-o", "--output", metavar="DIR", help="Bundle folder to write.")],
+    model: Annotated[
+        str, typer.Option(metavar="NAME", help="Registered model (see 'flawscope models').")
+    ] = "padim",
+    backbone: Annotated[
+        str, typer.Option(metavar="NAME", help="Feature backbone (see 'flawscope models').")
+    ] = "efficientnet_lite0",
+    image_size: Annotated[
+        int, typer.Option(min=32, metavar="PX", help="Canvas size along the short side (px).")
+    ] = 256,
     holdout: Annotated[
-        float, typer.Option(help="Fraction of good images held out to calibrate thresholds.")
+        float,
+        typer.Option(
+            metavar="FRACTION",
+            help="Share of the good images kept out of training to calibrate thresholds on (e.g. 0.2).",
+        ),
     ] = 0.0,
     target_frr: Annotated[
-        float, typer.Option(help="False-reject target when calibrating on the hold-out.")
+        float, typer.Option(metavar="RATE", help="False-reject target when calibrating on the hold-out.")
     ] = 0.01,
     param: Annotated[
-        list[str] | None, typer.Option(help="Extra hyperparameter KEY=VALUE (repeatable).")
+        list[str] | None,
+        typer.Option(metavar="KEY=VALUE", help="Extra hyperparameter, e.g. aggregate=3 (repeatable)."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace the bundle already in OUTPUT.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the bundle already in the output folder.")
+    ] = False,
 ) -> None:
     """Fit an anomaly model on good parts and save a bundle."""
     from flawscope.data.datasets import load_dataset
@@ -90,6 +106,7 @@ def train_command(
     # Cheap checks first (no torch yet): a typo costs a second, not a model import and a fit.
     params = {"backbone": backbone, "image_size": image_size, **_parse_params(param)}
     _check_output(output, overwrite)
+    check_writable(output, "bundle")
     if holdout > 0:
         from flawscope.decide.workflow import check_calibration_options
 
@@ -110,6 +127,12 @@ def train_command(
     table.add_row("bundle", escape(str(output)))
     table.add_row("model hash", result.bundle.model_hash[:16])
     console.print(table)
+    if not result.holdout_images:
+        console.print(
+            "[yellow]note: no good images were held out, so the bundle has no thresholds yet: "
+            "calibrate it on good images it was not trained on ('flawscope calibrate BUNDLE "
+            "GOOD_IMAGES'), or train with --holdout 0.2 to keep some aside.[/yellow]"
+        )
     if result.holdout_images:
         from flawscope.decide.workflow import calibrate_bundle
 

@@ -9,12 +9,17 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from flawscope.errors import InputError
+
+#: An image as the Python API takes it: an array, or the path of an image file.
+ImageLike: TypeAlias = "np.ndarray | str | os.PathLike[str]"
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MIN_SIDE = 16
@@ -24,6 +29,12 @@ MAX_PIXELS = 16384 * 16384
 def is_image_file(path: str | os.PathLike[str]) -> bool:
     """True when the file name has an image suffix flawscope reads."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _reason(exc: Exception) -> str:
+    """What a decoder said, for a user: its message without the exception's class name."""
+    text = " ".join(str(exc).split())
+    return text or "the decoder gave no reason"
 
 
 def _check_size(path: Path, height: int, width: int) -> None:
@@ -79,7 +90,7 @@ def _read_tiff(path: Path) -> np.ndarray:
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(path, f"not a readable TIFF image ({exc.__class__.__name__}: {exc})") from None
+        raise InputError(path, f"not a readable TIFF image ({_reason(exc)})") from None
     if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[2] not in (3, 4):
         array = np.moveaxis(array, 0, -1)
     return array
@@ -132,12 +143,12 @@ def _read_pillow(path: Path) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(path, f"image is too large to decode safely ({exc})") from None
-    except UnidentifiedImageError as exc:
-        raise InputError(path, f"not a readable image ({exc.__class__.__name__})") from None
+    except UnidentifiedImageError:
+        raise InputError(path, "not a readable image (unknown format, or not an image at all)") from None
     except OSError as exc:
         raise InputError(path, f"corrupt or truncated image ({exc})") from None
     except Exception as exc:
-        raise InputError(path, f"cannot decode image ({exc.__class__.__name__}: {exc})") from None
+        raise InputError(path, f"cannot decode image ({_reason(exc)})") from None
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -202,3 +213,24 @@ def sha256_array(image: np.ndarray) -> str:
     digest = hashlib.sha256(f"{image.shape}|{image.dtype}|".encode())
     digest.update(np.ascontiguousarray(image).tobytes())
     return digest.hexdigest()
+
+
+def is_path(item: object) -> bool:
+    """True for a file path (``str`` or ``os.PathLike``), as opposed to an image array."""
+    return isinstance(item, str | os.PathLike)
+
+
+def as_image(item: ImageLike) -> np.ndarray:
+    """The pixels of an image given as an array or as a file path (read with :func:`read_image`).
+
+    Raises:
+        InputError: naming the file, when a path cannot be read.
+    """
+    return read_image(item) if is_path(item) else item  # type: ignore[arg-type,return-value]
+
+
+def as_images(items: Sequence[ImageLike]) -> list[np.ndarray]:
+    """:func:`as_image` of each item (a single path or array is refused: give a list)."""
+    if is_path(items) or isinstance(items, np.ndarray):
+        raise InputError("images", "expected a list of images or file paths, got a single one")
+    return [as_image(item) for item in items]

@@ -143,10 +143,13 @@ def check_image(image: object) -> np.ndarray:
     """
     if not isinstance(image, np.ndarray):
         raise InputError("image", f"expected a numpy array, got {type(image).__name__}")
-    if image.ndim == 3 and image.shape[2] == 1:
+    # The same channel rules as reading a file: alpha is dropped (RGBA, gray + alpha).
+    if image.ndim == 3 and image.shape[2] in (1, 2):
         image = image[:, :, 0]
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-        raise InputError("image", f"expected (H, W) or (H, W, 3), got shape {image.shape}")
+        raise InputError("image", f"expected (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
     if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
         raise InputError("image", f"pixel type {image.dtype} is not supported (use uint8 or uint16)")
     if min(image.shape[:2]) < 16:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from flawscope.monitor.reference import MIN_REFERENCE, build_reference
 
 def calibrate_bundle(
     bundle_path: str | os.PathLike[str],
-    good_images: Sequence[np.ndarray],
+    good_images: Sequence[np.ndarray | str | os.PathLike[str]],
     *,
     target_frr: float = 0.01,
     defect_images: Sequence[np.ndarray] = (),
@@ -30,33 +31,48 @@ def calibrate_bundle(
     review_threshold: float | None = None,
     names: Sequence[str] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    allow_training_images: bool = False,
 ) -> CalibrationResult:
     """Score held-out images with the bundle's model and store calibrated thresholds as a new version.
 
     Args:
         bundle_path: trained bundle folder.
-        good_images: held-out good images (not used in training).
+        good_images: held-out good images (not used in training): arrays or file paths.
         target_frr: false-reject rate target, in (0, 0.5).
         defect_images: optional defective images, to report recall at the threshold.
         review_rate: share of good parts to send to review (review band below the reject threshold).
         review_threshold: explicit review threshold instead of ``review_rate``.
-        names: file names of the good images (for warnings).
+        names: file paths of the good images (for warnings, and to refuse training images).
         progress: callback ``(stage, done, total)``.
+        allow_training_images: calibrate even when some good images are files the bundle was
+            trained on (a warning is kept with the result and in the manifest).
 
     Returns:
         The calibration result; its thresholds carry the new version number.
+
+    Raises:
+        InputError: for a bad option, too few images, or (unless ``allow_training_images``)
+            good images the bundle was trained on: the model has seen them, so their scores are
+            lower than a new good part's, and thresholds set on them reject more good parts than
+            calibrated.
     """
+    from flawscope.data.imageio import as_images
     from flawscope.models.io import load_model
+    from flawscope.models.provenance import check_not_trained_on
 
     check_calibration_options(target_frr, review_rate, review_threshold)
     if len(good_images) < MIN_GOOD:
         raise InputError(
             "calibration images", f"calibration needs at least {MIN_GOOD} good images, got {len(good_images)}"
         )
+    if names is None and all(isinstance(item, str | os.PathLike) for item in good_images):
+        names = [os.fspath(item) for item in good_images]  # type: ignore[arg-type]
     if names is not None and len(names) != len(good_images):
         raise InputError("names", f"got {len(names)} names for {len(good_images)} good images")
     model, bundle = load_model(bundle_path)
-    good = model.predict(good_images, progress=progress).scores
+    overlap = check_not_trained_on(bundle.manifest, names, allow_training_images) if names else None
+    images = as_images(good_images)  # read once: scored here and described by the drift reference
+    good = model.predict(images, progress=progress).scores
     defects = model.predict(defect_images).scores if len(defect_images) else None
     result = calibrate(
         good,
@@ -68,12 +84,18 @@ def calibrate_bundle(
     )
     # The version number comes from the manifest as it is now, not as it was before scoring: a
     # calibration stored meanwhile keeps its version instead of being overwritten.
+    if overlap:
+        warning = f"{overlap.describe()}: the false-reject rate on new good parts will be higher"
+        result = replace(result, warnings=(*result.warnings, warning))
     current = read_bundle(bundle.path)
     history = current.thresholds.add(result.thresholds)
-    changes: dict[str, Any] = {"thresholds": history, "calibration": result.to_dict()}
-    if len(good_images) >= MIN_REFERENCE:
+    record = result.to_dict()
+    if overlap is not None:
+        record["n_training_images"] = len(overlap.files)
+    changes: dict[str, Any] = {"thresholds": history, "calibration": record}
+    if len(images) >= MIN_REFERENCE:
         # The drift monitor's reference: the same parts, so it describes the line as calibrated.
-        changes["monitor"] = build_reference(good_images, good, model.name)
+        changes["monitor"] = build_reference(images, good, model.name)
     update_manifest(bundle, **changes)
     return _with_version(result, history.active.version)
 
@@ -98,6 +120,4 @@ def check_calibration_options(
 
 
 def _with_version(result: CalibrationResult, version: int) -> CalibrationResult:
-    from dataclasses import replace
-
     return replace(result, thresholds=replace(result.thresholds, version=version))

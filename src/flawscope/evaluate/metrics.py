@@ -239,7 +239,11 @@ def evaluate_scores(
     method: str | None = None
     pixel_note = ""
     if maps is None or masks is None:
-        pixel_note = f"no {'anomaly maps' if maps is None else 'masks'}: pixel metrics are undefined"
+        pixel_note = (
+            "no anomaly maps: pixel metrics are undefined"
+            if maps is None
+            else "no ground-truth masks for the defective images: pixel metrics are undefined"
+        )
     else:
         if len(maps) != s.size or len(masks) != s.size:
             raise InputError("maps", f"got {len(maps)} maps and {len(masks)} masks for {s.size} scores")

@@ -176,12 +176,14 @@ def evaluate_bundle(
     prediction = model.predict(loaded.images, progress=progress)
     seconds = time.perf_counter() - start
     labels = np.array([s.label for s in loaded.samples])
+    # Every model gives anomaly maps; without ground-truth masks there is nothing to score them
+    # against, and the note must say that masks are missing, not maps.
     has_masks = any(m is not None and m.any() for m in loaded.masks)
     summary = evaluate_scores(
         prediction.scores,
         labels,
         [s.defect_type for s in loaded.samples],
-        maps=list(prediction.maps) if has_masks else None,
+        maps=list(prediction.maps),
         masks=list(loaded.masks) if has_masks else None,
         frr=frr,
     )

@@ -5,7 +5,7 @@ audit log (and stores the image), and only then publishes it.
 """
 
 from flawscope.line.errors import LineStopped
-from flawscope.line.loop import BACKPRESSURE, run_line
+from flawscope.line.loop import BACKPRESSURE, check_line_settings, run_line
 from flawscope.line.records import DROPPED_REASON, InspectorLike, Publisher
 from flawscope.line.stats import STAGES, LineStats, LineSummary, StageLatency
 from flawscope.line.store import ImageStore
@@ -21,5 +21,6 @@ __all__ = [
     "LineSummary",
     "Publisher",
     "StageLatency",
+    "check_line_settings",
     "run_line",
 ]

@@ -390,13 +390,45 @@ class _Line:
         return summary
 
 
+def check_line_settings(
+    *,
+    station: str = "station",
+    batch_size: int = 8,
+    queue_size: int = 64,
+    backpressure: str = "block",
+    status_interval_s: float = 0.5,
+    review_sample: float = 0.0,
+    keep_maps: Collection[str] = (),
+) -> None:
+    """Refuse line settings :func:`run_line` cannot run with, before anything is opened or created.
+
+    Raises:
+        InputError: naming the setting and the values it takes.
+    """
+    if not isinstance(station, str) or not station.strip():
+        raise InputError("station", "a station name is required")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError("batch_size", f"must be a whole number >= 1, got {batch_size!r}")
+    if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+        raise InputError("queue_size", f"must be a whole number >= 1, got {queue_size!r}")
+    if backpressure not in BACKPRESSURE:
+        raise InputError("backpressure", f"must be one of {', '.join(BACKPRESSURE)}, got {backpressure!r}")
+    if not status_interval_s > 0:
+        raise InputError("status_interval_s", f"must be > 0, got {status_interval_s}")
+    if not 0.0 <= review_sample <= 1.0:
+        raise InputError("review_sample", f"must be a fraction in [0, 1], got {review_sample}")
+    unknown = set(keep_maps) - {o.value for o in Outcome}
+    if unknown:
+        raise InputError("keep_maps", f"{sorted(unknown)} are not outcomes")
+
+
 def run_line(
     source: Source,
     inspector: InspectorLike,
     audit: AuditLog,
     *,
     station: str,
-    store_images: str | os.PathLike[str] | None = None,
+    store_images: str | os.PathLike[str] | ImageStore | None = None,
     batch_size: int = 8,
     queue_size: int = 64,
     backpressure: str = "block",
@@ -416,7 +448,8 @@ def run_line(
             ``model_hash`` and ``version``.
         audit: the audit log every result is committed to before it is published.
         station: station name written into every record.
-        store_images: folder to keep every part's image in (``<date>/<part id>.png``); None: none kept.
+        store_images: folder to keep every part's image in (``<date>/<part id>.png``), or an
+            :class:`ImageStore` already opened; None: none kept.
         batch_size: most parts inspected together; a batch never waits to fill up.
         queue_size: parts waiting for inspection before backpressure applies.
         backpressure: ``"block"`` (the source waits) or ``"drop"`` (the part is recorded
@@ -442,22 +475,19 @@ def run_line(
         LineStopped: when the audit log or the image store failed, the source failed, or the
             inspector cannot judge parts; it says which parts, if any, are not recorded.
     """
-    if not isinstance(station, str) or not station.strip():
-        raise InputError("station", "a station name is required")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError("batch_size", f"must be a whole number >= 1, got {batch_size!r}")
-    if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-        raise InputError("queue_size", f"must be a whole number >= 1, got {queue_size!r}")
-    if backpressure not in BACKPRESSURE:
-        raise InputError("backpressure", f"must be one of {', '.join(BACKPRESSURE)}, got {backpressure!r}")
-    if not status_interval_s > 0:
-        raise InputError("status_interval_s", f"must be > 0, got {status_interval_s}")
-    if not 0.0 <= review_sample <= 1.0:
-        raise InputError("review_sample", f"must be a fraction in [0, 1], got {review_sample}")
-    unknown = set(keep_maps) - {o.value for o in Outcome}
-    if unknown:
-        raise InputError("keep_maps", f"{sorted(unknown)} are not outcomes")
-    store = ImageStore(store_images) if store_images is not None else None
+    check_line_settings(
+        station=station,
+        batch_size=batch_size,
+        queue_size=queue_size,
+        backpressure=backpressure,
+        status_interval_s=status_interval_s,
+        review_sample=review_sample,
+        keep_maps=keep_maps,
+    )
+    if store_images is None or isinstance(store_images, ImageStore):
+        store = store_images
+    else:
+        store = ImageStore(store_images)
     line = _Line(
         source,
         inspector,

@@ -21,6 +21,7 @@ image's size, in training, evaluation and the torch-free runtime alike.
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flawscope.data.imageio import ImageLike, as_images, is_path
 from flawscope.data.outputs import concat_predictions, finish_outputs
 from flawscope.data.preprocess import Preprocessing, canvas_valid_mask, choose_canvas, to_batch
 from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, Task, anomaly_declaration
@@ -204,9 +206,22 @@ class Model(ABC):
 
     @abstractmethod
     def fit(
-        self, images: Sequence[np.ndarray], targets: Targets | None = None, progress: Progress | None = None
+        self, images: Sequence[ImageLike], targets: Targets | None = None, progress: Progress | None = None
     ) -> Model:
-        """Learn from images and whatever labels the model declares it takes; returns ``self``."""
+        """Learn from images (arrays or file paths) and the labels the model declares; returns ``self``."""
+
+    def _read_training_images(self, images: Sequence[ImageLike]) -> list[np.ndarray]:
+        """The pixels of the images to fit on, read from the file paths among them.
+
+        When all are file paths, :attr:`training_files_` keeps them, so that a bundle saved from
+        this model knows which files it was trained on.
+
+        Raises:
+            InputError: naming the file, for a path that cannot be read as an image.
+        """
+        paths = [os.fspath(p) for p in images if is_path(p)]  # type: ignore[arg-type]
+        self.training_files_: list[str] | None = paths if paths and len(paths) == len(images) else None
+        return as_images(images)
 
     def fit_head(
         self,
@@ -269,16 +284,22 @@ class Model(ABC):
             height, width = choose_canvas([im.shape[:2] for im in images], self.config.image_size)
         return Preprocessing(height, width, self.config.resize_mode, spec.mean, spec.std)
 
-    def predict(self, images: Sequence[np.ndarray], progress: Progress | None = None) -> Prediction:
+    def predict(self, images: Sequence[ImageLike], progress: Progress | None = None) -> Prediction:
         """Score images.
 
         Args:
-            images: ``(H, W)`` or ``(H, W, 3)`` uint8/uint16 arrays, any sizes.
+            images: ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` uint8/uint16 arrays of any sizes, or
+                paths of image files (read one batch at a time).
             progress: optional callback ``(stage, done, total)``.
 
         Returns:
             The finished outputs (decision scores ``(N,)``, maps at each image's own size, ...).
+
+        Raises:
+            InputError: naming the file, for a path that cannot be read as an image.
         """
+        if is_path(images) or isinstance(images, np.ndarray):
+            raise InputError("images", "expected a list of images or file paths, got a single one")
         if not self.is_fitted:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load a bundle")
         assert self.preprocessing_ is not None
@@ -286,7 +307,7 @@ class Model(ABC):
         parts: list[Prediction] = []
         size = self.config.batch_size
         for start in range(0, len(images), size):
-            batch, geometries = to_batch(images[start : start + size], self.preprocessing_)
+            batch, geometries = to_batch(as_images(images[start : start + size]), self.preprocessing_)
             parts.append(
                 finish_outputs(self.raw_outputs(batch), geometries, self.preprocessing_, declaration)
             )
@@ -311,30 +332,37 @@ class AnomalyModel(Model):
         return anomaly_declaration(STRIDE)
 
     def fit(
-        self, images: Sequence[np.ndarray], targets: Targets | None = None, progress: Progress | None = None
+        self, images: Sequence[ImageLike], targets: Targets | None = None, progress: Progress | None = None
     ) -> AnomalyModel:
         """Learn what good parts look like.
 
         Args:
-            images: part images, ``(H, W)`` or ``(H, W, 3)`` uint8/uint16, any sizes.
+            images: part images, ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` uint8/uint16 arrays of
+                any sizes, or paths of image files (then kept in :attr:`training_files_`).
             targets: optional labels; only the images labelled ``"good"`` are learnt from.
             progress: optional callback ``(stage, done, total)``.
 
         Returns:
             ``self``.
+
+        Raises:
+            InputError: naming the file, for a path that cannot be read as an image.
         """
+        if is_path(images) or isinstance(images, np.ndarray):
+            raise InputError("images", "expected a list of images or file paths, got a single one")
         if targets is not None:
             if len(targets) != len(images):
                 raise InputError("targets", f"{len(targets)} labels for {len(images)} images")
             images = [im for im, c in zip(images, targets.classes, strict=True) if c == GOOD]
         if len(images) == 0:
             raise ValueError("fit needs at least one good image")
+        arrays = self._read_training_images(images)
         torch.manual_seed(self.config.seed)
-        pre = self._make_preprocessing(images)
+        pre = self._make_preprocessing(arrays)
         self.preprocessing_ = pre
         extract = make_runner(self._embedder(), pre.height, pre.width, self.config.engine)
         self.runner_ = extract
-        self._learn(images, extract, progress)
+        self._learn(arrays, extract, progress)
         return self
 
     def fit_head(

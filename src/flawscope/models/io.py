@@ -37,7 +37,9 @@ def save_model(
     Args:
         model: a fitted model.
         path: bundle folder.
-        training: what it was trained on (dataset, file-list hash, skipped files, hold-out split).
+        training: what it was trained on (dataset, files, skipped files, hold-out split). By
+            default, a model fitted on file paths records those files (path and SHA-256), so
+            that calibrating the bundle on them is refused.
         thresholds: threshold versions to store (normally empty until calibration).
 
     Returns:
@@ -45,6 +47,13 @@ def save_model(
     """
     if not model.is_fitted or model.preprocessing_ is None:
         raise RuntimeError("only a fitted model can be saved")
+    files = getattr(model, "training_files_", None)
+    if training is None and files:
+        from flawscope.models.provenance import training_section
+
+        root = os.path.commonpath([os.path.abspath(f) for f in files])
+        root = root if os.path.isdir(root) else os.path.dirname(root)
+        training = training_section(files, [], root, dataset=root)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_tensors().items()}
     data = save_safetensors(tensors, metadata={"model": model.name})
     spec = BACKBONES[model.config.backbone]

@@ -1,12 +1,12 @@
 """Training from a dataset folder to a saved bundle: read, skip bad files, fit, save.
 
 A deterministic part of the good images can be held out for threshold calibration; the split
-is recorded in the manifest (counts and a hash of each file list).
+is recorded in the manifest: every file fitted on and held out, by path and SHA-256
+(:mod:`flawscope.models.provenance`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -19,12 +19,11 @@ import numpy as np
 
 from flawscope.bundle import Bundle
 from flawscope.data.datasets import Dataset, load_dataset, read_samples
-from flawscope.data.imageio import sha256_file
 from flawscope.decide.calibration import MIN_GOOD
 from flawscope.errors import InputError
-from flawscope.manifest import HoldoutSection, SkippedFile, TrainingSection
 from flawscope.models.base import Model, ModelConfig, Progress
 from flawscope.models.io import save_model
+from flawscope.models.provenance import file_records, list_hash, training_section
 from flawscope.models.registry import get_model_class
 from flawscope.types import Sample
 
@@ -56,11 +55,7 @@ class TrainResult:
 
 def file_list_hash(samples: Sequence[Sample], root: str) -> str:
     """SHA-256 over ``relative path <TAB> file SHA-256`` lines: identifies the exact training set."""
-    digest = hashlib.sha256()
-    for sample in sorted(samples, key=lambda s: s.path):
-        rel = os.path.relpath(sample.path, root)
-        digest.update(f"{rel}\t{sha256_file(sample.path)}\n".encode())
-    return digest.hexdigest()
+    return list_hash(file_records([s.path for s in samples], root))
 
 
 def check_params(cls: type[Model], params: dict[str, Any]) -> None:
@@ -149,19 +144,17 @@ def train(
     start = time.perf_counter()
     estimator.fit(loaded.images, progress=progress)
     fit_seconds = time.perf_counter() - start
-    training = TrainingSection(
+    # Every file fitted on and held out, by path and SHA-256: calibration refuses training images.
+    training = training_section(
+        loaded.samples,
+        held.samples,
+        dataset.root,
+        fraction=holdout,
+        rule="every k-th good image in sorted path order, k = 1/fraction",
+        skipped=skipped,
         dataset=dataset.root,
         dataset_name=dataset.name,
         layout=dataset.layout,
-        n_images=len(loaded.images),
-        file_list_sha256=file_list_hash(loaded.samples, dataset.root),
-        skipped=tuple(SkippedFile(p, why) for p, why in skipped),
-        holdout=HoldoutSection(
-            fraction=holdout,
-            n_images=len(held.images),
-            rule="every k-th good image in sorted path order, k = 1/fraction",
-            file_list_sha256=file_list_hash(held.samples, dataset.root) if held.samples else None,
-        ),
         fit_seconds=round(fit_seconds, 3),
     )
     bundle = save_model(estimator, output, training=training)

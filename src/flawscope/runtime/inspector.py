@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from flawscope.bundle import Bundle, check_trust, read_bundle
+from flawscope.data.imageio import ImageLike, is_path, read_image
 from flawscope.data.outputs import finish_outputs
 from flawscope.data.preprocess import Geometry, Preprocessing, check_image, to_canvas
 from flawscope.decide.thresholds import Thresholds
@@ -359,12 +359,21 @@ class Inspector:
             )
         return self.thresholds
 
-    def inspect(self, image: np.ndarray) -> Verdict:
-        """Inspect one part; see :meth:`inspect_many`."""
+    def inspect(self, image: ImageLike) -> Verdict:
+        """Inspect one part, given as an image array or the path of an image file.
+
+        See :meth:`inspect_many`.
+        """
+        if not isinstance(image, np.ndarray) and not is_path(image):
+            raise InputError("image", f"expected an image array or a file path, got {type(image).__name__}")
         return self.inspect_many([image])[0]
 
-    def inspect_many(self, images: Sequence[np.ndarray | None]) -> list[Verdict]:
+    def inspect_many(self, images: Sequence[ImageLike | None]) -> list[Verdict]:
         """Inspect a batch of parts. A bad image gives that part an ``error`` verdict; the others are judged.
+
+        Args:
+            images: ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` uint8/uint16 arrays, or paths of
+                image files; a file that cannot be read gives an ``error`` verdict naming it.
 
         Raises:
             BundleError: when the bundle has no thresholds (a configuration error, not a part's).
@@ -378,17 +387,19 @@ class Inspector:
             try:
                 if image is None:
                     raise FlawscopeError("no image")
+                # Anything else than an array or a path is refused by to_canvas, naming its type.
+                pixels: Any = read_image(image) if is_path(image) else image  # type: ignore[arg-type]
                 row = batch[len(slots)]
-                geometry = self.lookup.fill(image, row) if isinstance(image, np.ndarray) else None
+                geometry = self.lookup.fill(pixels, row) if isinstance(pixels, np.ndarray) else None
                 if geometry is None:
-                    row[...], geometry = to_canvas(image, self.preprocessing)
+                    row[...], geometry = to_canvas(pixels, self.preprocessing)
             except FlawscopeError as exc:
                 verdicts[index] = error_verdict(str(exc), self.model_hash, thresholds.version)
                 continue
             except Exception as exc:  # an odd array (OpenCV error) must reject that part, not the batch
                 log.warning("image %d of the batch could not be preprocessed: %r", index, exc)
                 verdicts[index] = error_verdict(
-                    f"image could not be preprocessed: {exc!r}", self.model_hash, thresholds.version
+                    f"image could not be preprocessed: {exc}", self.model_hash, thresholds.version
                 )
                 continue
             geometries.append(geometry)
