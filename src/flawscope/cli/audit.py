@@ -28,13 +28,15 @@ def audit_verify_command(
     signed_head: Annotated[
         Path | None,
         typer.Option(
-            metavar="FILE", help="Head file from 'audit head --sign': detects truncation and recomputed chains."
+            metavar="FILE",
+            help="Head file from 'audit head --sign': detects truncation and recomputed chains.",
         ),
     ] = None,
     trusted_keys: Annotated[
         Path | None,
         typer.Option(
-            metavar="PATH", help="Public key file or folder of keys that may sign it (default: this machine's)."
+            metavar="PATH",
+            help="Public key file or folder of keys that may sign it (default: this machine's).",
         ),
     ] = None,
 ) -> None:

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from flawscope.bundle import Bundle, check_trust, read_bundle
 from flawscope.data.imageio import ImageLike, is_path, read_image
 from flawscope.data.outputs import finish_outputs
 from flawscope.data.preprocess import Geometry, Preprocessing, check_image, to_canvas
