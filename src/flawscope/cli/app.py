@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         code = command.main(args=argv, prog_name=PROG, standalone_mode=False)
     except NoArgsIsHelpError as exc:
-        sys.exit(exc.exit_code)  # the help page is already printed
+        sys.exit(getattr(exc, "exit_code", 2))  # the help page is already printed
     except ClickException as exc:  # usage mistakes: missing argument, bad value, unknown option
         _error(usage_error_line(exc))
         sys.exit(2)

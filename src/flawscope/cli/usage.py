@@ -24,7 +24,13 @@ except ImportError:  # pragma: no cover - depends on the installed Typer
 
 #: The exceptions a usage mistake raises while the command line is parsed.
 ClickException = click.exceptions.ClickException
-NoArgsIsHelpError = click.exceptions.NoArgsIsHelpError
+
+
+class _AbsentError(Exception):
+    """Stands in for an exception class an older click does not have."""
+
+
+NoArgsIsHelpError: type[Exception] = getattr(click.exceptions, "NoArgsIsHelpError", _AbsentError)
 
 # Typer's type labels ("<float>", "<int range>") and the click-style metavar shown instead.
 _METAVARS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "int range": "INTEGER"}
