@@ -36,8 +36,9 @@ sim:///data/parts?rate=5&count=100
                       timeout=S buffers=N backoff=S max_backoff=S retries=N
   sim:///DATASET      line simulator: parts drawn from a dataset at a rate
                       rate=X defect_ratio=X count=N seed=N start=N
-                      prefix=TEXT cache=N (part ids are unique per run
-                      unless prefix is given)"""
+                      prefix=TEXT cache=N drift=KIND:AMOUNT[:RAMP[:START]]
+                      (dim, blur or texture); part ids are unique per run
+                      unless prefix is given"""
 
 Show = Literal["all", "rejects", "none"]
 
