@@ -120,10 +120,15 @@ def sink_tables(
 
 
 def audit_records(db: Path) -> list[tuple[int, str, str, float]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(
-            "select seq, part_id, record_hash, coalesce(latency_ms, 'nan') from inspections order by seq"
-        ).fetchall()
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute(
+                "select seq, part_id, record_hash, coalesce(latency_ms, 'nan') from inspections order by seq"
+            ).fetchall()
+    except sqlite3.OperationalError:  # the station is creating the store
+        return []
 
 
 def result_id(seq: int, record_hash: str) -> str:
@@ -198,7 +203,7 @@ def bench_soak(work: Path, data: Path, bundle: Path, parts: int, rate: float) ->
         print(events[-1], flush=True)
 
     def write_config() -> None:
-        done = len(audit_records(db)) if db.exists() else 0
+        done = len(audit_records(db))
         query = (
             f"rate={rate}&defect_ratio=0.1&count={max(1, parts - done)}&start={done}&seed={done}&prefix=soak"
         )
@@ -260,7 +265,7 @@ def bench_soak(work: Path, data: Path, bundle: Path, parts: int, rate: float) ->
     for fraction, what, seconds in plan:
         # Each cut comes once that share of the parts is recorded (not at a time: start-up is slow
         # under load, and a kill before the first record would test nothing).
-        while len(audit_records(db) if db.exists() else []) < fraction * parts and station.alive():
+        while len(audit_records(db)) < fraction * parts and station.alive():
             time.sleep(0.2)
         if what == "station":
             note(f"station SIGKILL ({len(audit_records(db))} records committed)")

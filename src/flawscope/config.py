@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import tomllib
 import types
@@ -413,7 +414,7 @@ class _Reader:
                 if not value.strip():
                     self.problem(path, "must be a path, got an empty string")
                     return _BAD
-                return (self.base / Path(value).expanduser()).absolute()
+                return Path(os.path.normpath((self.base / Path(value).expanduser()).absolute()))
             return value
         else:  # pragma: no cover - a field type this reader does not know is a programming error
             raise TypeError(f"config field type {tp!r} is not supported")
@@ -504,6 +505,9 @@ def load_config(path: str | Path) -> StationConfig:
     if reader.problems or station is None or delivery is None:
         raise ConfigError(file, reader.problems)
     station = dataclasses.replace(station, audit=_audit_url(station.audit, file.parent))
+    from flawscope.acquire.uri import resolve_source
+
+    cameras = [dataclasses.replace(c, source=resolve_source(c.source, file.parent)) for c in cameras]
     return StationConfig(file, station, tuple(cameras), delivery, tuple(sinks))
 
 

@@ -29,7 +29,7 @@ def test_a_valid_file_becomes_frozen_records_with_paths_relative_to_it(tmp_path:
 
             [[camera]]
             name = "top"
-            source = "sim:///data?rate=5"
+            source = "sim://data?rate=5"
             bundle = "../bundle"
             threshold_version = 1
 
@@ -52,8 +52,10 @@ def test_a_valid_file_becomes_frozen_records_with_paths_relative_to_it(tmp_path:
     assert config.station.audit == f"sqlite:///{path.parent / 'audit.db'}"
     assert config.station.store_images == path.parent / "images"
     top = config.camera("top")
-    assert top.bundle == (path.parent / "../bundle").absolute() and top.threshold_version == 1
-    assert config.camera("side").bundle == Path("/abs/bundle")
+    assert top.bundle == tmp_path / "bundle" and top.threshold_version == 1
+    assert top.source == f"sim://{tmp_path / 'cfg' / 'data'}?rate=5"  # relative to the file
+    side = config.camera("side")
+    assert side.bundle == Path("/abs/bundle") and side.source == "/data/parts"
     sink = config.sink("mes")
     assert sink.type == "webhook" and sink.cameras == ("top",)
     assert sink.options.url == "https://mes.example/hooks" and sink.options.mode == "single"

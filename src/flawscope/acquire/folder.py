@@ -108,6 +108,7 @@ class FolderSource(Source):
 
 @register_source(
     "folder",
+    path=True,
     options={"recursive": Option("recursive", parse_bool)},
     example="folder:///data/parts?recursive=0 (or a plain path)",
     summary="every image of a folder and its subfolders, sorted (batch)",

@@ -99,6 +99,8 @@ class SourceSpec:
         example: an example URI, for help texts and error messages.
         summary: what the source is, in a few words.
         own_query: the URI's query belongs to the remote end (RTSP) and is not parsed as options.
+        path: the location is a file or folder path (a relative one is resolved against the folder
+            of the station.toml that names it).
     """
 
     scheme: str
@@ -107,6 +109,7 @@ class SourceSpec:
     example: str = ""
     summary: str = ""
     own_query: bool = False
+    path: bool = False
 
 
 SOURCES: dict[str, SourceSpec] = {}
@@ -118,6 +121,7 @@ def register_source(
     example: str = "",
     summary: str = "",
     own_query: bool = False,
+    path: bool = False,
 ) -> Callable[[F], F]:
     """Decorator registering a source opener under one or more URI schemes.
 
@@ -131,7 +135,7 @@ def register_source(
             if key in SOURCES:
                 owner = SOURCES[key].opener
                 raise ValueError(f"source scheme {key!r} is already registered by {owner.__module__}")
-            SOURCES[key] = SourceSpec(key, opener, dict(options or {}), example, summary, own_query)
+            SOURCES[key] = SourceSpec(key, opener, dict(options or {}), example, summary, own_query, path)
         return opener
 
     return add

@@ -152,6 +152,7 @@ class SimSource(Source):
 
 @register_source(
     "sim",
+    path=True,
     options={
         "rate": Option("rate", float),
         "defect_ratio": Option("defect_ratio", float),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -70,6 +71,23 @@ def parse_source_uri(uri: str | os.PathLike[str]) -> tuple[SourceTarget, dict[st
     target = SourceTarget(text, scheme, unquote(parts.netloc + parts.path), parts.netloc, parts.query)
     found = {} if spec.own_query else _options(text, scheme, spec.options, parts.query)
     return target, found
+
+
+def resolve_source(uri: str, base: Path) -> str:
+    """A source URI whose relative file or folder path is made absolute against ``base``.
+
+    A plain relative path, and the location of a path scheme (``sim://data``, ``watch://in``...),
+    are resolved; other URIs (cameras, streams) are returned as they are.
+    """
+    if "://" not in uri:
+        return os.path.normpath((base / Path(uri).expanduser()).absolute()) if uri else uri
+    parts = urlsplit(uri)
+    spec = registered_sources().get(parts.scheme.lower())
+    location = unquote(parts.netloc + parts.path)
+    if spec is None or not spec.path or not location or Path(location).expanduser().is_absolute():
+        return uri
+    absolute = Path(os.path.normpath((base / Path(location).expanduser()).absolute())).as_posix()
+    return f"{parts.scheme}://{absolute}" + (f"?{parts.query}" if parts.query else "")
 
 
 def open_source(uri: str | os.PathLike[str], **options: Any) -> Source:

@@ -206,6 +206,7 @@ _STREAM = {
 
 @register_source(
     "video",
+    path=True,
     options={k: v for k, v in _STREAM.items() if k in ("every", "count", "prefix")},
     example="video:///data/run.mp4?every=5",
     summary="frames of a video file",

@@ -167,6 +167,7 @@ class WatchSource(Source):
 
 @register_source(
     "watch",
+    path=True,
     options={
         "settle": Option("settle_s", float),
         "poll": Option("poll_s", float),

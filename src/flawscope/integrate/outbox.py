@@ -269,7 +269,7 @@ class Forwarder:
         return []
 
     def _read_batch(self) -> list[InspectionRecord]:
-        limit = self.delivery.max_batch
+        limit = min(self.delivery.max_batch, self.sink.max_batch or self.delivery.max_batch)
         with self._lock:
             for seq in [s for s in self._pending if s <= self.cursor]:
                 del self._pending[seq]
@@ -334,13 +334,20 @@ class Forwarder:
                 self.cursors.advance(self.sink.name, self.cursor)
             except Exception as exc:  # the cursor is written again next time; records are re-sent at worst
                 logger.warning("sink %s: cannot write the cursor (%s)", self.sink.name, exc)
+                self._persisted_at = time.monotonic()  # try again in cursor_interval_s, not at once
                 return
             self._persisted = self.cursor
             self._persisted_at = time.monotonic()
 
     def _idle(self) -> None:
-        self._persist(force=True)
-        self._wake.wait(self.delivery.poll_s)
+        # The cursor is written at most every cursor_interval_s, also between parts: a write here
+        # after every part would take the database's write lock from the line's next commit.
+        self._persist()
+        wait = self.delivery.poll_s
+        if self.cursor > self._persisted:
+            due = self._persisted_at + self.delivery.cursor_interval_s - time.monotonic()
+            wait = min(wait, max(0.0, due))
+        self._wake.wait(wait)
         self._wake.clear()
         if not self._pending:
             # Records other processes committed (or that were not handed over) are found here.

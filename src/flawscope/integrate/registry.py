@@ -109,6 +109,9 @@ class Sink:
     reopen_on_error: ClassVar[bool] = True
     #: The sink gives PLC triggers to cameras with ``trigger = "plc"``.
     takes_triggers: ClassVar[bool] = False
+    #: Most records handed over at once (None: the station's ``max_batch``). A sink whose peer
+    #: acknowledges one record at a time says 1, so the cursor follows each acknowledgement.
+    max_batch: ClassVar[int | None] = None
 
     def __init__(self, name: str, options: Any, context: SinkContext) -> None:
         self.name = name

@@ -121,6 +121,8 @@ class OpcuaClientOptions:
 class OpcuaClientSink(Sink):
     """Writes results into a PLC's OPC UA server through the tag handshake, and reads its triggers."""
 
+    max_batch = 1  # the handshake acknowledges one result at a time: the cursor follows each
+
     def __init__(self, name: str, options: OpcuaClientOptions, context: SinkContext) -> None:
         super().__init__(name, options, context)
         chosen = context.sink.cameras or tuple(c.name for c in context.station.cameras)

@@ -129,6 +129,7 @@ class OpcuaServerSink(Sink):
 
     takes_triggers = True
     reopen_on_error = False  # a PLC that does not acknowledge is no reason to restart the server
+    max_batch = 1  # the handshake acknowledges one result at a time: the cursor follows each
 
     def __init__(self, name: str, options: OpcuaServerOptions, context: SinkContext) -> None:
         super().__init__(name, options, context)
