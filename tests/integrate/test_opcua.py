@@ -375,7 +375,7 @@ users = {{ plc = "UNSET_PASSWORD_VARIABLE" }}
     )
     _, problems = check_station(config.path)
     text = "\n".join(p.render(config.path) for p in problems)
-    assert "sink plc: the application certificate" in text and "expired on 2020-01-31" in text
+    assert "sink.plc: the application certificate" in text and "expired on 2020-01-31" in text
     assert "does not hold the application URI 'urn:acme:other'" in text
     assert "UNSET_PASSWORD_VARIABLE (password of user plc) is not set" in text
     assert all(p.line is not None for p in problems if p.where.startswith("sink."))

@@ -88,10 +88,10 @@ mode = "batch"
         missing = flawscope("station", "check", str(config))
         assert missing.returncode == 2
         assert (
-            "sink broker: environment variable TEST_MQTT_PASSWORD (the broker password) is not set"
+            "sink.broker: environment variable TEST_MQTT_PASSWORD (the broker password) is not set"
             in missing.stderr
         )
-        assert "sink mes: environment variable TEST_MES_SECRET" in missing.stderr
+        assert "sink.mes: environment variable TEST_MES_SECRET" in missing.stderr
         checked = flawscope("station", "check", str(config), env=env)
         assert checked.returncode == 0, checked.stderr
         assert "ok: station press-3, cameras top, sinks broker (mqtt), mes (webhook)" in checked.stdout

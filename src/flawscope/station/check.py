@@ -40,25 +40,23 @@ def check_station(
     problems: list[Problem] = []
     problems += _check_audit(config, lines)
     for index, camera in enumerate(config.cameras):
-        where = f"camera[{index}]"
+        where = f"camera[{index}] ({camera.name})"
         line = lines.get(("camera", index))
-        problems += [Problem(where, f"camera {camera.name}: {p}", line) for p in _check_camera(config, index)]
+        problems += [Problem(where, p, line) for p in _check_camera(config, index)]
     if reach_peers:
         from flawscope.integrate.registry import SinkContext, make_sink
 
         for sink_config in config.sinks:
             if not sink_config.enabled:
                 continue
-            sink = make_sink(SinkContext(config, sink_config, None, config.station.audit))
             try:
+                sink = make_sink(SinkContext(config, sink_config, None, config.station.audit))
                 found = sink.check()
             except Exception as exc:  # a check must report, never crash
                 logger.exception("sink %s: check failed", sink_config.name)
                 found = [f"the check itself failed: {exc}"]
             line = lines.get(("sink", sink_config.name))
-            problems += [
-                Problem(f"sink.{sink_config.name}", f"sink {sink_config.name}: {p}", line) for p in found
-            ]
+            problems += [Problem(f"sink.{sink_config.name}", p, line) for p in found]
     return config, problems
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flawscope.config import Problem
+from flawscope.errors import InputError
 from flawscope.integrate.opcua.handshake import PLC_TAGS, TAG_KINDS, Handshake
 from flawscope.integrate.opcua.loop import LoopThread
 from flawscope.integrate.opcua.security import POLICIES, certificate_problems, secure_client
@@ -127,7 +128,7 @@ class OpcuaClientSink(Sink):
         super().__init__(name, options, context)
         chosen = context.sink.cameras or tuple(c.name for c in context.station.cameras)
         if len(chosen) != 1:
-            raise ValueError(f'sink {name}: an opcua-client sink serves one camera; set cameras = ["..."]')
+            raise InputError(f"sink {name}", 'an opcua-client sink serves one camera: set cameras = ["..."]')
         self.camera = context.station.camera(chosen[0])
         self.takes_triggers = self.camera.trigger == "plc" and "Trigger" in options.nodes  # type: ignore[misc]
         self._loop: LoopThread | None = None
