@@ -113,6 +113,11 @@ class CameraConfig:
         trigger: ``free`` (take frames as the source gives them) or ``plc`` (take one frame per PLC
             trigger, from the OPC UA sink's StartSingleJob or Trigger tag).
         threads: ONNX Runtime intra-op threads (default: all cores).
+        trusted_keys: the station's trust store for bundle signatures (a public key file or a
+            folder of ``*.pub``); default: this machine's keys and those trusted with
+            ``flawscope keys trust``.
+        allow_unsigned: load a bundle without a trusted signature (development only; every
+            record says so).
     """
 
     name: str
@@ -125,6 +130,8 @@ class CameraConfig:
     backpressure: Literal["block", "drop"] = "block"
     trigger: Literal["free", "plc"] = "free"
     threads: int | None = field(default=None, metadata={"min": 1})
+    trusted_keys: Path | None = None
+    allow_unsigned: bool = False
 
 
 @dataclass(frozen=True)

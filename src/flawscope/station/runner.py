@@ -50,7 +50,12 @@ def load_inspector(camera: CameraConfig) -> InspectorLike:
     from flawscope.runtime import Inspector
 
     inspector = Inspector.load(
-        camera.bundle, int8=camera.int8, threshold_version=camera.threshold_version, threads=camera.threads
+        camera.bundle,
+        int8=camera.int8,
+        threshold_version=camera.threshold_version,
+        threads=camera.threads,
+        trusted_keys=camera.trusted_keys,
+        allow_unsigned=camera.allow_unsigned,
     )
     if inspector.thresholds is None:
         raise InputError(
