@@ -278,7 +278,9 @@ class Forwarder:
             while seq in self._pending and len(run) < limit:
                 run.append(self._pending[seq])
                 seq += 1
-        if not run:
+        if not run and self._head > self.cursor:
+            # Committed but not in memory (another process's, or missed while the memory was full,
+            # or from before a restart): read it back. Nothing known beyond the cursor: no query.
             run = list(self.audit.records(since_seq=self.cursor, limit=limit))
             if run:
                 self._head = max(self._head, run[-1].seq or 0)

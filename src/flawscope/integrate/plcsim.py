@@ -311,6 +311,9 @@ class PlcSim:
                 end_by = end_by or now + self.options.deadline_ms / 1000 * 4
                 if now > end_by:
                     return True
+            ready_to_trigger = not waiting_ack and not dropping and not self.triggered_at
+            if current is not None and ready_to_trigger and time.monotonic() >= current[1]:
+                continue  # the next part is due now: no change to wait for
             await tags.wait(scan)
         return True
 
