@@ -9,6 +9,7 @@ user does produces a traceback.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -76,6 +77,7 @@ class Guard:
             await answer(scope, receive, send)
             return
         seen = 0
+        started = time.perf_counter()
 
         async def limited() -> Message:
             nonlocal seen
@@ -88,7 +90,9 @@ class Guard:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *HEADERS]
+                # How long the app took to answer (the browser's developer tools show it).
+                took = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
+                message["headers"] = [*message.get("headers", []), *HEADERS, (b"server-timing", took)]
             await send(message)
 
         await self.app(scope, limited, with_headers)

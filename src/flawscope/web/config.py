@@ -51,7 +51,7 @@ class WebConfig:
     session_hours: float = 12.0
     max_upload_mb: float = 20.0
     max_upload_megapixels: float = 40.0
-    poll_s: float = 0.25
+    poll_s: float = 1.0
     status_file: Path | None = None
 
     def checked(self) -> WebConfig:

@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,7 +96,7 @@ class Feed:
         shifts: Sequence[int],
         sample_rate: float = 0.0,
         window_s: float = 36 * 3600.0,
-        poll_s: float = 0.25,
+        poll_s: float = 1.0,
         review_threshold: float | None = None,
         sinks: SinkStatus | None = None,
     ) -> None:
@@ -121,6 +121,8 @@ class Feed:
         self.queue_counts: dict[str, int] = dict.fromkeys(review_queue.REASONS, 0)
         self._queue_checked = 0.0
         self.arrivals: deque[float] = deque(maxlen=100_000)
+        self.categories: Counter[str] = Counter()
+        self.cameras: set[str] = set()
         self._snapshot: tuple[int, float, dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------------------ reading
@@ -141,6 +143,7 @@ class Feed:
                 sa.select(*COLUMNS).where(_I.seq <= head).order_by(_I.seq.desc()).limit(LATENCIES)
             ).all()
         for camera, start, outcome, n in rows:
+            self.cameras.add(str(camera))
             counts = self.buckets.setdefault((str(camera), int(start)), dict.fromkeys(OUTCOMES, 0))
             counts[str(outcome)] = counts.get(str(outcome), 0) + int(n)
         for row in reversed(latest):
@@ -150,9 +153,12 @@ class Feed:
         self.head = head
 
     def _add(self, row: Any, *, count: bool = True) -> None:
+        if row.category:
+            self.categories[str(row.category)] += 1
         if row.kind != "inspection":
             return
         camera = str(row.source)
+        self.cameras.add(camera)
         at = float(row.acquired_at) if row.acquired_at is not None else time.time()
         if count:
             self.arrivals.append(at)

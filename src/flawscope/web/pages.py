@@ -33,7 +33,7 @@ from flawscope.web.auth import (
 from flawscope.web.errors import PartNotFoundError
 from flawscope.web.events import record_event
 from flawscope.web.imaging import mask_from_polygons
-from flawscope.web.queries import Filters, cameras, list_records
+from flawscope.web.queries import Filters, list_records
 from flawscope.web.reviews import reviews_of_part
 from flawscope.web.state import WebState
 from flawscope.web.users import authenticate, end_session, list_users, same_secret, start_session
@@ -259,15 +259,14 @@ def _review_page(
 def review_next(
     request: Request, who: Operator, after: Annotated[int | None, Query(ge=0)] = None
 ) -> Response:
-    """The next part of the queue (``after``: skip the entries up to that one)."""
+    """The next part of the queue (``after``: the one that comes after that queue entry)."""
     db = _state(request).db
-    items = review_queue.pending(db, limit=200)
-    left = sum(review_queue.counts(db).values())
-    if after is not None:
-        later = [i for i in items if i.id > after] or items
-        items = later
+    items = review_queue.pending(db, limit=1, after_id=after)
+    if not items and after is not None:  # skipped past the end: start again from the top
+        items = review_queue.pending(db, limit=1)
     if not items:
         return render(request, "review_empty.html", {"principal": who, "nav": "review"})
+    left = sum(review_queue.counts(db).values())
     return _review_page(request, who, items[0].record.seq or 0, items[0], left)
 
 
@@ -275,10 +274,8 @@ def review_next(
 def review_part(request: Request, who: Operator, seq: SeqPath) -> Response:
     """Review a given part (from its page), whether or not it is in the queue."""
     db = _state(request).db
-    waiting = [i for i in review_queue.pending(db, limit=500) if i.record.seq == seq]
-    return _review_page(
-        request, who, seq, waiting[0] if waiting else None, sum(review_queue.counts(db).values())
-    )
+    left = sum(review_queue.counts(db).values())
+    return _review_page(request, who, seq, review_queue.entry_of(db, seq), left)
 
 
 @router.post("/review/{seq}")
@@ -399,7 +396,7 @@ def parts_list(
             "rows": rows,
             "next_url": next_url,
             "outcomes": [o.value for o in Outcome],
-            "cameras": cameras(state.db),
+            "cameras": sorted(state.feed.cameras),
             "f": {"outcome": outcome, "camera": camera, "part_id": part_id},
         },
     )

@@ -84,13 +84,6 @@ def list_records(
     return records, (records[-1].seq if more else None)
 
 
-def cameras(db: WebDB, limit: int = 50) -> list[str]:
-    """The cameras (source URIs) in the log."""
-    with db.read() as conn:
-        rows = conn.execute(sa.select(_I.source).group_by(_I.source).order_by(_I.source).limit(limit))
-        return [str(r[0]) for r in rows]
-
-
 def statistics(db: WebDB, filters: Filters, shifts: Sequence[int]) -> dict[str, Any]:
     """Counts and rates in total, per camera and per camera and shift, and latency percentiles.
 

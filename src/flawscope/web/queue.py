@@ -72,16 +72,29 @@ def _item(row: sa.RowMapping) -> QueueItem:
     )
 
 
-def pending(db: WebDB, *, limit: int = 50, reason: str | None = None) -> list[QueueItem]:
+def pending(
+    db: WebDB, *, limit: int = 50, reason: str | None = None, after_id: int | None = None
+) -> list[QueueItem]:
     """Parts waiting for review, in the order a reviewer works them.
 
     A part reviewed without its entry being closed (the app was killed between the two writes) is
     closed here and left out.
+
+    Args:
+        db: the database.
+        limit: most entries.
+        reason: only entries queued for this reason.
+        after_id: only the entries a reviewer comes to after entry ``after_id`` (skipping it).
     """
     query = _pending_query().order_by(_PRIORITY, _Q.id).limit(limit)
     if reason is not None:
         query = query.where(_Q.reason == reason)
     with db.read() as conn:
+        if after_id is not None:
+            found = conn.execute(sa.select(_Q.reason).where(_Q.id == after_id)).first()
+            if found is not None:
+                rank = {"flagged": 0, "review_band": 1}.get(str(found[0]), 2)
+                query = query.where(sa.or_(rank < _PRIORITY, sa.and_(rank == _PRIORITY, _Q.id > after_id)))
         rows = conn.execute(query).mappings().all()
     items = [_item(r) for r in rows]
     stale = _already_reviewed(db, items)
@@ -104,6 +117,14 @@ def _already_reviewed(db: WebDB, items: list[QueueItem]) -> set[int]:
     for ref_seq, review_seq in reviewed.items():
         close_entries(db, ref_seq, review_seq)
     return set(reviewed)
+
+
+def entry_of(db: WebDB, ref_seq: int) -> QueueItem | None:
+    """The open queue entry of inspection ``ref_seq``, if it waits for review."""
+    query = _pending_query().where(_Q.ref_seq == ref_seq).order_by(_PRIORITY, _Q.id).limit(1)
+    with db.read() as conn:
+        row = conn.execute(query).mappings().first()
+    return None if row is None else _item(row)
 
 
 def counts(db: WebDB) -> dict[str, int]:

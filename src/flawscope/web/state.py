@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,7 +89,6 @@ class WebState:
     thresholds: list[dict[str, Any]] = field(default_factory=list)
     pictures: ByteCache = field(default_factory=ByteCache)
     login_failures: dict[str, list[float]] = field(default_factory=dict)
-    _categories: tuple[float, list[str]] = (0.0, [])
 
     # ------------------------------------------------------------------------------ settings
 
@@ -116,20 +114,9 @@ class WebState:
         self.feed.sample_rate = new.sample_rate
 
     def categories(self) -> list[str]:
-        """Defect categories offered to reviewers: the configured ones, then those found in the log."""
-        now = time.time()
-        if now - self._categories[0] > 60:
-            query = (
-                sa.select(_I.category)
-                .where(_I.category.is_not(None), _I.category != "good", _I.category != "defect")
-                .group_by(_I.category)
-                .order_by(sa.func.count().desc())
-                .limit(20)
-            )
-            with self.db.read() as conn:
-                found = [str(r[0]) for r in conn.execute(query)]
-            self._categories = (now, found)
-        merged = list(dict.fromkeys([*self.settings.categories, *self._categories[1]]))
+        """Defect categories offered to reviewers: the configured ones, then those the feed has seen."""
+        seen = [c for c, _ in self.feed.categories.most_common(20) if c not in ("good", "defect")]
+        merged = list(dict.fromkeys([*self.settings.categories, *seen]))
         return merged or ["defect"]
 
     # --------------------------------------------------------------------------------- parts

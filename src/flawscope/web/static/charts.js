@@ -39,10 +39,16 @@ function drawTrend(svg, trend) {
     svgEl("line", { x1: PAD_L, x2: W - PAD_R, y1: y(trend.review), y2: y(trend.review), class: "thr-review" }, svg);
   }
   svgEl("line", { x1: PAD_L, x2: W - PAD_R, y1: y(1), y2: y(1), class: "thr-reject" }, svg);
+  // One path of dots per outcome: a handful of elements however many parts are drawn.
+  const dots = {};
   scores.forEach((s, i) => {
     if (s === null || !isFinite(s)) return;
-    svgEl("circle", { cx: x(i), cy: y(s), r: 3.2, class: "pt-" + trend.outcome[i] }, svg);
+    const o = trend.outcome[i];
+    dots[o] = (dots[o] || "") + `M${x(i).toFixed(1)} ${y(s).toFixed(1)}h0`;
   });
+  for (const [outcome, d] of Object.entries(dots)) {
+    svgEl("path", { d, class: "dots pt-" + outcome }, svg);
+  }
   const label = svgEl("text", { x: W - PAD_R, y: H - 5, "text-anchor": "end", class: "axis" }, svg);
   label.textContent = scores.length ? `last ${scores.length} parts, newest on the right` : "no parts yet";
 }

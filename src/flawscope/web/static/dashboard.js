@@ -9,6 +9,15 @@
   let lastStripAt = 0;
   window.flawscopeUpdates = 0;
 
+  const drawn = {};
+  // Redraw a part of the page only when its data changed: the browser's work stays small.
+  function changed(name, data) {
+    const key = JSON.stringify(data);
+    if (drawn[name] === key) return false;
+    drawn[name] = key;
+    return true;
+  }
+
   function rows(tbody, html, empty, cols) {
     tbody.innerHTML = html || `<tr><td colspan="${cols}" class="muted">${empty}</td></tr>`;
   }
@@ -49,14 +58,14 @@
     $("shift-label").textContent = s.shift.label;
     $("last-seq").textContent = s.head;
     $("feed-error").textContent = s.error || "";
-    drawTrend($("trend"), s.trend);
-    drawControl($("control"), s.control);
+    if (changed("trend", s.trend)) drawTrend($("trend"), s.trend);
+    if (changed("control", s.control)) drawControl($("control"), s.control);
     strip(s.last);
-    rows($("by-shift").tBodies[0], s.by_shift.map((r) =>
+    if (changed("by_shift", s.by_shift)) rows($("by-shift").tBodies[0], s.by_shift.map((r) =>
       `<tr><td>${esc(r.shift)}</td><td class="cam">${esc(r.camera)}</td><td class="num">${r.n}</td><td class="num">${pct(r.yield)}</td><td class="num">${pct(r.review_rate)}</td><td class="num">${pct(r.reject_rate)}</td></tr>`).join(""), "No parts yet.", 6);
-    rows($("latency").tBodies[0], Object.entries(s.latency).map(([cam, l]) =>
+    if (changed("latency", s.latency)) rows($("latency").tBodies[0], Object.entries(s.latency).map(([cam, l]) =>
       `<tr><td class="cam">${esc(cam)}</td><td class="num">${ms(l.p50)}</td><td class="num">${ms(l.p95)}</td><td class="num">${ms(l.p99)}</td></tr>`).join(""), "No parts yet.", 4);
-    rows($("sinks").tBodies[0], (s.sinks || []).map((k) =>
+    if (changed("sinks", s.sinks)) rows($("sinks").tBodies[0], (s.sinks || []).map((k) =>
       `<tr><td>${esc(k.name)}</td><td>${esc(k.state)}</td><td class="num">${k.backlog ?? ""}</td><td>${esc(k.last_error || "")}</td></tr>`).join(""), "No sinks.", 4);
   }
 

@@ -1,10 +1,10 @@
 /* Fit a part's picture (and the layers over it) to the space left on the screen, small parts enlarged. */
 "use strict";
 (function () {
-  const stage = document.getElementById("stage");
-  if (!stage) return;
-  const width = Number(stage.dataset.width), height = Number(stage.dataset.height);
   function fit() {
+    const stage = document.getElementById("stage");
+    if (!stage) return;
+    const width = Number(stage.dataset.width), height = Number(stage.dataset.height);
     if (!width || !height) return;
     const box = getComputedStyle(stage.parentElement);
     const room = stage.parentElement.clientWidth - parseFloat(box.paddingLeft) - parseFloat(box.paddingRight);
@@ -15,6 +15,7 @@
     stage.style.height = `${Math.floor(height * scale)}px`;
     stage.dispatchEvent(new Event("fitted"));
   }
+  window.flawscopeFit = fit;
   window.addEventListener("resize", fit);
   fit();
 })();
