@@ -6,6 +6,7 @@ import re
 import struct
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import cv2
 import httpx
@@ -310,3 +311,21 @@ def test_sinks_show_their_backlog_from_the_audit_database(served: Served) -> Non
         sinks = {s["name"]: s for s in api.get("/api/v1/sinks").json()}
     assert sinks["mes-webhook"]["backlog"] == head_seq - 10 and sinks["mes-webhook"]["state"] == "delivering"
     assert sinks["plc"]["state"] == "disabled" and "never acknowledged" in sinks["plc"]["last_error"]
+
+
+def test_a_part_whose_image_is_gone_can_still_be_reviewed(served: Served) -> None:
+    with served.client("alice") as api, AuditLog.open(served.station.url, read_only=True) as log:
+        passed = [r for r in log.records() if r.kind == "inspection" and r.outcome.value == "pass"][-1]
+        Path(passed.image_uri).unlink()
+        page = api.get(f"/review/{passed.seq}")
+        assert page.status_code == 200 and "no longer in the image store" in page.text
+        missing = api.get(f"/parts/{passed.seq}/image", headers={"accept": "application/json"})
+        assert missing.status_code == 404 and "no longer in the image store" in missing.json()["detail"]
+        review = api.post("/api/v1/reviews", json={"ref_seq": passed.seq, "verdict": "good"})
+        assert review.status_code == 201
+        drawn = api.post(
+            "/api/v1/reviews",
+            json={"ref_seq": passed.seq, "verdict": "defect", "regions": [[[0, 0], [1, 0], [1, 1]]],
+                  "known_review_seq": review.json()["seq"]},
+        )  # fmt: skip
+        assert drawn.status_code == 422 and "cannot draw on this part" in drawn.json()["detail"]

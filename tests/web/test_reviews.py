@@ -167,3 +167,14 @@ def test_latest_reviews_take_the_last_word(desk) -> None:  # type: ignore[no-unt
     reviews.submit(b, "defect", "bob", category="dent", known_review_seq=last)
     found = {r.ref_seq: (r.verdict, r.reviewer) for r in latest_reviews(db)}
     assert found == {a: ("good", "alice"), b: ("defect", "bob")}
+
+
+def test_skipping_goes_to_the_next_entry_in_the_reviewers_order(desk) -> None:  # type: ignore[no-untyped-def]
+    _, _, db, audit = desk
+    review_queue.catch_up(db, 0.0)
+    review_queue.flag(db, inspections(audit, "fail")[0], "alice")
+    order = [i.id for i in review_queue.pending(db, limit=100)]
+    assert review_queue.pending(db, limit=100)[0].reason == "flagged" and len(order) >= 3
+    for here, after in zip(order, order[1:], strict=False):
+        assert review_queue.pending(db, limit=1, after_id=here)[0].id == after
+    assert review_queue.pending(db, limit=1, after_id=order[-1]) == []

@@ -29,7 +29,6 @@ from flawscope.web.schemas import (
     OutcomeName,
     QueueItemOut,
     QueueOut,
-    RegionOut,
     ReviewIn,
     ReviewOut,
     ReviewPage,
@@ -246,20 +245,22 @@ def _verdicts(
     results = inspect_uploads(_state(request), loaded, who.name, part_ids)
     out = []
     for result in results:
-        r = result.record
+        if result.record is None:
+            out.append(VerdictOut(filename=result.filename, seq=None, outcome=None, score=None,
+                                  normalized_score=None, category=None, regions=[], reason="",
+                                  error=result.error))  # fmt: skip
+            continue
+        record = InspectionOut.of(result.record)
         out.append(
             VerdictOut(
                 filename=result.filename,
-                seq=r.seq if r else None,
-                outcome=r.outcome.value if r else None,
-                score=InspectionOut.of(r).score if r else None,
-                normalized_score=InspectionOut.of(r).normalized_score if r else None,
-                category=r.category if r else None,
-                regions=[RegionOut.model_validate(g.model_dump()) for g in InspectionOut.of(r).regions]
-                if r
-                else [],
-                reason=r.reason if r else "",
-                error=result.error,
+                seq=record.seq,
+                outcome=record.outcome,
+                score=record.score,
+                normalized_score=record.normalized_score,
+                category=record.category,
+                regions=record.regions,
+                reason=record.reason,
             )
         )
     return out

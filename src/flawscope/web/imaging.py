@@ -25,8 +25,9 @@ from flawscope.types import Region
 
 UPLOAD_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
 THUMB_SIDE = 240
-# Heat layer: transparent below 40% of the reject threshold, most opaque at and above it.
-HEAT_FROM, HEAT_FULL, HEAT_ALPHA = 0.4, 1.0, 0.7
+# Heat layer: one strong colour (seen on parts of any colour), opaque where the map is highest.
+HEAT_RGB = (255, 32, 200)
+HEAT_ALPHA = 0.75
 
 
 class StorePathError(InputError):
@@ -68,16 +69,20 @@ def to_display(image: np.ndarray) -> np.ndarray:
 def heat_rgba(anomaly_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A transparent heat layer ``(H, W, 4)`` uint8 RGBA for a kept map (1.0 = reject threshold).
 
+    The layer shows where the map is highest: it fades in over the top 40% of the part's own peak,
+    and never below 0.6 of the reject threshold, so a borderline part's hot spot is visible while
+    a clean part shows nothing.
+
     Args:
         anomaly_map: ``(h, w)`` float32 map divided by the reject threshold.
         size: ``(width, height)`` of the picture it will lie on.
     """
     amap = cv2.resize(anomaly_map.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
-    level = np.clip(amap / 1.5, 0.0, 1.0)
-    colour = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_TURBO)  # BGR
-    alpha = np.clip((amap - HEAT_FROM) / (HEAT_FULL - HEAT_FROM), 0.0, 1.0) * HEAT_ALPHA
+    top = max(float(amap.max()), 1.0)
+    low = 0.6 * top
+    alpha = np.clip((amap - low) / (top - low), 0.0, 1.0) * HEAT_ALPHA
     rgba = np.empty((*amap.shape, 4), np.uint8)
-    rgba[:, :, :3] = colour[:, :, ::-1]
+    rgba[:, :, :3] = HEAT_RGB
     rgba[:, :, 3] = (alpha * 255).astype(np.uint8)
     return rgba
 

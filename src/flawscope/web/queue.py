@@ -28,7 +28,7 @@ from flawscope.web.errors import PartNotFoundError
 
 REASONS = ("flagged", "review_band", "sample")
 _Q, _I = review_queue.c, inspections.c
-_PRIORITY = sa.case({"flagged": 0, "review_band": 1}, value=_Q.reason, else_=2)
+_PRIORITY: sa.ColumnElement[int] = sa.case({"flagged": 0, "review_band": 1}, value=_Q.reason, else_=2)
 _SAMPLE_DIGITS = 15
 
 
@@ -94,7 +94,10 @@ def pending(
             found = conn.execute(sa.select(_Q.reason).where(_Q.id == after_id)).first()
             if found is not None:
                 rank = {"flagged": 0, "review_band": 1}.get(str(found[0]), 2)
-                query = query.where(sa.or_(rank < _PRIORITY, sa.and_(rank == _PRIORITY, _Q.id > after_id)))
+                later = sa.or_(
+                    _PRIORITY.in_(range(rank + 1, 3)), sa.and_(_PRIORITY.in_([rank]), _Q.id > after_id)
+                )
+                query = query.where(later)
         rows = conn.execute(query).mappings().all()
     items = [_item(r) for r in rows]
     stale = _already_reviewed(db, items)

@@ -111,6 +111,11 @@ def start_server(
 ) -> RunningServer:
     """Start the app in a background thread (what ``flawscope station run`` does for a ``[web]`` section).
 
+    A station passes its sinks' live states, e.g.
+    ``sinks=lambda: [dataclasses.asdict(f.status()) for f in forwarders]`` (each a mapping with at
+    least ``name``, ``state``, ``backlog`` and ``last_error``); without it the dashboard reads the
+    sink cursors in the audit database.
+
     Args:
         config: the app's settings.
         sinks: where the dashboard reads the station's sink states from.

@@ -32,17 +32,23 @@
     return a;
   }
 
+  let pending = false;
   function strip(last) {
     const key = last.map((p) => p.seq).join(",");
     const now = Date.now();
     // At most every 2 s: enough to watch the line, cheap for the line's CPU. Cards already shown
-    // are moved, not rebuilt, so their pictures do not flicker.
-    if (key === lastStrip || now - lastStripAt < 2000) return;
+    // are moved, not rebuilt, and new ones go in once their pictures are decoded: no empty boxes.
+    if (pending || key === lastStrip || now - lastStripAt < 2000) return;
     lastStrip = key; lastStripAt = now;
     const box = $("last-parts");
     const shown = new Map(Array.from(box.children).map((el) => [el.dataset.seq, el]));
     const cards = last.slice().reverse().map((p) => shown.get(String(p.seq)) || card(p));
-    box.replaceChildren(...cards);
+    const fresh = cards.filter((c) => !c.isConnected).map((c) => c.querySelector("img")).filter(Boolean);
+    pending = true;
+    Promise.allSettled(fresh.map((img) => img.decode())).then(() => {
+      box.replaceChildren(...cards);
+      pending = false;
+    });
   }
 
   function update(s) {
