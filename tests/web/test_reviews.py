@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,6 +176,6 @@ def test_skipping_goes_to_the_next_entry_in_the_reviewers_order(desk) -> None:  
     review_queue.flag(db, inspections(audit, "fail")[0], "alice")
     order = [i.id for i in review_queue.pending(db, limit=100)]
     assert review_queue.pending(db, limit=100)[0].reason == "flagged" and len(order) >= 3
-    for here, after in zip(order, order[1:], strict=False):
+    for here, after in itertools.pairwise(order):
         assert review_queue.pending(db, limit=1, after_id=here)[0].id == after
     assert review_queue.pending(db, limit=1, after_id=order[-1]) == []
