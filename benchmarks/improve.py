@@ -332,11 +332,219 @@ def part_drift(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------------------------ ray part
+
+
+def start_ray_head(cpus: int) -> tuple[Any, str, Path]:
+    """A Ray head on 127.0.0.1 (no dashboard) in its own process group: ``(process, address, temp)``."""
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    temp = Path(tempfile.mkdtemp(prefix="fsray-", dir="/tmp"))
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block"]
+    command += ["--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={cpus}"]
+    command += ["--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]
+    process = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if list(temp.glob("session_*/sockets/raylet*")):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return process, f"127.0.0.1:{port}", temp
+            except OSError:
+                pass
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    shutil.rmtree(temp, ignore_errors=True)
+    raise RuntimeError("the Ray head did not start")
+
+
+def stop_ray_head(process: Any, temp: Path) -> None:
+    import shutil
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+    process.wait(timeout=10)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def ray_workers(process: Any) -> list[tuple[int, str]]:
+    """The head's Python worker processes: ``ray::`` children of its raylet."""
+    import subprocess
+
+    listing = subprocess.run(["ps", "-eo", "pid,ppid,pgid,args"], capture_output=True, text=True).stdout
+    rows = {int(r[0]): r for r in (line.split(None, 3) for line in listing.splitlines()[1:]) if len(r) == 4}
+    group = str(process.pid)
+    return [
+        (pid, r[3])
+        for pid, r in rows.items()
+        if r[3].startswith("ray::") and "Agent" not in r[3] and rows.get(int(r[1]), ("", "", ""))[2] == group
+    ]
+
+
+def build_archive(root: Path, dataset: Path, total: int, halves: int = 2) -> list[Path]:
+    """``total`` archived images (links to dataset images, each its own file), in ``halves`` folders."""
+    from flawscope.data.datasets import load_dataset
+
+    loaded = load_dataset(dataset)
+    sources = [Path(s.path) for s in (*loaded.train, *loaded.test)]
+    parts = [root / f"half-{h}" for h in range(halves)]
+    if all(p.is_dir() for p in parts) and sum(len(list(p.rglob("*.*"))) for p in parts) == total:
+        return parts
+    for n in range(total):
+        folder = parts[n % halves] / f"2026-11-{1 + n // 1000:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"part-{n:06d}{sources[n % len(sources)].suffix}"
+        if not target.exists():
+            try:
+                os.link(sources[n % len(sources)], target)
+            except OSError:  # another file system: a symbolic link reads the same
+                target.symlink_to(sources[n % len(sources)])
+    return parts
+
+
+def part_ray(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    import logging
+
+    from flawscope.reinspect.run import reinspect
+    from flawscope.reinspect.store import ResultStore
+
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    dataset = DATASETS / "magnetic_tile"
+    started = time.perf_counter()
+    deploy = prepare_model(work, dataset)
+    halves = build_archive(work / "archive", dataset, args.images)
+    cpus = os.cpu_count() or 2
+    db = work / "ray-bench"
+    if db.exists():
+        import shutil
+
+        shutil.rmtree(db)
+    db.mkdir()
+    out: dict[str, Any] = {"images": args.images, "cpus": cpus, "load_avg": [load_avg()], "runs": []}
+    process, address, temp = start_ray_head(cpus)
+    try:
+        totals: dict[str, list[float]] = {"local": [0, 0.0], "ray": [0, 0.0], "local_1thread": [0, 0.0]}
+        order = [("local", "ray"), ("ray", "local")]
+        for half, engines in zip(halves, order, strict=True):
+            for engine in engines:
+                url = f"sqlite:///{db / f'{engine}.db'}"
+                kwargs = {"engine": "ray", "address": address} if engine == "ray" else {}
+                summary = reinspect(half, deploy, url, chunk_size=64, **kwargs)
+                totals[engine][0] += summary.scored
+                totals[engine][1] += summary.seconds
+                out["runs"].append(
+                    {
+                        "half": half.name,
+                        "engine": engine,
+                        "images": summary.scored,
+                        "seconds": round(summary.seconds, 2),
+                        "images_per_s": round(summary.throughput, 2),
+                        "load_avg": load_avg(),
+                    }
+                )
+                print(f"{half.name} {engine}: {summary.throughput:.1f} images/s (load {load_avg()})")
+        # The per-core reference: one local process on one thread, on a slice of the first half.
+        from flawscope.reinspect import worker
+
+        slice_keys = sorted(p.relative_to(halves[0]).as_posix() for p in halves[0].rglob("*.*"))[:1000]
+        payload = worker.bundle_payload(deploy)
+        worker.score_chunk(payload, str(halves[0]), slice_keys[:16], threads=1)
+        began = time.perf_counter()
+        for i in range(0, len(slice_keys), 64):
+            worker.score_chunk(payload, str(halves[0]), slice_keys[i : i + 64], threads=1)
+        one = len(slice_keys) / (time.perf_counter() - began)
+        rates = {k: v[0] / v[1] for k, v in totals.items() if v[1] > 0}
+        out["images_per_s"] = {k: round(v, 2) for k, v in rates.items()}
+        out["local_1thread_images_per_s"] = round(one, 2)
+        out["per_core_ratio_ray_vs_local"] = round((rates["ray"] / cpus) / (rates["local"] / cpus), 3)
+        out["per_core_ratio_ray_vs_local_1thread"] = round((rates["ray"] / cpus) / one, 3)
+        # Identical verdicts: every image, both engines.
+        scope_rows = {}
+        for engine in ("local", "ray"):
+            with ResultStore.open(f"sqlite:///{db / f'{engine}.db'}") as store:
+                rows = store._engine.connect().exec_driver_sql(
+                    "select archive, image_key, outcome, score, image_sha256 from reinspections"
+                )
+                scope_rows[engine] = {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+        local_rows, ray_rows = scope_rows["local"], scope_rows["ray"]
+        differing = [k for k in local_rows if ray_rows.get(k) != local_rows[k]]
+        out["identical"] = {
+            "local_results": len(local_rows),
+            "ray_results": len(ray_rows),
+            "differing": len(differing),
+            "missing_on_ray": len(set(local_rows) - set(ray_rows)),
+        }
+        print(f"identical verdicts and scores: {len(local_rows) - len(differing)} of {len(local_rows)}")
+        # A worker killed mid-job: the first half again, into a fresh store.
+        killed: list[int] = []
+
+        def kill(done: int, _found: int) -> None:
+            if killed or done < args.images // 10:
+                return
+            busy = [pid for pid, title in ray_workers(process) if "score_chunk" in title]
+            victims = busy or [pid for pid, _ in ray_workers(process)]
+            if victims:
+                killed.append(victims[0])
+                os.kill(victims[0], 9)
+
+        url = f"sqlite:///{db / 'kill.db'}"
+        summary = reinspect(
+            halves[0], deploy, url, engine="ray", address=address, chunk_size=64, progress=kill
+        )
+        with ResultStore.open(url) as store:
+            keys = [
+                r[0] for r in store._engine.connect().exec_driver_sql("select image_key from reinspections")
+            ]
+        expected = {k for (archive, k) in local_rows if archive == str(halves[0].absolute())}
+        out["worker_killed"] = {
+            "killed_pid": killed[0] if killed else None,
+            "images": summary.images,
+            "results": len(keys),
+            "distinct": len(set(keys)),
+            "missing": len(expected - set(keys)),
+            "seconds": round(summary.seconds, 2),
+        }
+        print(f"worker killed: {out['worker_killed']}")
+        # What the driver does per image (walk + done check), and the store's bytes per result.
+        from flawscope.reinspect.run import walk_archive
+
+        began = time.perf_counter()
+        listed = sum(1 for _ in walk_archive(halves[0]))
+        out["walk_images_per_s"] = round(listed / (time.perf_counter() - began), 1)
+        sizes = {e: (db / f"{e}.db").stat().st_size for e in ("local", "ray")}
+        out["store_bytes_per_result"] = round(sizes["local"] / max(1, len(local_rows)), 1)
+        archive_bytes = sum(p.stat().st_size for h in halves for p in h.rglob("*.*"))
+        out["archive_bytes_per_image"] = round(archive_bytes / args.images, 1)
+    finally:
+        stop_ray_head(process, temp)
+    out["load_avg"].append(load_avg())
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=["drift"], default="drift")
+    parser.add_argument("--part", choices=["drift", "ray"], default="drift")
+    parser.add_argument("--images", type=int, default=10_000, help="Archive size of the ray part.")
     parser.add_argument(
         "--work", type=Path, default=None, help="Working folder (kept; reused if it has a model)."
     )
@@ -344,7 +552,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="flawscope-improve-"))
     work.mkdir(parents=True, exist_ok=True)
-    out = part_drift(args, work)
+    out = part_drift(args, work) if args.part == "drift" else part_ray(args, work)
     out["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     out["date"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     (HERE / "results").mkdir(exist_ok=True)

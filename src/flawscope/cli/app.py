@@ -24,6 +24,7 @@ from flawscope.cli import (
     feedback,
     keys,
     line,
+    monitor,
     plcsim,
     reinspect,
     serve,
@@ -71,6 +72,7 @@ app.command("reinspect")(reinspect.reinspect_command)
 app.command("demo")(demo.demo_command)
 app.command("plc-sim")(plcsim.plcsim_command)
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(monitor.monitor_app, name="monitor")
 app.add_typer(station.station_app, name="station")
 app.add_typer(station.sink_app, name="sink")
 app.command("serve")(serve.serve_command)
