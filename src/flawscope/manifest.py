@@ -171,6 +171,50 @@ class Int8Section:
 
 
 @dataclass(frozen=True)
+class DataSource:
+    """One set of images a model was (re)trained on.
+
+    Attributes:
+        role: ``"original"`` (the base model's training set) or ``"feedback"`` (reviewed parts).
+        path: the folder as given.
+        n_images: images used from it.
+        file_list_sha256: hash of the used images' ``path<TAB>sha256`` list.
+        labels: images per label (``good`` and each defect type).
+    """
+
+    role: str
+    path: str
+    n_images: int = 0
+    file_list_sha256: str | None = None
+    labels: Mapping[str, int] = field(default_factory=_frozen_map)
+
+
+@dataclass(frozen=True)
+class LineageSection:
+    """Where a retrained model comes from (``flawscope retrain``).
+
+    Attributes:
+        base_model_hash: the model it was retrained from.
+        base_version: that model's version label.
+        data: the image sets it was trained on.
+        reviews: the review records (audit ``seq``) behind the feedback labels, and their count.
+        excluded: images left out, with why (conflicting labels...).
+        new_classes: defect types in the feedback the base model did not know.
+        notes: what the retraining did with them, for people.
+        created_at: ISO 8601 UTC time.
+    """
+
+    base_model_hash: str
+    base_version: str = ""
+    data: tuple[DataSource, ...] = ()
+    reviews: tuple[int, ...] = ()
+    excluded: Mapping[str, str] = field(default_factory=_frozen_map)
+    new_classes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
 class MonitorSection:
     """The drift monitor's reference (:mod:`flawscope.monitor`), made at calibration time.
 
@@ -229,6 +273,7 @@ class Manifest:
         metrics: the latest evaluation's report (informative).
         deploy: the deployable graphs (``None`` for a trained bundle).
         monitor: the drift monitor's reference from the latest calibration (``None``: none made).
+        lineage: what a retrained model was made from (``None``: trained from scratch).
         versions: software versions at training.
         files: file name -> SHA-256 of every file of the bundle.
         signature: Ed25519 signature of everything above (``None``: unsigned).
@@ -245,6 +290,7 @@ class Manifest:
     metrics: Mapping[str, Any] = field(default_factory=_frozen_map)
     deploy: DeploySection | None = None
     monitor: MonitorSection | None = None
+    lineage: LineageSection | None = None
     versions: Mapping[str, str] = field(default_factory=_frozen_map)
     files: Mapping[str, str] = field(default_factory=_frozen_map)
     signature: Signature | None = None

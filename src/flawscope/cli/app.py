@@ -22,6 +22,7 @@ from flawscope.cli import (
     evaluate,
     export,
     feedback,
+    improve,
     keys,
     line,
     monitor,
@@ -69,10 +70,12 @@ app.command("calibrate")(calibrate.calibrate_command)
 app.command("export")(export.export_command)
 app.command("inspect", epilog=line.SOURCES_HELP)(line.inspect_command)
 app.command("reinspect")(reinspect.reinspect_command)
+app.command("retrain")(improve.retrain_command)
 app.command("demo")(demo.demo_command)
 app.command("plc-sim")(plcsim.plcsim_command)
 app.add_typer(audit.audit_app, name="audit")
 app.add_typer(monitor.monitor_app, name="monitor")
+app.add_typer(improve.model_app, name="model")
 app.add_typer(station.station_app, name="station")
 app.add_typer(station.sink_app, name="sink")
 app.command("serve")(serve.serve_command)

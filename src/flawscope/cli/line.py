@@ -92,6 +92,13 @@ def inspect_command(
             help="Development only: load a bundle without a trusted signature (noted in records).",
         ),
     ] = False,
+    shadow: Annotated[
+        Path | None,
+        typer.Option(
+            help="A candidate's deployable bundle to run in shadow: it judges every part too, its verdicts "
+            "go to the results table (never to the line)."
+        ),
+    ] = None,
     monitor: Annotated[
         bool,
         typer.Option(help="Watch for drift against the calibration reference (when the bundle has one)."),
@@ -127,6 +134,13 @@ def inspect_command(
     if inspector.thresholds is None:
         raise FlawscopeError(f"{bundle}: no calibrated thresholds; run 'flawscope calibrate' before export")
     drift = _drift_monitor(inspector) if monitor else None
+    observer = drift
+    if shadow is not None:
+        from flawscope.improve.shadow import ShadowObserver
+        from flawscope.reinspect.store import ResultStore
+
+        candidate = Inspector.load(shadow, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned)
+        observer = ShadowObserver(inspector, candidate, ResultStore.open(audit), station, then=drift)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -178,7 +192,7 @@ def inspect_command(
             publishers=publishers,
             stop_event=stop,
             on_status=lambda s: live.update(status_text(s)),
-            monitor=drift,
+            monitor=observer,
         )
         head = log.head()
         url = log.url

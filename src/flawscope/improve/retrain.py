@@ -1,0 +1,217 @@
+"""``flawscope retrain``: a candidate model from the base model's training set plus reviewed feedback.
+
+The base bundle's manifest names its training set (``training.dataset``) and its hold-out rule;
+the candidate is fitted on that set's good images plus the feedback's good images, held out the
+same way for calibration, calibrated for the base thresholds' target false-reject rate (reporting
+recall on the feedback's defective images), exported, and given a lineage section in its manifest:
+which data, which reviews, which base model, what was left out and why.
+
+The preprocessing stays the base model's (same canvas and resize mode), so that the candidate can
+be compared with it part by part in shadow (:mod:`flawscope.improve.shadow`).
+
+An anomaly model (PaDiM, PatchCore) learns from good parts only: the feedback's defective images
+cannot be fitted on; they measure the candidate's recall at calibration and in ``model compare``.
+A defect type the base model never saw is named as new, and what was done with it is written into
+the lineage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from flawscope.bundle import Bundle, read_bundle, update_manifest
+from flawscope.data.datasets import Dataset, load_dataset, read_samples
+from flawscope.decide.calibration import CalibrationResult
+from flawscope.decide.thresholds import utc_now_iso
+from flawscope.errors import InputError
+from flawscope.improve.feedback import FeedbackSet, read_feedback
+from flawscope.manifest import DataSource, LineageSection
+from flawscope.types import Sample
+
+logger = logging.getLogger(__name__)
+DEFAULT_HOLDOUT = 0.2
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """What retraining produced.
+
+    Attributes:
+        trained: the candidate's trained bundle.
+        deployed: its deployable (exported) bundle.
+        lineage: where it comes from.
+        calibration: its calibration on the held-out good images.
+        feedback: the feedback set as read (with its exclusions).
+        known_classes: the defect types the base model knew.
+    """
+
+    trained: Path
+    deployed: Path
+    lineage: LineageSection
+    calibration: CalibrationResult
+    feedback: FeedbackSet
+    known_classes: tuple[str, ...]
+
+
+def known_classes(base: Bundle, original: Dataset | None) -> tuple[str, ...]:
+    """The defect types a base model knows: its declared classes, else its training set's test types."""
+    declared = getattr(base.manifest.model.declaration, "classes", None) or ()
+    named = tuple(c for c in declared if c != "good")
+    if named:
+        return named
+    return tuple(original.defect_types) if original is not None else ()
+
+
+def _original(base: Bundle, data: str | os.PathLike[str] | None) -> Dataset:
+    given = data or base.manifest.training.dataset
+    if not given:
+        raise InputError(
+            "--data", f"{base.path}: its manifest does not name a training set; give it with --data"
+        )
+    root = Path(given)
+    if not root.is_dir():
+        where = "--data" if data else f"{base.path}: training.dataset"
+        raise InputError(
+            where, f"the base model's training set {root} is not here; give its location with --data"
+        )
+    return load_dataset(root)
+
+
+def _samples(images: Sequence[Any], label: int) -> tuple[Sample, ...]:
+    return tuple(
+        Sample(path=i.path, label=label, defect_type="good" if label == 0 else i.label) for i in images
+    )
+
+
+def retrain(
+    bundle: str | os.PathLike[str],
+    feedback: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    data: str | os.PathLike[str] | None = None,
+    target_frr: float | None = None,
+    review_rate: float | None = None,
+) -> RetrainResult:
+    """Retrain a candidate from a base bundle's training set and a feedback dataset.
+
+    Args:
+        bundle: the base (live) bundle, trained or deployable.
+        feedback: the feedback dataset folder (``flawscope feedback export``).
+        output: folder for the candidate (``trained/`` and ``deployed/`` inside); must not exist
+            or be empty.
+        data: the base model's training set, when it is not where its manifest says.
+        target_frr: the calibration target (default: the base thresholds').
+        review_rate: the review band's share of good parts (default: the base thresholds').
+
+    Raises:
+        InputError: a missing training set or feedback folder, an output folder in use, or a
+            feedback set without usable images.
+        BundleError: an altered base bundle.
+    """
+    from flawscope.decide.workflow import calibrate_bundle
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.models.train import file_list_hash, train
+
+    base = read_bundle(bundle)
+    out = Path(output).expanduser().absolute()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(out, "the candidate's folder already exists and is not empty")
+    feedback_set = read_feedback(feedback)
+    original = _original(base, data)
+    known = known_classes(base, original)
+    new = feedback_set.new_classes(known)
+    manifest = base.manifest
+    active = manifest.select_thresholds()
+    target = (
+        target_frr
+        if target_frr is not None
+        else (active.target_frr if active and active.target_frr else 0.01)
+    )
+    band = review_rate if review_rate is not None else (active.review_rate if active else None)
+    holdout = manifest.training.holdout.fraction or DEFAULT_HOLDOUT
+    params = dict(manifest.model.hyperparameters)
+    pre = manifest.preprocessing
+    params.update(canvas=(pre.height, pre.width), resize_mode=pre.mode)  # the base model's preprocessing
+
+    combined = Dataset(
+        name=f"{original.name}+feedback",
+        root=original.root,
+        layout=original.layout,
+        train=(*original.train, *_samples(feedback_set.good, 0)),
+        test=(*original.test, *_samples(feedback_set.defects, 1)),
+    )
+    notes = [
+        f"fitted on {len(original.train)} good images of {original.root} and {len(feedback_set.good)} "
+        f"reviewed good images of {feedback_set.root}, {holdout:g} of them held out for calibration"
+    ]
+    if (
+        manifest.model.declaration is None
+        or str(getattr(manifest.model.declaration, "task", "anomaly")) == "anomaly"
+    ):
+        if feedback_set.defects:
+            notes.append(
+                f"{manifest.model.name} learns from good parts only: the {len(feedback_set.defects)} "
+                f"reviewed defective images ({', '.join(feedback_set.classes)}) are not fitted on; they "
+                "measure recall at calibration and in 'flawscope model compare'"
+            )
+        if new:
+            notes.append(
+                f"new defect type(s) {', '.join(new)} (the base model knew "
+                f"{', '.join(known) or 'none by name'}): an anomaly model names no type and flags any "
+                "departure from good parts; their recall is reported per type"
+            )
+    if feedback_set.conflicts:
+        notes.append(
+            f"{len(feedback_set.conflicts)} image(s) with conflicting labels left out until resolved"
+        )
+    for note in notes:
+        logger.info("retrain: %s", note)
+
+    out.mkdir(parents=True, exist_ok=True)
+    result = train(combined, out / "trained", model=manifest.model.name, holdout=holdout, params=params)
+    defect_images = read_samples(_samples(feedback_set.defects, 1), masks=False).images
+    calibration = calibrate_bundle(
+        out / "trained",
+        result.holdout_images,
+        target_frr=target,
+        defect_images=list(defect_images),
+        review_rate=band,
+        names=result.holdout_paths,
+    )
+    feedback_files = _samples(feedback_set.images, 0)
+    lineage = LineageSection(
+        base_model_hash=base.model_hash,
+        base_version=manifest.version_label(),
+        data=(
+            DataSource(
+                role="original",
+                path=original.root,
+                n_images=len(original.train),
+                file_list_sha256=file_list_hash(original.train, original.root),
+                labels=MappingProxyType({"good": len(original.train)}),
+            ),
+            DataSource(
+                role="feedback",
+                path=feedback_set.root,
+                n_images=len(feedback_set.images),
+                file_list_sha256=file_list_hash(feedback_files, feedback_set.root),
+                labels=MappingProxyType(feedback_set.counts()),
+            ),
+        ),
+        reviews=feedback_set.review_seqs,
+        excluded=MappingProxyType(dict(feedback_set.excluded)),
+        new_classes=new,
+        notes=tuple(notes),
+        created_at=utc_now_iso(),
+    )
+    update_manifest(read_bundle(out / "trained"), lineage=lineage)
+    deployed = export_bundle(out / "trained", out / "deployed")
+    if deployed.manifest.lineage is None:
+        update_manifest(deployed, lineage=lineage)
+    return RetrainResult(out / "trained", out / "deployed", lineage, calibration, feedback_set, known)
