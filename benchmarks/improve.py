@@ -419,6 +419,23 @@ def build_archive(root: Path, dataset: Path, total: int, halves: int = 2) -> lis
     return parts
 
 
+def store_write_rate(path: Path, rows: int = 10_000) -> float:
+    """Results written per second into a fresh SQLite results store, in chunks of 64 as the driver does."""
+    from flawscope.reinspect.store import ResultStore, Scope
+    from flawscope.reinspect.worker import ChunkResult
+
+    scope = Scope("/archive", "m" * 64, 1, "m.t1", "rate")
+    batch = [
+        ChunkResult(f"d/{i:07d}.png", "s" * 64, "pass", 1.0, 0.5, 0, "score 1 < 2", "w:1")
+        for i in range(rows)
+    ]
+    with ResultStore.open(f"sqlite:///{path}") as store:
+        began = time.perf_counter()
+        for i in range(0, rows, 64):
+            store.write(scope, batch[i : i + 64])
+        return round(rows / (time.perf_counter() - began), 1)
+
+
 def part_ray(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import logging
 
@@ -530,6 +547,7 @@ def part_ray(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         out["walk_images_per_s"] = round(listed / (time.perf_counter() - began), 1)
         sizes = {e: (db / f"{e}.db").stat().st_size for e in ("local", "ray")}
         out["store_bytes_per_result"] = round(sizes["local"] / max(1, len(local_rows)), 1)
+        out["store_rows_per_s"] = store_write_rate(db / "rate.db")
         archive_bytes = sum(p.stat().st_size for h in halves for p in h.rglob("*.*"))
         out["archive_bytes_per_image"] = round(archive_bytes / args.images, 1)
     finally:
@@ -539,11 +557,308 @@ def part_ray(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
+# ----------------------------------------------------------------------------------- loop part
+
+
+def _link_dataset(root: Path, folders: dict[str, list[str]]) -> Path:
+    """An MVTec-layout folder of links: ``{"train/good": [paths], "test/uneven": [...]}``."""
+    if root.is_dir():
+        return root
+    for folder, paths in folders.items():
+        target = root / folder
+        target.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            (target / Path(path).name).symlink_to(path)
+    return root
+
+
+def _halves(items: list[Any]) -> tuple[list[Any], list[Any]]:
+    return items[0::2], items[1::2]
+
+
+def loop_data(work: Path, new: str) -> dict[str, Path]:
+    """Folders of the loop: the base set (no ``new``), the line's stream, and the held-out evaluation set."""
+    from flawscope.data.datasets import load_dataset
+
+    full = load_dataset(DATASETS / "magnetic_tile")
+    old = [t for t in full.defect_types if t != new]
+    by_type = {t: [s.path for s in full.test_defect if s.defect_type == t] for t in full.defect_types}
+    good_stream, good_eval = _halves([s.path for s in full.test_good])
+    new_stream, new_eval = _halves(by_type[new])
+    base = {"train/good": [s.path for s in full.train], "test/good": good_eval[:40]}
+    base.update({f"test/{t}": by_type[t][:20] for t in old})
+    stream = {"train/good": good_stream, f"test/{new}": new_stream}
+    stream.update({f"test/{t}": by_type[t][20:30] for t in old})
+    evaluation = {"test/good": good_eval, f"test/{new}": new_eval}
+    evaluation.update({f"test/{t}": by_type[t][30:] for t in old})
+    evaluation["train/good"] = good_eval[:1]  # a dataset needs a train split; never used here
+    return {
+        "base": _link_dataset(work / "loop-base", base),
+        "stream": _link_dataset(work / "loop-stream", stream),
+        "eval": _link_dataset(work / "loop-eval", evaluation),
+    }
+
+
+def _truth() -> dict[str, tuple[str, str]]:
+    """SHA-256 of every magnetic_tile image -> (``good``/``defect``, type): the operators' eyes."""
+    from flawscope.data.datasets import load_dataset
+    from flawscope.data.imageio import sha256_file
+
+    full = load_dataset(DATASETS / "magnetic_tile")
+    return {
+        sha256_file(s.path): ("good" if s.label == 0 else "defect", s.defect_type)
+        for s in (*full.train, *full.test)
+    }
+
+
+def _serve(audit: str, images: Path, bundle: Path, rate: float) -> tuple[Any, str]:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "flawscope.cli", "serve", "--audit", audit, "--images", str(images)]
+    command += [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--bundle",
+        str(bundle),
+        "--review-sample",
+        str(rate),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process, f"http://127.0.0.1:{port}"
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"flawscope serve exited: {process.stderr.read().decode()[-2000:]}"
+                ) from None
+            time.sleep(0.5)
+    raise RuntimeError("flawscope serve did not start")
+
+
+def review_through_the_api(
+    audit_url: str, images: Path, bundle: Path, rate: float, new: str
+) -> dict[str, Any]:
+    """Operators work the review queue and report escapes, through the web app's REST API."""
+    import signal
+
+    import httpx
+
+    from flawscope.audit import AuditLog
+    from flawscope.web.database import WebDB
+    from flawscope.web.users import create_token, create_user
+
+    db = WebDB(audit_url)
+    create_user(db, "olga", "operator-password-1", "operator", created_by="bench")
+    token, _ = create_token(db, "olga", "loop benchmark")
+    db.close()
+    truth = _truth()
+    process, base = _serve(audit_url, images, bundle, rate)
+    counts: Counter[str] = Counter()
+    try:
+        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        with AuditLog.open(audit_url, read_only=True) as audit:
+            inspections = [r for r in audit.records() if r.kind == "inspection"]
+        by_seq = {r.seq: r for r in inspections}
+        wanted: dict[int, str] = {}
+        # The queue: the review band and the random sample of passes.
+        queue = client.get("/api/v1/queue", params={"limit": 500}).raise_for_status().json()
+        for item in queue["items"]:
+            wanted[item["ref_seq"]] = item.get("reason", "queue")
+        for record in inspections:
+            label = truth.get(record.image_sha256, ("?", ""))
+            if record.outcome.value == "fail":
+                wanted.setdefault(record.seq, "reject")  # people look at what the line rejected
+            elif record.outcome.value == "pass" and label[0] == "defect" and record.seq % 2 == 0:
+                # Half of the escapes are found downstream and reported: flagged, then reviewed.
+                client.post(f"/api/v1/inspections/{record.seq}/flag", json={"note": "found at assembly"})
+                wanted.setdefault(record.seq, "flagged")
+        for seq, reason in sorted(wanted.items()):
+            kind, category = truth.get(by_seq[seq].image_sha256, ("?", ""))
+            if kind == "?":
+                continue
+            body = {"ref_seq": seq, "verdict": kind, "request_id": f"loop-{seq:08d}"}
+            if kind == "defect":
+                body["category"] = category
+            client.post("/api/v1/reviews", json=body).raise_for_status()
+            counts[f"{reason}:{kind}:{category}" if kind == "defect" else f"{reason}:good"] += 1
+        # A double submit is idempotent: the same request id records nothing new.
+        first = min(wanted)
+        again = client.post(
+            "/api/v1/reviews",
+            json={
+                "ref_seq": first,
+                "verdict": truth[by_seq[first].image_sha256][0],
+                "category": truth[by_seq[first].image_sha256][1] or None,
+                "request_id": f"loop-{first:08d}",
+            },
+        )
+        counts["double_submit_status"] = again.status_code
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    return dict(counts)
+
+
+def part_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    import subprocess
+    import sys
+
+    from flawscope.acquire import SimSource
+    from flawscope.audit import AuditLog
+    from flawscope.decide.workflow import calibrate_bundle
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.improve.compare import GateConfig, compare_models, labelled_from_dataset
+    from flawscope.improve.registry import ModelRegistry, PromotionRefusedError
+    from flawscope.improve.retrain import retrain
+    from flawscope.line import run_line
+    from flawscope.models.train import train
+    from flawscope.runtime import Inspector
+
+    started = time.perf_counter()
+    new = args.new_type
+    loop = work / f"loop-{new}"
+    loop.mkdir(parents=True, exist_ok=True)
+    folders = loop_data(loop, new)
+    out: dict[str, Any] = {"new_type": new, "load_avg": [load_avg()], "steps": {}}
+    # 1. Deploy: a model trained before the new type existed.
+    live = loop / "live"
+    if not (live / "manifest.json").is_file():
+        result = train(folders["base"], loop / "live-trained", model="padim", holdout=0.4)
+        calibrate_bundle(
+            loop / "live-trained", result.holdout_images, target_frr=TARGET_FRR, review_rate=0.05
+        )
+        export_bundle(loop / "live-trained", live)
+    out["steps"]["deployed"] = round(time.perf_counter() - started, 1)
+    # 2. The line: the new type appears among the parts; images stored, 20% of passes sampled.
+    audit_url = f"sqlite:///{loop / 'audit.db'}"
+    store = loop / "images"
+    for leftover in (
+        loop / "audit.db",
+        loop / "feedback",
+        loop / "models",
+        loop / "candidate",
+        loop / "worse",
+    ):
+        if leftover.is_dir():
+            import shutil
+
+            shutil.rmtree(leftover)
+        elif leftover.exists():
+            leftover.unlink()
+    inspector = Inspector.load(live)
+    with AuditLog.open(audit_url) as audit:
+        summary = run_line(
+            SimSource(folders["stream"], rate=0, count=args.parts, defect_ratio=0.3, seed=5),
+            inspector,
+            audit,
+            station="press-3",
+            store_images=store,
+            review_sample=args.review_sample,
+        )
+    out["line"] = {"parts": summary.recorded, "counts": dict(summary.counts)}
+    # 3. Operators review through the web app's API; the feedback dataset is exported.
+    out["reviews"] = review_through_the_api(audit_url, store, live, args.review_sample, new)
+    env = dict(os.environ)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flawscope.cli",
+            "feedback",
+            "export",
+            str(loop / "feedback"),
+            "--audit",
+            audit_url,
+            "--images",
+            str(store),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    # 4. Retrain; a deliberately worse candidate too (calibrated to reject 30% of good parts).
+    candidate = retrain(loop / "live-trained", loop / "feedback", loop / "candidate", data=folders["base"])
+    worse = retrain(
+        loop / "live-trained", loop / "feedback", loop / "worse", data=folders["base"], target_frr=0.3
+    )
+    out["lineage"] = {
+        "new_classes": list(candidate.lineage.new_classes),
+        "data": [{"role": d.role, "n": d.n_images, "labels": dict(d.labels)} for d in candidate.lineage.data],
+        "reviews": len(candidate.lineage.reviews),
+        "excluded": len(candidate.lineage.excluded),
+        "notes": list(candidate.lineage.notes),
+    }
+    # 5. Registry, comparison on held-out labelled parts plus the reviewed ones, gates, promotion.
+    labelled = labelled_from_dataset(folders["eval"])
+    gates = GateConfig()
+    with AuditLog.open(audit_url) as audit:
+        registry = ModelRegistry(loop / "models", audit, "press-3")
+        live_v = registry.register(live, "bench", "deployed before the new type").version
+        registry.promote(live_v, "bench", "commissioning")
+        cand_v = registry.register(candidate.deployed, "bench").version
+        worse_v = registry.register(worse.deployed, "bench").version
+        from flawscope.improve.compare import labelled_from_reviews
+
+        reviewed = labelled_from_reviews(audit.records())
+        results: dict[str, Any] = {"refusals": {}}
+        pool = [*labelled, *reviewed]
+        for name, version in (("candidate", cand_v), ("worse", worse_v)):
+            comparison = compare_models(
+                registry.path_of(live_v), registry.path_of(version), pool, config=gates
+            )
+            registry.save_comparison(version, comparison, "bench")
+            results[name] = comparison.to_dict() | {"promoted": False}
+        for name, version in (("worse", worse_v), ("candidate", cand_v)):
+            try:
+                registry.promote(version, "bench", f"the {name} after its comparison")
+                results[name]["promoted"] = True
+            except PromotionRefusedError as exc:
+                results["refusals"][name] = str(exc)
+        out["live_version_after"] = registry.live_version()
+        out["audit_verified"] = audit.verify().ok
+    out["comparisons"] = results
+    cand = results["candidate"]
+    out["summary"] = {
+        "recall_new_type_live": cand["live"]["recall_by_type"].get(new) if cand.get("live") else None,
+        "recall_new_type_candidate": cand["candidate"]["recall_by_type"].get(new)
+        if cand.get("candidate")
+        else None,
+        "frr_live": cand["live"]["frr"] if cand.get("live") else None,
+        "frr_candidate": cand["candidate"]["frr"] if cand.get("candidate") else None,
+        "candidate_passed_gates": cand["passed"],
+        "worse_passed_gates": results["worse"]["passed"],
+        "target_recall_new_type": 0.90,
+    }
+    out["load_avg"].append(load_avg())
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(out["summary"], indent=1))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=["drift", "ray"], default="drift")
+    parser.add_argument("--part", choices=["drift", "ray", "loop"], default="drift")
+    parser.add_argument(
+        "--new-type", default="uneven", help="magnetic_tile defect type held back (loop part)."
+    )
+    parser.add_argument("--parts", type=int, default=600, help="Parts on the line (loop part).")
+    parser.add_argument(
+        "--review-sample", type=float, default=0.2, help="Share of passes sampled (loop part)."
+    )
     parser.add_argument("--images", type=int, default=10_000, help="Archive size of the ray part.")
     parser.add_argument(
         "--work", type=Path, default=None, help="Working folder (kept; reused if it has a model)."
@@ -552,7 +867,8 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="flawscope-improve-"))
     work.mkdir(parents=True, exist_ok=True)
-    out = part_drift(args, work) if args.part == "drift" else part_ray(args, work)
+    parts = {"drift": part_drift, "ray": part_ray, "loop": part_loop}
+    out = parts[args.part](args, work)
     out["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     out["date"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     (HERE / "results").mkdir(exist_ok=True)

@@ -37,10 +37,10 @@ def test_shadow_records_the_candidate_and_leaves_the_line_alone(plant, candidate
         rows = list(store.results(shadow.scope))
     plain = run(None, f"sqlite:///{tmp_path / 'plain.db'}")
     assert shadow.parts == 60 and len(rows) == 60
-    # The live verdicts are those of a line without a shadow.
-    assert [(r.part_id, r.outcome, r.score) for r in records] == [
-        (r.part_id, r.outcome, r.score) for r in plain
-    ]
+    # The live verdicts are those of a line without a shadow (scores to float rounding: the line's
+    # batches form as parts arrive, and ONNX Runtime's sums differ in the last bits between sizes).
+    assert [(r.part_id, r.outcome) for r in records] == [(r.part_id, r.outcome) for r in plain]
+    assert [r.score for r in records] == pytest.approx([r.score for r in plain], rel=1e-5)
     agreement = shadow_agreement(records, rows)
     assert agreement.n == 60 and 0 <= agreement.low <= agreement.rate <= agreement.high <= 1
 

@@ -156,10 +156,8 @@ class ResultStore:
         ]
         try:
             with self._engine.begin() as conn:
-                inserted = 0
-                for row in rows:  # one statement per row: its rowcount says whether it was new
-                    inserted += conn.execute(self._insert(), row).rowcount
-                return inserted
+                # One multi-row statement; RETURNING lists the rows that were new.
+                return len(conn.execute(self._insert().returning(_T.image_key), rows).all())
         except SQLAlchemyError as exc:
             raise InputError(self.url, f"cannot write re-inspection results: {_describe(exc)}") from None
 
