@@ -21,6 +21,31 @@ drift (default part):
 
     python benchmarks/improve.py [--work DIR] [--stable 20000] [--part drift]
 
+ray: 10,000 archived images re-inspected locally and on a local Ray head (verdicts, per-core
+  throughput, a worker killed mid-job, the store's write rate).
+
+    python benchmarks/improve.py --part ray [--images 10000] [--work DIR]
+
+loop: the loop closed on magnetic_tile with one defect type (``--new-type``, default uneven) held
+  back. (1) deploy: PaDiM trained on the base set (no new type), calibrated for a 1% false-reject
+  target with a 5% review band; (2) the line simulator runs ``--parts`` parts (30% defective,
+  drawn from half of the test split's good images, half of the new type's and 10 of each old
+  type's), images stored, ``--review-sample`` of passes sampled for review; (3) simulated operators,
+  seeing the ground truth, work through ``flawscope serve``'s REST API as the web app does: they
+  review every reject, flag half of the escapes as found at assembly, and work the review queue
+  (flagged, review band, random sample) until it is empty, outlining each defect (its
+  ground-truth mask) as they would draw it; (4) ``flawscope feedback export``; (5) retrain: the
+  base model's own kind (good parts only), with ``--task`` a model that learns from the reviewed
+  defects (``--station``: with a PaDiM head), and a deliberately worse candidate (the live model
+  recalibrated to reject 30% of good parts); (6) registry, ``compare_models`` on the held-out half
+  (never reviewed, never trained on: the other half of the new type, good images and the old
+  types' remaining images) with the default gates; the worse candidate and then the chosen one
+  (``--task``'s, else the good-parts one) put up for promotion.
+  Targets: recall on the new type >= 90% with the false-reject bound not above the live model's;
+  the worse candidate refused.
+
+    python benchmarks/improve.py --part loop [--task mixed [--station]] [--skip-anomaly] [--work DIR]
+
 Prints tables and writes benchmarks/results/improve_<part>.json.
 """
 
@@ -599,16 +624,35 @@ def loop_data(work: Path, new: str) -> dict[str, Path]:
     }
 
 
-def _truth() -> dict[str, tuple[str, str]]:
-    """SHA-256 of every magnetic_tile image -> (``good``/``defect``, type): the operators' eyes."""
+def _truth() -> dict[str, tuple[str, str, str | None]]:
+    """SHA-256 of every magnetic_tile image -> (``good``/``defect``, type, mask): the operators' eyes."""
     from flawscope.data.datasets import load_dataset
     from flawscope.data.imageio import sha256_file
 
     full = load_dataset(DATASETS / "magnetic_tile")
     return {
-        sha256_file(s.path): ("good" if s.label == 0 else "defect", s.defect_type)
+        sha256_file(s.path): ("good" if s.label == 0 else "defect", s.defect_type, s.mask_path)
         for s in (*full.train, *full.test)
     }
+
+
+def _regions(mask_path: str | None) -> list[list[list[float]]]:
+    """The outline an operator draws around the defect: the ground-truth mask's contours as fractions."""
+    import cv2
+
+    if not mask_path:
+        return []
+    mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
+    if mask is None or not mask.any():
+        return []
+    height, width = mask.shape
+    contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polygons = []
+    for contour in sorted(contours, key=cv2.contourArea, reverse=True)[:50]:
+        points = cv2.approxPolyDP(contour, 1.0, True).reshape(-1, 2)
+        if len(points) >= 3:
+            polygons.append([[float(x) / width, float(y) / height] for x, y in points[:2000]])
+    return polygons
 
 
 def _serve(audit: str, images: Path, bundle: Path, rate: float) -> tuple[Any, str]:
@@ -650,7 +694,11 @@ def _serve(audit: str, images: Path, bundle: Path, rate: float) -> tuple[Any, st
 def review_through_the_api(
     audit_url: str, images: Path, bundle: Path, rate: float, new: str
 ) -> dict[str, Any]:
-    """Operators work the review queue and report escapes, through the web app's REST API."""
+    """Operators review rejects, work the review queue and report escapes, through the web app's REST API.
+
+    The simulated operators see the truth (the dataset's labels) and outline defects as their
+    ground-truth masks; everything they do goes through the same API as the web app.
+    """
     import signal
 
     import httpx
@@ -664,43 +712,67 @@ def review_through_the_api(
     token, _ = create_token(db, "olga", "loop benchmark")
     db.close()
     truth = _truth()
+    with AuditLog.open(audit_url, read_only=True) as audit:  # the world: which image each part was
+        sha_of = {r.seq: r.image_sha256 for r in audit.records() if r.kind == "inspection"}
     process, base = _serve(audit_url, images, bundle, rate)
     counts: Counter[str] = Counter()
     try:
-        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-        with AuditLog.open(audit_url, read_only=True) as audit:
-            inspections = [r for r in audit.records() if r.kind == "inspection"]
-        by_seq = {r.seq: r for r in inspections}
-        wanted: dict[int, str] = {}
-        # The queue: the review band and the random sample of passes.
-        queue = client.get("/api/v1/queue", params={"limit": 500}).raise_for_status().json()
-        for item in queue["items"]:
-            wanted[item["ref_seq"]] = item.get("reason", "queue")
-        for record in inspections:
-            label = truth.get(record.image_sha256, ("?", ""))
-            if record.outcome.value == "fail":
-                wanted.setdefault(record.seq, "reject")  # people look at what the line rejected
-            elif record.outcome.value == "pass" and label[0] == "defect" and record.seq % 2 == 0:
-                # Half of the escapes are found downstream and reported: flagged, then reviewed.
-                client.post(f"/api/v1/inspections/{record.seq}/flag", json={"note": "found at assembly"})
-                wanted.setdefault(record.seq, "flagged")
-        for seq, reason in sorted(wanted.items()):
-            kind, category = truth.get(by_seq[seq].image_sha256, ("?", ""))
+        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        done: set[int] = set()
+
+        def review(seq: int, reason: str) -> None:
+            if seq in done:
+                return
+            done.add(seq)
+            kind, category, mask = truth.get(sha_of.get(seq, ""), ("?", "", None))
             if kind == "?":
-                continue
-            body = {"ref_seq": seq, "verdict": kind, "request_id": f"loop-{seq:08d}"}
+                counts["unknown_image"] += 1
+                return
+            body: dict[str, Any] = {"ref_seq": seq, "verdict": kind, "request_id": f"loop-{seq:08d}"}
             if kind == "defect":
                 body["category"] = category
+                body["regions"] = _regions(mask)
             client.post("/api/v1/reviews", json=body).raise_for_status()
-            counts[f"{reason}:{kind}:{category}" if kind == "defect" else f"{reason}:good"] += 1
+            counts[f"{reason}:{category}" if kind == "defect" else f"{reason}:good"] += 1
+
+        # 1. People look at what the line rejected (newest first, page by page).
+        before: int | None = None
+        while True:
+            params: dict[str, Any] = {"outcome": "fail", "limit": 500}
+            if before is not None:
+                params["before_seq"] = before
+            page = client.get("/api/v1/inspections", params=params).raise_for_status().json()
+            for item in page["items"]:
+                review(item["seq"], "reject")
+            before = page.get("next_before_seq")
+            if not before:
+                break
+        # 2. Half of the escapes are found downstream (at assembly) and flagged for review.
+        for seq, sha in sorted(sha_of.items()):
+            kind = truth.get(sha, ("?", "", None))[0]
+            if kind == "defect" and seq not in done and seq % 2 == 0:
+                record = client.get(f"/api/v1/inspections/{seq}").raise_for_status().json()
+                if record["outcome"] == "pass":
+                    client.post(f"/api/v1/inspections/{seq}/flag", json={"note": "found at assembly"})
+                    counts["flagged_escapes"] += 1
+        # 3. The review queue (flagged parts, the review band, the random sample of passes) until empty.
+        while True:
+            queue = client.get("/api/v1/queue", params={"limit": 500}).raise_for_status().json()
+            items = [i for i in queue["items"] if i["inspection"]["seq"] not in done]
+            if not items:
+                counts.update({f"queue_left:{k}": v for k, v in queue["counts"].items() if v})
+                break
+            for item in items:
+                review(item["inspection"]["seq"], item["reason"])
         # A double submit is idempotent: the same request id records nothing new.
-        first = min(wanted)
+        first = min(done)
+        kind, category, _ = truth[sha_of[first]]
         again = client.post(
             "/api/v1/reviews",
             json={
                 "ref_seq": first,
-                "verdict": truth[by_seq[first].image_sha256][0],
-                "category": truth[by_seq[first].image_sha256][1] or None,
+                "verdict": kind,
+                "category": category if kind == "defect" else None,
                 "request_id": f"loop-{first:08d}",
             },
         )
@@ -717,9 +789,15 @@ def part_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     from flawscope.acquire import SimSource
     from flawscope.audit import AuditLog
+    from flawscope.bundle import read_bundle
     from flawscope.decide.workflow import calibrate_bundle
     from flawscope.export.onnx_export import export_bundle
-    from flawscope.improve.compare import GateConfig, compare_models, labelled_from_dataset
+    from flawscope.improve.compare import (
+        GateConfig,
+        compare_models,
+        labelled_from_dataset,
+        labelled_from_reviews,
+    )
     from flawscope.improve.registry import ModelRegistry, PromotionRefusedError
     from flawscope.improve.retrain import retrain
     from flawscope.line import run_line
@@ -748,8 +826,7 @@ def part_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         loop / "audit.db",
         loop / "feedback",
         loop / "models",
-        loop / "candidate",
-        loop / "worse",
+        *(loop / name for name, _ in candidates_of(args)),
     ):
         if leftover.is_dir():
             import shutil
@@ -788,63 +865,151 @@ def part_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         env=env,
         capture_output=True,
     )
-    # 4. Retrain; a deliberately worse candidate too (calibrated to reject 30% of good parts).
-    candidate = retrain(loop / "live-trained", loop / "feedback", loop / "candidate", data=folders["base"])
-    worse = retrain(
-        loop / "live-trained", loop / "feedback", loop / "worse", data=folders["base"], target_frr=0.3
-    )
-    out["lineage"] = {
-        "new_classes": list(candidate.lineage.new_classes),
-        "data": [{"role": d.role, "n": d.n_images, "labels": dict(d.labels)} for d in candidate.lineage.data],
-        "reviews": len(candidate.lineage.reviews),
-        "excluded": len(candidate.lineage.excluded),
-        "notes": list(candidate.lineage.notes),
-    }
-    # 5. Registry, comparison on held-out labelled parts plus the reviewed ones, gates, promotion.
+    # 4. Retrain: the base model's own kind (good parts only), the candidate that learns from the
+    #    reviewed defects (--task), and a deliberately worse one (calibrated to reject 30% of good parts).
+    made: dict[str, Any] = {}
+    for name, kwargs in candidates_of(args):
+        begun = time.perf_counter()
+        if name == "worse":
+            made[name] = worse_candidate(loop, folders["base"])
+            out["steps"]["worse_s"] = round(time.perf_counter() - begun, 1)
+            continue
+        made[name] = retrain(
+            loop / "live-trained", loop / "feedback", loop / name, data=folders["base"], **kwargs
+        ).deployed
+        out["steps"][f"retrain_{name}_s"] = round(time.perf_counter() - begun, 1)
+        lineage = read_bundle(made[name]).manifest.lineage
+        out.setdefault("lineage", {})[name] = {
+            "new_classes": list(lineage.new_classes),
+            "data": [{"role": d.role, "n": d.n_images, "labels": dict(d.labels)} for d in lineage.data],
+            "reviews": len(lineage.reviews),
+            "excluded": len(lineage.excluded),
+            "notes": list(lineage.notes),
+        }
+    # 5. Registry; each candidate compared with the live model on the held-out labelled parts (the
+    #    reviewed parts are left out: the candidates were trained on them), gates; the worse one and
+    #    then the chosen one are put up for promotion.
     labelled = labelled_from_dataset(folders["eval"])
+    held_out = {item.path: item.label for item in labelled}
     gates = GateConfig()
+    chosen = args.task or "anomaly"
+    results: dict[str, Any] = {"refusals": {}}
     with AuditLog.open(audit_url) as audit:
         registry = ModelRegistry(loop / "models", audit, "press-3")
         live_v = registry.register(live, "bench", "deployed before the new type").version
         registry.promote(live_v, "bench", "commissioning")
-        cand_v = registry.register(candidate.deployed, "bench").version
-        worse_v = registry.register(worse.deployed, "bench").version
-        from flawscope.improve.compare import labelled_from_reviews
-
         reviewed = labelled_from_reviews(audit.records())
-        results: dict[str, Any] = {"refusals": {}}
-        pool = [*labelled, *reviewed]
-        for name, version in (("candidate", cand_v), ("worse", worse_v)):
+        pool = labelled
+        versions = {}
+        for name, result in made.items():
+            versions[name] = registry.register(result, "bench").version
+            begun = time.perf_counter()
             comparison = compare_models(
-                registry.path_of(live_v), registry.path_of(version), pool, config=gates
+                registry.path_of(live_v), registry.path_of(versions[name]), pool, config=gates
             )
-            registry.save_comparison(version, comparison, "bench")
+            out["steps"][f"compare_{name}_s"] = round(time.perf_counter() - begun, 1)
+            registry.save_comparison(versions[name], comparison, "bench")
             results[name] = comparison.to_dict() | {"promoted": False}
-        for name, version in (("worse", worse_v), ("candidate", cand_v)):
+            if comparison.live is not None and comparison.candidate is not None:
+                results[name]["held_out"] = {
+                    "live": held_out_rates(comparison.live.stopped, held_out, new),
+                    "candidate": held_out_rates(comparison.candidate.stopped, held_out, new),
+                }
+        for name in ("worse", chosen):
             try:
-                registry.promote(version, "bench", f"the {name} after its comparison")
+                registry.promote(versions[name], "bench", f"the {name} candidate after its comparison")
                 results[name]["promoted"] = True
             except PromotionRefusedError as exc:
                 results["refusals"][name] = str(exc)
         out["live_version_after"] = registry.live_version()
+        out["versions"] = versions
         out["audit_verified"] = audit.verify().ok
     out["comparisons"] = results
-    cand = results["candidate"]
-    out["summary"] = {
-        "recall_new_type_live": cand["live"]["recall_by_type"].get(new) if cand.get("live") else None,
-        "recall_new_type_candidate": cand["candidate"]["recall_by_type"].get(new)
-        if cand.get("candidate")
-        else None,
-        "frr_live": cand["live"]["frr"] if cand.get("live") else None,
-        "frr_candidate": cand["candidate"]["frr"] if cand.get("candidate") else None,
-        "candidate_passed_gates": cand["passed"],
-        "worse_passed_gates": results["worse"]["passed"],
-        "target_recall_new_type": 0.90,
-    }
+    out["reviewed_labelled"] = dict(Counter(item.label for item in reviewed))
+    out["held_out_labelled"] = dict(Counter(held_out.values()))
+    out["summary"] = loop_summary(results, chosen, new)
     out["load_avg"].append(load_avg())
     out["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(out["summary"], indent=1))
     return out
+
+
+def candidates_of(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """The candidates of the loop: name -> keyword arguments of ``retrain`` (``worse``: see below)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    if not args.skip_anomaly:
+        found.append(("anomaly", {}))
+    if args.task:
+        params: dict[str, Any] = {"anomaly": "padim"} if args.station else {}
+        found.append((args.task, {"task": args.task, "params": params}))
+    found.append(("worse", {}))
+    return found
+
+
+def worse_candidate(loop: Path, base: Path) -> Path:
+    """A deliberately worse candidate: the live model recalibrated to reject 30% of good parts.
+
+    It stops more defects than the live model, and far more good parts: the false-reject gate
+    must refuse it. Calibrated on the live model's own held-out good images (never trained on).
+    """
+    import shutil
+
+    from flawscope.bundle import read_bundle
+    from flawscope.data.datasets import load_dataset
+    from flawscope.data.imageio import read_image
+    from flawscope.decide.workflow import calibrate_bundle
+    from flawscope.export.onnx_export import export_bundle
+
+    trained = loop / "worse" / "trained"
+    shutil.copytree(loop / "live-trained", trained)
+    fitted = {Path(f.path).name for f in read_bundle(trained).manifest.training.files}
+    held = [s.path for s in load_dataset(base).train if Path(s.path).name not in fitted]
+    calibrate_bundle(trained, [read_image(p) for p in held], target_frr=0.3, review_rate=0.05, names=held)
+    return export_bundle(trained, loop / "worse" / "deployed").path
+
+
+def held_out_rates(stopped: dict[str, bool], held_out: dict[str, str], new: str) -> dict[str, Any]:
+    """Recall on the new type and on the old ones, and the false-reject rate, on the held-out parts alone."""
+    from flawscope.improve.compare import Rate
+
+    def rate(paths: list[str]) -> dict[str, Any]:
+        r = Rate.of(sum(stopped[p] for p in paths), len(paths), 0.95)
+        return {"k": r.k, "n": r.n, "rate": r.rate, "low": r.low, "high": r.high, "upper": r.upper}
+
+    judged = [p for p in held_out if p in stopped]
+    return {
+        "recall_new": rate([p for p in judged if held_out[p] == new]),
+        "recall_old": rate([p for p in judged if held_out[p] not in ("good", new)]),
+        "frr": rate([p for p in judged if held_out[p] == "good"]),
+    }
+
+
+def loop_summary(results: dict[str, Any], chosen: str, new: str) -> dict[str, Any]:
+    """The loop's targets against what was measured."""
+    summary: dict[str, Any] = {"chosen": chosen, "target_recall_new_type": 0.90}
+    for name in (n for n in results if n != "refusals"):
+        held = results[name].get("held_out") or {}
+        summary[name] = {
+            "passed_gates": results[name]["passed"],
+            "promoted": results[name]["promoted"],
+            "failed_gates": [g["name"] for g in results[name].get("gates", []) if not g["passed"]],
+            "held_out_live": {k: v["rate"] for k, v in held.get("live", {}).items()},
+            "held_out_candidate": {k: v["rate"] for k, v in held.get("candidate", {}).items()},
+            "frr_upper_live": (held.get("live") or {}).get("frr", {}).get("upper"),
+            "frr_upper_candidate": (held.get("candidate") or {}).get("frr", {}).get("upper"),
+            "pool_frr_upper_live": (results[name].get("live") or {}).get("frr", {}).get("upper"),
+            "pool_frr_upper_candidate": (results[name].get("candidate") or {}).get("frr", {}).get("upper"),
+        }
+    main = summary.get(chosen, {})
+    recall = main.get("held_out_candidate", {}).get("recall_new")
+    summary["recall_new_type_met"] = recall is not None and recall >= 0.90
+    summary["frr_bound_unchanged"] = (
+        main.get("pool_frr_upper_candidate") is not None
+        and main["pool_frr_upper_candidate"] <= main["pool_frr_upper_live"] + 1e-12
+    )
+    summary["worse_refused"] = not summary.get("worse", {}).get("promoted", True)
+    summary["chosen_promoted"] = main.get("promoted", False)
+    return summary
 
 
 def main() -> None:
@@ -856,6 +1021,16 @@ def main() -> None:
         "--new-type", default="uneven", help="magnetic_tile defect type held back (loop part)."
     )
     parser.add_argument("--parts", type=int, default=600, help="Parts on the line (loop part).")
+    parser.add_argument(
+        "--task",
+        choices=["classify", "segment", "mixed"],
+        default=None,
+        help="Loop part: also retrain a model that learns from the reviewed defects, and promote it.",
+    )
+    parser.add_argument("--station", action="store_true", help="Loop part: --task model with a PaDiM head.")
+    parser.add_argument(
+        "--skip-anomaly", action="store_true", help="Loop part: no good-parts-only candidate."
+    )
     parser.add_argument(
         "--review-sample", type=float, default=0.2, help="Share of passes sampled (loop part)."
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from flawscope.audit import AuditLog
+from flawscope.bundle import read_bundle
 from flawscope.errors import InputError
 from flawscope.improve.compare import GateConfig, compare_models, labelled_from_dataset
 from flawscope.improve.registry import ModelRegistry, PromotionRefusedError, web_authoriser
@@ -44,6 +46,15 @@ def test_comparison_with_intervals_and_a_refused_preprocessing(plant, candidate,
     names = [g.name for g in result.gates]
     assert "recall on crack" in names and "false-reject bound on good parts" in names
     json.dumps(result.to_dict())
+    # Parts whose review the candidate was retrained from are left out of the evidence.
+    lineage = read_bundle(candidate).manifest.lineage
+    assert lineage is not None and lineage.reviews
+    reviews = lineage.reviews[: len(labelled)]
+    marked = [
+        replace(item, origin="review", review_seq=seq) for item, seq in zip(labelled, reviews, strict=False)
+    ]
+    fair = compare_models(plant.live, candidate, [*marked, *labelled[len(marked) :]])
+    assert fair.trained_on == len(marked) and sum(fair.labelled.values()) == len(labelled) - len(marked)
     # A candidate made with another canvas is refused for part-by-part comparison, with the reason.
     other = train(plant.dataset, tmp_path / "t", model="padim", holdout=0.4, params={"image_size": 96})
     calibrate_bundle(tmp_path / "t", other.holdout_images, target_frr=0.05)

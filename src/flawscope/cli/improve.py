@@ -204,6 +204,11 @@ def print_comparison(result: Any) -> None:
     if result.agreement is not None:
         table.add_row("agreement on unreviewed parts", show(result.agreement), "")
     console.print(table)
+    if result.trained_on:
+        console.print(
+            f"left out: {result.trained_on} reviewed part(s) whose review a model was retrained from "
+            "(not evidence about it)"
+        )
     gates = Table(title="Gates")
     for column in ("gate", "holds", "detail"):
         gates.add_column(column)

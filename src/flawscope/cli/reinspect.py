@@ -52,11 +52,16 @@ def reinspect_command(
         console=err_console,
     )
     task = progress.add_task("reinspect", total=None)
+    shown = False
 
     def update(done: int, found: int) -> None:
+        nonlocal shown
+        if not shown:  # no bar before the arguments were checked and something was found
+            progress.start()
+            shown = True
         progress.update(task, completed=done, total=found)
 
-    with progress:
+    try:
         summary = reinspect(
             archive,
             bundle,
@@ -70,6 +75,9 @@ def reinspect_command(
             trusted_keys=trusted_keys,
             allow_unsigned=allow_unsigned,
         )
+    finally:
+        if shown:
+            progress.stop()
     table = kv_table(f"Re-inspection of {escape(summary.archive)}")
     table.add_row("model", f"{summary.scope.model_version} (thresholds v{summary.scope.threshold_version})")
     table.add_row("images found", str(summary.images))

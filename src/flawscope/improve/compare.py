@@ -42,12 +42,14 @@ class Labelled:
         label: ``"good"`` or the defect type.
         origin: ``"review"`` (audit log) or ``"dataset"``.
         sha256: the image's SHA-256, when known (used to drop duplicates).
+        review_seq: the audit record of the review that labelled it (reviewed parts).
     """
 
     path: str
     label: str
     origin: str
     sha256: str = ""
+    review_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ class Comparison:
         unreadable: labelled or unlabelled images that could not be read.
         created_at: ISO 8601 UTC time.
         config: the gates applied.
+        trained_on: reviewed parts left out because either model was retrained from their review.
     """
 
     live: ModelResults | None
@@ -188,6 +191,7 @@ class Comparison:
     unreadable: tuple[str, ...]
     created_at: str
     config: GateConfig
+    trained_on: int = 0
 
     @property
     def passed(self) -> bool:
@@ -337,12 +341,16 @@ def compare_models(
     config = config or GateConfig()
     live_inspector = live if hasattr(live, "inspect_many") else Inspector.load(live)
     candidate_inspector = candidate if hasattr(candidate, "inspect_many") else Inspector.load(candidate)
+    # A part whose review a model was retrained from is not evidence about that model.
+    seen = _reviews_trained_on(live_inspector) | _reviews_trained_on(candidate_inspector)
+    kept = [item for item in labelled if item.review_seq is None or item.review_seq not in seen]
+    trained_on, labelled = len(labelled) - len(kept), kept
     counts: dict[str, int] = {}
     for item in labelled:
         counts[item.label] = counts.get(item.label, 0) + 1
     refused = shadow_refusal(live_inspector.bundle.manifest, candidate_inspector.bundle.manifest)  # type: ignore[union-attr]
     if refused:
-        return Comparison(None, None, None, {}, (), refused, counts, (), utc_now_iso(), config)
+        return Comparison(None, None, None, {}, (), refused, counts, (), utc_now_iso(), config, trained_on)
     paths = [item.path for item in labelled]
     live_stopped, bad = _judge(live_inspector, paths)
     cand_stopped, _ = _judge(candidate_inspector, paths)
@@ -362,8 +370,14 @@ def compare_models(
         bad += bad_a
     gates = evaluate_gates(live_results, cand_results, agreement, config)
     return Comparison(
-        live_results, cand_results, agreement, paired, gates, "", counts, tuple(bad), utc_now_iso(), config
-    )
+        live_results, cand_results, agreement, paired, gates, "", counts, tuple(bad), utc_now_iso(), config,
+        trained_on,
+    )  # fmt: skip
+
+
+def _reviews_trained_on(inspector: Any) -> set[int]:
+    lineage = getattr(inspector.bundle.manifest, "lineage", None)
+    return set(lineage.reviews) if lineage is not None else set()
 
 
 def labelled_from_dataset(folder: str | os.PathLike[str]) -> list[Labelled]:
@@ -384,6 +398,7 @@ def labelled_from_reviews(records: Iterable[Any]) -> list[Labelled]:
     """
     images: dict[int, tuple[str, str]] = {}
     labels: dict[int, str | None] = {}
+    by_review: dict[int, int] = {}
     for record in records:
         if record.kind == "inspection" and record.image_uri and record.seq is not None:
             images[record.seq] = (record.image_uri, record.image_sha256)
@@ -391,6 +406,8 @@ def labelled_from_reviews(records: Iterable[Any]) -> list[Labelled]:
             if record.outcome is Outcome.REVIEW:
                 continue
             labels[record.ref_seq] = GOOD if record.outcome is Outcome.PASS else (record.category or "defect")
+            if record.seq is not None:
+                by_review[record.ref_seq] = record.seq
     by_sha: dict[str, set[str]] = {}
     found = []
     for seq, label in labels.items():
@@ -398,7 +415,7 @@ def labelled_from_reviews(records: Iterable[Any]) -> list[Labelled]:
             continue
         path, sha = images[seq]
         by_sha.setdefault(sha, set()).add(label)
-        found.append(Labelled(path, label, "review", sha))
+        found.append(Labelled(path, label, "review", sha, by_review.get(seq)))
     clash = {sha for sha, values in by_sha.items() if len(values) > 1}
     seen: set[str] = set()
     out = []
