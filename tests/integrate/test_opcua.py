@@ -247,7 +247,8 @@ def test_tag_handshake_triggers_and_holds_results_until_acknowledged(station_fil
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not (statuses and statuses[-1].sinks["plc"].failures):
             time.sleep(0.1)
-        assert "not acknowledged within 0.3 s" in statuses[-1].sinks["plc"].last_error
+        problem = statuses[-1].sinks["plc"].last_error
+        assert problem.startswith("sink plc: camera top: result 1 not acknowledged within 0.3 s"), problem
         # The PLC comes back: it acknowledges the held result and triggers 20 more, one at a time.
         _, bg = run_plcsim(PlcSimOptions(endpoint, parts=20, prefix="part", deadline_ms=5000))
         stats = bg.result(120)
@@ -264,10 +265,34 @@ def test_tag_handshake_triggers_and_holds_results_until_acknowledged(station_fil
     assert handshake["triggers"] == 21 and handshake["acknowledged"]
 
 
+def test_plc_sim_in_method_mode_starts_single_jobs_and_takes_result_events(station_file) -> None:
+    port = free_port()
+    config = station_file(server_table(port, handshake='"methods"'), camera_extra='trigger = "plc"')
+    station = Station(config, inspector_loader=fake_loader, sources={"top": ArraySource(None)})
+    running = Background(station.run, drain_s=10)
+    try:
+        wait_port(port, 60)
+        endpoint = f"opc.tcp://127.0.0.1:{port}/flawscope"
+        _, bg = run_plcsim(PlcSimOptions(endpoint, mode="methods", parts=6, prefix="m", deadline_ms=5000))
+        stats = bg.result(120)
+    finally:
+        station.stop()
+        summary = running.result(60)
+        station.close()
+    assert stats.triggered == 6 and stats.results == 6 and stats.missed == 0 and stats.duplicates == 0
+    assert stats.out_of_order == 0 and stats.reconnects == 0 and len(stats.latencies_ms) == 6
+    assert summary.cameras["top"].recorded == 6
+
+
 def test_sign_and_encrypt_with_certificates_trust_store_and_users(
-    station_file, tmp_path: Path, monkeypatch
+    station_file, tmp_path: Path, monkeypatch, caplog
 ) -> None:
+    import datetime as dt
+    import logging
+
     from flawscope.integrate.certs import make_certificate
+
+    caplog.set_level(logging.WARNING, logger="flawscope")
 
     port = free_port()
     server_uri, client_uri = "urn:acme:press-3:flawscope", "urn:acme:plc-sim"
@@ -279,8 +304,18 @@ def test_sign_and_encrypt_with_certificates_trust_store_and_users(
     rogue = make_certificate(
         pki / "rogue", "rogue", common_name="rogue", application_uri=client_uri, der=True
     )
+    expired = make_certificate(
+        pki / "old",
+        "old",
+        common_name="old-plc",
+        application_uri=client_uri,
+        der=True,
+        not_before=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+        days=30,
+    )
     (pki / "trusted").mkdir()
     (pki / "trusted" / "plc.der").write_bytes(client.cert.read_bytes())
+    (pki / "trusted" / "old.der").write_bytes(expired.cert.read_bytes())  # trusted, but expired
     (pki / "station-trust").mkdir()
     (pki / "station-trust" / "server.der").write_bytes(server.cert.read_bytes())
     monkeypatch.setenv("PLC_PASSWORD", "s3cret-plc")
@@ -299,7 +334,8 @@ handshake = "tags"
     config = station_file(table)
     from flawscope.station import check_station
 
-    assert [p for p in check_station(config.path)[1] if p.where.startswith("sink")] == []
+    problems = [p.message for p in check_station(config.path)[1] if p.where.startswith("sink")]
+    assert problems == [f"the trusted certificate {pki / 'trusted' / 'old.der'} expired on 2020-01-31"]
     station = Station(config, inspector_loader=fake_loader, sources={"top": ArraySource(None, rate=50)})
     running = Background(station.run, drain_s=5)
     try:
@@ -323,6 +359,13 @@ handshake = "tags"
             PlcSimOptions(
                 **base, certificate=rogue.cert, private_key=rogue.key, username="plc", password="s3cret-plc"
             ),
+            PlcSimOptions(
+                **base,
+                certificate=expired.cert,
+                private_key=expired.key,
+                username="plc",
+                password="s3cret-plc",
+            ),
             PlcSimOptions(**{**base, "security": "None"}),
         ):
             assert _take_results(bad, 1, timeout_s=4) == [], bad
@@ -331,6 +374,17 @@ handshake = "tags"
         summary = running.result(60)
         station.close()
     assert station.forwarders[0].sink.users.refused >= 1  # the wrong password was seen and refused
+    # Each refusal is one line naming the sink, the peer and why (the line kept inspecting meanwhile).
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sink plc: OPC UA")]
+    assert "sink plc: OPC UA login refused for user 'plc' (wrong password)" in lines
+    untrusted = (
+        f"sink plc: OPC UA session refused: the certificate of {client_uri} (O=flawscope,CN=rogue) is not in"
+    )
+    assert any(line.startswith(untrusted) for line in lines), lines
+    old = f"sink plc: OPC UA session refused: the certificate of {client_uri} (O=flawscope,CN=old-plc) has"
+    old += " expired"
+    assert any(line.startswith(old) for line in lines), lines
+    assert summary.cameras["top"].recorded > 10
     # 50 parts/s waited for a PLC while it connected: more than buffer_depth (8), so overrun was flagged.
     assert summary.status.sinks["plc"].details["cameras"]["top"]["handshake"]["overrun"]
 
@@ -454,9 +508,16 @@ nodes = {{ {wrong} }}
         from flawscope.station import check_station
 
         _, problems = check_station(config.path)
+        # Run anyway: the line inspects, the sink says what is wrong and its backlog grows.
+        with Station(config, inspector_loader=fake_loader, sources={"top": ArraySource(5)}) as station:
+            summary = station.run(drain_s=1.0)
     finally:
         sim.stop_threadsafe()
         plc.result(30)
     text = "\n".join(p.message for p in problems)
     assert "tag ResultAck: node ns=2;s=PLC.Nope:" in text and "BadNodeIdUnknown" in text
     assert "tag OutcomeCode: node ns=2;s=PLC.Score is Double, expected Int32" in text
+    status = summary.status.sinks["plc"]
+    assert summary.cameras["top"].recorded == 5 and status.backlog == 5 and not status.connected
+    assert status.last_error.startswith(f"sink plc: PLC {endpoint}: tag ResultAck: node ns=2;s=PLC.Nope")
+    assert "tag OutcomeCode: node ns=2;s=PLC.Score is Double, expected Int32" in status.last_error

@@ -32,7 +32,9 @@ def plcsim_command(
         float, typer.Option(help="Triggers per second (0: as soon as the last result is in).")
     ] = 0.0,
     prefix: Annotated[str, typer.Option(help="Part ids are PREFIX-N.")] = "plc",
-    scan_ms: Annotated[float, typer.Option(help="Tag scan period (a PLC cycle), ms.")] = 1.0,
+    scan_ms: Annotated[
+        float, typer.Option(help="Tag scan period (a PLC cycle), ms; 0: told of each change at once.")
+    ] = 1.0,
     poll: Annotated[
         bool, typer.Option("--poll", help="Read the tags every scan (default: subscribe to their changes).")
     ] = False,

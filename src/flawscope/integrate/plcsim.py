@@ -56,7 +56,9 @@ class PlcSimOptions:
         parts: parts to trigger (0 with rate 0: only take results until stopped).
         rate: triggers per second (0: as soon as the previous result is in).
         prefix: part ids are ``<prefix>-<n>``.
-        scan_ms: tag scan period (the subscription's publishing interval, unless polling).
+        scan_ms: tag scan period (the subscription's publishing interval, unless polling); 0: the
+            station's server sends each change of ResultReady/TriggerAck at once (no publishing
+            cycle on either side; what an event-driven PLC gets).
         poll: read the tags every scan instead of being told of their changes by a subscription.
         deadline_ms: a result later than this after its trigger counts as late.
         ack: acknowledge results (False: a PLC that never acknowledges).
@@ -210,7 +212,10 @@ class PlcSim:
             application_uri=opts.application_uri,
         )
         await client.connect()
-        await client.load_data_type_definitions()
+        if opts.mode == "methods":
+            # StartSingleJob's arguments are Machine Vision structures; the tags are scalars, and
+            # building every type of the server takes seconds of CPU at each (re)connection.
+            await client.load_data_type_definitions()
         return client
 
     async def _namespace(self, client: Any) -> int:
@@ -242,9 +247,9 @@ class PlcSim:
                     done = await self._methods(client, ns, parts)
                 else:
                     tags = _ClientTags(client, ns, self.options.camera)
-                if not self.options.poll:
-                    await tags.watch(self.options.scan_ms)
-                done = await self._tags(tags, parts)
+                    if not self.options.poll:
+                        await tags.watch(self.options.scan_ms)
+                    done = await self._tags(tags, parts)
                 if done:
                     return
             except Exception as exc:

@@ -82,6 +82,7 @@ class _Line:
         keep_maps: Collection[str] = (),
         review_sample: float = 0.0,
         monitor: PartObserver | None = None,
+        on_commit: Publisher | None = None,
     ) -> None:
         self.source = source
         self.inspector = inspector
@@ -92,6 +93,7 @@ class _Line:
         self.max_transaction = max(batch_size, 64)
         self.drop = drop
         self.publishers = tuple(publishers)
+        self.on_commit = on_commit
         self.on_status = on_status
         self.stop_event = stop_event
         self.status_interval_s = status_interval_s
@@ -303,6 +305,11 @@ class _Line:
         self.stats.latency("record", (now - started) * 1000)
         self.stats.committed(committed, [(now - p.acquired) * 1000 for p, _ in pairs])
         for record in committed:
+            if self.on_commit is not None:
+                try:
+                    self.on_commit(record)
+                except Exception:
+                    logger.exception("commit hand-over failed for part %s", record.part_id)
             self.q_publish.put(record)
         return True
 
@@ -439,6 +446,7 @@ def run_line(
     keep_maps: Collection[str] = ("review", "fail"),
     review_sample: float = 0.0,
     monitor: PartObserver | None = None,
+    on_commit: Publisher | None = None,
 ) -> LineSummary:
     """Run an inspection line until the source ends, a stop is requested, or recording fails.
 
@@ -465,6 +473,9 @@ def run_line(
             :func:`~flawscope.line.records.in_review_sample`); their maps are kept too.
         monitor: sees every judged part in the inspection thread (the drift monitor,
             :class:`flawscope.monitor.DriftMonitor`); its failures are logged, never stop the line.
+        on_commit: called with each committed record on the committing thread, before the
+            publishers; it must never block (the station's hand-over to its outbox forwarders: one
+            thread hand-over fewer between a commit and a PLC's result than a publisher).
 
     Returns:
         The final summary.
@@ -504,5 +515,6 @@ def run_line(
         keep_maps=keep_maps,
         review_sample=review_sample,
         monitor=monitor,
+        on_commit=on_commit,
     )
     return line.run()

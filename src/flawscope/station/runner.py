@@ -119,7 +119,10 @@ class Station:
         triggered = [c.name for c in config.cameras if c.trigger == "plc"]
         self.triggers = TriggerHub(triggered)
         try:
-            self.cursors = CursorStore(config.station.audit, synchronous=config.station.audit_synchronous)
+            # Cursor writes are not fsynced (synchronous=NORMAL, WAL): one lost in a power cut only
+            # makes its sink re-send records, with the same ids (at least once), and the next record
+            # commit (FULL) syncs it anyway. An fsync here held the write lock a line commit waits for.
+            self.cursors = CursorStore(config.station.audit, synchronous="NORMAL")
             loader = inspector_loader or load_inspector
             for camera in config.cameras:
                 given = (sources or {}).get(camera.name)
@@ -233,7 +236,7 @@ class Station:
                 batch_size=camera.config.batch_size,
                 queue_size=camera.config.queue_size,
                 backpressure=camera.config.backpressure,
-                publishers=[self._publish],
+                on_commit=self._publish,  # forwarder.notify never blocks
                 on_status=on_status,
                 stop_event=self._stop,
                 status_interval_s=min(0.5, self.config.station.status_interval_s),

@@ -266,6 +266,15 @@ class Handshake:
         A result already presented and not yet acknowledged is not presented again (a retry only
         waits longer). Returns True once the PLC acknowledged it, False when the watchdog fired.
         """
+        return await self.show(record, backlog) and await self.wait_ack()
+
+    async def show(self, record: InspectionRecord, backlog: int) -> bool:
+        """Put a result in the tags (toggling ResultReady) without waiting for its ResultAck.
+
+        The previous result is held until acknowledged first (an unread result is never
+        overwritten); a result already presented is not presented again. Returns False when the
+        watchdog fired on the previous result (this one is not shown).
+        """
         if self.presented != record.seq:
             # The previous result still unacknowledged is held (an unread result is never overwritten).
             if not self.acked and not await self._wait_ack():
@@ -298,6 +307,10 @@ class Handshake:
             started = self.job_started.pop(job_id(record), None)
             if started is not None and math.isfinite(record.latency_ms):
                 self.overheads.append((time.perf_counter() - started) * 1000 - record.latency_ms)
+        return True
+
+    async def wait_ack(self) -> bool:
+        """Wait for the PLC to acknowledge the result presented; False when the watchdog fired."""
         return await self._wait_ack()
 
     async def _wait_ack(self) -> bool:

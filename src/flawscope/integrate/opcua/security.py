@@ -93,10 +93,12 @@ class PasswordUsers:
         allow_anonymous: accept sessions without a user.
     """
 
-    def __init__(self, users: dict[str, str], allow_anonymous: bool) -> None:
+    def __init__(self, users: dict[str, str], allow_anonymous: bool, sink: str = "") -> None:
         self.users = dict(users)
         self.allow_anonymous = allow_anonymous
+        self.sink = sink
         self.refused = 0
+        self.refused_certificates = 0
 
     def get_user(
         self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
@@ -112,8 +114,52 @@ class PasswordUsers:
         if variable and expected and hmac.compare_digest(given.encode(), expected.encode()):
             return User(role=UserRole.User, name=username)
         self.refused += 1
-        logger.warning("OPC UA login refused for user %r", username)
+        why = "unknown user" if not variable else "wrong password"
+        logger.warning("%sOPC UA login refused for user %r (%s)", _prefix(self.sink), username, why)
         return None
+
+
+def _prefix(sink: str) -> str:
+    return f"sink {sink}: " if sink else ""
+
+
+#: Why asyncua's certificate validator refused a peer, in words.
+_CERTIFICATE_CODES = {
+    "BadCertificateUntrusted": "is not in the trust store",
+    "BadCertificateTimeInvalid": "has expired or is not valid yet",
+    "BadCertificateUriInvalid": "does not hold the application URI the peer announced",
+    "BadCertificateUseNotAllowed": "is not made for this use (key usage)",
+    "BadCertificateInvalid": "is malformed (a required extension is missing)",
+    "BadCertificateRevoked": "is revoked",
+}
+
+
+def _named_validator(validator: Any, users: PasswordUsers, trust_store: Path) -> Any:
+    """The validator of asyncua, with one log line naming the sink, the peer and the reason on refusal."""
+    from asyncua.ua.status_codes import get_name_and_doc
+    from asyncua.ua.uaerrors import UaError
+
+    async def validate(cert: Any, description: Any) -> None:
+        try:
+            await validator(cert, description)
+        except UaError as exc:
+            users.refused_certificates += 1
+            code = getattr(exc, "code", None)
+            label = get_name_and_doc(code)[0] if isinstance(code, int) else type(exc).__name__
+            subject = cert.subject.rfc4514_string() if cert is not None else "?"
+            why = _CERTIFICATE_CODES.get(label, label)
+            logger.warning(
+                "%sOPC UA session refused: the certificate of %s (%s) %s (%s; trust store %s)",
+                _prefix(users.sink),
+                getattr(description, "ApplicationUri", "") or "a client",
+                subject,
+                why,
+                label,
+                trust_store,
+            )
+            raise
+
+    return validate
 
 
 async def secure_server(
@@ -138,7 +184,9 @@ async def secure_server(
         store = TrustStore([trust_store], [])
         await store.load()
         options = CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_CLIENT
-        server.set_certificate_validator(CertificateValidator(options, store))
+        server.set_certificate_validator(
+            _named_validator(CertificateValidator(options, store), users, trust_store)
+        )
     tokens: list[Any] = [ua.UserNameIdentityToken]
     if users.allow_anonymous:
         tokens.append(ua.AnonymousIdentityToken)

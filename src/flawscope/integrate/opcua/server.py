@@ -137,7 +137,7 @@ class OpcuaServerSink(Sink):
         chosen = context.sink.cameras or tuple(c.name for c in station.cameras)
         self.cameras = {c.name: c for c in station.cameras if c.name in chosen}
         self.namespace = options.namespace or f"urn:flawscope:{station.station.name}"
-        self.users = PasswordUsers(options.users, options.allow_anonymous)
+        self.users = PasswordUsers(options.users, options.allow_anonymous, sink=name)
         self._loop: LoopThread | None = None
         self._server: Any = None
         self._audit: Any = None
@@ -299,6 +299,7 @@ class OpcuaServerSink(Sink):
                 for c, v in self.vision.items()
             },
             "refused_logins": self.users.refused,
+            "refused_certificates": self.users.refused_certificates,
         }
 
     def check(self) -> list[str]:
@@ -340,9 +341,13 @@ class OpcuaServerSink(Sink):
             if camera not in self.vision or record.station != self.context.station.record_station(camera):
                 continue  # another camera's or station's record
             if record.kind == "inspection":
-                await self._publish(camera, record)
                 handshake = self.handshakes.get(camera)
-                if handshake is not None and not await handshake.present(record, backlog - done):
+                # The PLC's tags first: the ResultReady event and LatestResult (about 0.5 ms of
+                # asyncua work) are for method clients and must not delay the PLC's toggle.
+                if handshake is not None and not await handshake.show(record, backlog - done):
+                    return done, f"camera {camera}: {handshake.error}"
+                await self._publish(camera, record)
+                if handshake is not None and not await handshake.wait_ack():
                     return done, f"camera {camera}: {handshake.error}"
             elif record.kind == "drift":
                 await self._diagnostic(camera, record)
