@@ -47,3 +47,25 @@ def test_retrain_without_the_training_set_names_the_fix(plant, tmp_path: Path) -
 
     with pytest.raises(InputError, match="--data"):
         retrain(plant.trained, plant.feedback, tmp_path / "c", data=tmp_path / "gone")
+
+
+def test_duplicates_count_once_and_training_images_are_left_out(plant, tmp_path: Path) -> None:
+    import shutil
+
+    from flawscope.data.datasets import load_dataset
+    from flawscope.improve.retrain import without_training_images
+
+    feedback = tmp_path / "fb"
+    shutil.copytree(plant.feedback, feedback)
+    (feedback / "manifest.csv").unlink()  # read from folder names alone
+    good = sorted((feedback / "train" / "good").iterdir())[1]  # [0] is the conflicting image
+    shutil.copyfile(good, good.with_name("999_reviewed_again.png"))
+    original = load_dataset(plant.dataset)
+    shutil.copyfile(original.train[0].path, feedback / "train" / "good" / "998_seen_before.png")
+    read = read_feedback(feedback)
+    assert read.duplicates == {str(good.with_name("999_reviewed_again.png")): str(good)}
+    assert read.counts() == {"crack": 6, "good": 8}
+    fresh = without_training_images(read, original)
+    assert fresh.counts() == {"crack": 6, "good": 7}
+    seen = str(feedback / "train" / "good" / "998_seen_before.png")
+    assert "base training set" in fresh.excluded[seen]

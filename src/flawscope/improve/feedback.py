@@ -12,6 +12,8 @@ Problems are reported, never silently resolved:
   itself already excluded for disagreeing reviews are listed too.
 * **new classes**: defect types the base model does not know are named (``known_classes``), so
   that retraining can say what it does with them.
+* **duplicates**: the same image (by SHA-256) under the same label twice (a part reviewed twice,
+  two exports merged) counts once; the copies are listed.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class FeedbackSet:
         excluded: path (or image SHA-256) -> why it is left out.
         conflicts: image SHA-256 -> the labels it was given.
         unreadable: files with an image suffix that could not be hashed.
+        duplicates: path -> the image of the same content kept instead (a part reviewed twice
+            under the same label, or two exports merged): each image counts once.
     """
 
     root: str
@@ -70,6 +74,7 @@ class FeedbackSet:
     excluded: dict[str, str] = field(default_factory=dict)
     conflicts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unreadable: tuple[str, ...] = ()
+    duplicates: dict[str, str] = field(default_factory=dict)
 
     @property
     def good(self) -> tuple[FeedbackImage, ...]:
@@ -175,7 +180,18 @@ def read_feedback(folder: str | os.PathLike[str]) -> FeedbackSet:
     for sha in _export_conflicts(root):
         excluded.setdefault(sha, "reviews of this image disagreed; the export left it out")
         conflicts.setdefault(sha, ("(left out by the export)",))
-    kept = tuple(i for i in images if i.sha256 not in conflicts)
+    kept: list[FeedbackImage] = []
+    first: dict[str, str] = {}
+    duplicates: dict[str, str] = {}
+    for image in images:
+        if image.sha256 in conflicts:
+            continue
+        if image.sha256 in first:
+            # The same content twice would be fitted twice, or land on both sides of a hold-out.
+            duplicates[image.path] = first[image.sha256]
+            continue
+        first[image.sha256] = image.path
+        kept.append(image)
     if not kept:
         raise InputError(root, "no usable labelled image in the feedback dataset")
-    return FeedbackSet(str(root), kept, excluded, conflicts, tuple(unreadable))
+    return FeedbackSet(str(root), tuple(kept), excluded, conflicts, tuple(unreadable), duplicates)

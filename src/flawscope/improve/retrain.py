@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -83,6 +83,24 @@ def _original(base: Bundle, data: str | os.PathLike[str] | None) -> Dataset:
     return load_dataset(root)
 
 
+def without_training_images(feedback: FeedbackSet, original: Dataset) -> FeedbackSet:
+    """The feedback without images that are already in the base training set (named in ``excluded``)."""
+    from flawscope.data.imageio import sha256_file
+
+    known = {sha256_file(s.path): s.path for s in original.train}
+    same = {i.path: known[i.sha256] for i in feedback.images if i.sha256 in known}
+    if not same:
+        return feedback
+    excluded = dict(feedback.excluded)
+    excluded.update(
+        {path: f"the same image is in the base training set ({was})" for path, was in same.items()}
+    )
+    kept = tuple(i for i in feedback.images if i.path not in same)
+    if not kept:
+        raise InputError(feedback.root, "every feedback image is already in the base training set")
+    return replace(feedback, images=kept, excluded=excluded)
+
+
 def _samples(images: Sequence[Any], label: int) -> tuple[Sample, ...]:
     return tuple(
         Sample(path=i.path, label=label, defect_type="good" if label == 0 else i.label) for i in images
@@ -124,6 +142,7 @@ def retrain(
         raise InputError(out, "the candidate's folder already exists and is not empty")
     feedback_set = read_feedback(feedback)
     original = _original(base, data)
+    feedback_set = without_training_images(feedback_set, original)
     known = known_classes(base, original)
     new = feedback_set.new_classes(known)
     manifest = base.manifest
@@ -169,6 +188,11 @@ def retrain(
     if feedback_set.conflicts:
         notes.append(
             f"{len(feedback_set.conflicts)} image(s) with conflicting labels left out until resolved"
+        )
+    if feedback_set.duplicates:
+        notes.append(
+            f"{len(feedback_set.duplicates)} feedback image(s) with the same content as another "
+            "(reviewed more than once) counted once"
         )
     for note in notes:
         logger.info("retrain: %s", note)
