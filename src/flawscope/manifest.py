@@ -130,6 +130,12 @@ class TrainingSection:
         fit_seconds: wall time of the fit.
         files: each file fitted on (empty in bundles made before per-file records, and for a
             model fitted on arrays): calibration refuses them (:mod:`flawscope.models.provenance`).
+        task: the task trained for (``classify``, ``segment``...; ``None`` for good-parts models).
+        split: how the labelled images were split (train / validation sizes, by group or not).
+        labels: the classes, images per class, and what was decided about the labels (masks
+            missing, synthetic defects pasted).
+        augmentation: the augmentation (albumentations transforms, views, its version).
+        log: the training log (epochs, losses, early stopping, temperature, ECE).
     """
 
     dataset: str | None = None
@@ -141,6 +147,11 @@ class TrainingSection:
     holdout: HoldoutSection = HoldoutSection()
     fit_seconds: float | None = None
     files: tuple[FileRecord, ...] = ()
+    task: str | None = None
+    split: Mapping[str, Any] | None = None
+    labels: Mapping[str, Any] | None = None
+    augmentation: Mapping[str, Any] | None = None
+    log: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

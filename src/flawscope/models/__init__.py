@@ -1,10 +1,10 @@
-"""Anomaly models behind one API; importing this package registers the built-in ones.
+"""Models behind one API; importing this package registers the built-in ones.
 
 A fitted model is saved with :func:`save_model` (a bundle folder: safetensors weights and a JSON
 manifest) and read back with :func:`load_model`.
 """
 
-from flawscope.models import padim, patchcore  # noqa: F401
+from flawscope.models import padim, patchcore, supervised  # noqa: F401
 from flawscope.models.io import load_model, save_model
 from flawscope.models.registry import MODELS, get_model_class, register
 

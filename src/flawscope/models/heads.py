@@ -1,0 +1,138 @@
+"""Trained heads on the shared frozen features: segmentation, category and defect score.
+
+:class:`DefectHead` is the learnable part, after Božič et al. 2021 ("Mixed supervision for
+surface-defect detection"): a small convolutional decoder on the embedder's multi-scale features
+(stride 8 and 16, fused) gives per-cell class logits (background + defect classes), and an
+image head reads the decoder's features and its defect map (average and maximum) to give the
+image's class logits. :class:`SupervisedHead` is what is exported: it turns the logits into the
+declared outputs (temperature-scaled class probabilities, the defect score ``1 - P(good)``, the
+defect-probability map, the per-cell class map), beside an optional good-parts anomaly head (a
+station), all from one pass of the trunk.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DefectHead(nn.Module):
+    """``(B, C, h, w)`` features to ``(seg logits (B, S, h, w) or None, class logits (B, K))``.
+
+    Args:
+        channels: input feature channels ``C``.
+        width: decoder channels.
+        n_classes: image classes ``K`` (good included when the data has good parts).
+        seg_classes: segmentation classes ``S`` (background + defect classes); 0 for none.
+        context: 3x3 convolutions and a coarse (4x4-cell) context branch; ``False`` keeps the
+            decoder pointwise (cheaper, no spatial context beyond the embedder's own pooling).
+        mean: ``(C,)`` feature means (standardisation, from the training features).
+        std: ``(C,)`` feature standard deviations.
+    """
+
+    mean: torch.Tensor
+    inv_std: torch.Tensor
+
+    def __init__(
+        self,
+        channels: int,
+        width: int,
+        n_classes: int,
+        seg_classes: int,
+        context: bool,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels) if mean is None else mean.float().clone())
+        self.register_buffer(
+            "inv_std", torch.ones(channels) if std is None else 1.0 / std.float().clamp_min(1e-3)
+        )
+        self.context = context
+        self.seg_classes = seg_classes
+        self.reduce = nn.Sequential(nn.Conv2d(channels, width, 1), nn.BatchNorm2d(width), nn.ReLU())
+        if context:
+            self.body = nn.Sequential(
+                nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.BatchNorm2d(width), nn.ReLU(),
+            )  # fmt: skip
+            self.coarse = nn.Sequential(
+                nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()
+            )
+        else:
+            self.body = nn.Sequential(nn.Conv2d(width, width, 1), nn.BatchNorm2d(width), nn.ReLU())
+        self.seg = nn.Conv2d(width, seg_classes, 1) if seg_classes else None
+        extra = 2 if seg_classes else 0
+        self.classify = nn.Linear(2 * width + extra, n_classes)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:  # noqa: D102
+        x = (features - self.mean[:, None, None]) * self.inv_std[:, None, None]
+        x = self.body(self.reduce(x))
+        if self.context:
+            coarse = self.coarse(F.avg_pool2d(x, 4))
+            x = x + F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        pooled = [x.mean(dim=(2, 3)), x.amax(dim=(2, 3))]
+        seg = None
+        if self.seg is not None:
+            seg = self.seg(x)
+            defect = defect_probability(seg)
+            pooled += [defect.mean(dim=(1, 2))[:, None], defect.amax(dim=(1, 2))[:, None]]
+        return seg, self.classify(torch.cat(pooled, dim=1))
+
+
+def defect_probability(seg: torch.Tensor) -> torch.Tensor:
+    """``(B, h, w)`` probability that a cell is not background, from ``(B, S, h, w)`` logits."""
+    return 1.0 - torch.softmax(seg, dim=1)[:, 0]
+
+
+class SupervisedHead(nn.Module):
+    """The exported head: features to the declared outputs, in declared order.
+
+    Outputs (each only when present): ``patch_scores`` (the anomaly head's), ``defect_score``
+    ``(B,)``, ``class_probs`` ``(B, K)``, ``defect_map`` ``(B, h, w)``, ``class_map`` ``(B, h, w)``
+    int64 (0 background, ``k`` the k-th class of ``classes``).
+
+    Args:
+        head: the trained :class:`DefectHead`.
+        temperature: divides the class logits before the softmax (fitted on validation data).
+        good_index: column of ``"good"`` in the class probabilities, or ``None``.
+        seg_to_class: ``(S,)`` class index of each segmentation class (0 for background).
+        class_map: give the class map output.
+        anomaly: a good-parts anomaly head (``(B, C, h, w)`` to ``(B, h, w)``), or ``None``.
+    """
+
+    seg_to_class: torch.Tensor
+
+    def __init__(
+        self,
+        head: DefectHead,
+        temperature: float,
+        good_index: int | None,
+        seg_to_class: torch.Tensor | None,
+        class_map: bool,
+        anomaly: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.head = head
+        self.temperature = float(temperature)
+        self.good_index = good_index
+        self.with_class_map = class_map
+        self.anomaly = anomaly
+        self.register_buffer(
+            "seg_to_class", torch.zeros(1, dtype=torch.long) if seg_to_class is None else seg_to_class
+        )
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: D102
+        outputs: list[torch.Tensor] = []
+        if self.anomaly is not None:
+            outputs.append(self.anomaly(features))
+        seg, logits = self.head(features)
+        probs = torch.softmax(logits / self.temperature, dim=1)
+        score = torch.ones_like(probs[:, 0]) if self.good_index is None else 1.0 - probs[:, self.good_index]
+        outputs += [score, probs]
+        if seg is not None:
+            outputs.append(defect_probability(seg))
+            if self.with_class_map:
+                outputs.append(self.seg_to_class[seg.argmax(dim=1)])
+        return tuple(outputs)

@@ -1,0 +1,501 @@
+"""Models that learn from labelled defects, on the shared frozen trunk.
+
+Four registered models, one implementation (:class:`SupervisedModel`), differing in what they
+learn from and what they output:
+
+* ``classifier`` (task ``classify``): image labels -> the category (good or a defect class).
+* ``segmenter`` (task ``segment``): masks where there are any, image labels otherwise -> a
+  defect-probability map, per-pixel classes, regions, and the category.
+* ``detector`` (task ``detect``): VOC boxes, learnt as box masks -> per-class maps whose
+  regions are the boxes (with class and confidence), and the category.
+* ``mixed`` (task ``mixed``, Božič et al. 2021; SuperSimpleNet, Rolih et al. 2024): good
+  parts alone (synthetic anomalies in feature space), better with image labels, better again
+  with masks -> good / defect, with a defect map.
+
+All train a :class:`~flawscope.models.heads.DefectHead` on cached features
+(:mod:`flawscope.features.cache`, :mod:`flawscope.models.training`), and with ``anomaly="padim"``
+carry a PaDiM head fitted on the same features of the good training images: the station's graph
+then runs the trunk once for both (its verdict sends unknown-looking parts to review).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from flawscope.data.augment import DEFAULT_TRANSFORMS, AugmentSpec, paste_defects
+from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, OutputKind, OutputSpec, Task
+from flawscope.errors import InputError
+from flawscope.features.cache import FeatureBank, extract_bank
+from flawscope.models.base import STRIDE, Model, Progress
+from flawscope.models.engine import make_runner
+from flawscope.models.heads import DefectHead, SupervisedHead
+from flawscope.models.registry import register
+from flawscope.models.training import TrainConfig, TrainLog, train_head
+from flawscope.types import Targets
+
+log = logging.getLogger(__name__)
+DEFECT = "defect"
+
+
+def box_class_map(shape: tuple[int, int], boxes: Sequence[tuple[float, float, float, float, str]],
+                  classes: Sequence[str]) -> np.ndarray:  # fmt: skip
+    """``(H, W)`` int class map of filled boxes (0 background, k the class's index); smaller boxes on top."""
+    out = np.zeros(shape, np.int32)
+    for x0, y0, x1, y1, cls in sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1])):
+        if cls in classes:
+            out[max(0, int(y0)) : int(np.ceil(y1)), max(0, int(x0)) : int(np.ceil(x1))] = list(classes).index(
+                cls
+            )
+    return out
+
+
+class SupervisedModel(Model):
+    """A trained head (and optionally a PaDiM head) on the shared frozen embedder.
+
+    Hyperparameters (besides :class:`~flawscope.models.base.ModelConfig`):
+        width: decoder channels.
+        context: 3x3 convolutions and a coarse context branch (else pointwise).
+        epochs, train_batch, lr, weight_decay, patience, seg_weight: see
+            :class:`~flawscope.models.training.TrainConfig`.
+        synthetic: probability that a good training image gets a synthetic feature anomaly.
+        views: augmented views cached per training image (albumentations, :data:`augment`).
+        augment: albumentations transforms and their arguments (``None``: the defaults).
+        rare_below: classes with fewer training images get synthetic pasted defects up to this.
+        validation: share of the training groups held out for early stopping and temperature.
+        anomaly: ``"padim"`` adds a good-parts anomaly head on the same features (a station).
+        threads: torch threads while training (``None``: 1 on a busy machine, else all cores).
+    """
+
+    segments: ClassVar[bool] = False
+    from_boxes: ClassVar[bool] = False
+    binary: ClassVar[bool] = False
+    default_synthetic: ClassVar[float] = 0.0
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:  # noqa: D102
+        return {
+            "width": 32,
+            "context": True,
+            "epochs": 30,
+            "train_batch": 16,
+            "lr": 2e-3,
+            "weight_decay": 1e-4,
+            "patience": 6,
+            "seg_weight": 1.0,
+            "synthetic": cls.default_synthetic,
+            "views": 1,
+            "augment": None,
+            "rare_below": 0,
+            "validation": 0.15,
+            "anomaly": None,
+            "threads": None,
+        }
+
+    def check_params(self) -> None:  # noqa: D102
+        p = self.params
+        for name in ("width", "epochs", "train_batch"):
+            if not isinstance(p[name], int) or p[name] < 1:
+                raise InputError(name, f"must be a whole number >= 1, got {p[name]!r}")
+        for name in ("views", "rare_below", "patience"):
+            if not isinstance(p[name], int) or p[name] < 0:
+                raise InputError(name, f"must be a whole number >= 0, got {p[name]!r}")
+        if not 0.0 <= float(p["synthetic"]) <= 1.0:
+            raise InputError("synthetic", f"must be in [0, 1], got {p['synthetic']!r}")
+        if not 0.0 <= float(p["validation"]) < 0.9:
+            raise InputError("validation", f"must be in [0, 0.9), got {p['validation']!r}")
+        if p["anomaly"] not in (None, "padim"):
+            raise InputError("anomaly", f"must be 'padim' or None, got {p['anomaly']!r}")
+        if p["augment"] is not None and not isinstance(p["augment"], dict):
+            raise InputError("augment", "must be a mapping of albumentations transform name to its arguments")
+
+    # --- declaration -----------------------------------------------------------------------
+    def _seg_classes(self) -> int:
+        return (1 + len([c for c in self.classes_ if c != GOOD])) if self.segments else 0
+
+    def _class_map(self) -> bool:
+        return self.segments and (self.from_boxes or self._seg_classes() > 2)
+
+    def declaration(self) -> ModelDeclaration:  # noqa: D102
+        classes = tuple(getattr(self, "classes_", ()) or ())
+        if not classes:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: its classes are not known yet")
+        outputs = []
+        if self.params["anomaly"]:
+            outputs.append(OutputSpec("patch_scores", OutputKind.ANOMALY_MAP, STRIDE))
+        outputs += [
+            OutputSpec("defect_score", OutputKind.IMAGE_SCORE),
+            OutputSpec("class_probs", OutputKind.CLASS_PROBS),
+        ]
+        if self.segments:
+            outputs.append(OutputSpec("defect_map", OutputKind.DEFECT_MAP, STRIDE))
+            if self._class_map():
+                outputs.append(OutputSpec("class_map", OutputKind.CLASS_MAP, STRIDE))
+        return ModelDeclaration(
+            task=self.task,
+            labels=self.labels,
+            outputs=tuple(outputs),
+            classes=classes,
+            decision="defect_score",
+        )
+
+    def load_declaration(self, declaration: ModelDeclaration) -> None:  # noqa: D102
+        self.classes_ = tuple(declaration.classes)
+
+    # --- targets -----------------------------------------------------------------------------
+    def _classes_for(self, targets: Targets) -> tuple[str, ...]:
+        found = set(targets.classes)
+        if self.from_boxes:
+            found |= {b[4] for boxes in targets.boxes for b in boxes}
+        if self.binary:
+            return (GOOD, DEFECT)
+        return tuple(sorted(found, key=lambda c: (c != GOOD, c)))
+
+    def _image_class(self, cls: str) -> int:
+        if self.binary:
+            return 0 if cls == GOOD else 1
+        return self.classes_.index(cls)
+
+    def _pixel_targets(
+        self, images: Sequence[np.ndarray], targets: Targets
+    ) -> tuple[list[np.ndarray | None], list[int]]:
+        """Per image: its mask (bool) or class map (boxes), and the segmentation class of a bool mask."""
+        masks: list[np.ndarray | None] = []
+        seg: list[int] = []
+        defect_classes = [c for c in self.classes_ if c != GOOD]
+        for i, (image, cls) in enumerate(zip(images, targets.classes, strict=True)):
+            k = (
+                0
+                if cls == GOOD or not self.segments
+                else 1 + defect_classes.index(DEFECT if self.binary else cls)
+            )
+            seg.append(k)
+            if cls == GOOD:
+                masks.append(np.zeros(image.shape[:2], bool))
+            elif self.from_boxes and targets.boxes and targets.boxes[i]:
+                # Index k of a box's class in [background, *defect classes] is its segmentation class.
+                masks.append(box_class_map(image.shape[:2], targets.boxes[i], [GOOD, *defect_classes]))
+            elif targets.masks and targets.masks[i] is not None:
+                masks.append(np.asarray(targets.masks[i], bool))
+            else:
+                masks.append(None)
+        return masks, seg
+
+    # --- fitting -----------------------------------------------------------------------------
+    def fit(
+        self,
+        images: Sequence[np.ndarray],
+        targets: Targets | None = None,
+        progress: Progress | None = None,
+        *,
+        validation_index: Sequence[int] | None = None,
+    ) -> SupervisedModel:
+        """Learn from labelled images.
+
+        Args:
+            images: the training images.
+            targets: their classes (and masks, boxes, groups); a ``mixed`` model accepts none
+                (all images are then good parts).
+            progress: callback ``(stage, done, total)``.
+            validation_index: images for early stopping and the temperature (default: a
+                stratified ``validation`` share of the groups).
+
+        Returns:
+            ``self``; ``training_`` holds what happened (log, notes, split sizes).
+        """
+        from flawscope.data.labelled import LabelledSample
+        from flawscope.data.splits import holdout as holdout_split
+
+        if targets is None:
+            if self.task is not Task.MIXED:
+                raise InputError("targets", f"a {self.name} model needs image labels")
+            targets = Targets(tuple(GOOD for _ in images))
+        if len(targets) != len(images):
+            raise InputError("targets", f"{len(targets)} labels for {len(images)} images")
+        samples = [LabelledSample(str(i), c, None, targets.groups[i] if targets.groups else None)
+                   for i, c in enumerate(targets.classes)]  # fmt: skip
+        split = holdout_split(samples, float(self.params["validation"]), self.config.seed)
+        train_idx, val_idx = list(split.train), list(split.validation)
+        if validation_index is not None:
+            val_idx = sorted(int(i) for i in validation_index)
+            train_idx = [i for i in range(len(images)) if i not in set(val_idx)]
+        images, targets, train_idx = self._with_pasted(images, targets, train_idx)
+        bank = self.make_bank(images, targets, train_idx, progress)
+        self.fit_bank(bank, targets, train_idx, val_idx, progress)
+        self.training_["split"] = {
+            "validation": len(val_idx),
+            "train": len(train_idx),
+            "by_group": split.by_group,
+        }
+        return self
+
+    def _with_pasted(self, images: Sequence[np.ndarray], targets: Targets, train_idx: list[int]
+                     ) -> tuple[list[np.ndarray], Targets, list[int]]:  # fmt: skip
+        """Synthetic pasted defects for classes rarer than ``rare_below`` (training side only)."""
+        below = int(self.params["rare_below"])
+        images = list(images)
+        if below <= 0 or not targets.masks:
+            return images, targets, train_idx
+        rng = np.random.default_rng(self.config.seed)
+        classes, masks = list(targets.classes), list(targets.masks)
+        good = [images[i] for i in train_idx if classes[i] == GOOD]
+        notes = []
+        for cls in sorted({classes[i] for i in train_idx} - {GOOD}):
+            mine = [i for i in train_idx if classes[i] == cls]
+            donors = [(images[i], masks[i]) for i in mine if masks[i] is not None]
+            missing = below - len(mine)
+            if missing <= 0:
+                continue
+            made = paste_defects(good, donors, missing, rng)  # type: ignore[arg-type]
+            for image, mask in made:
+                train_idx.append(len(images))
+                images.append(image)
+                classes.append(cls)
+                masks.append(mask)
+            notes.append(f"{len(made)} synthetic {cls!r} images pasted onto good parts ({len(mine)} real)")
+        groups = (
+            (*targets.groups, *(f"synthetic-{i}" for i in range(len(images) - len(targets))))
+            if targets.groups
+            else ()
+        )
+        self._paste_notes = notes
+        return images, Targets(tuple(classes), tuple(masks), (), groups), train_idx
+
+    def augment_spec(self) -> AugmentSpec:
+        """The augmentation this model trains with (recorded in the manifest)."""
+        transforms = (
+            self.params["augment"] if self.params["augment"] is not None else dict(DEFAULT_TRANSFORMS)
+        )
+        return AugmentSpec(
+            int(self.params["views"]), transforms, int(self.params["rare_below"]), self.config.seed
+        )
+
+    def make_bank(
+        self,
+        images: Sequence[np.ndarray],
+        targets: Targets,
+        train_idx: Sequence[int],
+        progress: Progress | None = None,
+        runner: Callable[[np.ndarray], torch.Tensor] | None = None,
+    ) -> FeatureBank:
+        """Preprocessing, classes and the feature bank of these images (augmented views of ``train_idx``)."""
+        self.classes_ = self._classes_for(targets)
+        self.preprocessing_ = self._make_preprocessing([images[i] for i in train_idx] or list(images))
+        pre = self.preprocessing_
+        self.runner_ = runner or make_runner(self._embedder(), pre.height, pre.width, self.config.engine)
+        masks, seg = self._pixel_targets(images, targets)
+        spec = self.augment_spec()
+        return extract_bank(
+            images, masks, seg, pre, self.runner_, spec if spec.views else None, train_idx, progress
+        )
+
+    def fit_bank(
+        self,
+        bank: FeatureBank,
+        targets: Targets,
+        train_idx: Sequence[int],
+        val_idx: Sequence[int],
+        progress: Progress | None = None,
+    ) -> SupervisedModel:
+        """Train the heads on a feature bank (the preprocessing and classes already set).
+
+        Args:
+            bank: features of the images ``targets`` describes (and of augmented views).
+            targets: the images' labels.
+            train_idx: images to train on (with their augmented views).
+            val_idx: images for early stopping and the temperature (clean views only).
+            progress: callback ``(stage, done, total)``.
+        """
+        labels = np.array([self._image_class(targets.classes[i]) for i in bank.image])
+        train_rows = bank.rows(train_idx, views=True)
+        val_rows = bank.rows(val_idx, views=False)
+        fit_rows = bank.rows(train_idx, views=False)
+        good_rows = (
+            fit_rows[labels[fit_rows] == self._image_class(GOOD)] if GOOD in self.classes_ else fit_rows[:0]
+        )
+        reference = good_rows if len(good_rows) else fit_rows
+        features = bank.features[torch.from_numpy(reference)].float()
+        mean, std = features.mean(dim=(0, 2, 3)), features.std(dim=(0, 2, 3))
+        p = self.params
+        channels, width, context = bank.features.shape[1], int(p["width"]), bool(p["context"])
+        self.head_module_ = DefectHead(channels, width, len(self.classes_), self._seg_classes(), context, mean, std)
+        config = TrainConfig(
+            p["epochs"], p["train_batch"], float(p["lr"]), float(p["weight_decay"]), p["patience"],
+            float(p["seg_weight"]), float(p["synthetic"]), True, self.config.seed, p["threads"],
+        )  # fmt: skip
+        synthetic = self._image_class(DEFECT) if self.binary and float(p["synthetic"]) > 0 else None
+        train_log: TrainLog = train_head(
+            self.head_module_, bank, train_rows, val_rows, labels, config, synthetic, progress
+        )
+        self.temperature_ = float(train_log.temperature)
+        self.anomaly_: Any = None
+        if p["anomaly"] == "padim":
+            self.anomaly_ = self._fit_anomaly(bank, good_rows)
+        self.head_: nn.Module | None = None
+        counts = {
+            c: int(sum(1 for i in train_idx if targets.classes[i] == c)) for c in sorted(set(targets.classes))
+        }
+        self.training_: dict[str, Any] = {
+            "log": train_log.to_dict(),
+            "classes": list(self.classes_),
+            "train_counts": counts,
+            "augmentation": self.augment_spec().to_dict(),
+            "notes": list(getattr(self, "_paste_notes", [])),
+        }
+        return self
+
+    def _fit_anomaly(self, bank: FeatureBank, good_rows: np.ndarray) -> Any:
+        from flawscope.models.padim import PaDiM
+
+        if not len(good_rows):
+            raise InputError("anomaly", "a PaDiM head needs good training images, and there are none")
+        padim = PaDiM(
+            **{k: v for k, v in self.hyperparameters().items() if k in self.config.__dataclass_fields__}
+        )
+
+        def batches() -> Any:
+            for start in range(0, len(good_rows), 32):
+                index = torch.from_numpy(good_rows[start : start + 32])
+                yield bank.features[index].float(), bank.valid[index].numpy()
+
+        padim._fit_features(batches(), len(good_rows), None)
+        padim.preprocessing_ = self.preprocessing_
+        return padim
+
+    # --- the exported head -------------------------------------------------------------------
+    def head(self) -> nn.Module:  # noqa: D102
+        if getattr(self, "head_", None) is None:
+            good = self.classes_.index(GOOD) if GOOD in self.classes_ else None
+            defect_classes = [c for c in self.classes_ if c != GOOD]
+            seg_to_class = torch.tensor(
+                [0, *(self.classes_.index(c) for c in defect_classes)], dtype=torch.long
+            )
+            found: Any = getattr(self, "anomaly_", None)
+            anomaly = found.head() if found is not None else None
+            self.head_ = SupervisedHead(
+                self.head_module_, self.temperature_, good, seg_to_class if self.segments else None,
+                self._class_map(), anomaly,
+            ).eval()  # fmt: skip
+        assert self.head_ is not None
+        return self.head_
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:  # noqa: D102
+        tensors = {f"head.{k}": v for k, v in self.head_module_.state_dict().items()}
+        tensors["temperature"] = torch.tensor([self.temperature_], dtype=torch.float32)
+        found: Any = getattr(self, "anomaly_", None)
+        if found is not None:
+            tensors |= {f"anomaly.{k}": v for k, v in found.state_tensors().items()}
+        return tensors
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: D102
+        head = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
+        channels = int(head["mean"].shape[0])
+        self.head_module_ = DefectHead(
+            channels,
+            int(self.params["width"]),
+            len(self.classes_),
+            self._seg_classes(),
+            bool(self.params["context"]),
+        )
+        self.head_module_.load_state_dict(head)
+        self.head_module_.eval()
+        self.temperature_ = float(tensors["temperature"][0])
+        self.anomaly_ = None
+        if self.params["anomaly"] == "padim":
+            from flawscope.models.padim import PaDiM
+
+            padim = PaDiM(
+                **{k: v for k, v in self.hyperparameters().items() if k in self.config.__dataclass_fields__}
+            )
+            padim.load_state_tensors(
+                {k.removeprefix("anomaly."): v for k, v in tensors.items() if k.startswith("anomaly.")}
+            )
+            self.anomaly_ = padim
+        self.head_ = None
+
+    def fit_head(
+        self,
+        images: Sequence[np.ndarray],
+        extract: Callable[[np.ndarray], torch.Tensor],
+        progress: Progress | None = None,
+    ) -> SupervisedModel:
+        """Re-learn the anomaly head's statistics on another extractor's features (INT8).
+
+        The trained heads stay as trained (retraining them is a training run); the INT8
+        validation measures what quantisation costs them.
+        """
+        found: Any = getattr(self, "anomaly_", None)
+        if found is not None and len(images):
+            import copy
+
+            anomaly = copy.copy(found)
+            anomaly.fit_head(images, extract, progress)
+            self.anomaly_ = anomaly
+            self.head_ = None
+        self.runner_ = extract
+        return self
+
+
+@register("classifier")
+class Classifier(SupervisedModel):
+    """Learns the category of each image (good or a defect class) from image labels."""
+
+    task: ClassVar[Task] = Task.CLASSIFY
+    labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.IMAGE,)
+
+
+@register("segmenter")
+class Segmenter(SupervisedModel):
+    """Learns where defects are from masks (image labels where a mask is missing), and their category."""
+
+    task: ClassVar[Task] = Task.SEGMENT
+    labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.IMAGE, LabelKind.MASK)
+    segments: ClassVar[bool] = True
+
+
+@register("detector")
+class Detector(SupervisedModel):
+    """Learns class-labelled boxes (as box masks); its regions are the detected boxes."""
+
+    task: ClassVar[Task] = Task.DETECT
+    labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.IMAGE, LabelKind.BOX)
+    segments: ClassVar[bool] = True
+    from_boxes: ClassVar[bool] = True
+
+
+@register("mixed")
+class Mixed(SupervisedModel):
+    """Good / defect from good parts alone (synthetic anomalies), better with image labels and masks."""
+
+    task: ClassVar[Task] = Task.MIXED
+    labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.GOOD_PARTS, LabelKind.IMAGE, LabelKind.MASK)
+    segments: ClassVar[bool] = True
+    binary: ClassVar[bool] = True
+    default_synthetic: ClassVar[float] = 0.5
+
+
+def boxes_from_regions(
+    defect_map: np.ndarray, class_map: np.ndarray, classes: Sequence[str], level: float = 0.5
+) -> list[tuple[float, float, float, float, float, str]]:
+    """Detected boxes ``(x0, y0, x1, y1, confidence, class)``: one per connected region of each class.
+
+    The confidence is the region's peak defect probability.
+    """
+    boxes = []
+    above = defect_map >= level
+    for k in np.unique(class_map[above]):
+        if k <= 0 or k >= len(classes):
+            continue
+        part = (above & (class_map == k)).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(part, connectivity=8)
+        for j in range(1, n):
+            x, y, w, h, _ = (int(v) for v in stats[j])
+            peak = float(defect_map[labels == j].max())
+            boxes.append((float(x), float(y), float(x + w), float(y + h), peak, classes[int(k)]))
+    return boxes

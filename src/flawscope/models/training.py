@@ -1,0 +1,323 @@
+"""Training a :class:`~flawscope.models.heads.DefectHead` on cached features.
+
+One loop for every supervised task: class-balanced sampling, free flips of the feature maps,
+optional synthetic anomalies in feature space (SuperSimpleNet, Rolih et al. 2024: noise added
+to the standardised features of good parts inside random blobs, which become defect cells and a
+defective image), the image loss on every image and the segmentation loss (cross-entropy + Dice
+on the defect probability) where the cell targets are known. Early stopping keeps the state with
+the lowest validation loss; a temperature for the class probabilities is then fitted on the
+validation images, and their expected calibration error (ECE) is reported before and after.
+
+Torch runs on one thread when the machine is busier than its cores (os.getloadavg): on a shared
+two-core machine two torch threads ran 11x slower than one (their OpenMP workers wait on each
+other while other processes hold the cores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from flawscope.evaluate.supervised import expected_calibration_error
+from flawscope.features.cache import UNKNOWN, FeatureBank
+from flawscope.models.heads import DefectHead, defect_probability
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a head is trained.
+
+    Attributes:
+        epochs: most passes over the training rows.
+        batch_size: images per step.
+        lr: peak learning rate (one-cycle schedule).
+        weight_decay: AdamW weight decay.
+        patience: stop after this many epochs without a better validation loss (0: never).
+        seg_weight: weight of the segmentation loss against the image loss.
+        synthetic: probability that a good training image gets a synthetic feature anomaly.
+        flips: flip feature maps (and targets) at random, horizontally and vertically.
+        seed: seed of every random choice.
+        threads: torch threads (``None``: 1 on a busy machine, else all cores).
+    """
+
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 6
+    seg_weight: float = 1.0
+    synthetic: float = 0.0
+    flips: bool = True
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass
+class TrainLog:
+    """What happened while training (recorded in the manifest)."""
+
+    epochs_run: int = 0
+    best_epoch: int = 0
+    train_loss: list[float] = field(default_factory=list)
+    validation_loss: list[float] = field(default_factory=list)
+    temperature: float = 1.0
+    ece_before: float | None = None
+    ece_after: float | None = None
+    seconds: float = 0.0
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+        data = asdict(self)
+        data["train_loss"] = [round(v, 5) for v in self.train_loss]
+        data["validation_loss"] = [round(v, 5) for v in self.validation_loss]
+        return data
+
+
+def choose_threads(requested: int | None) -> int:
+    """Torch threads for training: as asked, else 1 when the load exceeds the cores."""
+    if requested is not None:
+        return max(1, int(requested))
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0] > cores
+    except OSError:
+        busy = False
+    return 1 if busy else cores
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def blob_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random smooth blob (Perlin-like: coarse noise, upsampled, thresholded) on an ``(h, w)`` grid."""
+    h, w = shape
+    scale = int(rng.choice([2, 4, 8]))
+    coarse = rng.standard_normal((max(2, h // scale), max(2, w // scale))).astype(np.float32)
+    fine = torch.nn.functional.interpolate(
+        torch.from_numpy(coarse)[None, None], size=(h, w), mode="bicubic", align_corners=False
+    )[0, 0].numpy()
+    mask = fine > np.quantile(fine, 1.0 - rng.uniform(0.02, 0.15))
+    return np.asarray(mask)
+
+
+def _losses(
+    head: DefectHead,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    cells: torch.Tensor,
+    class_weights: torch.Tensor,
+    seg_weights: torch.Tensor | None,
+    seg_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Total loss and the image logits of a batch."""
+    seg, logits = head(x)
+    loss = F.cross_entropy(logits, labels, weight=class_weights)
+    if seg is not None and seg_weights is not None:
+        known = cells != UNKNOWN
+        if bool(known.any()):
+            ce = F.cross_entropy(seg, cells.long().clamp_min(0), weight=seg_weights, reduction="none")
+            ce = (ce * known).sum() / known.sum()
+            prob = defect_probability(seg) * known
+            target = ((cells > 0) & known).float()
+            dice = 1.0 - (2.0 * (prob * target).sum() + 1.0) / (prob.sum() + target.sum() + 1.0)
+            loss = loss + seg_weight * (ce + dice)
+    return loss, logits
+
+
+def _balanced_weights(counts: np.ndarray, cap: float = 20.0) -> torch.Tensor:
+    present = np.maximum(counts, 1)
+    weights = counts.sum() / (len(counts) * present)
+    return torch.tensor(np.minimum(weights, cap), dtype=torch.float32)
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature minimising the validation negative log-likelihood (grid over 0.2-10)."""
+    grid = np.exp(np.linspace(math.log(0.2), math.log(10.0), 80))
+    with torch.no_grad():
+        nll = [float(F.cross_entropy(logits / t, labels)) for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+def train_head(
+    head: DefectHead,
+    bank: FeatureBank,
+    train_rows: np.ndarray,
+    validation_rows: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    synthetic_class: int | None = None,
+    progress: Progress | None = None,
+) -> TrainLog:
+    """Train ``head`` in place on bank rows.
+
+    Args:
+        head: a new head (its standardisation buffers set).
+        bank: cached features and cell targets.
+        train_rows: bank rows to train on.
+        validation_rows: bank rows for early stopping and temperature (may be empty).
+        labels: ``(M,)`` image class index of every bank row.
+        config: how to train.
+        synthetic_class: image class of synthetic anomalies (``None``: no synthetic anomalies).
+        progress: callback ``(stage, done, total)``.
+
+    Returns:
+        The training log; the head holds the best state found.
+    """
+    log_out = TrainLog(threads=choose_threads(config.threads))
+    start = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    n_classes = head.classify.out_features
+    class_weights = _balanced_weights(np.bincount(labels[train_rows], minlength=n_classes).astype(float))
+    seg_weights = None
+    if head.seg is not None:
+        cells = bank.cells[torch.from_numpy(train_rows)]
+        counts = np.bincount(cells[cells >= 0].numpy().astype(np.int64), minlength=head.seg_classes).astype(
+            float
+        )
+        if synthetic_class is not None and counts[1:].sum() == 0:
+            counts[1:] = counts[0] * 0.02  # only synthetic defects: a typical blob share
+        seg_weights = _balanced_weights(counts, cap=50.0)
+    good_rows = labels[train_rows] != synthetic_class if synthetic_class is not None else None
+    sample_p = class_weights.numpy()[labels[train_rows]]
+    sample_p = sample_p / sample_p.sum()
+    steps_per_epoch = max(1, math.ceil(len(train_rows) / config.batch_size))
+    optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, config.lr, total_steps=config.epochs * steps_per_epoch
+    )
+    best_state, best_loss, stale = copy.deepcopy(head.state_dict()), math.inf, 0
+    with torch_threads(log_out.threads):
+        for epoch in range(config.epochs):
+            head.train()
+            total = 0.0
+            for _ in range(steps_per_epoch):
+                pick = rng.choice(len(train_rows), size=config.batch_size, p=sample_p)
+                rows = train_rows[pick]
+                index = torch.from_numpy(rows)
+                x = bank.features[index].float()
+                cells = bank.cells[index].clone()
+                cells[~bank.valid[index]] = UNKNOWN
+                y = torch.from_numpy(labels[rows]).long()
+                if synthetic_class is not None and good_rows is not None and config.synthetic > 0:
+                    x, cells, y = _add_synthetic(
+                        head, x, cells, y, good_rows[pick], synthetic_class, config.synthetic, rng
+                    )
+                if config.flips:
+                    if rng.random() < 0.5:
+                        x, cells = x.flip(-1), cells.flip(-1)
+                    if rng.random() < 0.5:
+                        x, cells = x.flip(-2), cells.flip(-2)
+                loss, _ = _losses(head, x, y, cells, class_weights, seg_weights, config.seg_weight)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total += loss.item()
+            log_out.train_loss.append(total / steps_per_epoch)
+            log_out.epochs_run = epoch + 1
+            if progress:
+                progress("training", epoch + 1, config.epochs)
+            if len(validation_rows) == 0:
+                best_state, log_out.best_epoch = copy.deepcopy(head.state_dict()), epoch + 1
+                continue
+            val_loss, _ = _evaluate(
+                head, bank, validation_rows, labels, class_weights, seg_weights, config.seg_weight
+            )
+            log_out.validation_loss.append(val_loss)
+            if val_loss < best_loss - 1e-4:
+                best_state, best_loss, stale, log_out.best_epoch = (
+                    copy.deepcopy(head.state_dict()),
+                    val_loss,
+                    0,
+                    epoch + 1,
+                )
+            else:
+                stale += 1
+                if config.patience and stale >= config.patience:
+                    break
+        head.load_state_dict(best_state)
+        head.eval()
+        if len(validation_rows):
+            _, logits = _evaluate(
+                head, bank, validation_rows, labels, class_weights, seg_weights, config.seg_weight
+            )
+            truth = torch.from_numpy(labels[validation_rows]).long()
+            log_out.temperature = fit_temperature(logits, truth)
+            log_out.ece_before = expected_calibration_error(torch.softmax(logits, 1).numpy(), truth.numpy())
+            log_out.ece_after = expected_calibration_error(
+                torch.softmax(logits / log_out.temperature, 1).numpy(), truth.numpy()
+            )
+    log_out.seconds = time.perf_counter() - start
+    return log_out
+
+
+def _add_synthetic(
+    head: DefectHead,
+    x: torch.Tensor,
+    cells: torch.Tensor,
+    y: torch.Tensor,
+    good: np.ndarray,
+    synthetic_class: int,
+    probability: float,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Turn some good images of a batch into synthetic anomalies in feature space."""
+    x, cells, y = x.clone(), cells.clone(), y.clone()
+    scale = 1.0 / head.inv_std  # noise in units of each channel's spread
+    for i in np.flatnonzero(good & (rng.random(len(good)) < probability)):
+        mask = torch.from_numpy(blob_mask((x.shape[2], x.shape[3]), rng))
+        strength = float(rng.uniform(0.5, 2.0))
+        noise = torch.randn(x.shape[1], *mask.shape) * scale[:, None, None] * strength
+        x[i] += noise * mask
+        cells[i][mask] = 1
+        y[i] = synthetic_class
+    return x, cells, y
+
+
+def _evaluate(
+    head: DefectHead,
+    bank: FeatureBank,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    class_weights: torch.Tensor,
+    seg_weights: torch.Tensor | None,
+    seg_weight: float,
+) -> tuple[float, torch.Tensor]:
+    """Mean loss and image logits over rows (no flips, no synthetic anomalies)."""
+    head.eval()
+    total, logits = 0.0, []
+    with torch.no_grad():
+        for start in range(0, len(rows), 32):
+            index = torch.from_numpy(rows[start : start + 32])
+            cells = bank.cells[index].clone()
+            cells[~bank.valid[index]] = UNKNOWN
+            y = torch.from_numpy(labels[rows[start : start + 32]]).long()
+            loss, out = _losses(
+                head, bank.features[index].float(), y, cells, class_weights, seg_weights, seg_weight
+            )
+            total += float(loss) * len(index)
+            logits.append(out)
+    return total / max(len(rows), 1), torch.cat(logits)
