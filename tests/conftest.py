@@ -55,3 +55,35 @@ def pytest_configure(config: pytest.Config) -> None:
     from flawscope.signing.keys import ENV_VAR
 
     os.environ[ENV_VAR] = tempfile.mkdtemp(prefix="flawscope-test-keys-")
+
+
+@pytest.fixture(scope="session")
+def tiny_labelled() -> dict:
+    """Small generated labelled parts: good ones, and two defect classes with masks and boxes."""
+    from flawscope.data.synthetic import SyntheticSpec, add_defect, make_part
+
+    rng = np.random.default_rng(1)
+    spec = SyntheticSpec(texture="brushed_metal", size=(64, 80), seed=1)
+    good = [make_part(rng, spec) for _ in range(14)]
+    good_test = [make_part(rng, spec) for _ in range(4)]
+    defects, classes, masks, boxes = [], [], [], []
+    for index in range(20):
+        kind = ("scratch", "spot")[index % 2]
+        image, mask = add_defect(make_part(rng, spec), kind, rng)
+        ys, xs = np.nonzero(mask)
+        defects.append(image)
+        classes.append(kind)
+        masks.append(mask)
+        boxes.append(((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1), kind),))
+    train_bad, test_bad = slice(0, 16), slice(16, 20)
+    return {
+        "good": good,
+        "good_test": good_test,
+        "images": [*good, *defects[train_bad]],
+        "classes": tuple(["good"] * len(good) + classes[train_bad]),
+        "masks": tuple([np.zeros(g.shape[:2], bool) for g in good] + masks[train_bad]),
+        "boxes": tuple([()] * len(good) + boxes[train_bad]),
+        "bad": defects[test_bad],
+        "bad_masks": masks[test_bad],
+        "bad_classes": classes[test_bad],
+    }

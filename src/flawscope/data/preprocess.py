@@ -170,18 +170,13 @@ def to_canvas(image: np.ndarray, config: Preprocessing) -> tuple[np.ndarray, Geo
         ``(3, canvas_h, canvas_w)`` float32 array and the image's geometry in the canvas.
     """
     image = check_image(image)
-    height, width = image.shape[:2]
+    geometry = geometry_of(image.shape, config)
+    height = image.shape[0]
     rgb = _to_float_rgb(image)
     ch, cw = config.height, config.width
-    if config.mode == "stretch":
-        inner_h, inner_w = ch, cw
-    else:
-        scale = min(ch / height, cw / width)
-        inner_h = min(ch, max(1, round(height * scale)))
-        inner_w = min(cw, max(1, round(width * scale)))
+    inner_h, inner_w, top, left = geometry.inner_height, geometry.inner_width, geometry.top, geometry.left
     interp = cv2.INTER_AREA if inner_h < height else cv2.INTER_LINEAR
     resized = cv2.resize(rgb, (inner_w, inner_h), interpolation=interp)
-    top, left = (ch - inner_h) // 2, (cw - inner_w) // 2
     if (inner_h, inner_w) != (ch, cw):
         # Mirror padding continues the part's texture, so the padded band looks normal to the
         # backbone and adds no edge response next to the image; it is cut away afterwards.
@@ -192,7 +187,20 @@ def to_canvas(image: np.ndarray, config: Preprocessing) -> tuple[np.ndarray, Geo
     inv_std = 1.0 / np.asarray(config.std, dtype=np.float32)
     normalised = (resized - mean) * inv_std
     tensor = np.ascontiguousarray(normalised.transpose(2, 0, 1), dtype=np.float32)
-    return tensor, Geometry(height, width, top, left, inner_h, inner_w)
+    return tensor, geometry
+
+
+def geometry_of(shape: tuple[int, ...], config: Preprocessing) -> Geometry:
+    """Where an image of this ``(H, W[, C])`` shape lies in the canvas (what :func:`to_canvas` does)."""
+    height, width = int(shape[0]), int(shape[1])
+    ch, cw = config.height, config.width
+    if config.mode == "stretch":
+        inner_h, inner_w = ch, cw
+    else:
+        scale = min(ch / height, cw / width)
+        inner_h = min(ch, max(1, round(height * scale)))
+        inner_w = min(cw, max(1, round(width * scale)))
+    return Geometry(height, width, (ch - inner_h) // 2, (cw - inner_w) // 2, inner_h, inner_w)
 
 
 def to_batch(images: Sequence[np.ndarray], config: Preprocessing) -> tuple[np.ndarray, list[Geometry]]:

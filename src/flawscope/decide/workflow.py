@@ -32,6 +32,7 @@ def calibrate_bundle(
     names: Sequence[str] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     allow_training_images: bool = False,
+    min_confidence: float | None = None,
 ) -> CalibrationResult:
     """Score held-out images with the bundle's model and store calibrated thresholds as a new version.
 
@@ -46,6 +47,13 @@ def calibrate_bundle(
         progress: callback ``(stage, done, total)``.
         allow_training_images: calibrate even when some good images are files the bundle was
             trained on (a warning is kept with the result and in the manifest).
+        min_confidence: a fail whose defect category is less probable goes to review (models
+            that classify; default: 0.5 when the model has more than one defect class).
+
+    The thresholds apply to the model's decision score: the anomaly score of a good-parts model,
+    the defect probability of a trained one. A station (a trained model with an anomaly head
+    beside it) also gets ``anomaly_reject``, calibrated on the same good parts' anomaly scores
+    at the same target: a part above it that the trained head passes goes to review.
 
     Returns:
         The calibration result; its thresholds carry the new version number.
@@ -72,7 +80,8 @@ def calibrate_bundle(
     model, bundle = load_model(bundle_path)
     overlap = check_not_trained_on(bundle.manifest, names, allow_training_images) if names else None
     images = as_images(good_images)  # read once: scored here and described by the drift reference
-    good = model.predict(images, progress=progress).scores
+    predicted = model.predict(images, progress=progress)
+    good = predicted.scores
     defects = model.predict(defect_images).scores if len(defect_images) else None
     result = calibrate(
         good,
@@ -82,6 +91,7 @@ def calibrate_bundle(
         review_threshold=review_threshold,
         names=names,
     )
+    result = _with_station_rules(result, model, predicted, target_frr, names, min_confidence)
     # The version number comes from the manifest as it is now, not as it was before scoring: a
     # calibration stored meanwhile keeps its version instead of being overwritten.
     if overlap:
@@ -98,6 +108,33 @@ def calibrate_bundle(
         changes["monitor"] = build_reference(images, good, model.name)
     update_manifest(bundle, **changes)
     return _with_version(result, history.active.version)
+
+
+def _with_station_rules(
+    result: CalibrationResult,
+    model: Any,
+    predicted: Any,
+    target_frr: float,
+    names: Sequence[str] | None,
+    min_confidence: float | None,
+) -> CalibrationResult:
+    """The anomaly threshold of a station and the category confidence floor of a classifier."""
+    from dataclasses import replace
+
+    rules: dict[str, Any] = {}
+    if predicted.anomaly_scores is not None:
+        anomaly = calibrate(predicted.anomaly_scores, target_frr=target_frr, names=names)
+        rules["anomaly_reject"] = anomaly.reject
+    declared = model.declaration()
+    if min_confidence is None and len(declared.defect_classes) > 1:
+        min_confidence = 0.5
+    if min_confidence is not None:
+        if not 0.0 <= min_confidence <= 1.0:
+            raise InputError("min_confidence", f"must be in [0, 1], got {min_confidence}")
+        rules["min_confidence"] = float(min_confidence)
+    if not rules:
+        return result
+    return replace(result, thresholds=replace(result.thresholds, **rules))
 
 
 def check_calibration_options(

@@ -61,6 +61,45 @@ def _labelled(folder: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[in
     return list(test.images), [s.label for s in test.samples], list(test.skipped)
 
 
+def _supervised_inputs(manifest: Manifest, validation_folder: str | os.PathLike[str] | None) -> Int8Inputs:
+    """The INT8 images of a model trained on labels: its labelled data, split as at training time.
+
+    Good images it was trained on refit its anomaly head (a station's); the good images held out
+    for calibration map the scores; the data's labelled test side (or ``validation_folder``'s
+    test split) measures the AUROC loss.
+    """
+    from flawscope.data.labelled import load_labelled
+    from flawscope.models.train_supervised import calibration_holdout, read_labelled
+
+    training = manifest.training
+    assert training.dataset is not None
+    labels = dict(training.labels or {})
+    labelled = load_labelled(training.dataset, labels.get("group_pattern"))
+    train_side = [s for s in labelled.samples if s.split != "test"]
+    seed = int(manifest.model.hyperparameters.get("seed", 0))
+    train_idx, held_idx = calibration_holdout(train_side, training.holdout.fraction, seed)
+    fitted = read_labelled([train_side[i] for i in train_idx if train_side[i].cls == "good"], masks=False)
+    kept = read_labelled([train_side[i] for i in held_idx], masks=False)
+    skipped = fitted.skipped + kept.skipped
+    notes: list[str] = []
+    if not fitted.images:
+        raise InputError(training.dataset, "no readable good training image for INT8 calibration")
+    calibration = (kept.images or fitted.images)[:CALIBRATION_LIMIT]
+    validation = None
+    if validation_folder is not None:
+        images, classes, bad = _labelled(validation_folder)
+        skipped += bad
+        validation = (images, classes) if len(set(classes)) == 2 else None
+    else:
+        test = read_labelled([s for s in labelled.samples if s.split == "test"], masks=False)
+        skipped += test.skipped
+        classes = [0 if s.cls == "good" else 1 for s in test.samples]
+        validation = (test.images, classes) if len(set(classes)) == 2 else None
+    if validation is None:
+        notes.append("no labelled test parts (good and defective) to check INT8 on: give --validation-data")
+    return Int8Inputs(calibration, fitted.images, kept.images, validation, skipped, notes)
+
+
 def int8_inputs(
     manifest: Manifest,
     calibration_folder: str | os.PathLike[str] | None = None,
@@ -82,7 +121,9 @@ def int8_inputs(
     skipped: list[tuple[str, str]] = []
     training = manifest.training
     dataset = training.dataset
-    has_dataset = dataset is not None and Path(dataset).is_dir()
+    has_dataset = dataset is not None and Path(dataset).exists()
+    if training.task is not None and calibration_folder is None and dataset is not None and has_dataset:
+        return _supervised_inputs(manifest, validation_folder)
     if calibration_folder is not None:
         folder = read_image_folder(calibration_folder)
         refit, skipped = list(folder.images), list(folder.skipped)

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from flawscope.data.augment import DEFAULT_TRANSFORMS, AugmentSpec, paste_defects
+from flawscope.data.outputs import concat_predictions, finish_outputs
+from flawscope.data.preprocess import Geometry
 from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, OutputKind, OutputSpec, Task
 from flawscope.errors import InputError
 from flawscope.features.cache import FeatureBank, extract_bank
@@ -38,7 +40,7 @@ from flawscope.models.engine import make_runner
 from flawscope.models.heads import DefectHead, SupervisedHead
 from flawscope.models.registry import register
 from flawscope.models.training import TrainConfig, TrainLog, train_head
-from flawscope.types import Targets
+from flawscope.types import Prediction, Targets
 
 log = logging.getLogger(__name__)
 DEFECT = "defect"
@@ -83,11 +85,11 @@ class SupervisedModel(Model):
         return {
             "width": 32,
             "context": True,
-            "epochs": 30,
+            "epochs": 20,
             "train_batch": 16,
             "lr": 2e-3,
             "weight_decay": 1e-4,
-            "patience": 6,
+            "patience": 5,
             "seg_weight": 1.0,
             "synthetic": cls.default_synthetic,
             "views": 1,
@@ -323,8 +325,8 @@ class SupervisedModel(Model):
         features = bank.features[torch.from_numpy(reference)].float()
         mean, std = features.mean(dim=(0, 2, 3)), features.std(dim=(0, 2, 3))
         p = self.params
-        channels, width, context = bank.features.shape[1], int(p["width"]), bool(p["context"])
-        self.head_module_ = DefectHead(channels, width, len(self.classes_), self._seg_classes(), context, mean, std)
+        shape = (bank.features.shape[1], int(p["width"]), len(self.classes_), self._seg_classes())
+        self.head_module_ = DefectHead(*shape, bool(p["context"]), mean, std)
         config = TrainConfig(
             p["epochs"], p["train_batch"], float(p["lr"]), float(p["weight_decay"]), p["patience"],
             float(p["seg_weight"]), float(p["synthetic"]), True, self.config.seed, p["threads"],
@@ -366,7 +368,29 @@ class SupervisedModel(Model):
 
         padim._fit_features(batches(), len(good_rows), None)
         padim.preprocessing_ = self.preprocessing_
+        padim.embedder_ = self._embedder()  # one trunk, shared
         return padim
+
+    def predict_bank(self, bank: FeatureBank, rows: np.ndarray, geometries: Sequence[Geometry]) -> Prediction:
+        """Finished outputs of bank rows, as :meth:`predict` gives them for the images (no trunk pass).
+
+        Args:
+            bank: the feature bank.
+            rows: bank rows (clean views) to predict.
+            geometries: each row's image geometry in the canvas.
+        """
+        assert self.preprocessing_ is not None
+        declaration = self.declaration()
+        names = declaration.output_names
+        parts = []
+        head, pre = self.head(), self.preprocessing_
+        with torch.inference_mode():
+            for start in range(0, len(rows), 32):
+                index = torch.from_numpy(np.asarray(rows[start : start + 32]))
+                out = head(bank.features[index].float())
+                raw = {n: v.numpy() for n, v in zip(names, out, strict=True)}
+                parts.append(finish_outputs(raw, geometries[start : start + 32], pre, declaration))
+        return concat_predictions(parts)
 
     # --- the exported head -------------------------------------------------------------------
     def head(self) -> nn.Module:  # noqa: D102
@@ -416,6 +440,7 @@ class SupervisedModel(Model):
             padim.load_state_tensors(
                 {k.removeprefix("anomaly."): v for k, v in tensors.items() if k.startswith("anomaly.")}
             )
+            padim.embedder_ = self._embedder()  # one trunk, shared
             self.anomaly_ = padim
         self.head_ = None
 
@@ -435,6 +460,8 @@ class SupervisedModel(Model):
             import copy
 
             anomaly = copy.copy(found)
+            anomaly.preprocessing_ = self.preprocessing_
+            anomaly.embedder_ = self._embedder()
             anomaly.fit_head(images, extract, progress)
             self.anomaly_ = anomaly
             self.head_ = None

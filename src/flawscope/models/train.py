@@ -20,6 +20,7 @@ import numpy as np
 from flawscope.bundle import Bundle
 from flawscope.data.datasets import Dataset, load_dataset, read_samples
 from flawscope.decide.calibration import MIN_GOOD
+from flawscope.declaration import Task
 from flawscope.errors import InputError
 from flawscope.models.base import Model, ModelConfig, Progress
 from flawscope.models.io import save_model
@@ -124,6 +125,9 @@ def train(
     """
     # Everything a user can mistype is checked before any image is read or fitted on.
     cls = get_model_class(model)
+    if cls.task is not Task.ANOMALY:
+        why = f"{model!r} learns from labelled defects: train it with --task {cls.task} on labelled images"
+        raise InputError("--model", why)
     params = dict(params or {})
     check_params(cls, params)
     estimator = cls(**params)

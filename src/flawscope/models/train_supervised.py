@@ -193,7 +193,7 @@ def train_supervised(
     fit_seconds = time.perf_counter() - start
     notes += model.training_.get("notes", [])
     training = TrainingSection(
-        dataset=labelled.root,
+        dataset=str(Path(data).resolve()) if not isinstance(data, LabelledSet) else labelled.root,
         dataset_name=labelled.name,
         layout=labelled.layout,
         n_images=len(loaded.images),
@@ -212,6 +212,7 @@ def train_supervised(
             "classes": list(model.classes_),
             "train_counts": model.training_["train_counts"],
             "notes": notes,
+            "group_pattern": group_pattern,
         },
         augmentation=model.training_["augmentation"],
         log=model.training_["log"],

@@ -54,11 +54,11 @@ class TrainConfig:
         threads: torch threads (``None``: 1 on a busy machine, else all cores).
     """
 
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    patience: int = 6
+    patience: int = 5
     seg_weight: float = 1.0
     synthetic: float = 0.0
     flips: bool = True
@@ -201,9 +201,14 @@ def train_head(
             counts[1:] = counts[0] * 0.02  # only synthetic defects: a typical blob share
         seg_weights = _balanced_weights(counts, cap=50.0)
     good_rows = labels[train_rows] != synthetic_class if synthetic_class is not None else None
-    sample_p = class_weights.numpy()[labels[train_rows]]
+    # Class-balanced over images: each row's weight is shared among its image's views.
+    per_image = np.bincount(bank.image[train_rows], minlength=int(bank.image.max()) + 1)
+    sample_p = class_weights.numpy()[labels[train_rows]] / per_image[bank.image[train_rows]]
     sample_p = sample_p / sample_p.sum()
-    steps_per_epoch = max(1, math.ceil(len(train_rows) / config.batch_size))
+    # An epoch is one image's worth of steps per training image; augmented views are alternatives
+    # drawn in their image's place, not extra passes (which would multiply the training time).
+    n_images = len(np.unique(bank.image[train_rows]))
+    steps_per_epoch = max(1, math.ceil(n_images / config.batch_size))
     optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, config.lr, total_steps=config.epochs * steps_per_epoch
