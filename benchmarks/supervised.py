@@ -87,16 +87,10 @@ def recall_at_frr(scores: np.ndarray, labels: np.ndarray, frr: float = 0.01) -> 
 
 def run_dataset(name: str, task: str, cache: Path | None, extra: dict[str, Any]) -> dict[str, Any]:
     import torch
-    from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from flawscope.data.preprocess import geometry_of
-    from flawscope.decide.calibration import calibrate
-    from flawscope.decide.verdict import decide_many, outcomes
-    from flawscope.evaluate.metrics import evaluate_scores
-    from flawscope.evaluate.supervised import category_metrics, detection_map, overlap_metrics
+    from flawscope.evaluate.crossval import cross_validate
     from flawscope.features.cache import FeatureBank
     from flawscope.models import get_model_class
-    from flawscope.models.supervised import boxes_from_regions
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -119,117 +113,8 @@ def run_dataset(name: str, task: str, cache: Path | None, extra: dict[str, Any])
         if cache_file is not None:
             bank.save(cache_file, name)
     extract_s = time.perf_counter() - t1
-    n_views = int(bank.view.max()) + 1
-    pre = base.preprocessing_
-    assert pre is not None
-    geometries = [geometry_of(im.shape, pre) for im in images]
-
-    n = len(images)
-    labels = np.array([0 if c == "good" else 1 for c in targets.classes])
-    pooled: dict[str, Any] = {"score": np.full(n, np.nan), "probs": None, "maps": [None] * n, "class_maps": [None] * n,
-                              "calibrated": np.array([""] * n, dtype=object)}  # fmt: skip
-    fold_rows = []
-    boxes_pred: list[Any] = [[] for _ in range(n)]
-    for fold, split in enumerate(folds):
-        model = cls(**params)
-        model.classes_, model.preprocessing_, model.runner_ = base.classes_, pre, None
-        t2 = time.perf_counter()
-        model.fit_bank(bank, targets, list(split.train), list(split.validation))
-        fit_s = time.perf_counter() - t2
-        test = np.array(split.test)
-        t3 = time.perf_counter()
-        pred = model.predict_bank(bank, bank.rows(test, views=False), [geometries[i] for i in test])
-        predict_s = time.perf_counter() - t3
-        # rows come back in bank order (clean views are stored in image order)
-        pooled["score"][test] = pred.scores
-        if pred.class_probs is not None:
-            if pooled["probs"] is None:
-                pooled["probs"] = np.zeros((n, pred.class_probs.shape[1]), np.float32)
-            pooled["probs"][test] = pred.class_probs
-        for j, i in enumerate(test):
-            if pred.maps:
-                pooled["maps"][i] = pred.maps[j]
-            if pred.class_maps:
-                pooled["class_maps"][i] = pred.class_maps[j]
-                if task == "detect":
-                    boxes_pred[i] = boxes_from_regions(pred.maps[j], pred.class_maps[j], model.classes_)
-        # A station's operating point: thresholds calibrated on this fold's validation good parts.
-        val_good = [i for i in split.validation if labels[i] == 0]
-        if len(val_good) >= 10 and "good" in model.classes_:
-            vpred = model.predict_bank(
-                bank, bank.rows(val_good, views=False), [geometries[i] for i in val_good]
-            )
-            cal = calibrate(vpred.scores, target_frr=0.01, require_bound=False)
-            pooled["calibrated"][test] = outcomes(decide_many(pred, cal.thresholds, regions=False))
-        log = model.training_["log"]
-        n_train_images = len(split.train)
-        fold_rows.append({
-            "fold": fold, "n_train": n_train_images, "n_validation": len(split.validation), "n_test": len(test),
-            "fit_seconds": round(fit_s, 1), "predict_seconds": round(predict_s, 2),
-            "training_run_seconds": round(fit_s + extract_s * n_train_images / (n * n_views) * n_views, 1),
-            "epochs_run": log["epochs_run"], "best_epoch": log["best_epoch"], "temperature": log["temperature"],
-            "ece_validation_after": log["ece_after"],
-        })  # fmt: skip
-        print(
-            f"  {name} fold {fold}: fit {fit_s:.0f} s, epochs {log['epochs_run']} (best {log['best_epoch']})",
-            flush=True,
-        )
-        del model
-    tested = np.flatnonzero(~np.isnan(pooled["score"]))
-    y, s = labels[tested], pooled["score"][tested]
-    result: dict[str, Any] = {
-        "dataset": name, "task": task, "model": cls.name, "n_images": n, "n_tested": len(tested),
-        "folds": len(folds), "split": [folds[0].method, folds[0].by_group], "views": n_views,
-        "read_seconds": round(read_s, 1), "extract_seconds": round(extract_s, 1), "per_fold": fold_rows,
-        "canvas": [pre.height, pre.width],
-    }  # fmt: skip
-    classes = list(base.classes_)
-    if 0 < y.sum() < len(y):
-        masks = [targets.masks[i] if targets.masks else None for i in tested]
-        has_maps = all(pooled["maps"][i] is not None for i in tested) and any(
-            m is not None and m.any() for m in masks
-        )
-        types = [targets.classes[i] if labels[i] else "good" for i in tested]
-        summary = evaluate_scores(
-            s, y, types,
-            maps=[pooled["maps"][i] for i in tested] if has_maps else None,
-            masks=[m if m is not None else np.zeros(pooled["maps"][i].shape, bool) for i, m in zip(tested, masks, strict=True)]
-            if has_maps else None,
-        )  # fmt: skip
-        m = summary.overall
-        cal = pooled["calibrated"][tested]
-        result.update({
-            "image_ap": float(average_precision_score(y, s)), "image_auroc": float(roc_auc_score(y, s)),
-            "recall_at_1pct_frr": m.recall_at_frr, "achieved_frr": m.achieved_frr,
-            "pixel_auroc": m.pixel_auroc, "au_pro": m.au_pro,
-            "per_type_image_auroc": {k: v.image_auroc for k, v in summary.per_type.items()},
-            "per_type_pixel_auroc": {k: v.pixel_auroc for k, v in summary.per_type.items()},
-        })  # fmt: skip
-        if (cal != "").all():
-            result["calibrated"] = {
-                "frr": float((cal[y == 0] == "fail").mean()), "recall": float((cal[y == 1] == "fail").mean()),
-                "review_rate": float((cal == "review").mean()),
-            }  # fmt: skip
-        if has_maps:
-            over = overlap_metrics([pooled["maps"][i] for i in tested],
-                                   [pooled["class_maps"][i] for i in tested] if pooled["class_maps"][tested[0]] is not None else None,
-                                   masks, [targets.classes[i] for i in tested], classes)  # fmt: skip
-            result["dice"], result["iou"] = over.dice, over.iou
-    if pooled["probs"] is not None:
-        probs = pooled["probs"][tested]
-        truth = [targets.classes[i] for i in tested]
-        cm = category_metrics(probs, truth, classes)
-        result["category"] = cm.to_dict()
-        defect_cols = [k for k, c in enumerate(classes) if c != "good"]
-        bad = [j for j, i in enumerate(tested) if labels[i] == 1]
-        if len(defect_cols) > 1 and bad:
-            guess = [classes[defect_cols[int(np.argmax(probs[j, defect_cols]))]] for j in bad]
-            result["defect_type_accuracy"] = float(
-                np.mean([g == truth[j] for g, j in zip(guess, bad, strict=True)])
-            )
-    if task == "detect":
-        result["detection"] = detection_map([boxes_pred[i] for i in tested],
-                                            [targets.boxes[i] for i in tested], classes)  # fmt: skip
+    result = cross_validate(base, images, targets, folds, bank, extract_s, name)
+    result = {"dataset": name, "read_seconds": round(read_s, 1), **result}
     if name == "elpv":
         result["elpv_test_indices"] = [int(i) for i in folds[0].test]
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
@@ -296,11 +181,16 @@ def run_mixed(cache: Path | None, counts: list[int | str]) -> list[dict[str, Any
             pred = model.predict_bank(bank, bank.rows(test, views=False), [geometries[i] for i in test])
             scores[test] = pred.scores
         y = labels
-        rows.append({
-            "labelled_defects_per_fold": count, "with_masks": masks_too,
-            "image_ap": float(average_precision_score(y, scores)), "image_auroc": float(roc_auc_score(y, scores)),
-            "recall_at_1pct_frr": recall_at_frr(scores, y), "fit_seconds": [round(v, 1) for v in seconds],
-        })  # fmt: skip
+        rows.append(
+            {
+                "labelled_defects_per_fold": count,
+                "with_masks": masks_too,
+                "image_ap": float(average_precision_score(y, scores)),
+                "image_auroc": float(roc_auc_score(y, scores)),
+                "recall_at_1pct_frr": recall_at_frr(scores, y),
+                "fit_seconds": [round(v, 1) for v in seconds],
+            }
+        )
         print(
             f"  mixed {count}: recall@1% {rows[-1]['recall_at_1pct_frr']:.3f}, AP {rows[-1]['image_ap']:.4f}",
             flush=True,
@@ -340,32 +230,63 @@ def main() -> None:
             print(f"{name} / {task} ...", flush=True)
             results.append(run_dataset(name, task, cache, extra))
     mixed = run_mixed(cache, [0, 5, 10, 20, "all", "all-image-labels"]) if args.mixed else None
-    header = ("dataset", "task", "AP", "AUROC", "recall@FRR1%", "pixAUROC", "Dice(all)", "category acc", "defect-type acc",
-              "ECE", "mAP@0.5", "fold fit s", "extract s", "total s")  # fmt: skip
+    header = (
+        "dataset",
+        "task",
+        "AP",
+        "AUROC",
+        "recall@FRR1%",
+        "pixAUROC",
+        "Dice(all)",
+        "category acc",
+        "defect-type acc",
+        "ECE",
+        "mAP@0.5",
+        "fold fit s",
+        "extract s",
+        "total s",
+    )
     print(" | ".join(header))
     for r in results:
         cat = r.get("category") or {}
-        print(" | ".join([
-            r["dataset"], r["task"], _fmt(r.get("image_ap"), 4), _fmt(r.get("image_auroc"), 4),
-            _fmt(r.get("recall_at_1pct_frr")), _fmt(r.get("pixel_auroc"), 4), _fmt((r.get("dice") or {}).get("all")),
-            _fmt(cat.get("accuracy"), 4), _fmt(r.get("defect_type_accuracy"), 4), _fmt(cat.get("ece")),
-            _fmt((r.get("detection") or {}).get("map")), "/".join(str(f["fit_seconds"]) for f in r["per_fold"]),
-            _fmt(r["extract_seconds"], 0), _fmt(r["total_seconds"], 0),
-        ]))  # fmt: skip
+        print(
+            " | ".join(
+                [
+                    r["dataset"],
+                    r["task"],
+                    _fmt(r.get("image_ap"), 4),
+                    _fmt(r.get("image_auroc"), 4),
+                    _fmt(r.get("recall_at_1pct_frr")),
+                    _fmt(r.get("pixel_auroc"), 4),
+                    _fmt((r.get("dice") or {}).get("all")),
+                    _fmt(cat.get("accuracy"), 4),
+                    _fmt(r.get("defect_type_accuracy"), 4),
+                    _fmt(cat.get("ece")),
+                    _fmt((r.get("detection") or {}).get("map")),
+                    "/".join(str(f["fit_seconds"]) for f in r["per_fold"]),
+                    _fmt(r["extract_seconds"], 0),
+                    _fmt(r["total_seconds"], 0),
+                ]
+            )
+        )
     if mixed:
         for row in mixed:
             print(
-                f"mixed kolektorsdd {row['labelled_defects_per_fold']}: recall@1% {row['recall_at_1pct_frr']:.3f} AP {row['image_ap']:.4f}"
+                f"mixed kolektorsdd {row['labelled_defects_per_fold']}: "
+                f"recall@1% {row['recall_at_1pct_frr']:.3f} AP {row['image_ap']:.4f}"
             )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "command": "python benchmarks/supervised.py " + " ".join(f"{k}={v}" for k, v in vars(args).items()),
-        "started": started, "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "started": started,
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None},
-        "results": results, "mixed": mixed,
-    }  # fmt: skip
+        "results": results,
+        "mixed": mixed,
+    }
     out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     print(f"wrote {out}")
 

@@ -6,6 +6,11 @@ least 150 img/s at batch 8, p99 at most 15 ms at batch 1, runtime RSS under 500 
 under 2 s. Prints one table and writes benchmarks/results/throughput.json.
 
     python benchmarks/throughput.py [--models padim,patchcore] [--threads 2] [--seconds 4]
+    python benchmarks/throughput.py --station [--seconds 8]
+
+``--station`` compares, in one run and interleaved, the anomaly-only runtime (PaDiM) with the
+combined station (PaDiM + classifier + segmenter heads on one trunk pass: the ``segmenter`` model
+with ``anomaly="padim"``), per part at batch 8 (issue 13's target: at most 1.25x).
 """
 
 from __future__ import annotations
@@ -350,6 +355,71 @@ def prepare_model(
     return out, probes
 
 
+def station_probes(
+    dataset: Any, images: list[np.ndarray], folder: Path, args: argparse.Namespace
+) -> tuple[dict[str, Any], list[Probe]]:
+    """PaDiM alone and the station (PaDiM + trained heads), exported fp32 and INT8, as probes."""
+    from flawscope.data.datasets import read_samples
+    from flawscope.data.preprocess import to_batch
+    from flawscope.decide.thresholds import ThresholdHistory, Thresholds
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.manifest import TrainingSection
+    from flawscope.models import get_model_class
+    from flawscope.models.io import save_model
+    from flawscope.models.train import train
+    from flawscope.runtime import Inspector
+    from flawscope.types import Targets
+
+    goods = list(read_samples(dataset.train, masks=False).images)
+    test = read_samples(dataset.test)
+    defects = [
+        (im, m, s.defect_type)
+        for im, m, s in zip(test.images, test.masks, test.samples, strict=True)
+        if s.label
+    ]
+    log("station: PaDiM alone")
+    train(dataset, folder / "padim", model="padim", params={"image_size": args.size})
+    log("station: segmenter + PaDiM on one trunk")
+    images_fit = goods + [d[0] for d in defects]
+    targets = Targets(
+        tuple(["good"] * len(goods) + [d[2] for d in defects]),
+        tuple([np.zeros(g.shape[:2], bool) for g in goods] + [d[1] for d in defects]),
+    )
+    model = get_model_class("segmenter")(image_size=args.size, anomaly="padim", epochs=4, views=0)
+    model.fit(images_fit, targets)
+    save_model(model, folder / "station", training=TrainingSection(task="segment"))
+    out: dict[str, Any] = {"station_outputs": model.declaration().output_names}
+    probes: list[Probe] = []
+    calibration = goods[:64]
+    for name in ("padim", "station"):
+        # Thresholds set by hand: the timing does not depend on their values, only on the rules run.
+        from flawscope.bundle import read_bundle, update_manifest
+
+        bundle = read_bundle(folder / name)
+        rules = {"anomaly_reject": 1e9, "min_confidence": 0.5} if name == "station" else {}
+        thresholds = Thresholds.explicit(0.5 if name == "station" else 1e9, **rules)
+        update_manifest(bundle, thresholds=ThresholdHistory().add(thresholds))
+        export_bundle(
+            folder / name,
+            folder / f"{name}-deployed",
+            int8=True,
+            calibration_images=calibration,
+            refit_images=goods,
+            good_images=goods[-32:],
+        )
+        for label, int8 in (("fp32", False), ("int8", True)):
+            inspector = Inspector.load(
+                folder / f"{name}-deployed", int8=int8, threads=args.threads, allow_unsigned=True
+            )
+            probes.append(
+                (name, f"{label} inspect_many b8", lambda i=inspector: i.inspect_many(images[:8]), 8)
+            )
+            batch8, _ = to_batch(images[:8], inspector.preprocessing)
+            probes.append((name, f"{label} graph only b8", graph_call(inspector.session, batch8), 8))
+        out[f"{name}_graph_mb"] = (folder / f"{name}-deployed" / "model.onnx").stat().st_size / 1e6
+    return out, probes
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -417,6 +487,9 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=100)
     parser.add_argument("--startup", nargs=2, metavar=("BUNDLE", "IMAGE"), help=argparse.SUPPRESS)
     parser.add_argument("--int8", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--station", action="store_true", help="station (PaDiM + trained heads) against PaDiM"
+    )
     args = parser.parse_args()
     if args.startup:
         startup_child(args.startup[0], args.startup[1], args.threads, args.int8)
@@ -450,6 +523,30 @@ def main() -> None:
             ("-", "bare trunk (ORT) b1", graph_call(trunk, batch8[:1]), 1),
         ]
         models = []
+        if args.station:
+            out, more = station_probes(dataset, images, folder, args)
+            results = measure([*probes, *more], args.rounds, args.seconds)
+            rows = {f"{m} {r}": v for (m, r), v in results.items()}
+            for label in ("fp32", "int8"):
+                alone = rows[f"padim {label} inspect_many b8"]["img_per_s"]
+                both = rows[f"station {label} inspect_many b8"]["img_per_s"]
+                out[f"station_cost_ratio_{label}_b8"] = alone / both
+            out["rows"] = rows
+            out["load_average"] = [load_start, os.getloadavg()]
+            out["date"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            out["command"] = (
+                "python benchmarks/throughput.py --station "
+                + f"--seconds {args.seconds} --rounds {args.rounds}"
+            )
+            for key, row in rows.items():
+                timing = f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms"
+                print(f"{key:40s} {row['img_per_s']:7.1f} img/s  {timing}")
+            for label in ("fp32", "int8"):
+                ratio = out[f"station_cost_ratio_{label}_b8"]
+                print(f"station / anomaly-only cost per part at batch 8 ({label}): {ratio:.3f}")
+            (HERE / "results").mkdir(exist_ok=True)
+            (HERE / "results" / "throughput_station.json").write_text(json.dumps(out, indent=2, default=str))
+            return
         for name in args.models.split(","):
             slot = folder / f"model{len(models)}"
             slot.mkdir()

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from flawscope.cli.common import check_writable, console, progress_bars, unwritable
-from flawscope.cli.render import metrics_table, operating_table, print_skipped
+from flawscope.cli.render import metrics_table, operating_table, print_skipped, supervised_table
 from flawscope.errors import InputError
 
 
@@ -26,18 +26,22 @@ def evaluate_command(
     report: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Write the HTML validation report here.")
     ] = None,
+    cv: Annotated[
+        int | None,
+        typer.Option(
+            "--cv",
+            min=2,
+            metavar="K",
+            help="K-fold cross-validation of the bundle's configuration on DATA (labelled models).",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a bundle on a dataset's test split: table, JSON and optional HTML report."""
     from flawscope.bundle import read_bundle
     from flawscope.data.datasets import load_dataset
 
     # Fail before scoring, not after it, on a bad bundle, dataset or output path.
-    read_bundle(bundle)
-    dataset = load_dataset(data)
-    if not dataset.test:
-        raise InputError(
-            dataset.root, "no test images: evaluation needs a test/ split (good and defective parts)"
-        )
+    manifest = read_bundle(bundle).manifest
     for target in (json_out, report):
         if target is not None and target.is_dir():
             raise InputError(target, "is a folder; give a file name to write")
@@ -47,6 +51,15 @@ def evaluate_command(
     read_only = unwritable(bundle)
     if read_only and json_out is None:
         raise InputError(bundle, f"cannot write the metrics into the bundle ({read_only}); give --json FILE")
+    if cv is not None:
+        _cross_validate(bundle, data, cv, json_out)
+        return
+    if manifest.training.task is None:
+        dataset = load_dataset(data)
+        if not dataset.test:
+            raise InputError(
+                dataset.root, "no test images: evaluation needs a test/ split (good and defective parts)"
+            )
 
     from flawscope.evaluate.run import evaluate_bundle
 
@@ -59,6 +72,8 @@ def evaluate_command(
     console.print(metrics_table(run, f"Evaluation of {escape(str(bundle))} on {escape(str(data))}"))
     for note in run.summary.overall.notes:
         console.print(f"[yellow]note: {escape(note)}[/yellow]")
+    if run.supervised:
+        console.print(supervised_table(run.supervised))
     if run.operating_point is not None:
         console.print(operating_table(run.operating_point))
     else:
@@ -75,3 +90,15 @@ def evaluate_command(
     if report:
         console.print(f"report: {report}")
     print_skipped(run.skipped)
+
+
+def _cross_validate(bundle: Path, data: Path, folds: int, json_out: Path | None) -> None:
+    from flawscope.evaluate.crossval import cross_validate_bundle
+
+    with progress_bars() as progress:
+        result = cross_validate_bundle(bundle, data, folds, progress=progress)
+    console.print(supervised_table(result, f"{folds}-fold cross-validation of {escape(str(bundle))}"))
+    target = json_out or Path(bundle) / "crossval.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, indent=2, default=float))
+    console.print(f"metrics JSON: {target}")

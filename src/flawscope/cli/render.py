@@ -160,3 +160,41 @@ def operating_table(point: Any) -> Table:
         )
     table.add_row("sent to review", f"{point.review_rate:.2%}")
     return table
+
+
+def supervised_table(result: dict[str, Any], title: str = "Categories and segmentation") -> Table:
+    """Image, category and segmentation metrics of a model trained on labels (evaluation or CV)."""
+    table = kv_table(title)
+
+    def add(label: str, value: Any, digits: int = 4) -> None:
+        if value is not None:
+            table.add_row(label, f"{value:.{digits}f}" if isinstance(value, float) else str(value))
+
+    add("image AP", result.get("image_ap"))
+    add("image AUROC", result.get("image_auroc"))
+    add("recall at FRR <= 1%", result.get("recall_at_1pct_frr"), 3)
+    add("pixel AUROC", result.get("pixel_auroc"))
+    calibrated = result.get("calibrated")
+    if calibrated:
+        add(
+            "at thresholds calibrated per fold: FRR / recall",
+            f"{calibrated['frr']:.3f} / {calibrated['recall']:.3f}",
+        )
+    categories = result.get("categories") or result.get("category")
+    if categories:
+        add("category accuracy", categories.get("accuracy"))
+        add("confidence ECE", categories.get("ece"), 3)
+        for cls in categories["classes"]:
+            p, r = categories["precision"].get(cls), categories["recall"].get(cls)
+            add(
+                f"  {cls}: precision / recall",
+                f"{p if p is None else round(p, 3)} / {r if r is None else round(r, 3)}",
+            )
+    add("defect-type accuracy", result.get("defect_type_accuracy"))
+    segmentation = result.get("segmentation") or {}
+    dice = segmentation.get("dice") or result.get("dice") or {}
+    iou = segmentation.get("iou") or result.get("iou") or {}
+    for cls, value in dice.items():
+        add(f"Dice / IoU {cls}", f"{value if value is None else round(value, 3)} / "
+            f"{iou.get(cls) if iou.get(cls) is None else round(iou[cls], 3)}")  # fmt: skip
+    return table

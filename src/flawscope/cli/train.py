@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -70,6 +70,67 @@ def models_command() -> None:
     console.print(backbones)
 
 
+def _train_labelled(
+    data: Path,
+    output: Path,
+    task: str,
+    holdout: float,
+    target_frr: float,
+    params: dict[str, Any],
+    group_pattern: str | None,
+    classes: str | None,
+) -> None:
+    from flawscope.data.labelled import load_labelled
+
+    labelled = load_labelled(data, group_pattern)  # layout errors before torch is imported
+
+    from flawscope.models.train_supervised import train_supervised
+
+    expected = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    with progress_bars() as progress:
+        result = train_supervised(
+            labelled if data.is_dir() else data,
+            output,
+            task,
+            holdout,
+            params,
+            group_pattern,
+            expected,
+            progress,
+        )
+    model = result.model
+    log = model.training_["log"]
+    table = kv_table(f"Trained {model.name} (task {task})")
+    counts = model.training_["train_counts"]
+    table.add_row("classes (training images)", ", ".join(f"{c} ({counts.get(c, 0)})" for c in sorted(counts)))
+    split = model.training_["split"]
+    table.add_row("training / validation images", f"{split['train']} / {split['validation']}")
+    table.add_row("held out for calibration", str(len(result.holdout_images)))
+    table.add_row("epochs (best)", f"{log['epochs_run']} ({log['best_epoch']})")
+    if log.get("ece_after") is not None:
+        ece = f"{log['ece_before']:.3f} -> {log['ece_after']:.3f} (T = {log['temperature']:.2f})"
+        table.add_row("validation ECE (before -> after temperature)", ece)
+    table.add_row("outputs", ", ".join(model.declaration().output_names))
+    table.add_row("fit time", f"{result.fit_seconds:.1f} s")
+    table.add_row("bundle", escape(str(output)))
+    console.print(table)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    if result.holdout_images:
+        from flawscope.decide.workflow import calibrate_bundle
+
+        with progress_bars() as progress:
+            report = calibrate_bundle(
+                output,
+                result.holdout_images,
+                target_frr=target_frr,
+                names=result.holdout_paths,
+                progress=progress,
+            )
+        print_calibration(report)
+    print_skipped(result.skipped)
+
+
 def train_command(
     data: Annotated[Path, typer.Argument(help="Dataset folder (MVTec AD layout or good/ [bad/] folders).")],
     output: Annotated[Path, typer.Option("-o", "--output", metavar="DIR", help="Bundle folder to write.")],
@@ -99,8 +160,32 @@ def train_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the bundle already in the output folder.")
     ] = False,
+    task: Annotated[
+        Literal["classify", "segment", "detect", "mixed"] | None,
+        typer.Option(
+            help="Learn from labelled defects: classify, segment, detect or mixed (DATA: MVTec layout with "
+            "train/<class>/, one folder per class, or a CSV of path,label[,mask][,group]). Without it, "
+            "--model learns from good parts.",
+        ),
+    ] = None,
+    group_pattern: Annotated[
+        str | None,
+        typer.Option(
+            metavar="REGEX",
+            help="Regular expression on file names naming each image's part (e.g. 'kos\\d+'); "
+            "a part's images are never split apart.",
+        ),
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(metavar="A,B,...", help="Classes the labels must come from (default: those found)."),
+    ] = None,
+    station: Annotated[
+        bool,
+        typer.Option("--station", help="With --task: add a good-parts anomaly head (PaDiM) on the same trunk pass."),
+    ] = False,
 ) -> None:
-    """Fit an anomaly model on good parts and save a bundle."""
+    """Fit a model (good parts only, or with --task from labelled defects) and save a bundle."""
     from flawscope.data.datasets import load_dataset
 
     # Cheap checks first (no torch yet): a typo costs a second, not a model import and a fit.
@@ -111,6 +196,11 @@ def train_command(
         from flawscope.decide.workflow import check_calibration_options
 
         check_calibration_options(target_frr)
+    if task is not None:
+        if station:
+            params["anomaly"] = "padim"
+        _train_labelled(data, output, task, holdout, target_frr, params, group_pattern, classes)
+        return
     dataset = load_dataset(data)
 
     from flawscope.models.train import train

@@ -190,6 +190,38 @@ def _per_type(data: ReportData, point: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _categories(data: ReportData) -> dict[str, Any] | None:
+    """Confusion matrix over categories, per-class precision/recall and ECE (models that classify)."""
+    from flawscope.evaluate.supervised import category_metrics
+
+    prediction = data.prediction
+    if prediction is None or prediction.class_probs is None or not prediction.classes:
+        return None
+    return category_metrics(prediction.class_probs, list(data.defect_types), prediction.classes).to_dict()
+
+
+def _segmentation(data: ReportData) -> dict[str, Any] | None:
+    """Dice and IoU per class of the defect-probability maps (models that segment, with masks)."""
+    from flawscope.evaluate.supervised import overlap_metrics
+
+    prediction = data.prediction
+    if (
+        prediction is None
+        or prediction.map_scale != "probability"
+        or not prediction.maps
+        or data.masks is None
+    ):
+        return None
+    masks = [m if y == 1 else None for m, y in zip(data.masks, data.labels, strict=True)]
+    if not any(m is not None and np.any(m) for m in masks):
+        return None
+    classes = prediction.classes or ("good", *sorted({t for t in data.defect_types if t != GOOD}))
+    found = overlap_metrics(
+        prediction.maps, prediction.class_maps or None, masks, list(data.defect_types), classes
+    )
+    return found.to_dict()
+
+
 def _notes(data: ReportData, point: dict[str, Any]) -> list[str]:
     notes = []
     if not point["calibrated"]:
@@ -235,6 +267,8 @@ def build_content(data: ReportData, tiles: Mapping[str, Sequence[Tile]] | None =
     tiles = tiles or {}
     created = data.created_at or datetime.now(UTC).replace(microsecond=0).isoformat()
     totals = {"false_rejects": point["false_rejects"], "missed_defects": point["counts"]["defect"]["pass"]}
+    if "segmentation" in tiles:
+        totals["segmentation"] = int(np.sum(np.asarray(data.labels) == 1))
     content = {
         "report": {"generator": f"flawscope {flawscope.__version__}", "created_at": created, "format": 1},
         "dataset": data.dataset,
@@ -260,6 +294,8 @@ def build_content(data: ReportData, tiles: Mapping[str, Sequence[Tile]] | None =
             "n_good": overall.n_good,
         },
         "per_type": per_type,
+        "categories": _categories(data),
+        "segmentation": _segmentation(data),
         "metrics": data.summary.to_dict(),
         "galleries": {
             name: {"total": totals[name], "shown": [t.to_dict() for t in tiles.get(name, ())]}
@@ -278,10 +314,23 @@ def _tiles(data: ReportData, point: Mapping[str, Any]) -> tuple[dict[str, list[T
         "false_rejects": worst_good(scores, labels, GALLERY_SIZE),
         "missed_defects": worst_defects(scores, labels, GALLERY_SIZE),
     }
+    probability = data.prediction is not None and data.prediction.map_scale == "probability"
+    if probability and data.maps is not None:
+        # Segmentation overlays: one defective part of each type in turn, predicted map and regions
+        # (with their classes) over the true mask's outline.
+        by_type: dict[str, list[int]] = {}
+        for i in np.flatnonzero(labels == 1):
+            by_type.setdefault(str(data.defect_types[int(i)]), []).append(int(i))
+        picked: list[int] = []
+        while len(picked) < GALLERY_SIZE and any(by_type.values()):
+            for items in by_type.values():
+                if items and len(picked) < GALLERY_SIZE:
+                    picked.append(items.pop(0))
+        chosen["segmentation"] = picked
     shown = (
         [np.asarray(data.maps[i]) for ids in chosen.values() for i in ids] if data.maps is not None else []
     )
-    scale = HeatScale.for_maps(shown, point["reject"])
+    scale = HeatScale(0.0, 0.5) if probability else HeatScale.for_maps(shown, point["reject"])
     tiles = {
         name: make_tiles(
             ids,

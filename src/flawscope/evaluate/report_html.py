@@ -81,6 +81,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 _TITLES = {
     "false_rejects": "Worst false rejects",
     "missed_defects": "Missed defects",
+    "segmentation": "Segmentation overlays",
 }
 
 
@@ -223,6 +224,43 @@ def _confusion(point: Mapping[str, Any]) -> str:
     )
 
 
+def _categories(cat: Mapping[str, Any]) -> str:
+    """Confusion matrix over categories, then per-class precision and recall."""
+    classes = list(cat["classes"])
+    head = "".join(f'<th class="num">{escape(c)}</th>' for c in classes)
+    rows = []
+    for i, truth in enumerate(classes):
+        row = cat["confusion"][i]
+        cells = "".join(
+            f'<td class="num {"ok" if i == j else ("bad" if v else "")}">{v}</td>' for j, v in enumerate(row)
+        )
+        rows.append(f'<tr><th>{escape(truth)}</th>{cells}<td class="num">{sum(row)}</td></tr>')
+    matrix = (
+        f'<table class="confusion"><tr><th>True \\ predicted</th>{head}<th class="num">Total</th></tr>'
+        f"{''.join(rows)}</table>"
+    )
+    per_class = "".join(
+        f'<tr><td>{escape(c)}</td><td class="num">{_pct(cat["precision"].get(c), 1)}</td>'
+        f'<td class="num">{_pct(cat["recall"].get(c), 1)}</td></tr>'
+        for c in classes
+    )
+    table = (
+        '<table><tr><th>Class</th><th class="num">Precision</th><th class="num">Recall</th></tr>'
+        f"{per_class}</table>"
+    )
+    return matrix + table
+
+
+def _overlaps(seg: Mapping[str, Any]) -> str:
+    """Dice and IoU per defect class."""
+    rows = "".join(
+        f'<tr><td>{escape(c)}</td><td class="num">{_num(seg["dice"][c], 3)}</td>'
+        f'<td class="num">{_num(seg["iou"][c], 3)}</td></tr>'
+        for c in seg["dice"]
+    )
+    return f'<table><tr><th>Class</th><th class="num">Dice</th><th class="num">IoU</th></tr>{rows}</table>'
+
+
 def _per_type(rows: Sequence[Mapping[str, Any]], band: bool) -> str:
     head = [
         "Defect type",
@@ -291,7 +329,13 @@ def _legend(scale: HeatScale) -> str:
 
 def _gallery(name: str, gallery: Mapping[str, Any], tiles: Sequence[Tile], scale: HeatScale | None) -> str:
     total, shown = gallery["total"], len(tiles)
-    if name == "false_rejects":
+    if name == "segmentation":
+        lead = (
+            f"Shown: {shown} of {total} defective parts, one of each defect type in turn: the predicted "
+            "defect probability (red from 0.5), the regions cut from it (white boxes) and the true mask's "
+            "outline (magenta)."
+        )
+    elif name == "false_rejects":
         lead = (
             f"{total} good part{'s' if total != 1 else ''} rejected in total. Shown: the {shown} good parts "
             "with the highest scores, highest first (a pass or review badge means it was not rejected)."
@@ -362,7 +406,38 @@ def render_html(
             _per_type(content["per_type"], band),
             "Each defect type against all good test parts; recall at the operating point above.",
         ),
-        *(_gallery(name, content["galleries"][name], tiles.get(name, ()), scale) for name in _TITLES),
+        *(
+            [
+                _section(
+                    "categories",
+                    "Categories",
+                    _categories(content["categories"]),
+                    f"Predicted category (highest class probability) against the true one, "
+                    f"{content['categories']['n']} parts; expected calibration error of the "
+                    f"confidences {_num(content['categories']['ece'], 3)}.",
+                )
+            ]
+            if content.get("categories")
+            else []
+        ),
+        *(
+            [
+                _section(
+                    "segmentation-metrics",
+                    "Segmentation: Dice and IoU",
+                    _overlaps(content["segmentation"]),
+                    f"Pixels with defect probability at least 0.5 against the masks, pooled over "
+                    f"{content['segmentation']['n_images']} defective parts.",
+                )
+            ]
+            if content.get("segmentation")
+            else []
+        ),
+        *(
+            _gallery(name, content["galleries"][name], tiles.get(name, ()), scale)
+            for name in _TITLES
+            if name in content["galleries"]
+        ),
         '<section id="sign-off"><h2>Sign-off</h2><table class="signoff"><tr><th>Role</th><th>Name</th>'
         "<th>Signature</th><th>Date</th></tr>"
         + "".join(

@@ -76,10 +76,12 @@ class EvaluationRun:
     predict_seconds: float
     bundle_version: str
     model_hash: str
+    supervised: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
         return _finite_or_none(
             {
+                **self.supervised,
                 "metrics": self.summary.to_dict(),
                 "operating_point": self.operating_point.to_dict() if self.operating_point else None,
                 "n_images": len(self.samples),
@@ -164,21 +166,17 @@ def evaluate_bundle(
     from flawscope.models.io import load_model
 
     model, bundle = load_model(bundle_path)
-    dataset = load_dataset(data)
-    if not dataset.test:
-        raise InputError(
-            dataset.root, "no test images: evaluation needs a test/ split (good and defective parts)"
-        )
-    loaded = read_samples(dataset.test)
+    root, name, test = _test_samples(data, bundle.manifest)
+    loaded = read_samples(test)
     if not loaded.images:
-        raise InputError(dataset.root, "none of the test images could be read")
+        raise InputError(root, "none of the test images could be read")
     start = time.perf_counter()
     prediction = model.predict(loaded.images, progress=progress)
     seconds = time.perf_counter() - start
     labels = np.array([s.label for s in loaded.samples])
-    # Every model gives anomaly maps; without ground-truth masks there is nothing to score them
-    # against, and the note must say that masks are missing, not maps.
-    has_masks = any(m is not None and m.any() for m in loaded.masks)
+    # Every model gives maps but those of a classifier; without ground-truth masks there is nothing
+    # to score them against, and the note must say that masks are missing, not maps.
+    has_masks = bool(prediction.maps) and any(m is not None and m.any() for m in loaded.masks)
     summary = evaluate_scores(
         prediction.scores,
         labels,
@@ -201,11 +199,71 @@ def evaluate_bundle(
         seconds,
         bundle.version,
         bundle.model_hash,
+        _supervised_metrics(prediction, loaded.samples, loaded.masks),
     )
     if store_metrics:
-        update_manifest(bundle, metrics={"dataset": dataset.root, **run.to_dict()})
+        update_manifest(bundle, metrics={"dataset": root, **run.to_dict()})
     if report is not None:
         from flawscope.evaluate.report import build_report
 
-        build_report(run, bundle, dataset.name, Path(report))
+        build_report(run, bundle, name, Path(report))
     return run
+
+
+def _test_samples(data: str | os.PathLike[str], manifest: Any) -> tuple[str, str, list[Sample]]:
+    """The test split of ``data``.
+
+    The MVTec/plain layout's test split, or for a model trained on labels the labelled data's test
+    side (``test/`` folders or the CSV's ``split`` column).
+
+    Raises:
+        InputError: when there is no test split.
+    """
+    if manifest.training.task is None:
+        dataset = load_dataset(data)
+        if not dataset.test:
+            raise InputError(
+                dataset.root, "no test images: evaluation needs a test/ split (good and defective parts)"
+            )
+        return dataset.root, dataset.name, list(dataset.test)
+    from flawscope.data.labelled import load_labelled
+
+    labels = dict(manifest.training.labels or {})
+    labelled = load_labelled(data, labels.get("group_pattern"))
+    known = set(manifest.model.declaration.classes if manifest.model.declaration else ())
+    test = [s for s in labelled.samples if s.split == "test"]
+    if not test:
+        raise InputError(
+            labelled.root,
+            "no test split (test/ folders or a split column): cross-validate with --cv K instead",
+        )
+    for s in test:
+        if known and s.cls not in known and s.cls != "good":
+            raise InputError(
+                s.path, f"class {s.cls!r} is not one the model knows ({', '.join(sorted(known))})"
+            )
+    samples = [Sample(s.path, s.label, s.cls, s.mask_path) for s in test]
+    return labelled.root, labelled.name, sorted(samples, key=lambda s: (s.label, s.defect_type, s.path))
+
+
+def _supervised_metrics(
+    prediction: Prediction, samples: list[Sample], masks: list[np.ndarray | None]
+) -> dict[str, Any]:
+    """Categories (confusion, precision/recall, ECE) and Dice/IoU of a model that classifies or segments."""
+    from flawscope.evaluate.supervised import category_metrics, overlap_metrics
+
+    out: dict[str, Any] = {}
+    truth = [s.defect_type for s in samples]
+    if prediction.class_probs is not None and prediction.classes:
+        out["categories"] = category_metrics(prediction.class_probs, truth, prediction.classes).to_dict()
+    if (
+        prediction.map_scale == "probability"
+        and prediction.maps
+        and any(m is not None and m.any() for m in masks)
+    ):
+        defect_masks = [m if s.label == 1 else None for m, s in zip(masks, samples, strict=True)]
+        found = overlap_metrics(
+            prediction.maps, prediction.class_maps or None, defect_masks, truth, prediction.classes
+        )
+        out["segmentation"] = found.to_dict()
+    return out

@@ -56,7 +56,7 @@ class FeatureBank:
     image: np.ndarray
     view: np.ndarray
 
-    def rows(self, images: Sequence[int], views: bool = True) -> np.ndarray:
+    def rows(self, images: Sequence[int] | np.ndarray, views: bool = True) -> np.ndarray:
         """Rows of the given images (and their augmented views when ``views``)."""
         chosen = np.isin(self.image, np.asarray(images, dtype=np.int64))
         if not views:

@@ -1,0 +1,264 @@
+"""Cross-validation of a supervised model on labelled images: train per fold, pool the test scores.
+
+``flawscope evaluate BUNDLE DATA --cv K`` and ``benchmarks/supervised.py`` run this. The features
+are extracted once (:class:`~flawscope.features.cache.FeatureBank`) and every fold trains a new
+head on its training images (and their augmented views); test images use their clean view only.
+Scores pooled over the folds give image AP, AUROC and the recall at FRR <= 1% (threshold chosen
+on the pooled good test parts, as for the anomaly benchmark); each fold also calibrates thresholds
+on its own validation good parts, and the outcomes at those thresholds give an honest FRR and
+recall (what a station would see). Segmenting models add pixel AUROC, Dice and IoU; classifying
+ones the confusion matrix, per-class precision and recall, ECE and the defect-type accuracy;
+detectors mAP@0.5.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from flawscope.data.preprocess import geometry_of
+from flawscope.data.splits import Split
+from flawscope.decide.calibration import calibrate
+from flawscope.decide.verdict import decide_many, outcomes
+from flawscope.evaluate.metrics import evaluate_scores
+from flawscope.evaluate.supervised import category_metrics, detection_map, overlap_metrics
+from flawscope.features.cache import FeatureBank
+from flawscope.models.supervised import SupervisedModel, boxes_from_regions
+from flawscope.types import Targets
+
+log = logging.getLogger(__name__)
+
+
+def cross_validate(
+    base: SupervisedModel,
+    images: Sequence[np.ndarray],
+    targets: Targets,
+    folds: Sequence[Split],
+    bank: FeatureBank,
+    extract_seconds: float = 0.0,
+    name: str = "",
+) -> dict[str, Any]:
+    """Train ``base``'s configuration on each fold and measure it on the fold's test images.
+
+    Args:
+        base: a model whose classes and preprocessing are set (:meth:`SupervisedModel.make_bank`).
+        images: every image (only their shapes are read here).
+        targets: their labels (masks, boxes).
+        folds: the splits; their ``test`` sides are pooled.
+        bank: the images' cached features (clean view first, then augmented views).
+        extract_seconds: time the bank took, to report a training run's full cost.
+        name: label for log lines.
+
+    Returns:
+        JSON-ready metrics, pooled and per fold.
+    """
+    cls = type(base)
+    params = base.hyperparameters()
+    task = str(cls.task)
+    pre = base.preprocessing_
+    assert pre is not None
+    geometries = [geometry_of(im.shape, pre) for im in images]
+    n = len(images)
+    labels = np.array([0 if c == "good" else 1 for c in targets.classes])
+    pooled: dict[str, Any] = {
+        "score": np.full(n, np.nan),
+        "probs": None,
+        "maps": [None] * n,
+        "class_maps": [None] * n,
+        "calibrated": np.array([""] * n, dtype=object),
+    }
+    fold_rows = []
+    boxes_pred: list[Any] = [[] for _ in range(n)]
+    for fold, split in enumerate(folds):
+        model = cls(**params)
+        model.classes_, model.preprocessing_, model.runner_ = base.classes_, pre, None
+        assert isinstance(model, SupervisedModel)
+        t2 = time.perf_counter()
+        model.fit_bank(bank, targets, list(split.train), list(split.validation))
+        fit_s = time.perf_counter() - t2
+        test = np.array(split.test)
+        t3 = time.perf_counter()
+        pred = model.predict_bank(bank, bank.rows(test, views=False), [geometries[i] for i in test])
+        predict_s = time.perf_counter() - t3
+        # rows come back in bank order (clean views are stored in image order)
+        pooled["score"][test] = pred.scores
+        if pred.class_probs is not None:
+            if pooled["probs"] is None:
+                pooled["probs"] = np.zeros((n, pred.class_probs.shape[1]), np.float32)
+            pooled["probs"][test] = pred.class_probs
+        for j, i in enumerate(test):
+            if pred.maps:
+                pooled["maps"][i] = pred.maps[j]
+            if pred.class_maps:
+                pooled["class_maps"][i] = pred.class_maps[j]
+                if task == "detect":
+                    boxes_pred[i] = boxes_from_regions(pred.maps[j], pred.class_maps[j], model.classes_)
+        # A station's operating point: thresholds calibrated on this fold's validation good parts.
+        val_good = [i for i in split.validation if labels[i] == 0]
+        if len(val_good) >= 10 and "good" in model.classes_:
+            vpred = model.predict_bank(
+                bank, bank.rows(val_good, views=False), [geometries[i] for i in val_good]
+            )
+            cal = calibrate(vpred.scores, target_frr=0.01, require_bound=False)
+            pooled["calibrated"][test] = outcomes(decide_many(pred, cal.thresholds, regions=False))
+        log_ = model.training_["log"]
+        n_train_images = len(split.train)
+        fold_rows.append(
+            {
+                "fold": fold,
+                "n_train": n_train_images,
+                "n_validation": len(split.validation),
+                "n_test": len(test),
+                "fit_seconds": round(fit_s, 1),
+                "predict_seconds": round(predict_s, 2),
+                "training_run_seconds": round(fit_s + extract_seconds * n_train_images / n, 1),
+                "epochs_run": log_["epochs_run"],
+                "best_epoch": log_["best_epoch"],
+                "temperature": log_["temperature"],
+                "ece_validation_after": log_["ece_after"],
+            }
+        )
+        log.info(
+            "%s fold %d: fit %.0f s, epochs %d (best %d)",
+            name,
+            fold,
+            fit_s,
+            log_["epochs_run"],
+            log_["best_epoch"],
+        )
+        del model
+    n_views = int(bank.view.max()) + 1
+    tested = np.flatnonzero(~np.isnan(pooled["score"]))
+    y, s = labels[tested], pooled["score"][tested]
+    result: dict[str, Any] = {
+        "task": task,
+        "model": cls.name,
+        "n_images": n,
+        "n_tested": len(tested),
+        "folds": len(folds),
+        "split": [folds[0].method, folds[0].by_group],
+        "views": n_views,
+        "extract_seconds": round(extract_seconds, 1),
+        "per_fold": fold_rows,
+        "canvas": [pre.height, pre.width],
+    }
+    classes = list(base.classes_)
+    if 0 < y.sum() < len(y):
+        masks = [targets.masks[i] if targets.masks else None for i in tested]
+        has_maps = all(pooled["maps"][i] is not None for i in tested) and any(
+            m is not None and m.any() for m in masks
+        )
+        types = [targets.classes[i] if labels[i] else "good" for i in tested]
+        summary = evaluate_scores(
+            s,
+            y,
+            types,
+            maps=[pooled["maps"][i] for i in tested] if has_maps else None,
+            masks=[
+                m if m is not None else np.zeros(pooled["maps"][i].shape, bool)
+                for i, m in zip(tested, masks, strict=True)
+            ]
+            if has_maps
+            else None,
+        )
+        m = summary.overall
+        cal = pooled["calibrated"][tested]
+        result.update(
+            {
+                "image_ap": float(average_precision_score(y, s)),
+                "image_auroc": float(roc_auc_score(y, s)),
+                "recall_at_1pct_frr": m.recall_at_frr,
+                "achieved_frr": m.achieved_frr,
+                "pixel_auroc": m.pixel_auroc,
+                "au_pro": m.au_pro,
+                "per_type_image_auroc": {k: v.image_auroc for k, v in summary.per_type.items()},
+                "per_type_pixel_auroc": {k: v.pixel_auroc for k, v in summary.per_type.items()},
+            }
+        )
+        if (cal != "").all():
+            result["calibrated"] = {
+                "frr": float((cal[y == 0] == "fail").mean()),
+                "recall": float((cal[y == 1] == "fail").mean()),
+                "review_rate": float((cal == "review").mean()),
+            }
+        if has_maps:
+            over = overlap_metrics(
+                [pooled["maps"][i] for i in tested],
+                [pooled["class_maps"][i] for i in tested]
+                if pooled["class_maps"][tested[0]] is not None
+                else None,
+                masks,
+                [targets.classes[i] for i in tested],
+                classes,
+            )
+            result["dice"], result["iou"] = over.dice, over.iou
+    if pooled["probs"] is not None:
+        probs = pooled["probs"][tested]
+        truth = [targets.classes[i] for i in tested]
+        cm = category_metrics(probs, truth, classes)
+        result["category"] = cm.to_dict()
+        defect_cols = [k for k, c in enumerate(classes) if c != "good"]
+        bad = [j for j, i in enumerate(tested) if labels[i] == 1]
+        if len(defect_cols) > 1 and bad:
+            guess = [classes[defect_cols[int(np.argmax(probs[j, defect_cols]))]] for j in bad]
+            result["defect_type_accuracy"] = float(
+                np.mean([g == truth[j] for g, j in zip(guess, bad, strict=True)])
+            )
+    if task == "detect":
+        result["detection"] = detection_map(
+            [boxes_pred[i] for i in tested], [targets.boxes[i] for i in tested], classes
+        )
+    return result
+
+
+def cross_validate_bundle(
+    bundle_path: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    folds: int,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """``flawscope evaluate BUNDLE DATA --cv K``: K-fold cross-validation of the bundle's configuration.
+
+    The bundle's model class and hyperparameters are trained anew on each fold of DATA (stratified,
+    by group with the bundle's group pattern); the bundle itself is not changed.
+
+    Raises:
+        InputError: for a bundle of a good-parts model, or labelled data that cannot be split.
+    """
+    from flawscope.bundle import read_bundle
+    from flawscope.data.labelled import check_labelled, load_labelled
+    from flawscope.data.splits import kfold
+    from flawscope.errors import InputError
+    from flawscope.models.registry import get_model_class
+    from flawscope.models.train_supervised import read_labelled
+
+    manifest = read_bundle(bundle_path).manifest
+    if manifest.training.task is None:
+        raise InputError(
+            "--cv",
+            "cross-validation retrains a model trained on labels; this bundle's learns from good parts",
+        )
+    cls = get_model_class(manifest.model.name)
+    labels = dict(manifest.training.labels or {})
+    labelled = load_labelled(data, labels.get("group_pattern"))
+    task = cls.task
+    check_labelled(labelled, task)
+    splits = kfold(labelled.samples, folds, seed=seed)
+    loaded = read_labelled(labelled.samples, masks=bool(getattr(cls, "segments", False)))
+    if loaded.skipped:
+        raise InputError(loaded.skipped[0][0], f"cannot be read for cross-validation: {loaded.skipped[0][1]}")
+    base = cls(**manifest.model.hyperparameters)
+    assert isinstance(base, SupervisedModel)
+    start = time.perf_counter()
+    bank = base.make_bank(loaded.images, loaded.targets, list(range(len(loaded.images))), progress)
+    result = cross_validate(
+        base, loaded.images, loaded.targets, splits, bank, time.perf_counter() - start, labelled.name
+    )
+    return {"dataset": labelled.root, "bundle": str(bundle_path), **result}

@@ -1,0 +1,75 @@
+"""Splits: stratified, by group, and refused when a group or an image is on both sides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flawscope.data.labelled import LabelledSample
+from flawscope.data.splits import Split, check_disjoint, holdout, kfold
+from flawscope.errors import InputError
+
+
+def _samples(n_groups: int = 30, per_group: int = 4, seed: int = 0) -> list[LabelledSample]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for g in range(n_groups):
+        defect = rng.random() < 0.3
+        for k in range(per_group):
+            cls = "crack" if defect and k == 0 else "good"
+            out.append(LabelledSample(f"/d/kos{g:02d}_part{k}.png", cls, None, f"kos{g:02d}"))
+    return out
+
+
+def test_no_group_is_on_both_sides_of_any_fold():
+    samples = _samples()
+    folds = kfold(samples, 3, seed=1)
+    tested = sorted(i for f in folds for i in f.test)
+    assert tested == list(range(len(samples)))  # every image is tested exactly once
+    for fold in folds:
+        sides = {
+            name: {samples[i].group for i in getattr(fold, name)} for name in ("train", "validation", "test")
+        }
+        assert not (sides["train"] & sides["test"]) and not (sides["validation"] & sides["test"])
+        assert not (sides["train"] & sides["validation"])
+        assert fold.by_group
+
+
+def test_folds_are_stratified():
+    samples = _samples(60, 3, seed=2)
+    counts = [sum(samples[i].cls == "crack" for i in fold.test) for fold in kfold(samples, 3)]
+    assert max(counts) - min(counts) <= 2
+
+
+def test_always_trained_images_are_never_tested():
+    samples = _samples()
+    keep = list(range(20))
+    for fold in kfold(samples, 3, always_train=keep):
+        assert not set(fold.test) & set(keep)
+
+
+def test_a_group_on_both_sides_is_refused_naming_it():
+    samples = _samples(4, 2)
+    bad = Split(train=(0, 2, 4), validation=(6,), test=(1, 3))  # kos00 in train (0) and test (1)
+    with pytest.raises(InputError, match="group 'kos00'.*both sides"):
+        check_disjoint(samples, bad)
+
+
+def test_the_same_image_in_train_and_test_is_refused_by_hash():
+    samples = [LabelledSample(f"/d/{i}.png", "good") for i in range(4)]
+    hashes = ["a", "b", "c", "a"]  # image 3 has the same content as image 0
+    with pytest.raises(InputError, match="3.png.*same image as /d/0.png"):
+        check_disjoint(samples, Split((0, 1), (2,), (3,)), hashes)
+
+
+def test_holdout_keeps_groups_together():
+    samples = _samples()
+    split = holdout(samples, 0.2)
+    assert not {samples[i].group for i in split.train} & {samples[i].group for i in split.validation}
+    assert 0.1 < len(split.validation) / len(samples) < 0.35
+
+
+def test_more_folds_than_groups_of_a_class_is_refused():
+    samples = [LabelledSample(f"/d/{i}.png", "good" if i > 1 else "dent", group=f"g{i}") for i in range(10)]
+    with pytest.raises(InputError, match="class 'dent'.*2 group"):
+        kfold(samples, 3)

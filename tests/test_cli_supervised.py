@@ -1,0 +1,92 @@
+"""``flawscope train --task`` and ``evaluate`` of labelled models, as a user runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.export.test_supervised import write_labelled_set
+from tests.test_cli import flawscope
+
+FAST = ("--image-size", "64", "--param", "epochs=8", "--param", "views=0", "--param", "width=16")
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_labelled_set(tmp_path_factory.mktemp("cli-labelled") / "parts", n_good=30, n_defect=8, n_test=5)
+
+
+@pytest.fixture(scope="module")
+def trained(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli-bundle") / "bundle"
+    run = flawscope("train", labelled, "-o", out, "--task", "segment", "--holdout", "0.34", "--station", *FAST,
+                    cwd=out.parent)  # fmt: skip
+    assert run.rc == 0, run.err[-3000:]
+    assert "segmenter" in run.out and "scratch" in run.out and "Calibrated thresholds" in run.out
+    return out
+
+
+def test_train_records_task_split_and_augmentation(trained: Path):
+    from flawscope.bundle import read_bundle
+
+    training = read_bundle(trained).manifest.training
+    assert training.task == "segment"
+    assert training.split is not None and training.split["validation"] > 0
+    assert training.augmentation is not None and "albumentations" in training.augmentation
+    assert training.labels is not None and set(training.labels["classes"]) == {"good", "scratch", "spot"}
+    assert training.holdout.n_images >= 10
+
+
+def test_evaluate_reports_categories_and_segmentation(trained: Path, labelled: Path, tmp_path: Path):
+    run = flawscope("evaluate", trained, labelled, "--json", tmp_path / "m.json", "--report", tmp_path / "r.html",
+                    cwd=tmp_path)  # fmt: skip
+    assert run.rc == 0, run.err[-3000:]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    categories = metrics["categories"]
+    assert categories["classes"] == ["good", "scratch", "spot"] and categories["n"] == 15
+    assert sum(map(sum, categories["confusion"])) == 15
+    assert "all" in metrics["segmentation"]["dice"]
+    html = (tmp_path / "r.html").read_text()
+    for section in ('id="categories"', 'id="segmentation-metrics"', 'id="segmentation"'):
+        assert section in html
+    twin = json.loads((tmp_path / "r.json").read_text())
+    assert twin["categories"]["confusion"] == categories["confusion"]
+
+
+def test_a_class_too_small_stops_training_before_any_image_is_read(labelled: Path, tmp_path: Path):
+    data = tmp_path / "small"
+    shutil.copytree(labelled, data)
+    for extra in sorted((data / "train" / "spot").iterdir())[3:]:
+        extra.unlink()
+    start = time.perf_counter()
+    run = flawscope("train", data, "-o", tmp_path / "b", "--task", "classify", *FAST, cwd=tmp_path)
+    assert run.rc == 2 and len(run.error_lines) == 1 and "Traceback" not in run.err
+    assert "class 'spot'" in run.error_lines[0] and "3 image" in run.error_lines[0]
+    assert not (tmp_path / "b").exists()
+    print(f"\nrefused in {time.perf_counter() - start:.1f} s")
+
+
+def test_the_same_image_in_train_and_test_is_refused(labelled: Path, tmp_path: Path):
+    data = tmp_path / "dup"
+    shutil.copytree(labelled, data)
+    source = sorted((data / "train" / "good").iterdir())[0]
+    shutil.copy(source, data / "test" / "good" / "copy_of_a_training_image.png")
+    run = flawscope("train", data, "-o", tmp_path / "b", "--task", "classify", *FAST, cwd=tmp_path)
+    assert run.rc == 2 and "same image as" in run.error_lines[0] and "copy_of_a_training_image" in run.error_lines[0]
+
+
+def test_a_good_parts_model_is_pointed_to_task(labelled: Path, tmp_path: Path):
+    run = flawscope("train", labelled, "-o", tmp_path / "b", "--model", "segmenter", *FAST, cwd=tmp_path)
+    assert run.rc == 2 and "--task segment" in run.error_lines[0]
+
+
+def test_cross_validation_from_the_command_line(trained: Path, labelled: Path, tmp_path: Path):
+    run = flawscope("evaluate", trained, labelled, "--cv", "2", "--json", tmp_path / "cv.json", cwd=tmp_path)
+    assert run.rc == 0, run.err[-3000:]
+    result = json.loads((tmp_path / "cv.json").read_text())
+    assert result["folds"] == 2 and result["n_tested"] == result["n_images"]
+    assert 0.0 <= result["image_auroc"] <= 1.0
