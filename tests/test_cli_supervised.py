@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.export.test_supervised import write_labelled_set
 from tests.test_cli import flawscope
 
@@ -17,14 +16,27 @@ FAST = ("--image-size", "64", "--param", "epochs=8", "--param", "views=0", "--pa
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_labelled_set(tmp_path_factory.mktemp("cli-labelled") / "parts", n_good=30, n_defect=8, n_test=5)
+    return write_labelled_set(
+        tmp_path_factory.mktemp("cli-labelled") / "parts", n_good=30, n_defect=8, n_test=5
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli-bundle") / "bundle"
-    run = flawscope("train", labelled, "-o", out, "--task", "segment", "--holdout", "0.34", "--station", *FAST,
-                    cwd=out.parent)  # fmt: skip
+    run = flawscope(
+        "train",
+        labelled,
+        "-o",
+        out,
+        "--task",
+        "segment",
+        "--holdout",
+        "0.34",
+        "--station",
+        *FAST,
+        cwd=out.parent,
+    )
     assert run.rc == 0, run.err[-3000:]
     assert "segmenter" in run.out and "scratch" in run.out and "Calibrated thresholds" in run.out
     return out
@@ -42,8 +54,16 @@ def test_train_records_task_split_and_augmentation(trained: Path):
 
 
 def test_evaluate_reports_categories_and_segmentation(trained: Path, labelled: Path, tmp_path: Path):
-    run = flawscope("evaluate", trained, labelled, "--json", tmp_path / "m.json", "--report", tmp_path / "r.html",
-                    cwd=tmp_path)  # fmt: skip
+    run = flawscope(
+        "evaluate",
+        trained,
+        labelled,
+        "--json",
+        tmp_path / "m.json",
+        "--report",
+        tmp_path / "r.html",
+        cwd=tmp_path,
+    )
     assert run.rc == 0, run.err[-3000:]
     metrics = json.loads((tmp_path / "m.json").read_text())
     categories = metrics["categories"]
@@ -76,7 +96,11 @@ def test_the_same_image_in_train_and_test_is_refused(labelled: Path, tmp_path: P
     source = sorted((data / "train" / "good").iterdir())[0]
     shutil.copy(source, data / "test" / "good" / "copy_of_a_training_image.png")
     run = flawscope("train", data, "-o", tmp_path / "b", "--task", "classify", *FAST, cwd=tmp_path)
-    assert run.rc == 2 and "same image as" in run.error_lines[0] and "copy_of_a_training_image" in run.error_lines[0]
+    assert (
+        run.rc == 2
+        and "same image as" in run.error_lines[0]
+        and "copy_of_a_training_image" in run.error_lines[0]
+    )
 
 
 def test_a_good_parts_model_is_pointed_to_task(labelled: Path, tmp_path: Path):

@@ -57,7 +57,7 @@ def test_mvtec_layout_extended_with_train_defects(tmp_path):
     dents = [s for s in data.samples if s.cls == "dent"]
     assert {s.group for s in dents} == {"kos00", "kos01", "kos02"} and all(s.mask_path for s in dents)
     _image(root / "train" / "good" / "other.png")
-    with pytest.raises(InputError, match="other.png.*does not match the group pattern"):
+    with pytest.raises(InputError, match=r"other.png.*does not match the group pattern"):
         load_labelled(root, group_pattern=r"kos\d+")
 
 
@@ -89,13 +89,13 @@ def test_one_class_only_is_refused(tmp_path):
 
 def test_a_class_with_fewer_than_five_images_is_named(tmp_path):
     data = load_labelled(_plain(tmp_path / "d", {"good": 8, "dent": 3}))
-    with pytest.raises(InputError, match="class 'dent'.*3 image"):
+    with pytest.raises(InputError, match=r"class 'dent'.*3 image"):
         check_labelled(data, Task.CLASSIFY)
 
 
 def test_a_label_outside_the_expected_classes_names_the_file(tmp_path):
     data = load_labelled(_plain(tmp_path / "d", {"good": 6, "dent": 5, "scuff": 5}))
-    with pytest.raises(InputError, match="scuff_0.png.*'scuff' is not one of"):
+    with pytest.raises(InputError, match=r"scuff_0.png.*'scuff' is not one of"):
         check_labelled(data, Task.CLASSIFY, classes=["good", "dent"])
 
 
@@ -114,7 +114,7 @@ def test_masks_missing_for_some_images_fall_back_to_image_labels(tmp_path):
 def test_a_mask_of_another_size_names_the_mask(tmp_path):
     root = _plain(tmp_path / "d", {"good": 6, "dent": 5})
     _image(root / "masks" / "dent" / "dent_2.png", size=(20, 20), value=255)
-    with pytest.raises(InputError, match="dent_2.png.*20x20 px but its image"):
+    with pytest.raises(InputError, match=r"dent_2.png.*20x20 px but its image"):
         check_labelled(load_labelled(root), Task.SEGMENT)
 
 
@@ -125,5 +125,5 @@ def test_a_detect_task_needs_boxes(tmp_path):
 
 def test_bad_voc_file_is_named(tmp_path):
     (tmp_path / "a.xml").write_text("<annotation><object><name>x</name></object>")
-    with pytest.raises(InputError, match="a.xml"):
+    with pytest.raises(InputError, match=r"a.xml"):
         read_voc(tmp_path / "a.xml")

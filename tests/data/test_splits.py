@@ -51,14 +51,14 @@ def test_always_trained_images_are_never_tested():
 def test_a_group_on_both_sides_is_refused_naming_it():
     samples = _samples(4, 2)
     bad = Split(train=(0, 2, 4), validation=(6,), test=(1, 3))  # kos00 in train (0) and test (1)
-    with pytest.raises(InputError, match="group 'kos00'.*both sides"):
+    with pytest.raises(InputError, match=r"group 'kos00'.*both sides"):
         check_disjoint(samples, bad)
 
 
 def test_the_same_image_in_train_and_test_is_refused_by_hash():
     samples = [LabelledSample(f"/d/{i}.png", "good") for i in range(4)]
     hashes = ["a", "b", "c", "a"]  # image 3 has the same content as image 0
-    with pytest.raises(InputError, match="3.png.*same image as /d/0.png"):
+    with pytest.raises(InputError, match=r"3.png.*same image as /d/0.png"):
         check_disjoint(samples, Split((0, 1), (2,), (3,)), hashes)
 
 
@@ -71,5 +71,5 @@ def test_holdout_keeps_groups_together():
 
 def test_more_folds_than_groups_of_a_class_is_refused():
     samples = [LabelledSample(f"/d/{i}.png", "good" if i > 1 else "dent", group=f"g{i}") for i in range(10)]
-    with pytest.raises(InputError, match="class 'dent'.*2 group"):
+    with pytest.raises(InputError, match=r"class 'dent'.*2 group"):
         kfold(samples, 3)

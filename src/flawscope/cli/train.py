@@ -182,7 +182,9 @@ def train_command(
     ] = None,
     station: Annotated[
         bool,
-        typer.Option("--station", help="With --task: add a good-parts anomaly head (PaDiM) on the same trunk pass."),
+        typer.Option(
+            "--station", help="With --task: add a good-parts anomaly head (PaDiM) on the same trunk pass."
+        ),
     ] = False,
 ) -> None:
     """Fit a model (good parts only, or with --task from labelled defects) and save a bundle."""

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from flawscope.data.augment import DEFAULT_TRANSFORMS, AugmentSpec, paste_defects
+from flawscope.data.imageio import ImageLike
 from flawscope.data.outputs import concat_predictions, finish_outputs
 from flawscope.data.preprocess import Geometry
 from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, OutputKind, OutputSpec, Task
@@ -192,7 +193,7 @@ class SupervisedModel(Model):
     # --- fitting -----------------------------------------------------------------------------
     def fit(
         self,
-        images: Sequence[np.ndarray],
+        images: Sequence[ImageLike],
         targets: Targets | None = None,
         progress: Progress | None = None,
         *,
@@ -214,6 +215,7 @@ class SupervisedModel(Model):
         from flawscope.data.labelled import LabelledSample
         from flawscope.data.splits import holdout as holdout_split
 
+        images = self._read_training_images(images)
         if targets is None:
             if self.task is not Task.MIXED:
                 raise InputError("targets", f"a {self.name} model needs image labels")
