@@ -51,24 +51,30 @@ class DefectHead(nn.Module):
         )
         self.context = context
         self.seg_classes = seg_classes
-        self.reduce = nn.Sequential(nn.Conv2d(channels, width, 1), nn.BatchNorm2d(width), nn.ReLU())
+        self.reduce = nn.Conv2d(channels, width, 1)
+        self.reduce_norm = nn.BatchNorm2d(width)
+        # One 3x3 convolution and a coarse (4 x 4 cells) branch: on a two-core CPU a second full-
+        # resolution 3x3 convolution made a training step 1.3x slower (0.52 -> 0.67 s, batch 16).
+        kernel = 3 if context else 1
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, kernel, padding=kernel // 2), nn.BatchNorm2d(width), nn.ReLU()
+        )
         if context:
-            self.body = nn.Sequential(
-                nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.BatchNorm2d(width), nn.ReLU(),
-            )  # fmt: skip
             self.coarse = nn.Sequential(
                 nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()
             )
-        else:
-            self.body = nn.Sequential(nn.Conv2d(width, width, 1), nn.BatchNorm2d(width), nn.ReLU())
         self.seg = nn.Conv2d(width, seg_classes, 1) if seg_classes else None
         extra = 2 if seg_classes else 0
         self.classify = nn.Linear(2 * width + extra, n_classes)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:  # noqa: D102
-        x = (features - self.mean[:, None, None]) * self.inv_std[:, None, None]
-        x = self.body(self.reduce(x))
+        # The standardisation is folded into the first convolution's weights: cheaper than
+        # standardising the (B, C, h, w) features (two passes over the largest tensor).
+        weight = self.reduce.weight * self.inv_std[None, :, None, None]
+        assert self.reduce.bias is not None
+        bias = self.reduce.bias - (weight[:, :, 0, 0] * self.mean[None, :]).sum(dim=1)
+        x = F.relu(self.reduce_norm(F.conv2d(features, weight, bias)))
+        x = self.body(x)
         if self.context:
             coarse = self.coarse(F.avg_pool2d(x, 4))
             x = x + F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
