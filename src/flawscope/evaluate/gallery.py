@@ -37,10 +37,12 @@ class HeatScale:
     Attributes:
         low: map value drawn dark blue.
         high: map value drawn dark red (the reject threshold: red means "would be a region").
+        label: what ``high`` is, for the legend (a defect-probability map is cut at a level).
     """
 
     low: float
     high: float
+    label: str = "reject threshold"
 
     @classmethod
     def for_maps(cls, maps: Sequence[np.ndarray], reject: float) -> HeatScale:

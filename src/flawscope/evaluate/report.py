@@ -330,7 +330,10 @@ def _tiles(data: ReportData, point: Mapping[str, Any]) -> tuple[dict[str, list[T
     shown = (
         [np.asarray(data.maps[i]) for ids in chosen.values() for i in ids] if data.maps is not None else []
     )
-    scale = HeatScale(0.0, 0.5) if probability else HeatScale.for_maps(shown, point["reject"])
+    if probability:
+        scale = HeatScale(0.0, 0.5, "defect probability cut into regions")
+    else:
+        scale = HeatScale.for_maps(shown, point["reject"])
     tiles = {
         name: make_tiles(
             ids,

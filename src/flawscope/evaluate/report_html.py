@@ -320,8 +320,8 @@ def _legend(scale: HeatScale) -> str:
     return (
         f'<div class="legend"><span>{scale.low:.4g}</span>'
         f'<span class="bar" style="background:linear-gradient(to right, {stops})"></span>'
-        f"<span>{scale.high:.4g} (reject threshold) and above</span>"
-        f"<span>{box} region at or above the reject threshold</span>"
+        f"<span>{scale.high:.4g} ({escape(scale.label)}) and above</span>"
+        f"<span>{box} region at or above the {escape(scale.label)}</span>"
         f"<span>{contour} ground-truth defect</span>"
         "</div>"
     )
