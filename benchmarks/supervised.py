@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "datasets"
+SHARED = Path(os.environ.get("FLAWSCOPE_DATASETS", HERE.parent.parent / "shared" / "datasets"))
 TASK_MODEL = {"segment": "segmenter", "classify": "classifier", "detect": "detector", "mixed": "mixed"}
 
 
@@ -93,7 +93,7 @@ def run_dataset(name: str, task: str, cache: Path | None, extra: dict[str, Any])
     from flawscope.models import get_model_class
 
     torch.set_num_threads(1)
-    t0 = time.perf_counter()
+    t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()
     samples, images, targets = load(name)
     folds = splits(name, samples)
     cls = get_model_class(TASK_MODEL[task])
@@ -118,6 +118,10 @@ def run_dataset(name: str, task: str, cache: Path | None, extra: dict[str, Any])
     if name == "elpv":
         result["elpv_test_indices"] = [int(i) for i in folds[0].test]
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
+    result["total_cpu_seconds"] = round(time.process_time() - c0, 1)
+    result["load_average_before"], result["load_average_after"] = load0, os.getloadavg()
+    wall, cpu = result["total_seconds"], result["total_cpu_seconds"]
+    print(f"  {name}/{task}: {wall:.0f} s wall, {cpu:.0f} s CPU", flush=True)
     return result
 
 
@@ -225,7 +229,7 @@ def main() -> None:
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     load_before = os.getloadavg()
     results = []
-    for name in args.datasets.split(","):
+    for name in filter(None, args.datasets.split(",")):  # --datasets '' --mixed: the ladder only
         for task in plan[name]:
             print(f"{name} / {task} ...", flush=True)
             results.append(run_dataset(name, task, cache, extra))

@@ -41,6 +41,23 @@ def test_folds_are_stratified():
     assert max(counts) - min(counts) <= 2
 
 
+def test_folds_have_about_equal_sizes():
+    # kolektorsdd's shape: 50 parts of 7-8 images, about half with one defective image.
+    rng = np.random.default_rng(3)
+    samples = []
+    for g in range(50):
+        defect = rng.random() < 0.5
+        for k in range(int(rng.integers(7, 9))):
+            cls = "defect" if defect and k == 3 else "good"
+            samples.append(LabelledSample(f"/d/kos{g:02d}_{k}.png", cls, None, f"kos{g:02d}"))
+    folds = kfold(samples, 3, seed=0)
+    sizes = [len(f.test) for f in folds]
+    assert max(sizes) <= 1.25 * len(samples) / 3 and min(sizes) >= 0.75 * len(samples) / 3, sizes
+    for fold in folds:
+        share = len(fold.validation) / (len(fold.train) + len(fold.validation))
+        assert 0.08 < share < 0.25, share
+
+
 def test_always_trained_images_are_never_tested():
     samples = _samples()
     keep = list(range(20))

@@ -79,9 +79,9 @@ def cross_validate(
         model = cls(**params)
         model.classes_, model.preprocessing_, model.runner_ = base.classes_, pre, None
         assert isinstance(model, SupervisedModel)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         model.fit_bank(bank, targets, list(split.train), list(split.validation))
-        fit_s = time.perf_counter() - t2
+        fit_s, fit_cpu = time.perf_counter() - t2, time.process_time() - c2
         test = np.array(split.test)
         t3 = time.perf_counter()
         pred = model.predict_bank(bank, bank.rows(test, views=False), [geometries[i] for i in test])
@@ -116,6 +116,8 @@ def cross_validate(
                 "n_validation": len(split.validation),
                 "n_test": len(test),
                 "fit_seconds": round(fit_s, 1),
+                "fit_cpu_seconds": round(fit_cpu, 1),
+                "load_average": [round(v, 2) for v in os.getloadavg()],
                 "predict_seconds": round(predict_s, 2),
                 "training_run_seconds": round(fit_s + extract_seconds * n_train_images / n, 1),
                 "epochs_run": log_["epochs_run"],

@@ -331,7 +331,7 @@ def _tiles(data: ReportData, point: Mapping[str, Any]) -> tuple[dict[str, list[T
         [np.asarray(data.maps[i]) for ids in chosen.values() for i in ids] if data.maps is not None else []
     )
     if probability:
-        scale = HeatScale(0.0, 0.5, "defect probability cut into regions")
+        scale = HeatScale(0.0, 0.5, "defect-probability cut")
     else:
         scale = HeatScale.for_maps(shown, point["reject"])
     tiles = {
