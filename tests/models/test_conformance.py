@@ -17,7 +17,7 @@ from flawscope.models.io import load_model, save_model
 
 # The reference path is torch eager; the ONNX Runtime engine is compared with it below.
 SMALL = {"image_size": 64, "batch_size": 4, "engine": "torch"}
-TRAINED = {"epochs": 15, "views": 0, "validation": 0.25, "patience": 0, "width": 16}
+TRAINED = {"epochs": 30, "views": 0, "validation": 0.25, "patience": 0, "width": 16}
 
 
 def _targets(model_cls, tiny_labelled):
