@@ -39,6 +39,16 @@ def part_header() -> str:
     return "[dim]   seq  outcome        score/reject  part[/dim]"
 
 
+def share_of_threshold(ratio: float) -> str:
+    """A score divided by the reject threshold, to two decimals.
+
+    A part under the threshold never reads ``1.00`` (0.998 reads ``0.99``), so the number agrees
+    with the outcome beside it; at or over the threshold it reads ``1.00`` or more anyway.
+    """
+    text = f"{ratio:.2f}"
+    return "0.99" if ratio < 1.0 <= float(text) else text
+
+
 def part_line(record: Any) -> str:
     """One recorded part, as ``flawscope inspect`` lists it (Rich markup; ids and reasons escaped).
 
@@ -48,7 +58,7 @@ def part_line(record: Any) -> str:
     outcome = record.outcome.value
     style = OUTCOME_STYLE.get(outcome, "magenta")
     ratio = record.normalized_score
-    score = f"{ratio:.2f}" if isinstance(ratio, float) and math.isfinite(ratio) else "-"
+    score = share_of_threshold(ratio) if isinstance(ratio, float) and math.isfinite(ratio) else "-"
     line = f"{record.seq:>6}  [{style}]{outcome:<13}[/{style}]  {score:>11}  {escape(record.part_id)}"
     if outcome not in ("pass", "review", "fail") and record.reason:
         line += f"  [dim]{escape(record.reason)}[/dim]"

@@ -1,0 +1,34 @@
+"""The per-part line of ``flawscope inspect`` agrees with the verdict beside it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from flawscope.cli.render import part_line, share_of_threshold
+from flawscope.types import Outcome
+
+
+@pytest.mark.parametrize(
+    ("ratio", "text"),
+    [(0.5, "0.50"), (0.571, "0.57"), (0.998, "0.99"), (0.99999999, "0.99"), (1.0, "1.00"), (1.004, "1.00"),
+     (1.006, "1.01"), (12.3456, "12.35")],
+)  # fmt: skip
+def test_a_pass_never_reads_as_the_threshold(ratio: float, text: str):
+    assert share_of_threshold(ratio) == text
+
+
+def test_a_part_line_shows_outcome_share_and_id_and_the_reason_of_an_unjudged_part():
+    passed = SimpleNamespace(
+        seq=7, outcome=Outcome.PASS, normalized_score=0.998, part_id="good/[b]01", reason="score 1 < 2"
+    )
+    line = part_line(passed)
+    assert "pass" in line and "0.99" in line and "1.00" not in line
+    assert "good/\\[b]01" in line  # ids are escaped, not read as Rich markup
+    assert "score 1 < 2" not in line  # a judged part's reason is in its record, not the list
+    error = SimpleNamespace(
+        seq=8, outcome=Outcome.ERROR, normalized_score=float("nan"), part_id="p9", reason="cannot read p9.png"
+    )
+    line = part_line(error)
+    assert " - " in line and "cannot read p9.png" in line
