@@ -21,9 +21,10 @@ def test_shadow_records_the_candidate_and_leaves_the_line_alone(plant, candidate
     url = f"sqlite:///{tmp_path / 'audit.db'}"
 
     def run(observer: object, audit_url: str) -> list:
+        # An explicit prefix gives both runs the same part ids (without one they are unique per run).
         with AuditLog.open(audit_url) as audit:
             run_line(
-                SimSource(plant.later, rate=0, count=60, defect_ratio=0.3, seed=3),
+                SimSource(plant.later, rate=0, count=60, defect_ratio=0.3, seed=3, prefix="part"),
                 live,
                 audit,
                 station="s",

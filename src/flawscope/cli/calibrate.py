@@ -64,17 +64,18 @@ def calibrate_command(
     recognised by content). Use the hold-out kept at training (--holdout-of DATA) or other good
     parts.
     """
+    if (good_images is None) == (holdout_of is None):
+        # Before the imports below (torch, SciPy): a usage mistake is answered at once.
+        raise InputError(
+            "GOOD_IMAGES",
+            "give a folder of good images or --holdout-of DATA (the bundle's own hold-out), one of them",
+        )
     from flawscope.bundle import read_bundle
     from flawscope.decide.calibration import MIN_GOOD
     from flawscope.decide.workflow import calibrate_bundle, check_calibration_options
     from flawscope.models.provenance import calibration_samples, check_not_trained_on, holdout_samples
 
     check_calibration_options(target_frr, review_rate, review_threshold)
-    if (good_images is None) == (holdout_of is None):
-        raise InputError(
-            "GOOD_IMAGES",
-            "give a folder of good images or --holdout-of DATA (the bundle's own hold-out), one of them",
-        )
     manifest = read_bundle(bundle).manifest
     check_writable(bundle, "new thresholds (the bundle's manifest)")
     if holdout_of is not None:

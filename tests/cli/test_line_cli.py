@@ -1,14 +1,16 @@
-"""The line from the command line: inspect a folder, then verify and export the audit trail."""
+"""The line from the command line: inspect a folder, then verify and export the audit trail.
+
+On the session's trained and exported bundle (``trained`` in conftest.py).
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
-
-from flawscope.data.synthetic import SyntheticSpec, write_dataset
 
 
 def flawscope(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
@@ -18,19 +20,11 @@ def flawscope(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("line-cli")
-    data = write_dataset(
-        root / "data",
-        SyntheticSpec(size=(64, 64), n_train=30, n_test_good=6, n_test_defect_per_type=2, seed=3),
+def deployed(trained):
+    """The session's trained bundle (``bundle``) and its export (``deploy``), and the dataset."""
+    return trained.root, SimpleNamespace(
+        root=trained.data, test_good=sorted((trained.data / "test" / "good").iterdir())
     )
-    trained = flawscope(
-        "train", data.root, "-o", str(root / "bundle"), "--image-size", "64", "--holdout", "0.4"
-    )
-    assert trained.returncode == 0, trained.stderr
-    exported = flawscope("export", str(root / "bundle"), "-o", str(root / "deploy"))
-    assert exported.returncode == 0, exported.stderr
-    return root, data
 
 
 def test_inspect_records_every_part_and_the_log_verifies(deployed, tmp_path):
@@ -51,8 +45,12 @@ def test_inspect_records_every_part_and_the_log_verifies(deployed, tmp_path):
     assert "Traceback" not in run.stderr
     with sqlite3.connect(tmp_path / "audit.db") as db:
         (n,) = db.execute("select count(*) from inspections").fetchone()
+        (flagged,) = db.execute("select count(*) from inspections where outcome != 'pass'").fetchone()
     assert n == len(data.test_good)
-    assert len(list((tmp_path / "images").rglob("*.*"))) == n
+    # Every part's image is kept, and the anomaly map of each part that did not pass beside it.
+    stored = list((tmp_path / "images").rglob("*.*"))
+    assert len([p for p in stored if "maps" not in p.parts]) == n
+    assert len([p for p in stored if "maps" in p.parts]) == flagged
 
     ok = flawscope("audit", "verify", "--audit", audit)
     assert ok.returncode == 0 and "intact" in ok.stdout
