@@ -100,6 +100,34 @@ def test_an_unsigned_bundle_is_refused_unless_allowed_and_then_every_record_says
     assert records and all(r.allow_unsigned and r.signer == "" for r in records)
 
 
+def test_a_loosened_threshold_loaded_without_its_signature_shows_in_every_record(bundle_copy, tmp_path):
+    """Even past the signature check (--allow-unsigned), the trail tells the thresholds apart: the
+    version label is unchanged, the hash of the threshold values is not."""
+    from flawscope.acquire import open_source
+    from flawscope.audit import AuditLog
+    from flawscope.line import run_line
+
+    signed = _load(bundle_copy)
+    original = (signed.provenance.threshold_version, signed.provenance.threshold_sha256)
+
+    def loosen(raw):
+        raw["thresholds"][-1]["reject"] *= 10
+
+    _rehash(bundle_copy, loosen)
+    loosened = _load(bundle_copy, allow_unsigned=True)
+    assert loosened.provenance.threshold_version == original[0]
+    assert loosened.provenance.threshold_sha256 != original[1]
+    with AuditLog.open(f"sqlite:///{tmp_path / 'audit.db'}") as log:
+        dataset = Path(read_bundle(bundle_copy).manifest.training.dataset or "")
+        run_line(open_source(str(dataset / "test" / "good")), loosened, log, station="dev", batch_size=4)
+        records = list(log.records())
+    assert records
+    for record in records:
+        assert record.threshold_version == original[0] and record.allow_unsigned
+        assert record.threshold_sha256 == loosened.provenance.threshold_sha256 != original[1]
+        assert record.graph_sha256 == signed.provenance.graph_sha256  # the graph was not touched
+
+
 def test_a_bundle_signed_by_an_untrusted_key_is_refused_and_a_trust_store_admits_it(
     bundle_copy, monkeypatch, tmp_path
 ):
