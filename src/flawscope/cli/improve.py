@@ -44,12 +44,26 @@ def retrain_command(
     target_frr: Annotated[
         float | None, typer.Option(help="Calibration target (default: the base thresholds').")
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            metavar="classify|segment|mixed",
+            help="Learn from the feedback's labelled defects (default: the base model's own kind).",
+        ),
+    ] = None,
+    station: Annotated[
+        bool, typer.Option(help="With --task: a PaDiM head beside it sends unknown-looking parts to review.")
+    ] = False,
 ) -> None:
     """Retrain a candidate from the base model's training set plus the reviewed feedback, with lineage."""
+    from flawscope.errors import InputError
     from flawscope.improve.retrain import retrain
 
+    if station and task is None:
+        raise InputError("--station", "adds an anomaly head to a model that learns from labels: give --task")
+    params = {"anomaly": "padim"} if station else None
     with console.status("retraining (fit, calibrate, export)"):
-        result = retrain(bundle, feedback, output, data=data, target_frr=target_frr)
+        result = retrain(bundle, feedback, output, data=data, target_frr=target_frr, task=task, params=params)
     lineage, fb = result.lineage, result.feedback
     table = kv_table("Candidate")
     table.add_row("deployable bundle", escape(str(result.deployed)))

@@ -68,13 +68,16 @@ def known_classes(base: Bundle, original: Dataset | None) -> tuple[str, ...]:
     return tuple(original.defect_types) if original is not None else ()
 
 
-def _original(base: Bundle, data: str | os.PathLike[str] | None) -> Dataset:
+def _original(base: Bundle, data: str | os.PathLike[str] | None, labelled: bool = False) -> Dataset:
     given = data or base.manifest.training.dataset
     if not given:
         raise InputError(
             "--data", f"{base.path}: its manifest does not name a training set; give it with --data"
         )
     root = Path(given)
+    if labelled and root.is_file() and root.suffix.lower() == ".csv":
+        # A labelled base set given as a CSV: read through flawscope.data.labelled.
+        return Dataset(name=root.stem, root=str(root), layout="csv", train=(), test=())
     if not root.is_dir():
         where = "--data" if data else f"{base.path}: training.dataset"
         raise InputError(
@@ -115,6 +118,8 @@ def retrain(
     data: str | os.PathLike[str] | None = None,
     target_frr: float | None = None,
     review_rate: float | None = None,
+    task: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> RetrainResult:
     """Retrain a candidate from a base bundle's training set and a feedback dataset.
 
@@ -126,6 +131,11 @@ def retrain(
         data: the base model's training set, when it is not where its manifest says.
         target_frr: the calibration target (default: the base thresholds').
         review_rate: the review band's share of good parts (default: the base thresholds').
+        task: ``classify``, ``segment`` or ``mixed``: the candidate learns from the feedback's
+            labelled defects (:mod:`flawscope.improve.labelled`); ``None``: the base model's own
+            kind (a good-parts model learns from good parts only).
+        params: hyperparameters of the candidate beyond the base model's preprocessing (e.g.
+            ``{"anomaly": "padim"}`` for a station, ``{"epochs": 30}``).
 
     Raises:
         InputError: a missing training set or feedback folder, an output folder in use, or a
@@ -134,18 +144,24 @@ def retrain(
     """
     from flawscope.decide.workflow import calibrate_bundle
     from flawscope.export.onnx_export import export_bundle
-    from flawscope.models.train import file_list_hash, train
 
     base = read_bundle(bundle)
     out = Path(output).expanduser().absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(out, "the candidate's folder already exists and is not empty")
+    manifest = base.manifest
+    base_task = base_task_of(manifest)
+    if task is None and base_task != "anomaly":
+        task = base_task  # a model that learnt from labelled defects goes on learning from them
+    if task is not None:
+        from flawscope.improve.labelled import check_task
+
+        check_task(task)  # before any file is read
     feedback_set = read_feedback(feedback)
-    original = _original(base, data)
+    original = _original(base, data, labelled=task is not None)
     feedback_set = without_training_images(feedback_set, original)
     known = known_classes(base, original)
     new = feedback_set.new_classes(known)
-    manifest = base.manifest
     active = manifest.select_thresholds()
     target = (
         target_frr
@@ -154,10 +170,85 @@ def retrain(
     )
     band = review_rate if review_rate is not None else (active.review_rate if active else None)
     holdout = manifest.training.holdout.fraction or DEFAULT_HOLDOUT
+    notes: list[str] = []
+    if feedback_set.conflicts:
+        notes.append(
+            f"{len(feedback_set.conflicts)} image(s) with conflicting labels left out until resolved"
+        )
+    if feedback_set.duplicates:
+        notes.append(
+            f"{len(feedback_set.duplicates)} feedback image(s) with the same content as another "
+            "(reviewed more than once) counted once"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if task is None:
+        fitted = _fit_anomaly(base, original, feedback_set, known, new, holdout, params, out / "trained")
+    else:
+        fitted = _fit_labelled(base, original, feedback_set, new, task, holdout, params, out / "trained")
+    notes = [*fitted.notes, *notes]
+    for note in notes:
+        logger.info("retrain: %s", note)
+    defect_images = read_samples(_samples(feedback_set.defects, 1), masks=False).images
+    calibration = calibrate_bundle(
+        out / "trained",
+        fitted.holdout_images,
+        target_frr=target,
+        defect_images=list(defect_images),
+        review_rate=band,
+        names=fitted.holdout_paths,
+    )
+    lineage = LineageSection(
+        base_model_hash=base.model_hash,
+        base_version=manifest.version_label(),
+        data=fitted.data,
+        reviews=feedback_set.review_seqs,
+        excluded=MappingProxyType({**feedback_set.excluded, **fitted.left_out}),
+        new_classes=new,
+        notes=tuple(notes),
+        created_at=utc_now_iso(),
+    )
+    update_manifest(read_bundle(out / "trained"), lineage=lineage)
+    deployed = export_bundle(out / "trained", out / "deployed")
+    if deployed.manifest.lineage is None:
+        update_manifest(deployed, lineage=lineage)
+    return RetrainResult(out / "trained", out / "deployed", lineage, calibration, feedback_set, known)
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """A fitted (not yet calibrated) candidate: its hold-out, data sources, notes and left-out files."""
+
+    holdout_images: list[Any]
+    holdout_paths: list[str]
+    data: tuple[DataSource, ...]
+    notes: list[str]
+    left_out: dict[str, str]
+
+
+def base_task_of(manifest: Any) -> str:
+    """The task a bundle's model was trained for (``"anomaly"`` for good-parts models)."""
+    declared = getattr(manifest.model.declaration, "task", None)
+    return str(getattr(manifest.training, "task", None) or declared or "anomaly")
+
+
+def _fit_anomaly(
+    base: Bundle,
+    original: Dataset,
+    feedback_set: FeedbackSet,
+    known: tuple[str, ...],
+    new: tuple[str, ...],
+    holdout: float,
+    extra: dict[str, Any] | None,
+    output: Path,
+) -> _Fitted:
+    """The base model's own kind, on the base set's good images plus the feedback's good images."""
+    from flawscope.models.train import file_list_hash, train
+
+    manifest = base.manifest
     params = dict(manifest.model.hyperparameters)
     pre = manifest.preprocessing
     params.update(canvas=(pre.height, pre.width), resize_mode=pre.mode)  # the base model's preprocessing
-
+    params.update(extra or {})
     combined = Dataset(
         name=f"{original.name}+feedback",
         root=original.root,
@@ -169,73 +260,100 @@ def retrain(
         f"fitted on {len(original.train)} good images of {original.root} and {len(feedback_set.good)} "
         f"reviewed good images of {feedback_set.root}, {holdout:g} of them held out for calibration"
     ]
-    if (
-        manifest.model.declaration is None
-        or str(getattr(manifest.model.declaration, "task", "anomaly")) == "anomaly"
-    ):
-        if feedback_set.defects:
-            notes.append(
-                f"{manifest.model.name} learns from good parts only: the {len(feedback_set.defects)} "
-                f"reviewed defective images ({', '.join(feedback_set.classes)}) are not fitted on; they "
-                "measure recall at calibration and in 'flawscope model compare'"
-            )
-        if new:
-            notes.append(
-                f"new defect type(s) {', '.join(new)} (the base model knew "
-                f"{', '.join(known) or 'none by name'}): an anomaly model names no type and flags any "
-                "departure from good parts; their recall is reported per type"
-            )
-    if feedback_set.conflicts:
+    if feedback_set.defects:
         notes.append(
-            f"{len(feedback_set.conflicts)} image(s) with conflicting labels left out until resolved"
+            f"{manifest.model.name} learns from good parts only: the {len(feedback_set.defects)} "
+            f"reviewed defective images ({', '.join(feedback_set.classes)}) are not fitted on; they "
+            "measure recall at calibration and in 'flawscope model compare' (retrain with --task "
+            "mixed or classify to learn from them)"
         )
-    if feedback_set.duplicates:
+    if new:
         notes.append(
-            f"{len(feedback_set.duplicates)} feedback image(s) with the same content as another "
-            "(reviewed more than once) counted once"
+            f"new defect type(s) {', '.join(new)} (the base model knew "
+            f"{', '.join(known) or 'none by name'}): an anomaly model names no type and flags any "
+            "departure from good parts; their recall is reported per type"
         )
-    for note in notes:
-        logger.info("retrain: %s", note)
-
-    out.mkdir(parents=True, exist_ok=True)
-    result = train(combined, out / "trained", model=manifest.model.name, holdout=holdout, params=params)
-    defect_images = read_samples(_samples(feedback_set.defects, 1), masks=False).images
-    calibration = calibrate_bundle(
-        out / "trained",
-        result.holdout_images,
-        target_frr=target,
-        defect_images=list(defect_images),
-        review_rate=band,
-        names=result.holdout_paths,
-    )
+    result = train(combined, output, model=manifest.model.name, holdout=holdout, params=params)
     feedback_files = _samples(feedback_set.images, 0)
-    lineage = LineageSection(
-        base_model_hash=base.model_hash,
-        base_version=manifest.version_label(),
-        data=(
-            DataSource(
-                role="original",
-                path=original.root,
-                n_images=len(original.train),
-                file_list_sha256=file_list_hash(original.train, original.root),
-                labels=MappingProxyType({"good": len(original.train)}),
-            ),
-            DataSource(
-                role="feedback",
-                path=feedback_set.root,
-                n_images=len(feedback_set.images),
-                file_list_sha256=file_list_hash(feedback_files, feedback_set.root),
-                labels=MappingProxyType(feedback_set.counts()),
-            ),
+    data = (
+        DataSource(
+            role="original",
+            path=original.root,
+            n_images=len(original.train),
+            file_list_sha256=file_list_hash(original.train, original.root),
+            labels=MappingProxyType({"good": len(original.train)}),
         ),
-        reviews=feedback_set.review_seqs,
-        excluded=MappingProxyType(dict(feedback_set.excluded)),
-        new_classes=new,
-        notes=tuple(notes),
-        created_at=utc_now_iso(),
+        DataSource(
+            role="feedback",
+            path=feedback_set.root,
+            n_images=len(feedback_set.images),
+            file_list_sha256=file_list_hash(feedback_files, feedback_set.root),
+            labels=MappingProxyType(feedback_set.counts()),
+        ),
     )
-    update_manifest(read_bundle(out / "trained"), lineage=lineage)
-    deployed = export_bundle(out / "trained", out / "deployed")
-    if deployed.manifest.lineage is None:
-        update_manifest(deployed, lineage=lineage)
-    return RetrainResult(out / "trained", out / "deployed", lineage, calibration, feedback_set, known)
+    return _Fitted(list(result.holdout_images), list(result.holdout_paths), data, notes, {})
+
+
+def _fit_labelled(
+    base: Bundle,
+    original: Dataset,
+    feedback_set: FeedbackSet,
+    new: tuple[str, ...],
+    task: str,
+    holdout: float,
+    extra: dict[str, Any] | None,
+    output: Path,
+) -> _Fitted:
+    """A model that learns from the feedback's labelled defects (:mod:`flawscope.improve.labelled`)."""
+    from flawscope.improve.labelled import (
+        candidate_params,
+        check_task,
+        label_counts,
+        labelled_for_retraining,
+    )
+    from flawscope.models.train import file_list_hash
+    from flawscope.models.train_supervised import train_supervised
+
+    manifest = base.manifest
+    kind = check_task(task)
+    labels = manifest.training.labels or {}
+    group_pattern = labels.get("group_pattern") if isinstance(labels, dict) else None
+    made = labelled_for_retraining(original.root, feedback_set, kind, group_pattern=group_pattern)
+    params = candidate_params(manifest, kind, base_task_of(manifest), extra)
+    notes = [
+        f"a {kind} model learning from labelled defects (the base was {manifest.model.name}, "
+        f"{base_task_of(manifest)}), with the base model's preprocessing: fitted on "
+        f"{len(made.original)} images of {original.root} ({_counts(label_counts(made.original))}) and "
+        f"{len(made.feedback)} reviewed images of {feedback_set.root} "
+        f"({_counts(label_counts(made.feedback))}); {holdout:g} of the good images held out for calibration",
+        *made.notes,
+    ]
+    if new:
+        learnt = sorted({s.cls for s in made.feedback} & set(new))
+        notes.append(
+            f"new defect type(s) {', '.join(new)}: "
+            + (f"learnt from the reviews ({', '.join(learnt)})" if learnt else "none learnt yet")
+        )
+    result = train_supervised(made.labelled, output, kind, holdout, params)
+    notes += [n for n in result.notes if n not in notes]
+    data = (
+        DataSource(
+            role="original",
+            path=original.root,
+            n_images=len(made.original),
+            file_list_sha256=file_list_hash(made.original, original.root),  # type: ignore[arg-type]
+            labels=MappingProxyType(label_counts(made.original)),
+        ),
+        DataSource(
+            role="feedback",
+            path=feedback_set.root,
+            n_images=len(made.feedback),
+            file_list_sha256=file_list_hash(made.feedback, feedback_set.root),  # type: ignore[arg-type]
+            labels=MappingProxyType(label_counts(made.feedback)),
+        ),
+    )
+    return _Fitted(list(result.holdout_images), list(result.holdout_paths), data, notes, made.left_out)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items())

@@ -1,0 +1,86 @@
+"""Retraining that learns from the feedback's labelled defects: lineage, rare and new classes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flawscope.bundle import read_bundle
+from flawscope.errors import InputError
+from flawscope.improve.feedback import read_feedback
+
+FAST = {"epochs": 3, "views": 1, "threads": 1}
+
+
+def test_a_mixed_candidate_learns_the_new_type_with_lineage(plant, tmp_path: Path) -> None:
+    from flawscope.improve.compare import compare_models, labelled_from_dataset
+    from flawscope.improve.retrain import retrain
+
+    result = retrain(plant.trained, plant.feedback, tmp_path / "c", task="mixed", params=FAST)
+    live = read_bundle(plant.live).manifest
+    manifest = read_bundle(result.deployed).manifest
+    lineage = manifest.lineage
+    assert lineage is not None and lineage.base_model_hash == live.model_hash
+    assert [d.role for d in lineage.data] == ["original", "feedback"]
+    assert dict(lineage.data[1].labels) == {"crack": 6, "good": 7}  # the conflicting image stays out
+    assert plant.conflict in lineage.excluded and lineage.new_classes == ("crack",)
+    assert any("learnt from the reviews (crack)" in n for n in lineage.notes)
+    assert manifest.training.task == "mixed" and manifest.preprocessing == live.preprocessing
+    assert manifest.select_thresholds() is not None and manifest.signature is not None
+    # Comparable with the live model part by part.
+    comparison = compare_models(plant.live, result.deployed, labelled_from_dataset(plant.later))
+    assert not comparison.refused and comparison.candidate is not None
+    assert "crack" in comparison.candidate.recall_by_type
+
+
+def test_rare_classes_are_named_and_handled(plant, tmp_path: Path) -> None:
+    from flawscope.declaration import Task
+    from flawscope.improve.labelled import labelled_for_retraining
+
+    feedback = tmp_path / "fb"
+    shutil.copytree(plant.feedback, feedback)
+    (feedback / "manifest.csv").unlink()  # read from folder names alone
+    # Three parts of a type nobody named before: too few to learn it as a class of its own.
+    (feedback / "train" / "dent").mkdir()
+    for path in sorted((plant.later / "test" / "scratch").iterdir())[:3]:
+        shutil.copyfile(path, feedback / "train" / "dent" / f"dent_{path.name}")
+    # A duplicate review of one good image is learnt once.
+    good = sorted((feedback / "train" / "good").iterdir())[1]  # [0] is the conflicting one
+    shutil.copyfile(good, good.with_name("999_again.png"))
+    fb = read_feedback(feedback)
+    dataset = str(plant.dataset)
+    classify = labelled_for_retraining(dataset, fb, Task.CLASSIFY)
+    assert "dent" not in {s.cls for s in classify.labelled.samples}
+    assert any("dent (3)" in n and "not learnt yet" in n for n in classify.notes)
+    assert list(fb.duplicates) == [str(good.with_name("999_again.png"))]  # counted once
+    mixed = labelled_for_retraining(dataset, fb, Task.MIXED)
+    assert {s.cls for s in mixed.feedback} == {"good", "defect"}  # good / defect: nothing lost
+    assert any("learns every defect type as one class" in n for n in mixed.notes)
+    # The base set's test split is never fitted on.
+    assert not any("/test/" in s.path for s in mixed.original)
+
+
+def test_bad_task_and_no_labelled_defects_are_one_clear_line(plant, tmp_path: Path) -> None:
+    from flawscope.improve.retrain import retrain
+
+    with pytest.raises(InputError, match="--task"):
+        retrain(plant.trained, plant.feedback, tmp_path / "a", task="detect")
+    goods = tmp_path / "goods"
+    shutil.copytree(plant.feedback / "train" / "good", goods / "train" / "good")
+    with pytest.raises(InputError, match="no labelled defect to learn from"):
+        retrain(plant.trained, goods, tmp_path / "b", task="classify")
+
+
+def test_cli_retrain_task_station_needs_a_task(plant, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flawscope.cli", "retrain", str(plant.trained), "--feedback",
+         str(plant.feedback), "-o", str(tmp_path / "c"), "--station"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "--station" in done.stderr and "--task" in done.stderr
