@@ -1047,7 +1047,10 @@ def main() -> None:
     out["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     out["date"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     (HERE / "results").mkdir(exist_ok=True)
-    target = HERE / "results" / f"improve_{args.part}.json"
+    name = args.part
+    if args.part == "loop":  # one file per kind of candidate chosen
+        name += f"_{args.task}" + ("_station" if args.station else "") if args.task else "_anomaly"
+    target = HERE / "results" / f"improve_{name}.json"
     target.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {target}")
 
