@@ -114,3 +114,27 @@ def test_cross_validation_from_the_command_line(trained: Path, labelled: Path, t
     result = json.loads((tmp_path / "cv.json").read_text())
     assert result["folds"] == 2 and result["n_tested"] == result["n_images"]
     assert 0.0 <= result["image_auroc"] <= 1.0
+
+
+def test_a_classifier_report_has_categories_and_no_maps(labelled: Path, tmp_path: Path):
+    out = tmp_path / "clf"
+    run = flawscope("train", labelled, "-o", out, "--task", "classify", *FAST, cwd=tmp_path)
+    assert run.rc == 0, run.err[-3000:]
+    html = tmp_path / "r.html"
+    run = flawscope("evaluate", out, labelled, "--report", html, cwd=tmp_path)
+    assert run.rc == 0, run.err[-3000:]  # a classifier gives no maps: the report must not expect them
+    assert 'id="categories"' in html.read_text() and 'id="segmentation"' not in html.read_text()
+
+
+def test_a_model_without_good_parts_is_not_calibrated(labelled: Path, tmp_path: Path):
+    # Defect types only (e.g. sorting steel defects): the defect score is 1 for every part, and a
+    # threshold "calibrated" on defect images would pass them all.
+    data = tmp_path / "types"
+    shutil.copytree(labelled, data)
+    for side in ("train", "test"):
+        shutil.rmtree(data / side / "good")
+    out = tmp_path / "types-bundle"
+    run = flawscope("train", data, "-o", out, "--task", "classify", *FAST, cwd=tmp_path)
+    assert run.rc == 0, run.err[-3000:]
+    run = flawscope("calibrate", out, data / "test" / "spot", cwd=tmp_path)
+    assert run.rc == 2 and len(run.error_lines) == 1 and "without good parts" in run.error_lines[0]

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from flawscope.cli.common import check_writable, console, progress_bars
 from flawscope.cli.render import print_calibration, print_skipped
+from flawscope.declaration import GOOD
 from flawscope.errors import InputError
 
 # A review band this wide sends more good parts to a person than a station usually can afford:
@@ -77,6 +78,13 @@ def calibrate_command(
 
     check_calibration_options(target_frr, review_rate, review_threshold)
     manifest = read_bundle(bundle).manifest
+    declared = manifest.model.declaration
+    if declared is not None and declared.classes and GOOD not in declared.classes:
+        raise InputError(
+            bundle,
+            f"was trained without good parts (classes {', '.join(declared.classes)}): every part is a "
+            "defect to it and it has no false-reject rate to calibrate; retrain with a good/ class",
+        )
     check_writable(bundle, "new thresholds (the bundle's manifest)")
     if holdout_of is not None:
         samples = holdout_samples(manifest, holdout_of)

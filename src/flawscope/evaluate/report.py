@@ -427,7 +427,7 @@ def build_report(run: EvaluationRun, bundle: Bundle, dataset_name: str, html_pat
         defect_types=[s.defect_type for s in run.samples],
         scores=np.asarray(run.prediction.scores),
         summary=run.summary,
-        maps=list(run.prediction.maps),
+        maps=list(run.prediction.maps) or None,  # a classifier gives no maps
         masks=list(run.masks),
         thresholds=run.operating_point.thresholds if run.operating_point else None,
         prediction=run.prediction,
