@@ -217,6 +217,9 @@ def main() -> None:
     )
     parser.add_argument("--out", default=str(HERE / "results" / "supervised.json"))
     parser.add_argument("--param", action="append", default=[], help="KEY=JSON model hyperparameter")
+    parser.add_argument(
+        "--counts", default="0,5,10,20,all,all-image-labels", help="rungs of the --mixed ladder"
+    )
     args = parser.parse_args()
     cache = Path(args.cache) if args.cache else None
     extra = {k: json.loads(v) for k, _, v in (p.partition("=") for p in args.param)}
@@ -233,7 +236,8 @@ def main() -> None:
         for task in plan[name]:
             print(f"{name} / {task} ...", flush=True)
             results.append(run_dataset(name, task, cache, extra))
-    mixed = run_mixed(cache, [0, 5, 10, 20, "all", "all-image-labels"]) if args.mixed else None
+    counts: list[int | str] = [int(c) if c.isdigit() else c for c in args.counts.split(",")]
+    mixed = run_mixed(cache, counts) if args.mixed else None
     header = (
         "dataset",
         "task",

@@ -79,6 +79,7 @@ class TrainLog:
     ece_after: float | None = None
     seconds: float = 0.0
     threads: int = 1
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
         data = asdict(self)
@@ -187,6 +188,14 @@ def train_head(
     """
     log_out = TrainLog(threads=choose_threads(config.threads))
     start = time.perf_counter()
+    if len(validation_rows) and len(np.unique(labels[validation_rows])) < 2:
+        # Good parts only (a mixed model with a few labelled defects): the lowest validation loss
+        # is the least sensitive head, and the temperature would flatten every defect towards
+        # good (the mixed ladder on kolektorsdd fell to chance this way). Train every epoch instead.
+        log_out.notes.append(
+            "the validation images are all of one class: no early stopping and no temperature"
+        )
+        validation_rows = validation_rows[:0]
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     n_classes = head.classify.out_features
