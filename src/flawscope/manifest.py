@@ -246,6 +246,38 @@ class MonitorSection:
 
 
 @dataclass(frozen=True)
+class SearchSection:
+    """A nearest-neighbour index searched next to the graph (:mod:`flawscope.search.ivf`).
+
+    The graph then ends at the features; the runtime rebuilds the index from the arrays in
+    ``file`` (checked against ``sha256``) and turns the features into the declared ``output``.
+
+    Attributes:
+        kind: ``"ivf_flat"``.
+        file: safetensors file of the deployable bundle holding ``bank``, ``centroids``, ``assign``.
+        features: the graph output holding the ``(B, C, h, w)`` features.
+        output: the declared output the search produces (``patch_scores``).
+        nlist: inverted lists.
+        nprobe: lists scanned per query.
+        bank_size: bank vectors.
+        dims: channels per vector.
+        sha256: array name -> SHA-256 of its dtype, shape and bytes.
+        faiss: faiss version at export.
+    """
+
+    kind: str
+    file: str
+    features: str
+    output: str
+    nlist: int
+    nprobe: int
+    bank_size: int
+    dims: int
+    sha256: Mapping[str, str] = field(default_factory=_frozen_map)
+    faiss: str = ""
+
+
+@dataclass(frozen=True)
 class DeploySection:
     """The torch-free graphs of a deployable bundle (``flawscope export``).
 
@@ -257,6 +289,7 @@ class DeploySection:
         graph_int8: file name of the INT8 graph, if any.
         int8: how the INT8 graph was made and validated.
         versions: software versions at export.
+        search: a nearest-neighbour index searched next to the graph (``None``: none).
     """
 
     graph: str
@@ -266,6 +299,7 @@ class DeploySection:
     graph_int8: str | None = None
     int8: Int8Section | None = None
     versions: Mapping[str, str] = field(default_factory=_frozen_map)
+    search: SearchSection | None = None
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,11 @@ def test_declared_outputs_have_their_shapes_and_no_nans(fitted, tiny_labelled):
             assert amap.shape == image.shape[:2] and np.isfinite(amap).all()
     if declared.decision_kind is OutputKind.ANOMALY_MAP:
         for amap, score in zip(prediction.maps, prediction.scores, strict=True):
-            assert amap.max() == pytest.approx(float(score), rel=0.05)  # the score is the map's peak
+            # the image score is the peak of its (smoothed) anomaly map, or a mean of its highest values
+            if fitted.preprocessing_.score_area == 0:
+                assert amap.max() == pytest.approx(float(score), rel=0.05)
+            else:
+                assert float(score) <= 1.05 * amap.max()
 
 
 def _canvas(image, pre):

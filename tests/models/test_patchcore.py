@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+
+from flawscope.data.preprocess import canvas_valid_mask, to_batch
 
 from flawscope.models.patchcore import NearestNeighbourHead, PatchCore, principal_axes
 
@@ -42,7 +45,7 @@ def test_projection_onto_all_axes_is_exact_and_onto_fewer_never_overestimates():
 def test_search_dims_survive_a_save_load_round_trip(tiny_parts, tmp_path):
     from flawscope.models.io import load_model, save_model
 
-    model = PatchCore(image_size=64, batch_size=4, engine="torch", search_dims=16).fit(
+    model = PatchCore(image_size=64, batch_size=4, engine="torch", search="exact", search_dims=16).fit(
         tiny_parts["train"][:6]
     )
     assert model.search_axes_ is not None and model.search_axes_[1].shape[1] == 16
@@ -50,3 +53,58 @@ def test_search_dims_survive_a_save_load_round_trip(tiny_parts, tmp_path):
     loaded, _ = load_model(tmp_path / "b")
     images = tiny_parts["bad"][:3]
     np.testing.assert_allclose(loaded.predict(images).scores, model.predict(images).scores, rtol=1e-5)
+
+
+SMALL = {"image_size": 64, "batch_size": 4, "engine": "torch"}
+
+
+def test_bank_is_a_tenth_of_the_training_patches_and_searched_through_ivf(tiny_parts):
+    model = PatchCore(**SMALL).fit(tiny_parts["train"])
+    assert model.preprocessing_ is not None
+    _, geometries = to_batch(tiny_parts["train"], model.preprocessing_)
+    n_patches = int(canvas_valid_mask(geometries, model.preprocessing_, 8).sum())
+    assert len(model.memory_bank_) == round(0.1 * n_patches)
+    index = model.host_search()
+    assert index is not None and len(index.arrays.centroids) >= 1
+    # Every list scanned: the IVF search is the exact search of the torch head.
+    exact = PatchCore(**SMALL, nprobe=10_000).fit(tiny_parts["train"])
+    images = tiny_parts["bad"][:3]
+    assert exact.preprocessing_ is not None
+    batch, _ = to_batch(images, exact.preprocessing_)
+    with torch.inference_mode():
+        reference = exact.head()(exact._runner()(batch)).numpy()
+    np.testing.assert_allclose(exact.raw_outputs(batch)["patch_scores"], reference, rtol=1e-4, atol=1e-4)
+
+
+def test_ivf_state_survives_a_save_load_round_trip(tiny_parts, tmp_path):
+    from flawscope.models.io import load_model, save_model
+
+    model = PatchCore(**SMALL, nprobe=1).fit(tiny_parts["train"])
+    save_model(model, tmp_path / "b")
+    loaded, _ = load_model(tmp_path / "b")
+    assert loaded.host_search() is not None
+    images = [*tiny_parts["good"], *tiny_parts["bad"]]
+    np.testing.assert_array_equal(loaded.predict(images).scores, model.predict(images).scores)
+
+
+def test_a_bank_too_large_for_the_machine_is_refused_at_fit_time_with_the_estimate(tiny_parts, monkeypatch):
+    import flawscope.models.patchcore as patchcore
+    from flawscope.errors import InputError
+
+    monkeypatch.setattr(patchcore, "available_memory", lambda: 1_000_000)  # 1 MB free
+    with pytest.raises(InputError, match=r"max_candidates.*GiB to fit .* available"):
+        PatchCore(**SMALL).fit(tiny_parts["train"])
+
+
+def test_search_settings_are_checked():
+    from flawscope.errors import InputError
+
+    for params, field in (
+        ({"search": "hnsw"}, "search"),
+        ({"nprobe": 0}, "nprobe"),
+        ({"nlist": 1.5}, "nlist"),
+        ({"search_dims": 8}, "search_dims"),  # IVF searches every channel
+        ({"max_bank": 0}, "max_bank"),
+    ):
+        with pytest.raises(InputError, match=field):
+            PatchCore(**params)

@@ -41,6 +41,10 @@ class Preprocessing:
         mode: ``"fit_pad"`` (keep aspect, mirror-pad) or ``"stretch"``.
         mean: per-channel mean subtracted after scaling to [0, 1].
         std: per-channel standard deviation.
+        score_area: how an anomaly map becomes the image's score: 0 takes its peak; ``k > 0``
+            the mean of its ``k`` highest values at canvas resolution (a robust peak: a single
+            hot cell, as PatchCore gives at image borders, no longer decides the part alone;
+            see benchmarks/RESULTS.md). Either way the score never exceeds the map's peak.
     """
 
     height: int = 256
@@ -48,6 +52,7 @@ class Preprocessing:
     mode: str = "fit_pad"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    score_area: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -56,6 +61,8 @@ class Preprocessing:
             value = getattr(self, name)
             if value < CANVAS_MULTIPLE or value % CANVAS_MULTIPLE:
                 raise InputError(f"preprocessing.{name}", f"must be a multiple of 32 >= 32, not {value}")
+        if isinstance(self.score_area, bool) or not isinstance(self.score_area, int) or self.score_area < 0:
+            raise InputError("preprocessing.score_area", f"must be a whole number >= 0, not {self.score_area!r}")
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form for the manifest."""
@@ -70,6 +77,7 @@ class Preprocessing:
             mode=str(data["mode"]),
             mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type, attr-defined]
             std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type, attr-defined]
+            score_area=int(data.get("score_area", 0)),  # type: ignore[call-overload]
         )
 
 
@@ -256,6 +264,15 @@ def smoothing_matrix(cells: int, pixels: int, sigma: float) -> np.ndarray:
     return matrix
 
 
+def image_score(inner: np.ndarray, area: int) -> float:
+    """An image's score from its smoothed map: the peak (``area`` 0) or the mean of the ``area`` highest values."""
+    if area <= 1 or inner.size <= 1:
+        return float(inner.max())
+    flat = inner.reshape(-1)
+    k = min(area, flat.size)
+    return float(np.partition(flat, flat.size - k)[flat.size - k :].mean(dtype=np.float64))
+
+
 def finish_map(patch_map: np.ndarray, geometry: Geometry, config: Preprocessing) -> tuple[float, np.ndarray]:
     """Turn a coarse patch-score map into the image score and a full-resolution anomaly map.
 
@@ -268,8 +285,8 @@ def finish_map(patch_map: np.ndarray, geometry: Geometry, config: Preprocessing)
         config: preprocessing settings.
 
     Returns:
-        The image score (the highest smoothed value inside the image) and the ``(H, W)`` float32
-        anomaly map at the image's original size.
+        The image score (from the smoothed map inside the image, :attr:`Preprocessing.score_area`)
+        and the ``(H, W)`` float32 anomaly map at the image's original size.
     """
     grid = np.asarray(patch_map, dtype=np.float32)
     rows = smoothing_matrix(grid.shape[0], config.height, MAP_SIGMA)
@@ -277,7 +294,7 @@ def finish_map(patch_map: np.ndarray, geometry: Geometry, config: Preprocessing)
     rows = rows[geometry.top : geometry.top + geometry.inner_height]
     cols = cols[geometry.left : geometry.left + geometry.inner_width]
     inner = (rows @ grid) @ cols.T
-    score = float(inner.max())
+    score = image_score(inner, config.score_area)
     full = cv2.resize(inner, (geometry.width, geometry.height), interpolation=cv2.INTER_LINEAR)
     return score, full
 

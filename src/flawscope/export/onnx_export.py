@@ -2,10 +2,15 @@
 
 The whole scorer (backbone, feature fusion and every head: the nearest-neighbour search or
 Mahalanobis distance, trained classifiers and segmenters) is one ONNX graph whose outputs are
-named as the model declares them (the manifest's ``model.declaration``). ONNX Runtime runs the
-search as a single MatMul/ReduceMin, which on this CPU is faster than handing features to faiss
-or numpy (no copy out of the session, and the GEMM is MLAS's). Preprocessing and output
-finishing are the shared numpy code in :mod:`flawscope.data`, identical in training and runtime.
+named as the model declares them (the manifest's ``model.declaration``). ONNX Runtime runs an
+exact search as a single MatMul/ReduceMin, which on this CPU is faster than handing features to
+faiss or numpy for a bank of a few thousand patches (no copy out of the session, and the GEMM is
+MLAS's). A model with an index searched next to the graph (PatchCore's IVF search over a large
+bank, :meth:`~flawscope.models.base.Model.host_search`) is exported as the embedder alone, whose
+``features`` output the runtime searches with that index, rebuilt from the arrays written beside
+the graph (``search.safetensors``, hashes in the manifest's ``deploy.search``). Preprocessing and
+output finishing are the shared numpy code in :mod:`flawscope.data`, identical in training and
+runtime.
 
 The traced graph is cleaned before it is saved (:func:`flawscope.export.graph.clean_graph`).
 """
@@ -25,14 +30,18 @@ from flawscope.bundle import Bundle, check_trust, sha256_bytes, versions, write_
 from flawscope.errors import InputError
 from flawscope.export.graph import clean_graph
 from flawscope.export.int8 import build_int8
-from flawscope.manifest import DeploySection, Int8Section
+from flawscope.manifest import DeploySection, Int8Section, SearchSection
+from flawscope.models.base import Scorer
 from flawscope.models.engine import trace_to_onnx
 from flawscope.models.io import load_model
+from flawscope.search.ivf import arrays_to_bytes, faiss_version
 
 log = logging.getLogger(__name__)
 OPSET = 17
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
+SEARCH_FILE = "search.safetensors"
+FEATURES = "features"
 
 
 def export_scorer(
@@ -99,8 +108,36 @@ def export_bundle(
     check_trust(source)
     assert model.preprocessing_ is not None
     pre = model.preprocessing_
-    fp32 = export_scorer(model.scorer(), pre.height, pre.width, outputs=model.declaration().output_names)
+    search = model.host_search()
+    search_section: SearchSection | None = None
+    if search is None:
+        fp32 = export_scorer(model.scorer(), pre.height, pre.width, outputs=model.declaration().output_names)
+    else:
+        if int8:
+            raise InputError(
+                "int8",
+                f"{model.name} searches its bank next to the graph (search='ivf'); INT8 export would "
+                "need a second bank fitted on INT8 features, which is not supported: export fp32",
+            )
+        fp32 = export_scorer(
+            Scorer(model._embedder(), torch.nn.Identity()).eval(), pre.height, pre.width, outputs=(FEATURES,)
+        )
     files = {ONNX_FP32: fp32}
+    if search is not None:
+        arrays = search.arrays
+        files[SEARCH_FILE] = arrays_to_bytes(arrays)
+        search_section = SearchSection(
+            kind="ivf_flat",
+            file=SEARCH_FILE,
+            features=FEATURES,
+            output="patch_scores",
+            nlist=len(arrays.centroids),
+            nprobe=search.nprobe,
+            bank_size=len(arrays.bank),
+            dims=int(arrays.bank.shape[1]),
+            sha256=arrays.hashes(),
+            faiss=faiss_version(),
+        )
     int8_info: Int8Section | None = None
     if int8:
         if len(calibration_images) < 16:
@@ -114,10 +151,11 @@ def export_bundle(
         graph=ONNX_FP32,
         opset=OPSET,
         input=(None, 3, pre.height, pre.width),
-        onnx_sha256={name: sha256_bytes(data) for name, data in files.items()},
+        onnx_sha256={name: sha256_bytes(data) for name, data in files.items() if name.endswith(".onnx")},
         graph_int8=ONNX_INT8 if int8 else None,
         int8=int8_info,
         versions=versions(),
+        search=search_section,
     )
     manifest = replace(source.manifest, deploy=deploy, files={}, signature=None)
     return write_bundle(out, manifest, files)

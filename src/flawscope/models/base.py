@@ -39,6 +39,7 @@ from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, Task, anoma
 from flawscope.errors import InputError
 from flawscope.features.backbones import BACKBONES, load_backbone
 from flawscope.models.engine import ENGINES, make_runner
+from flawscope.search.ivf import IvfIndex
 from flawscope.types import Prediction, Targets
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,9 @@ class ModelConfig:
         seed: random seed for every random choice.
         engine: ``"auto"`` runs the frozen network through ONNX Runtime when it can (several
             times faster on a CPU), ``"torch"`` forces torch eager; results agree to float rounding.
+        score_area: the image score is the mean of the anomaly map's ``score_area`` highest
+            values at canvas resolution, 0 its peak (:class:`~flawscope.data.preprocess.Preprocessing`);
+            ``None`` takes the model's default (:attr:`Model.default_score_area`).
     """
 
     backbone: str = "efficientnet_lite0"
@@ -116,6 +120,7 @@ class ModelConfig:
     batch_size: int = 8
     seed: int = 0
     engine: str = "auto"
+    score_area: int | None = None
 
 
 class Model(ABC):
@@ -128,6 +133,8 @@ class Model(ABC):
     name: ClassVar[str] = ""
     task: ClassVar[Task] = Task.ANOMALY
     labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.GOOD_PARTS,)
+    # How the anomaly map becomes the image score when ``score_area`` is not given (0: its peak).
+    default_score_area: ClassVar[int] = 0
     # Learned state, set by fit() or a load (declared here, not assigned: an unfitted model has none).
     preprocessing_: Preprocessing | None
     runner_: Callable[[np.ndarray], torch.Tensor] | None
@@ -160,11 +167,14 @@ class Model(ABC):
             "resize_mode": c.resize_mode in ("fit_pad", "stretch"),
             "canvas": c.canvas is None
             or (len(c.canvas) == 2 and all(v % 32 == 0 and v >= 32 for v in c.canvas)),
+            "score_area": c.score_area is None
+            or (isinstance(c.score_area, int) and not isinstance(c.score_area, bool) and c.score_area >= 0),
         }
         expected = {
             "image_size": "a whole number >= 32", "batch_size": "a whole number >= 1",
             "aggregate": "an odd whole number >= 1", "resize_mode": "'fit_pad' or 'stretch'",
             "canvas": "(height, width), multiples of 32",
+            "score_area": "a whole number >= 0 or None",
             "engine": f"one of {ENGINES}",
         }  # fmt: skip
         for name, ok in checks.items():
@@ -251,6 +261,15 @@ class Model(ABC):
         """The exported module: embedder and head (:class:`Scorer`)."""
         return Scorer(self._embedder(), self.head()).eval()
 
+    def host_search(self) -> IvfIndex | None:
+        """A nearest-neighbour index searched next to the graph rather than inside it, if any.
+
+        When a model has one, its exported graph ends at the embedder's ``features`` and the
+        index (saved as arrays) turns them into the declared ``patch_scores``, in training and
+        in the runtime alike (:mod:`flawscope.search.ivf`).
+        """
+        return None
+
     def _runner(self) -> Callable[[np.ndarray], torch.Tensor]:
         runner = getattr(self, "runner_", None)
         if runner is None:
@@ -282,7 +301,8 @@ class Model(ABC):
             height, width = self.config.canvas
         else:
             height, width = choose_canvas([im.shape[:2] for im in images], self.config.image_size)
-        return Preprocessing(height, width, self.config.resize_mode, spec.mean, spec.std)
+        area = self.default_score_area if self.config.score_area is None else self.config.score_area
+        return Preprocessing(height, width, self.config.resize_mode, spec.mean, spec.std, score_area=area)
 
     def predict(self, images: Sequence[ImageLike], progress: Progress | None = None) -> Prediction:
         """Score images.

@@ -30,7 +30,8 @@ from flawscope.decide.thresholds import Thresholds
 from flawscope.decide.verdict import decide_many, error_verdict
 from flawscope.declaration import OUTPUT_RANK, ModelDeclaration, declaration_of
 from flawscope.errors import BundleError, FlawscopeError, InputError
-from flawscope.manifest import DeploySection
+from flawscope.manifest import DeploySection, SearchSection
+from flawscope.search.ivf import IvfIndex, arrays_from_bytes
 from flawscope.types import Prediction, Provenance, Verdict
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,11 @@ def _choose_providers(providers: Sequence[str] | str) -> list[str]:
 
 
 def _graph_matches(
-    session: ort.InferenceSession, pre: Preprocessing, path: Path, declaration: ModelDeclaration
+    session: ort.InferenceSession,
+    pre: Preprocessing,
+    path: Path,
+    declaration: ModelDeclaration,
+    search: SearchSection | None = None,
 ) -> None:
     """Refuse a graph whose input or outputs are not what the manifest declares."""
     inputs = session.get_inputs()
@@ -76,13 +81,39 @@ def _graph_matches(
             f"3x{pre.height}x{pre.width}"
         )
     outputs = {out.name: out.shape for out in session.get_outputs()}
+    if search is not None and len(outputs.get(search.features, ())) != 4:
+        raise BundleError(
+            f"{path}: ONNX graph has no 4-D {search.features!r} output for its search (it has {outputs})"
+        )
     for spec in declaration.outputs:
+        if search is not None and spec.name == search.output:
+            continue  # made by the search, not the graph
         rank = OUTPUT_RANK[spec.kind]
         if len(outputs.get(spec.name, ())) != rank:
             raise BundleError(
                 f"{path}: ONNX graph has no {rank}-D {spec.name!r} output ({spec.kind}) as the manifest "
                 f"declares (it has {outputs})"
             )
+
+
+def _load_search(bundle: Bundle, section: SearchSection | None) -> IvfIndex | None:
+    """Rebuild a deployable bundle's nearest-neighbour index from its saved arrays (hashes checked)."""
+    if section is None:
+        return None
+    if section.kind != "ivf_flat":
+        raise BundleError(f"{bundle.path}: unknown search kind {section.kind!r} (this flawscope knows 'ivf_flat')")
+    try:
+        arrays = arrays_from_bytes(bundle.file(section.file).read_bytes(), dict(section.sha256))
+        index = IvfIndex(arrays, section.nprobe)
+    except InputError as exc:
+        raise BundleError(f"{bundle.path / section.file}: {exc}") from None
+    if (len(arrays.bank), arrays.bank.shape[1], len(arrays.centroids)) != (
+        section.bank_size,
+        section.dims,
+        section.nlist,
+    ):
+        raise BundleError(f"{bundle.path / section.file}: arrays do not match the manifest's search section")
+    return index
 
 
 class CanvasLookup:
@@ -202,10 +233,18 @@ class Inspector:
         *,
         signer: str = "",
         allow_unsigned: bool = False,
+        search: IvfIndex | None = None,
     ):
         self.bundle = bundle
         self.declaration = declaration or declaration_of(bundle.manifest.model)
-        self.output_names = self.declaration.output_names
+        self.search = search
+        section = bundle.manifest.deploy.search if bundle.manifest.deploy is not None else None
+        self.search_section = section if search is not None else None
+        # What the graph itself outputs: the search's features stand in for the output it makes.
+        self.output_names = tuple(
+            section.features if self.search_section is not None and name == section.output else name
+            for name in self.declaration.output_names
+        )
         self.session = session
         self.thresholds = thresholds
         self.graph = graph
@@ -287,7 +326,8 @@ class Inspector:
             session = ort.InferenceSession(str(graph_path), sess_options=options, providers=chosen)
         except Exception as exc:
             raise BundleError(f"{graph_path}: ONNX Runtime cannot load the graph ({exc})") from None
-        _graph_matches(session, pre, graph_path, declaration)
+        search = _load_search(bundle, deploy.search)
+        _graph_matches(session, pre, graph_path, declaration, deploy.search)
         try:
             thresholds = bundle.manifest.select_thresholds(threshold_version)
         except InputError:
@@ -306,6 +346,7 @@ class Inspector:
             declaration,
             signer=trust.signer,
             allow_unsigned=trust.allow_unsigned,
+            search=search,
         )
 
     @property
@@ -314,8 +355,12 @@ class Inspector:
         return list(self.session.get_providers())
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        values = self.session.run(self.output_names, {"image": batch})
-        return dict(zip(self.output_names, values, strict=True))
+        values = self.session.run(list(self.output_names), {"image": batch})
+        raw = dict(zip(self.output_names, values, strict=True))
+        if self.search is not None and self.search_section is not None:
+            section = self.search_section
+            raw[section.output] = self.search.search_grid(raw.pop(section.features))
+        return raw
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Geometry]]:
         """The network input of each image, exactly as training makes it.

@@ -1,0 +1,1 @@
+"""Nearest-neighbour search over a memory bank, torch-free: the same code in training and on the line."""
