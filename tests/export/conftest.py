@@ -30,6 +30,7 @@ class Exported:
     model: object
     holdout: list[np.ndarray]
     n_fit: int
+    int8: bool
 
 
 @pytest.fixture(scope="session")
@@ -43,12 +44,17 @@ def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> TinySet:
     return TinySet(Path(dataset.root), list(test.images), np.array([s.label for s in test.samples]))
 
 
+# Extra variants: PatchCore's exact in-graph search (the one INT8 can quantise; its default IVF
+# search runs next to the graph and is exported in fp32 only).
+VARIANTS = {"patchcore-exact": ("patchcore", {"search": "exact"})}
+
+
 def _model_names() -> list[str]:
     from flawscope.declaration import Task
     from flawscope.models import MODELS
 
     # Models that learn from labels are exported and checked in tests/export/test_supervised.py.
-    return sorted(name for name, cls in MODELS.items() if cls.task is Task.ANOMALY)
+    return [*sorted(name for name, cls in MODELS.items() if cls.task is Task.ANOMALY), *VARIANTS]
 
 
 @pytest.fixture(scope="session", params=_model_names())
@@ -66,15 +72,21 @@ def exported(
 
     torch.set_num_threads(2)
     name = request.param
+    model_name, extra = VARIANTS.get(name, (name, {}))
     folder = tmp_path_factory.mktemp(f"export-{name}")
     # A quarter of the 40 good training images (10) is held out: calibration needs at least 10.
-    result = train(tiny_set.root, folder / "trained", model=name, holdout=0.25, params={"image_size": CANVAS})
+    params = {"image_size": CANVAS, **extra}
+    result = train(tiny_set.root, folder / "trained", model=model_name, holdout=0.25, params=params)
     calibrate_bundle(folder / "trained", result.holdout_images, target_frr=0.1)
+    model, _ = load_model(folder / "trained")
     # The images an `flawscope export --int8` finds from the manifest: the held-out good images
     # to calibrate on, the fitted ones to refit the head on, the test split to validate on.
-    inputs = int8_inputs(read_bundle(folder / "trained").manifest)
-    export_bundle(folder / "trained", folder / "deployed", **inputs.export_args())
-    model, _ = load_model(folder / "trained")
+    int8 = model.host_search() is None
+    if int8:
+        inputs = int8_inputs(read_bundle(folder / "trained").manifest)
+        export_bundle(folder / "trained", folder / "deployed", **inputs.export_args())
+    else:
+        export_bundle(folder / "trained", folder / "deployed")
     return Exported(
-        name, folder / "trained", folder / "deployed", model, result.holdout_images, result.n_train
+        name, folder / "trained", folder / "deployed", model, result.holdout_images, result.n_train, int8
     )

@@ -6,6 +6,14 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture
+def exported(exported):
+    """The conftest's bundles that have an INT8 graph (a search next to the graph has none)."""
+    if not exported.int8:
+        pytest.skip(f"{exported.name}: its search runs next to the graph; INT8 export is refused (tested)")
+    return exported
+
+
 def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from flawscope.data.preprocess import canvas_valid_mask, to_batch
-
 from flawscope.models.patchcore import NearestNeighbourHead, PatchCore, principal_axes
 
 

@@ -45,6 +45,10 @@ class Preprocessing:
             the mean of its ``k`` highest values at canvas resolution (a robust peak: a single
             hot cell, as PatchCore gives at image borders, no longer decides the part alone;
             see benchmarks/RESULTS.md). Either way the score never exceeds the map's peak.
+        tile: 0 scores the whole image on the canvas; ``t > 0`` (a multiple of 32, equal to
+            the canvas) cuts it into ``t x t`` tiles at its own resolution
+            (:mod:`flawscope.data.tiling`).
+        overlap: share of a tile its neighbour overlaps, in ``[0, 1)``.
     """
 
     height: int = 256
@@ -53,6 +57,8 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     score_area: int = 0
+    tile: int = 0
+    overlap: float = 0.25
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -62,7 +68,14 @@ class Preprocessing:
             if value < CANVAS_MULTIPLE or value % CANVAS_MULTIPLE:
                 raise InputError(f"preprocessing.{name}", f"must be a multiple of 32 >= 32, not {value}")
         if isinstance(self.score_area, bool) or not isinstance(self.score_area, int) or self.score_area < 0:
-            raise InputError("preprocessing.score_area", f"must be a whole number >= 0, not {self.score_area!r}")
+            raise InputError(
+                "preprocessing.score_area", f"must be a whole number >= 0, not {self.score_area!r}"
+            )
+        check_tiling(self.tile, self.overlap)
+        if self.tile and (self.height, self.width) != (self.tile, self.tile):
+            raise InputError(
+                "preprocessing.tile", f"a tiled model's canvas is one tile, not {self.height}x{self.width}"
+            )
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form for the manifest."""
@@ -78,6 +91,23 @@ class Preprocessing:
             mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type, attr-defined]
             std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type, attr-defined]
             score_area=int(data.get("score_area", 0)),  # type: ignore[call-overload]
+            tile=int(data.get("tile", 0)),  # type: ignore[call-overload]
+            overlap=float(data.get("overlap", 0.25)),  # type: ignore[arg-type]
+        )
+
+
+def check_tiling(tile: object, overlap: object, prefix: str = "preprocessing.") -> None:
+    """Refuse a tile size that is not 0 or a multiple of 32, or an overlap outside ``[0, 1)``.
+
+    Raises:
+        InputError: naming the field.
+    """
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0 or tile % CANVAS_MULTIPLE:
+        raise InputError(f"{prefix}tile", f"must be 0 (no tiling) or a multiple of 32, not {tile!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int | float) or not 0 <= overlap < 1:
+        raise InputError(
+            f"{prefix}overlap",
+            f"must be a share of the tile in [0, 1) (0.25 is 25%); {overlap!r} would never advance",
         )
 
 
@@ -265,7 +295,7 @@ def smoothing_matrix(cells: int, pixels: int, sigma: float) -> np.ndarray:
 
 
 def image_score(inner: np.ndarray, area: int) -> float:
-    """An image's score from its smoothed map: the peak (``area`` 0) or the mean of the ``area`` highest values."""
+    """Image score from its smoothed map: the peak (``area`` 0) or the mean of its ``area`` highest values."""
     if area <= 1 or inner.size <= 1:
         return float(inner.max())
     flat = inner.reshape(-1)

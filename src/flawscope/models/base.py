@@ -34,8 +34,9 @@ from torch import nn
 
 from flawscope.data.imageio import ImageLike, as_images, is_path
 from flawscope.data.outputs import concat_predictions, finish_outputs
-from flawscope.data.preprocess import Preprocessing, canvas_valid_mask, choose_canvas, to_batch
-from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, Task, anomaly_declaration
+from flawscope.data.preprocess import Preprocessing, canvas_valid_mask, check_tiling, choose_canvas, to_batch
+from flawscope.data.tiling import layout, score_tiled, tile_batches
+from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, OutputKind, Task, anomaly_declaration
 from flawscope.errors import InputError
 from flawscope.features.backbones import BACKBONES, load_backbone
 from flawscope.models.engine import ENGINES, make_runner
@@ -110,6 +111,10 @@ class ModelConfig:
         score_area: the image score is the mean of the anomaly map's ``score_area`` highest
             values at canvas resolution, 0 its peak (:class:`~flawscope.data.preprocess.Preprocessing`);
             ``None`` takes the model's default (:attr:`Model.default_score_area`).
+        tile: 0 fits and scores whole images on the canvas; ``t > 0`` (a multiple of 32) cuts
+            every image into overlapping ``t x t`` tiles at its own resolution and the canvas is
+            one tile (:mod:`flawscope.data.tiling`); ``batch_size`` then counts tiles.
+        overlap: share of a tile its neighbours overlap, in ``[0, 1)``.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -121,6 +126,8 @@ class ModelConfig:
     seed: int = 0
     engine: str = "auto"
     score_area: int | None = None
+    tile: int = 0
+    overlap: float = 0.25
 
 
 class Model(ABC):
@@ -180,6 +187,7 @@ class Model(ABC):
         for name, ok in checks.items():
             if not ok:
                 raise InputError(name, f"must be {expected[name]}, got {getattr(c, name)!r}")
+        check_tiling(c.tile, c.overlap, prefix="")
 
     @abstractmethod
     def check_params(self) -> None:
@@ -297,11 +305,25 @@ class Model(ABC):
 
     def _make_preprocessing(self, images: Sequence[np.ndarray]) -> Preprocessing:
         spec = BACKBONES[self.config.backbone]
+        area = self.default_score_area if self.config.score_area is None else self.config.score_area
+        if self.config.tile:
+            for image in images:  # every training image must hold a tile
+                layout(image.shape, Preprocessing(self.config.tile, self.config.tile, tile=self.config.tile))
+            tile = self.config.tile
+            return Preprocessing(
+                tile,
+                tile,
+                "stretch",
+                spec.mean,
+                spec.std,
+                score_area=area,
+                tile=tile,
+                overlap=self.config.overlap,
+            )
         if self.config.canvas is not None:
             height, width = self.config.canvas
         else:
             height, width = choose_canvas([im.shape[:2] for im in images], self.config.image_size)
-        area = self.default_score_area if self.config.score_area is None else self.config.score_area
         return Preprocessing(height, width, self.config.resize_mode, spec.mean, spec.std, score_area=area)
 
     def predict(self, images: Sequence[ImageLike], progress: Progress | None = None) -> Prediction:
@@ -324,6 +346,8 @@ class Model(ABC):
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load a bundle")
         assert self.preprocessing_ is not None
         declaration = self.declaration()
+        if self.preprocessing_.tile:
+            return self._predict_tiled(images, progress)
         parts: list[Prediction] = []
         size = self.config.batch_size
         for start in range(0, len(images), size):
@@ -334,6 +358,28 @@ class Model(ABC):
             if progress:
                 progress("predict", min(start + size, len(images)), len(images))
         return concat_predictions(parts)
+
+    def _predict_tiled(self, images: Sequence[ImageLike], progress: Progress | None) -> Prediction:
+        """:meth:`predict` of a tiled model: tiles of ``batch_size`` images batched together."""
+        pre = self.preprocessing_
+        assert pre is not None
+        declaration = self.declaration()
+        if declaration.decision_kind is not OutputKind.ANOMALY_MAP:
+            raise InputError("tile", f"{self.name}: tiling needs a model whose decision is an anomaly map")
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            return self.raw_outputs(batch)[declaration.decision]
+
+        scores: list[np.ndarray] = []
+        maps: list[np.ndarray] = []
+        size = self.config.batch_size
+        for start in range(0, len(images), size):
+            found = score_tiled(as_images(images[start : start + size]), pre, run, size)
+            scores.append(found[0])
+            maps.extend(found[1])
+            if progress:
+                progress("predict", min(start + size, len(images)), len(images))
+        return Prediction(np.concatenate(scores).astype(np.float32), tuple(maps), "score")
 
 
 class AnomalyModel(Model):
@@ -424,6 +470,13 @@ class AnomalyModel(Model):
         pre = self.preprocessing_
         assert pre is not None
 
+        def tiles() -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+            size = self.config.batch_size
+            for batch, where in tile_batches(images, pre, size):
+                if progress:
+                    progress("features", where[-1][0] + 1, len(images))
+                yield extract(batch), np.ones((len(batch), pre.tile // STRIDE, pre.tile // STRIDE), bool)
+
         def batches() -> Iterator[tuple[torch.Tensor, np.ndarray]]:
             size = self.config.batch_size
             for start in range(0, len(images), size):
@@ -434,7 +487,11 @@ class AnomalyModel(Model):
                     progress("features", min(start + size, len(images)), len(images))
                 yield features, valid
 
-        self._fit_features(batches(), len(images), progress)
+        if pre.tile:
+            n_tiles = sum(len(layout(im.shape, pre).origins) for im in images)
+            self._fit_features(tiles(), n_tiles, progress)
+        else:
+            self._fit_features(batches(), len(images), progress)
 
     def patch_scores(self, batch: np.ndarray) -> np.ndarray:
         """Run the scorer on a preprocessed ``(B, 3, H, W)`` batch; returns ``(B, H/8, W/8)``."""

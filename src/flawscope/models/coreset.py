@@ -165,7 +165,7 @@ def _cells(x: np.ndarray, leaf: int, seed: int) -> tuple[np.ndarray, np.ndarray,
             continue
         points = x[order[lo:hi]]
         centred = points - points.mean(0)
-        axis = rng.standard_normal(x.shape[1]).astype(np.float32)
+        axis = np.asarray(rng.standard_normal(x.shape[1]), dtype=np.float32)
         for _ in range(3):  # power iterations towards the principal axis
             axis = centred.T @ (centred @ axis)
             axis /= np.linalg.norm(axis) + 1e-12

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flawscope.data.tiling import available_memory
 from flawscope.errors import InputError
 from flawscope.models.base import AnomalyModel, Progress
 from flawscope.models.coreset import greedy_coreset
@@ -88,18 +89,6 @@ SEARCHES = ("ivf", "exact")
 _POINTS_PER_LIST = 39
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None when unknown."""
-    try:
-        with open("/proc/meminfo") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 @register("patchcore")
 class PatchCore(AnomalyModel):
     """PatchCore with a greedy coreset memory bank (see the module docstring).
@@ -145,7 +134,9 @@ class PatchCore(AnomalyModel):
         if self.params["search"] not in SEARCHES:
             raise InputError("search", f"must be one of {SEARCHES}, got {self.params['search']!r}")
         if self.params["search"] == "ivf" and self.params["search_dims"] is not None:
-            raise InputError("search_dims", "applies to search='exact' only; the IVF search uses every channel")
+            raise InputError(
+                "search_dims", "applies to search='exact' only; the IVF search uses every channel"
+            )
 
     def _check_memory(self, per_image: float, channels: int, n_images: int) -> None:
         """Refuse up front a fit whose candidates and bank would not fit in memory, with the estimate."""
@@ -207,7 +198,7 @@ class PatchCore(AnomalyModel):
         log.info("PatchCore bank: %d of %d patches", size, seen)
 
     def head(self) -> nn.Module:
-        """The exact search as a torch module (inside the graph for ``search="exact"``; the reference otherwise)."""
+        """The exact search as a torch module (in the graph for ``search="exact"``, else the reference)."""
         if getattr(self, "head_", None) is None:
             centre, projection = self.search_axes_ or (None, None)
             self.head_ = NearestNeighbourHead(self.memory_bank_, centre, projection).eval()
@@ -247,7 +238,9 @@ class PatchCore(AnomalyModel):
         self.ivf_ = None
         if self.params["search"] == "ivf":
             if "ivf_centroids" not in tensors:
-                raise InputError("model.safetensors", "a PatchCore with search='ivf' needs its saved IVF lists")
+                raise InputError(
+                    "model.safetensors", "a PatchCore with search='ivf' needs its saved IVF lists"
+                )
             self.ivf_ = IvfArrays(
                 self.memory_bank_.numpy(),
                 tensors["ivf_centroids"].float().numpy(),

@@ -26,9 +26,11 @@ from flawscope.bundle import Bundle, check_trust, read_bundle
 from flawscope.data.imageio import ImageLike, is_path, read_image
 from flawscope.data.outputs import finish_outputs
 from flawscope.data.preprocess import Geometry, Preprocessing, check_image, to_canvas
+from flawscope.data.tiling import check_memory, score_tiled
+from flawscope.data.tiling import layout as tile_layout
 from flawscope.decide.thresholds import Thresholds
 from flawscope.decide.verdict import decide_many, error_verdict
-from flawscope.declaration import OUTPUT_RANK, ModelDeclaration, declaration_of
+from flawscope.declaration import OUTPUT_RANK, ModelDeclaration, OutputKind, declaration_of
 from flawscope.errors import BundleError, FlawscopeError, InputError
 from flawscope.manifest import DeploySection, SearchSection
 from flawscope.search.ivf import IvfIndex, arrays_from_bytes
@@ -101,7 +103,9 @@ def _load_search(bundle: Bundle, section: SearchSection | None) -> IvfIndex | No
     if section is None:
         return None
     if section.kind != "ivf_flat":
-        raise BundleError(f"{bundle.path}: unknown search kind {section.kind!r} (this flawscope knows 'ivf_flat')")
+        raise BundleError(
+            f"{bundle.path}: unknown search kind {section.kind!r} (this flawscope knows 'ivf_flat')"
+        )
     try:
         arrays = arrays_from_bytes(bundle.file(section.file).read_bytes(), dict(section.sha256))
         index = IvfIndex(arrays, section.nprobe)
@@ -241,15 +245,17 @@ class Inspector:
         section = bundle.manifest.deploy.search if bundle.manifest.deploy is not None else None
         self.search_section = section if search is not None else None
         # What the graph itself outputs: the search's features stand in for the output it makes.
-        self.output_names = tuple(
-            section.features if self.search_section is not None and name == section.output else name
-            for name in self.declaration.output_names
+        renamed = (
+            {} if self.search_section is None else {self.search_section.output: self.search_section.features}
         )
+        self.output_names = tuple(renamed.get(name, name) for name in self.declaration.output_names)
         self.session = session
         self.thresholds = thresholds
         self.graph = graph
         self.preprocessing = bundle.manifest.preprocessing
         self.lookup = CanvasLookup(self.preprocessing)
+        # Tiles per graph call of a tiled model (tiles of several images share a call).
+        self.tile_batch = 8
         self.lookup.prepare(np.dtype(np.uint8))  # the common case, so the first part is not slower
         self.model_hash = bundle.model_hash
         # The label of the thresholds in use (a pinned older version), not the bundle's latest.
@@ -391,8 +397,20 @@ class Inspector:
         """
         if len(images) == 0:
             return Prediction(np.zeros(0, np.float32), ())
+        if self.preprocessing.tile:
+            return self._score_tiled(images)
         batch, geometries = self.preprocess(images)
         return self._finish(self._run(batch), geometries)
+
+    def _score_tiled(self, images: Sequence[np.ndarray]) -> Prediction:
+        """Scores and maps of a tiled model: the tiles of all ``images``, batched together."""
+        decision = self.declaration.decision
+        if self.declaration.decision_kind is not OutputKind.ANOMALY_MAP:
+            raise BundleError(f"{self.bundle.path}: tiling needs a model whose decision is an anomaly map")
+        scores, maps = score_tiled(
+            images, self.preprocessing, lambda batch: self._run(batch)[decision], self.tile_batch
+        )
+        return Prediction(scores, maps, "score")
 
     def _finish(self, raw: dict[str, np.ndarray], geometries: Sequence[Geometry]) -> Prediction:
         return finish_outputs(raw, geometries, self.preprocessing, self.declaration)
@@ -425,6 +443,8 @@ class Inspector:
             BundleError: when the bundle has no thresholds (a configuration error, not a part's).
         """
         thresholds = self._require_thresholds()
+        if self.preprocessing.tile:
+            return self._inspect_tiled(images, thresholds)
         verdicts: list[Verdict | None] = [None] * len(images)
         batch = np.empty((len(images), 3, self.preprocessing.height, self.preprocessing.width), np.float32)
         geometries: list[Geometry] = []
@@ -467,4 +487,36 @@ class Inspector:
                 for slot, (index, verdict) in enumerate(zip(slots, decided, strict=True)):
                     amap = shown[slot] if shown else None
                     verdicts[index] = dataclasses.replace(verdict, anomaly_map=amap)
+        return [v for v in verdicts if v is not None]
+
+    def _inspect_tiled(self, images: Sequence[ImageLike | None], thresholds: Thresholds) -> list[Verdict]:
+        """:meth:`inspect_many` of a tiled model: a part that cannot be tiled gets an error verdict."""
+        verdicts: list[Verdict | None] = [None] * len(images)
+        pixels: list[np.ndarray] = []
+        slots: list[int] = []
+        for index, image in enumerate(images):
+            try:
+                if image is None:
+                    raise FlawscopeError("no image")
+                array = check_image(read_image(image) if is_path(image) else image)  # type: ignore[arg-type]
+                tile_layout(array.shape, self.preprocessing)  # smaller than a tile: refused here
+                check_memory(array.shape)
+            except FlawscopeError as exc:
+                verdicts[index] = error_verdict(str(exc), self.model_hash, thresholds.version)
+                continue
+            pixels.append(array)
+            slots.append(index)
+        if slots:
+            try:
+                prediction = self._score_tiled(pixels)
+            except Exception as exc:  # a failed inference must reject, not crash the line
+                log.exception("inference failed")
+                for index in slots:
+                    verdicts[index] = error_verdict(
+                        f"inference failed: {exc}", self.model_hash, thresholds.version
+                    )
+            else:
+                decided = decide_many(prediction, thresholds, self.model_hash)
+                for slot, (index, verdict) in enumerate(zip(slots, decided, strict=True)):
+                    verdicts[index] = dataclasses.replace(verdict, anomaly_map=prediction.maps[slot])
         return [v for v in verdicts if v is not None]

@@ -91,7 +91,8 @@ def arrays_from_bytes(data: bytes, expected: dict[str, str] | None = None) -> Iv
         got = arrays.hashes()
         wrong = sorted(name for name in got if expected.get(name) != got[name])
         if wrong:
-            raise InputError("search index", f"array(s) {', '.join(wrong)} do not match their recorded SHA-256")
+            names = ", ".join(wrong)
+            raise InputError("search index", f"array(s) {names} do not match their recorded SHA-256")
     return arrays
 
 
@@ -100,7 +101,9 @@ def faiss_version() -> str:
     return str(_faiss().__version__)
 
 
-def train_ivf(bank: np.ndarray, nlist: int, seed: int = 0, iterations: int = 10, threads: int = 0) -> IvfArrays:
+def train_ivf(
+    bank: np.ndarray, nlist: int, seed: int = 0, iterations: int = 10, threads: int = 0
+) -> IvfArrays:
     """Cluster a bank into ``nlist`` lists with faiss' k-means.
 
     Args:
@@ -134,8 +137,9 @@ class IvfIndex:
         faiss = _faiss()
         bank, centroids, assign = arrays.bank, arrays.centroids, arrays.assign
         if bank.ndim != 2 or centroids.ndim != 2 or centroids.shape[1] != bank.shape[1]:
-            raise InputError("search index", f"bank {bank.shape} and centroids {centroids.shape} do not match")
-        if assign.shape != (len(bank),) or len(bank) and not 0 <= assign.min() <= assign.max() < len(centroids):
+            raise InputError("search index", f"bank {bank.shape}, centroids {centroids.shape} do not match")
+        in_range = not len(bank) or 0 <= assign.min() <= assign.max() < len(centroids)
+        if assign.shape != (len(bank),) or not in_range:
             raise InputError("search index", "list assignment does not match the bank and centroids")
         if not isinstance(nprobe, int) or nprobe < 1:
             raise InputError("nprobe", f"must be a whole number >= 1, got {nprobe!r}")

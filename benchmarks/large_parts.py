@@ -1,0 +1,177 @@
+"""Tiling on large parts with tiny defects: accuracy tiled vs whole-image-resized, and cost per megapixel.
+
+Part 1 (accuracy): a seeded set of large synthetic parts (:mod:`flawscope.data.large_parts`,
+defects of 10-30 px) is written, and each model is trained and evaluated twice: tiled at the
+image's own resolution (``tile``/``overlap``) and on the whole image resized to the usual canvas.
+Part 2 (cost): the tiled model is exported and the torch-free runtime scores one good part at
+1 to 12 megapixels; the time per megapixel at each size is printed with its ratio to the mean.
+Prints tables and writes benchmarks/results/large_parts.json.
+
+    python benchmarks/large_parts.py [--size 1536x2048] [--models padim,patchcore] [--tile 256]
+        [--overlap 0.25] [--megapixels 1,2,4,8,12] [--skip-accuracy] [--skip-cost]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def accuracy(root: Path, model: str, params: dict, out: Path) -> dict:
+    from flawscope.evaluate.run import evaluate_bundle
+    from flawscope.models.train import train
+
+    name, _, rest = model.partition(":")
+    for item in filter(None, rest.split(";")):
+        key, _, value = item.partition("=")
+        params[key] = json.loads(value)
+    start = time.perf_counter()
+    result = train(root, out / "bundle", model=name, params=params)
+    fit = time.perf_counter() - start
+    run = evaluate_bundle(out / "bundle", root, store_metrics=False)
+    m = run.summary.overall
+    return {
+        "model": model,
+        "params": params,
+        "image_auroc": m.image_auroc,
+        "pixel_auroc": m.pixel_auroc,
+        "au_pro": m.au_pro,
+        "fit_seconds": round(fit, 1),
+        "predict_seconds_per_image": round(run.predict_seconds / len(run.samples), 2),
+        "canvas": [result.model.preprocessing_.height, result.model.preprocessing_.width],
+    }
+
+
+def cost(bundle: Path, megapixels: list[float], texture: str, work: Path) -> list[dict]:
+    from flawscope.data.large_parts import LargePartSpec, make_large_part
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.runtime import Inspector
+
+    export_bundle(bundle, work / "deployed")
+    inspector = Inspector.load(work / "deployed", threads=2)
+    rows = []
+    for mp in megapixels:
+        height = round(math.sqrt(mp * 1e6 * 3 / 4))
+        width = round(height * 4 / 3)
+        spec = LargePartSpec(size=(height, width), texture=texture, n_train=0, seed=7)
+        image, _ = make_large_part(spec, "test_good", 0)
+        inspector.score_many([image])  # warm-up (sessions, caches)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            inspector.score_many([image])
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        rows.append(
+            {
+                "megapixels": height * width / 1e6,
+                "size": [height, width],
+                "seconds_best_of_3": best,
+                "ms_per_megapixel": 1000 * best / (height * width / 1e6),
+            }
+        )
+        print(f"  {height}x{width}: {best:.2f} s, {rows[-1]['ms_per_megapixel']:.0f} ms/MP", flush=True)
+    mean = sum(r["ms_per_megapixel"] for r in rows) / len(rows)
+    for r in rows:
+        r["ratio_to_mean"] = r["ms_per_megapixel"] / mean
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", default="1536x2048", help="HxW of the accuracy set's parts")
+    parser.add_argument("--texture", default="brushed_metal")
+    parser.add_argument("--models", default="padim,patchcore")
+    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument("--n-train", type=int, default=8)
+    parser.add_argument("--n-test", type=int, default=10, help="good and defective test parts each")
+    parser.add_argument("--megapixels", default="1,2,4,8,12")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--output", default="large_parts.json")
+    args = parser.parse_args()
+
+    import torch
+
+    from flawscope.data.large_parts import LargePartSpec, write_large_parts
+
+    torch.set_num_threads(2)
+    load = os.getloadavg()[0]
+    height, width = (int(v) for v in args.size.split("x"))
+    tiled = {"tile": args.tile, "overlap": args.overlap}
+    results: dict = {"accuracy": [], "cost": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        spec = LargePartSpec(
+            size=(height, width),
+            texture=args.texture,
+            n_train=args.n_train,
+            n_test_good=args.n_test,
+            n_test_defect=args.n_test,
+            seed=11,
+        )
+        t0 = time.perf_counter()
+        root = write_large_parts(work / "data", spec)
+        print(
+            f"wrote {args.n_train + 2 * args.n_test} parts of {width}x{height} "
+            f"in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+        tiled_bundle = None
+        if not args.skip_accuracy:
+            print("| model | input | img AUROC | pix AUROC | AU-PRO | fit s | predict s/img |")
+            print("|---|---|---|---|---|---|---|")
+            for model in args.models.split(","):
+                for label, params in (("tiled", dict(tiled)), ("whole image resized", {})):
+                    out = work / f"{model.replace(':', '_')}-{label[:5]}"
+                    r = accuracy(root, model, params, out)
+                    r["input"] = label
+                    results["accuracy"].append(r)
+                    if label == "tiled" and tiled_bundle is None:
+                        tiled_bundle = out / "bundle"
+                    print(
+                        f"| {model} | {label} {r['canvas']} | {r['image_auroc']:.3f} | "
+                        f"{r['pixel_auroc']:.3f} | {r['au_pro']:.3f} | {r['fit_seconds']} | "
+                        f"{r['predict_seconds_per_image']} |",
+                        flush=True,
+                    )
+        if not args.skip_cost:
+            if tiled_bundle is None:
+                from flawscope.models.train import train
+
+                tiled_bundle = work / "cost-bundle"
+                train(root, tiled_bundle, model=args.models.split(",")[0].partition(":")[0], params=tiled)
+            print(f"cost per megapixel, torch-free runtime, tile {args.tile}, overlap {args.overlap}:")
+            mps = [float(v) for v in args.megapixels.split(",")]
+            results["cost"] = cost(tiled_bundle, mps, args.texture, work)
+            for r in results["cost"]:
+                print(
+                    f"  {r['megapixels']:.1f} MP: {r['ms_per_megapixel']:.0f} ms/MP, "
+                    f"{r['ratio_to_mean']:.2f} x mean"
+                )
+    results["meta"] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_at_start": load,
+        "load_at_end": os.getloadavg()[0],
+        "size": [height, width],
+        "tile": args.tile,
+        "overlap": args.overlap,
+    }
+    (HERE / "results" / args.output).write_text(json.dumps(results, indent=2))
+    print(f"load {load:.1f} -> {results['meta']['load_at_end']:.1f}; wrote benchmarks/results/{args.output}")
+
+
+if __name__ == "__main__":
+    main()

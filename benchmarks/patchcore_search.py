@@ -1,0 +1,162 @@
+"""PatchCore at full strength: what the IVF search costs against exact search, and against the backbone.
+
+For each dataset: fit PatchCore with its defaults (bank of 10% of the training patches, greedy
+coreset, IVF index), time the fit by stage, then on the test split run the backbone once and
+search its features with several ``nprobe`` (``all`` scans every list: the exact search) and
+with the exact torch head, each timed in the same run, and evaluate image/pixel AUROC of each.
+Prints one table and writes benchmarks/results/patchcore_search.json.
+
+    python benchmarks/patchcore_search.py [--datasets magnetic_tile,kolektorsdd] [--nprobe 1,4,8,16,all]
+        [--params '{"coreset_ratio": 0.1}']
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared" / "datasets"
+
+
+def run(dataset: str, nprobes: list[str], params: dict, out: Path) -> dict:
+    import torch
+
+    from flawscope.data.datasets import load_dataset, read_samples
+    from flawscope.data.outputs import finish_outputs
+    from flawscope.data.preprocess import to_batch
+    from flawscope.evaluate.metrics import evaluate_scores
+    from flawscope.models.train import train
+    from flawscope.search.ivf import IvfIndex
+
+    torch.set_num_threads(2)
+    stages: dict[str, list[float]] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        stages.setdefault(stage, [now, now])[1] = now
+
+    start = time.perf_counter()
+    result = train(SHARED / dataset, out / "bundle", model="patchcore", params=params, progress=progress)
+    fit = time.perf_counter() - start
+    model = result.model
+    arrays = model.host_search().arrays if model.host_search() is not None else None
+    test = read_samples(load_dataset(SHARED / dataset).test)
+    pre, declaration = model.preprocessing_, model.declaration()
+    runner, size = model._runner(), 8
+    features, geometries, t_backbone = [], [], 0.0
+    for s in range(0, len(test.images), size):
+        batch, geos = to_batch(test.images[s : s + size], pre)
+        t0 = time.perf_counter()
+        features.append(np.ascontiguousarray(runner(batch).numpy(), dtype=np.float32))
+        t_backbone += time.perf_counter() - t0
+        geometries.append(geos)
+    n = len(test.images)
+    labels = [s.label for s in test.samples]
+    types = [s.defect_type for s in test.samples]
+
+    def evaluate(search) -> dict:
+        grids, t = [], 0.0
+        for f in features:
+            t0 = time.perf_counter()
+            grids.append(search(f))
+            t += time.perf_counter() - t0
+        parts = [
+            finish_outputs({"patch_scores": g}, geo, pre, declaration)
+            for g, geo in zip(grids, geometries, strict=True)
+        ]
+        scores = np.concatenate([p.scores for p in parts])
+        maps = [m for p in parts for m in p.maps]
+        summary = evaluate_scores(scores, labels, types, maps, test.masks).overall
+        return {
+            "image_auroc": summary.image_auroc,
+            "pixel_auroc": summary.pixel_auroc,
+            "au_pro": summary.au_pro,
+            "search_ms_per_image": 1000 * t / n,
+            "search_over_backbone": t / t_backbone,
+        }
+
+    rows = {}
+    head = model.head()
+
+    def exact_head(f: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return head(torch.from_numpy(f)).numpy()
+
+    rows["exact (torch matmul)"] = evaluate(exact_head)
+    if arrays is not None:
+        for probe in nprobes:
+            nprobe = len(arrays.centroids) if probe == "all" else int(probe)
+            index = IvfIndex(arrays, nprobe)
+            rows[f"ivf nprobe={probe}"] = evaluate(index.search_grid)
+    bank = model.memory_bank_
+    bank_mb = bank.numel() * 4 / 1e6
+    if arrays is not None:
+        bank_mb += (arrays.centroids.nbytes + arrays.assign.nbytes) / 1e6
+    return {
+        "dataset": dataset,
+        "params": model.hyperparameters(),
+        "n_train": result.n_train,
+        "n_test": n,
+        "canvas": [pre.height, pre.width],
+        "bank_size": int(bank.shape[0]),
+        "bank_dims": int(bank.shape[1]),
+        "nlist": None if arrays is None else len(arrays.centroids),
+        "bank_and_index_mb": round(bank_mb, 1),
+        "fit_seconds": round(result.fit_seconds, 1),
+        "train_seconds_incl_io": round(fit, 1),
+        "fit_stages_seconds": {k: round(v[1] - v[0], 1) for k, v in stages.items()},
+        "backbone_ms_per_image": 1000 * t_backbone / n,
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--datasets", default="magnetic_tile,kolektorsdd")
+    parser.add_argument("--nprobe", default="1,4,8,16,all")
+    parser.add_argument("--params", default="{}", help="PatchCore hyperparameters as JSON")
+    parser.add_argument("--output", default="patchcore_search.json")
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    results = []
+    for dataset in args.datasets.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            r = run(dataset, args.nprobe.split(","), json.loads(args.params), Path(tmp))
+        results.append(r)
+        print(
+            f"\n{dataset}: bank {r['bank_size']} x {r['bank_dims']} "
+            f"({r['bank_and_index_mb']} MB with the index, "
+            f"nlist {r['nlist']}), fit {r['fit_seconds']} s (stages {r['fit_stages_seconds']}), "
+            f"backbone {r['backbone_ms_per_image']:.1f} ms/image"
+        )
+        print("| search | img AUROC | pix AUROC | AU-PRO | search ms/img | search / backbone |")
+        print("|---|---|---|---|---|---|")
+        for name, row in r["rows"].items():
+            print(
+                f"| {name} | {row['image_auroc']:.3f} | {row['pixel_auroc']:.3f} | {row['au_pro']:.3f} | "
+                f"{row['search_ms_per_image']:.1f} | {row['search_over_backbone']:.2f} |",
+                flush=True,
+            )
+    meta = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_at_start": load,
+        "load_at_end": os.getloadavg()[0],
+    }
+    path = HERE / "results" / args.output
+    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    print(f"\nload {load:.1f} -> {meta['load_at_end']:.1f}; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Large synthetic parts: seeded, tiny defects of the asked size, exact masks."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from flawscope.data.large_parts import LargePartSpec, make_large_part
+from flawscope.errors import InputError
+
+
+def test_parts_are_seeded_and_good_parts_have_empty_masks():
+    spec = LargePartSpec(size=(256, 384), defect_px=(10, 30), seed=5)
+    a, mask_a = make_large_part(spec, "test_defect", 2)
+    b, mask_b = make_large_part(spec, "test_defect", 2)
+    assert a.shape == (256, 384) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and np.array_equal(mask_a, mask_b)
+    assert not np.array_equal(a, make_large_part(spec, "test_defect", 3)[0])
+    _, empty = make_large_part(spec, "train", 0)
+    assert not empty.any()
+
+
+def test_defects_are_10_to_30_px_and_the_mask_marks_what_changed():
+    spec = LargePartSpec(size=(512, 640), defect_px=(10, 30), defects_per_part=(2, 3), seed=1)
+    for index in range(4):
+        image, mask = make_large_part(spec, "test_defect", index)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
+        assert 1 <= count - 1 <= 3
+        for label in range(1, count):
+            _, _, w, h, area = stats[label]
+            assert 4 <= max(w, h) <= 31 and area >= 8
+            # What the mask marks stands out from the ring of texture around it.
+            inside = labels == label
+            ring = cv2.dilate(inside.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & ~mask
+            assert abs(float(image[inside].mean()) - float(image[ring].mean())) > 10
+
+
+def test_bad_specs_are_refused():
+    with pytest.raises(InputError, match="defect_px"):
+        LargePartSpec(size=(100, 100), defect_px=(10, 40))
+    with pytest.raises(InputError, match="texture"):
+        LargePartSpec(texture="marble")
