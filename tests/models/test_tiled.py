@@ -31,7 +31,18 @@ def large(tmp_path_factory):
 def _models():
     from flawscope.models import MODELS
 
-    return sorted(MODELS)
+    return sorted(name for name, cls in MODELS.items() if cls.tiles)
+
+
+def test_models_that_cannot_tile_refuse_a_tile_size_by_name():
+    from flawscope.errors import InputError
+    from flawscope.models import MODELS
+
+    assert {"padim", "patchcore"} <= set(_models())
+    for cls in MODELS.values():
+        if not cls.tiles:
+            with pytest.raises(InputError, match="tile"):
+                cls(tile=64)
 
 
 @pytest.mark.parametrize("name", _models())

@@ -140,6 +140,8 @@ class Model(ABC):
     name: ClassVar[str] = ""
     task: ClassVar[Task] = Task.ANOMALY
     labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.GOOD_PARTS,)
+    # Whether the model can fit and score in tiles (``tile`` > 0; :mod:`flawscope.data.tiling`).
+    tiles: ClassVar[bool] = False
     # How the anomaly map becomes the image score when ``score_area`` is not given (0: its peak).
     default_score_area: ClassVar[int] = 0
     # Learned state, set by fit() or a load (declared here, not assigned: an unfitted model has none).
@@ -188,6 +190,12 @@ class Model(ABC):
             if not ok:
                 raise InputError(name, f"must be {expected[name]}, got {getattr(c, name)!r}")
         check_tiling(c.tile, c.overlap, prefix="")
+        if c.tile and not self.tiles:
+            raise InputError(
+                "tile",
+                f"{self.name}: tiling is implemented for the good-parts models (padim, patchcore), "
+                "not yet for models trained on labels; leave tile at 0",
+            )
 
     @abstractmethod
     def check_params(self) -> None:
@@ -387,6 +395,7 @@ class AnomalyModel(Model):
 
     task: ClassVar[Task] = Task.ANOMALY
     labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.GOOD_PARTS,)
+    tiles: ClassVar[bool] = True
 
     @abstractmethod
     def _fit_features(
