@@ -217,6 +217,7 @@ def main() -> None:
     )
     parser.add_argument("--out", default=str(HERE / "results" / "supervised.json"))
     parser.add_argument("--param", action="append", default=[], help="KEY=JSON model hyperparameter")
+    parser.add_argument("--tasks", default="", help="only these tasks (e.g. classify), default all")
     parser.add_argument(
         "--counts", default="0,5,10,20,all,all-image-labels", help="rungs of the --mixed ladder"
     )
@@ -233,7 +234,7 @@ def main() -> None:
     load_before = os.getloadavg()
     results = []
     for name in filter(None, args.datasets.split(",")):  # --datasets '' --mixed: the ladder only
-        for task in plan[name]:
+        for task in [t for t in plan[name] if not args.tasks or t in args.tasks.split(",")]:
             print(f"{name} / {task} ...", flush=True)
             results.append(run_dataset(name, task, cache, extra))
     counts: list[int | str] = [int(c) if c.isdigit() else c for c in args.counts.split(",")]
