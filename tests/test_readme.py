@@ -57,7 +57,9 @@ def command_lines() -> list[str]:
             elif line[:1].isspace() and line.strip() and lines and lines[-1].startswith("flawscope "):
                 lines[-1] += " " + line.strip()
     lines += [" ".join(span.split()) for span in INLINE.findall(text)]
-    return lines
+    # "flawscope export ... && flawscope inspect ...": each command on its own.
+    commands = [part for line in lines for part in re.split(r"\s*(?:&&|;)\s*", line)]
+    return [command for command in commands if command.startswith("flawscope ")]
 
 
 def _tokens(line: str) -> list[str]:
@@ -153,6 +155,7 @@ def test_the_command_line_check_finds_mistakes():
     assert check_command_line("flawscope keys list | create | revoke KEY --reason TEXT", root) == []
     assert check_command_line("flawscope station check|run|status station.toml", root) == []
     assert check_command_line("flawscope --version", root) == []
+    assert check_command_line("flawscope export B -o D", root) == []
 
     def problems(line: str) -> str:
         return " ".join(check_command_line(line, root))
