@@ -70,6 +70,23 @@ def models_command() -> None:
     console.print(backbones)
 
 
+def _calibrate_on_holdout(result: Any, output: Path, target_frr: float) -> None:
+    """Calibrates the new bundle on the images training held out, if any, and lists what was skipped."""
+    if result.holdout_images:
+        from flawscope.decide.workflow import calibrate_bundle
+
+        with progress_bars() as progress:
+            report = calibrate_bundle(
+                output,
+                result.holdout_images,
+                target_frr=target_frr,
+                names=result.holdout_paths,
+                progress=progress,
+            )
+        print_calibration(report)
+    print_skipped(result.skipped)
+
+
 def _train_labelled(
     data: Path,
     output: Path,
@@ -116,19 +133,7 @@ def _train_labelled(
     console.print(table)
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
-    if result.holdout_images:
-        from flawscope.decide.workflow import calibrate_bundle
-
-        with progress_bars() as progress:
-            report = calibrate_bundle(
-                output,
-                result.holdout_images,
-                target_frr=target_frr,
-                names=result.holdout_paths,
-                progress=progress,
-            )
-        print_calibration(report)
-    print_skipped(result.skipped)
+    _calibrate_on_holdout(result, output, target_frr)
 
 
 def train_command(
@@ -225,16 +230,4 @@ def train_command(
             "calibrate it on good images it was not trained on ('flawscope calibrate BUNDLE "
             "GOOD_IMAGES'), or train with --holdout 0.2 to keep some aside.[/yellow]"
         )
-    if result.holdout_images:
-        from flawscope.decide.workflow import calibrate_bundle
-
-        with progress_bars() as progress:
-            report = calibrate_bundle(
-                output,
-                result.holdout_images,
-                target_frr=target_frr,
-                names=result.holdout_paths,
-                progress=progress,
-            )
-        print_calibration(report)
-    print_skipped(result.skipped)
+    _calibrate_on_holdout(result, output, target_frr)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from flawscope.config import Problem
-from flawscope.integrate.payload import SCHEMA_VERSION, camera_of, dumps, to_message
+from flawscope.integrate.payload import SCHEMA_VERSION, camera_of, dumps, place_of, to_message
 from flawscope.integrate.registry import DeliveryError, Sink, SinkContext, register_sink
 from flawscope.types import InspectionRecord
 
@@ -112,15 +112,8 @@ class MqttSink(Sink):
 
     def __init__(self, name: str, options: MqttOptions, context: SinkContext) -> None:
         super().__init__(name, options, context)
-        station = context.station.station
-        self.place = {
-            "enterprise": station.enterprise,
-            "site": station.site,
-            "area": station.area,
-            "line": station.line,
-            "station": station.name,
-        }
-        self.client_id = options.client_id or f"flawscope-{station.name}-{name}"
+        self.place = place_of(context.station.station)
+        self.client_id = options.client_id or f"flawscope-{self.place['station']}-{name}"
         self.status_topic = options.status_topic.format(**self.place, camera="")
         self._client: Any = None
         self._connected = threading.Event()

@@ -60,6 +60,17 @@ def _num(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+def place_of(station: Any) -> dict[str, str]:
+    """The ISA-95 names of a station (``StationConfig.station``) that topics and messages carry."""
+    return {
+        "enterprise": station.enterprise,
+        "site": station.site,
+        "area": station.area,
+        "line": station.line,
+        "station": station.name,
+    }
+
+
 def to_message(record: InspectionRecord, place: dict[str, str]) -> dict[str, Any]:
     """The version-1 message of a committed record.
 

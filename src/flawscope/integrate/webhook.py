@@ -33,7 +33,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from flawscope.config import Problem
-from flawscope.integrate.payload import dumps, iso_time, result_id, to_message
+from flawscope.integrate.payload import dumps, iso_time, place_of, result_id, to_message
 from flawscope.integrate.registry import (
     DeliveryError,
     RecordRefused,
@@ -170,14 +170,7 @@ class WebhookSink(Sink):
 
     def __init__(self, name: str, options: WebhookOptions, context: SinkContext) -> None:
         super().__init__(name, options, context)
-        station = context.station.station
-        self.place = {
-            "enterprise": station.enterprise,
-            "site": station.site,
-            "area": station.area,
-            "line": station.line,
-            "station": station.name,
-        }
+        self.place = place_of(context.station.station)
         self._client: Any = None
         self._key = b""
         self.last_status: int | None = None
