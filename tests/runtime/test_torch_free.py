@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import subprocess
 import sys
@@ -52,16 +53,19 @@ def torch_free_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Kept next to pytest's session folders, so later sessions reuse it; a lock stops two sessions
     building it at once.
     """
+    # One venv per checkout: it holds an editable install of REPO, and a venv built for another
+    # checkout (since moved or deleted) would import nothing.
+    checkout = hashlib.sha256(str(REPO).encode()).hexdigest()[:10]
     home = (
         tmp_path_factory.getbasetemp().parent
-        / f"flawscope-runtime-venv-py{sys.version_info[0]}{sys.version_info[1]}"
+        / f"flawscope-runtime-venv-py{sys.version_info[0]}{sys.version_info[1]}-{checkout}"
     )
     home.mkdir(parents=True, exist_ok=True)
     python = home / "venv" / "bin" / "python"
     ready = home / "ready"
     with open(home / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        wanted = " ".join(RUNTIME_PACKAGES) + "\n"
+        wanted = " ".join(RUNTIME_PACKAGES) + f"\n{REPO}\n"
         if not ready.is_file() or ready.read_text() != wanted:
             try:
                 venv.EnvBuilder(with_pip=True, clear=True, system_site_packages=False).create(home / "venv")
