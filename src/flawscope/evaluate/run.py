@@ -19,6 +19,7 @@ from flawscope.decide.thresholds import Thresholds
 from flawscope.decide.verdict import decide_many, outcomes
 from flawscope.errors import InputError
 from flawscope.evaluate.metrics import EvaluationSummary, evaluate_scores
+from flawscope.jsonsafe import finite_or_none
 from flawscope.types import Prediction, Sample
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class EvaluationRun:
     supervised: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
-        return _finite_or_none(
+        return finite_or_none(
             {
                 **self.supervised,
                 "metrics": self.summary.to_dict(),
@@ -94,17 +95,6 @@ class EvaluationRun:
                 "model_hash": self.model_hash,
             }
         )
-
-
-def _finite_or_none(data: Any) -> Any:
-    """Strict-JSON form: NaN and infinities become None, recursively."""
-    if isinstance(data, dict):
-        return {k: _finite_or_none(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [_finite_or_none(v) for v in data]
-    if isinstance(data, float) and not np.isfinite(data):
-        return None
-    return data
 
 
 def operating_point(

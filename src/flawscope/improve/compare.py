@@ -28,6 +28,7 @@ from typing import Any
 from flawscope.decide.calibration import clopper_pearson_interval, clopper_pearson_upper
 from flawscope.decide.thresholds import utc_now_iso
 from flawscope.errors import InputError
+from flawscope.jsonsafe import finite_or_none
 from flawscope.types import Outcome
 
 GOOD = "good"
@@ -205,17 +206,7 @@ class Comparison:
             if data[side] is not None:
                 data[side].pop("stopped", None)
         data["passed"] = self.passed
-        return _finite(data)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+        return finite_or_none(data)
 
 
 def shadow_refusal(live_manifest: Any, candidate_manifest: Any) -> str:

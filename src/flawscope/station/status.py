@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flawscope.integrate.outbox import SinkStatus
+from flawscope.jsonsafe import finite_or_none
 from flawscope.line import LineSummary
 
 
@@ -59,17 +59,7 @@ class StationStatus:
             "sources": {k: dict(v) for k, v in self.sources.items()},
             "drift": {k: dict(v) for k, v in self.drift.items()},
         }
-        return _finite(data)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+        return finite_or_none(data)
 
 
 def write_status(path: Path, status: StationStatus) -> None:
