@@ -31,7 +31,8 @@ from flawscope.acquire.triggered import Trigger
 from flawscope.config import Problem
 from flawscope.integrate.opcua.handshake import Handshake
 from flawscope.integrate.opcua.loop import LoopThread
-from flawscope.integrate.opcua.results import fields, matches, parse_result_id, to_result
+from flawscope.integrate.opcua.result_methods import Refused, ResultMethods, id_of, ua_module, value_of
+from flawscope.integrate.opcua.results import fields
 from flawscope.integrate.opcua.security import (
     PasswordUsers,
     certificate_problems,
@@ -49,13 +50,6 @@ from flawscope.integrate.registry import DeliveryError, Sink, SinkContext, regis
 from flawscope.types import InspectionRecord
 
 logger = logging.getLogger(__name__)
-
-
-def _ua() -> Any:
-    """Asyncua's ``ua`` module, untyped (its generated structures are made at run time)."""
-    from asyncua import ua
-
-    return ua
 
 
 @dataclass(frozen=True)
@@ -111,20 +105,10 @@ class OpcuaServerOptions:
         return problems
 
 
-def _value(variant: Any) -> Any:
-    return getattr(variant, "Value", variant)
-
-
-def _id(value: Any) -> str:
-    """The ``Id`` of an id structure argument ("" for a null one)."""
-    value = _value(value)
-    return str(getattr(value, "Id", "") or "") if value is not None else ""
-
-
 @register_sink(
     "opcua-server", config=OpcuaServerOptions, summary="OPC UA server (OPC 40100-1 Machine Vision)"
 )
-class OpcuaServerSink(Sink):
+class OpcuaServerSink(ResultMethods, Sink):
     """Serves results and takes triggers as an OPC UA Machine Vision system."""
 
     takes_triggers = True
@@ -180,7 +164,7 @@ class OpcuaServerSink(Sink):
     async def _start(self) -> None:
         from asyncua import Server
 
-        ua = _ua()
+        ua = ua_module()
         from asyncua.common.callback import CallbackType
 
         opts = self.options
@@ -368,7 +352,7 @@ class OpcuaServerSink(Sink):
         for key, value in values.items():
             # asyncua takes each field's type from its declaration's default value, which the
             # NodeSet leaves empty for the optional fields: say it explicitly.
-            event.event.add_property(key, value, types.get(key, _ua().VariantType.ExtensionObject))
+            event.event.add_property(key, value, types.get(key, ua_module().VariantType.ExtensionObject))
         await event.trigger(
             message=f"result {tags['ResultId']} of part {record.part_id}: {record.outcome.value}"
         )
@@ -425,28 +409,18 @@ class OpcuaServerSink(Sink):
 
         async def call(_parent: Any, *args: Any) -> Any:
             try:
-                return await method(camera, *[_value(a) for a in args])
-            except _Refused as refused:
+                return await method(camera, *[value_of(a) for a in args])
+            except Refused as refused:
                 # asyncua turns a raised exception into BadUnexpectedError: return the status instead.
                 logger.info("OPC UA %s on camera %s refused: %s", handler, camera, refused.text)
-                return _ua().StatusCode(getattr(_ua().StatusCodes, refused.code))
+                return ua_module().StatusCode(getattr(ua_module().StatusCodes, refused.code))
 
         return call
-
-    @staticmethod
-    def _ok(*values: Any) -> list[Any]:
-        ua = _ua()
-
-        return [*values, ua.Variant(0, ua.VariantType.Int32)]
-
-    @staticmethod
-    def _bad(code: str, text: str) -> Exception:
-        return _Refused(code, text)
 
     async def _m_start_single_job(
         self, camera: str, meas: Any, part: Any, recipe: Any, product: Any, *_: Any
     ) -> Any:
-        ua = _ua()
+        ua = ua_module()
 
         vision = self.vision[camera]
         if self.cameras[camera].trigger != "plc":
@@ -457,12 +431,12 @@ class OpcuaServerSink(Sink):
         self._single_job[camera] = job
         await vision.set_state("Operational", "SingleExecution")
         self._trigger(
-            camera, _id(part), job, meas_id=_id(meas), recipe_id=_id(recipe), product_id=_id(product)
+            camera, id_of(part), job, meas_id=id_of(meas), recipe_id=id_of(recipe), product_id=id_of(product)
         )
         return self._ok(ua.Variant(ua.JobIdDataType(Id=job)))
 
     async def _m_start_continuous(self, camera: str, *_: Any) -> Any:
-        ua = _ua()
+        ua = ua_module()
 
         vision = self.vision[camera]
         if vision.auto_state != "Ready":
@@ -507,114 +481,13 @@ class OpcuaServerSink(Sink):
             await self._operational(camera)
         return self._ok()
 
-    # ------------------------------------------------------------------------ result management
-
-    async def _record(self, camera: str, result: Any, timeout_ms: int) -> InspectionRecord:
-        parsed = parse_result_id(_id(result))
-        if parsed is None:
-            raise self._bad("BadInvalidArgument", f"{_id(result)!r} is not a flawscope result id")
-        seq, prefix = parsed
-        deadline = time.monotonic() + max(0, timeout_ms or 0) / 1000
-        loop = asyncio.get_running_loop()
-        while True:
-            record = await loop.run_in_executor(None, self._audit.get, seq)
-            if record is not None or time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(0.01)
-        if record is None or not record.record_hash.startswith(prefix):
-            raise self._bad("BadNotFound", f"no result {_id(result)}")
-        if record.station != self.context.station.record_station(camera):
-            raise self._bad("BadNotFound", f"result {_id(result)} is not camera {camera}'s")
-        return record
-
-    async def _m_get_result_by_id(self, camera: str, result: Any, timeout: Any = 0, *_: Any) -> Any:
-        ua = _ua()
-
-        record = await self._record(camera, result, int(timeout or 0))
-        simulated = self.cameras[camera].source.startswith("sim:")
-        return self._ok(ua.Variant(0, ua.VariantType.UInt32), ua.Variant(to_result(record, simulated)))
-
-    async def _m_get_result_components_by_id(
-        self, camera: str, result: Any, timeout: Any = 0, *_: Any
-    ) -> Any:
-        ua = _ua()
-
-        record = await self._record(camera, result, int(timeout or 0))
-        f = fields(record, self.cameras[camera].source.startswith("sim:"))
-        return self._ok(
-            ua.Variant(False, ua.VariantType.Boolean),
-            ua.Variant(0, ua.VariantType.UInt32),
-            ua.Variant(False, ua.VariantType.Boolean),
-            ua.Variant(f["IsSimulated"], ua.VariantType.Boolean),
-            ua.Variant(f["ResultState"], ua.VariantType.Int32),
-            ua.Variant(f["MeasId"]),
-            ua.Variant(f["PartId"]),
-            ua.Variant(f["ExternalRecipeId"]),
-            ua.Variant(f["InternalRecipeId"]),
-            ua.Variant(f["ProductId"]),
-            ua.Variant(f["ExternalConfigurationId"]),
-            ua.Variant(f["InternalConfigurationId"]),
-            ua.Variant(f["JobId"]),
-            ua.Variant(f["CreationTime"], ua.VariantType.DateTime),
-            ua.Variant(f["ProcessingTimes"]),
-            ua.Variant(f["ResultContent"], ua.VariantType.Variant),
-        )
-
-    async def _m_get_result_list_filtered(self, camera: str, *args: Any) -> Any:
-        ua = _ua()
-
-        state, meas, part, ext_recipe, int_recipe, ext_conf, int_conf, product, job, max_results, start = (
-            list(args) + [None] * 11
-        )[:11]
-        wanted = {
-            "meas_id": _id(meas),
-            "part_id": _id(part),
-            "recipe_id": _id(ext_recipe),
-            "internal_recipe_id": _id(int_recipe),
-            "internal_configuration_id": _id(int_conf),
-            "product_id": _id(product),
-            "job_id": _id(job),
-        }
-        if _id(ext_conf):
-            wanted["external_configuration_id"] = _id(ext_conf)  # flawscope sets none: matches nothing
-        station = self.context.station.record_station(camera)
-        loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(None, self._search, station, wanted, int(state or 0))
-        first = int(start or 0)
-        limit = int(max_results or 0) or len(found)
-        page = found[first : first + limit]
-        simulated = self.cameras[camera].source.startswith("sim:")
-        return self._ok(
-            ua.Variant(first + len(page) >= len(found), ua.VariantType.Boolean),
-            ua.Variant(len(page), ua.VariantType.UInt32),
-            ua.Variant(0, ua.VariantType.UInt32),
-            ua.Variant(
-                [ua.Variant(to_result(r, simulated)).Value for r in page], ua.VariantType.ExtensionObject
-            ),
-        )
-
-    def _search(self, station: str, wanted: dict[str, str], state: int) -> list[InspectionRecord]:
-        if wanted["part_id"]:
-            candidates = self._audit.records(part_id=wanted["part_id"])
-        else:
-            head = self._audit.head().seq
-            candidates = self._audit.records(since_seq=max(0, head - self.options.result_window))
-        return [
-            r
-            for r in candidates
-            if r.kind == "inspection" and r.station == station and matches(r, wanted, state)
-        ]
-
-    async def _m_release_result_handle(self, camera: str, *_: Any) -> Any:
-        return self._ok()  # results are served from the audit store: there is nothing to release
-
 
 #: OPC UA event severity (1-1000) of a drift record's level: alarm, warning, cleared.
 _DRIFT_SEVERITY = {"fail": 700, "review": 400, "pass": 100}
 
 
 def _event_types() -> dict[str, Any]:
-    ua = _ua()
+    ua = ua_module()
     return {
         "HasTransferableDataOnFile": ua.VariantType.Boolean,
         "IsPartial": ua.VariantType.Boolean,
@@ -639,15 +512,6 @@ _LATEST_FROM_TAGS = {
     "ModelVersion": "ModelVersion",
     "ThresholdVersion": "ThresholdVersion",
 }
-
-
-class _Refused(Exception):  # noqa: N818
-    """A method call refused with an OPC UA status (``code`` names it, ``text`` says why)."""
-
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
 
 
 class _LocalTags:
