@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from flawscope.integrate.opcua.handshake import TAGS
+from flawscope.integrate.plcsim_tags import ClientTags, Events, ServerTags, result_content
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ class PlcSim:
                 if self.options.mode == "methods":
                     done = await self._methods(client, ns, parts)
                 else:
-                    tags = _ClientTags(client, ns, self.options.camera)
+                    tags = ClientTags(client, ns, self.options.camera)
                     if not self.options.poll:
                         await tags.watch(self.options.scan_ms)
                     done = await self._tags(tags, parts)
@@ -336,7 +337,7 @@ class PlcSim:
             ua.NodeId(f"{camera}.VisionStateMachine.AutomaticModeStateMachine.StartSingleJob", ns)
         )
         events: asyncio.Queue[Any] = asyncio.Queue()
-        handler = _Events(events)
+        handler = Events(events)
         subscription = await client.create_subscription(1, handler)
         await subscription.subscribe_events(system, ua.NodeId(RESULT_READY_EVENT_TYPE, mv))
         arrived: dict[str, Any] = {}
@@ -366,7 +367,7 @@ class PlcSim:
                     event.ResultId.Id,
                     int(event.ResultId.Id.split("-")[0]),
                     event.PartId.Id if event.PartId else "",
-                    _content(event.ResultContent).get("OutcomeCode", 0),
+                    result_content(event.ResultContent).get("OutcomeCode", 0),
                     {"job_id": event.JobId.Id},
                 )
             if job_id not in arrived:
@@ -395,7 +396,7 @@ class PlcSim:
                 result.ResultId.Id,
                 int(result.ResultId.Id.split("-")[0]),
                 part,
-                _content(result.ResultContent).get("OutcomeCode", 0),
+                result_content(result.ResultContent).get("OutcomeCode", 0),
                 {"job_id": job_id, "fetched": True},
             )
 
@@ -424,90 +425,7 @@ class PlcSim:
         await server.start()
         self.started.set()
         try:
-            await self._tags(_ServerTags(server, nodes), self._parts())
+            await self._tags(ServerTags(server, nodes), self._parts())
             await self.stop_event.wait()  # a PLC's server stays up when its parts are done
         finally:
             await server.stop()
-
-
-def _content(content: Any) -> dict[str, Any]:
-    out = {}
-    for item in content or []:
-        pair = getattr(item, "Value", item)
-        key = getattr(getattr(pair, "Key", None), "Name", None)
-        if key:
-            out[key] = getattr(pair.Value, "Value", pair.Value)
-    return out
-
-
-class _Events:
-    def __init__(self, queue: asyncio.Queue[Any]) -> None:
-        self.queue = queue
-
-    def event_notification(self, event: Any) -> None:
-        self.queue.put_nowait(event)
-
-
-class _ClientTags:
-    """The station's handshake tags, read and written over OPC UA.
-
-    Between scans the PLC waits for a change of ResultReady or TriggerAck reported by a subscription
-    (publishing interval = the scan period), or for the scan period when it polls.
-    """
-
-    def __init__(self, client: Any, ns: int, camera: str) -> None:
-        ua = _ua()
-        self.client = client
-        self.nodes = {t.name: client.get_node(ua.NodeId(f"{camera}.Handshake.{t.name}", ns)) for t in TAGS}
-        self.kinds = {t.name: t.kind for t in TAGS}
-        self.changed: asyncio.Event | None = None
-
-    async def watch(self, period_ms: float) -> None:
-        """Be told of ResultReady and TriggerAck changes instead of polling."""
-        self.changed = asyncio.Event()
-        subscription = await self.client.create_subscription(period_ms, self)
-        await subscription.subscribe_data_change([self.nodes["ResultReady"], self.nodes["TriggerAck"]])
-
-    def datachange_notification(self, _node: Any, _value: Any, _data: Any) -> None:
-        if self.changed is not None:
-            self.changed.set()
-
-    async def wait(self, scan_s: float) -> None:
-        if self.changed is None:
-            await asyncio.sleep(scan_s)
-            return
-        # A missed notification costs at most this long: the tags are read again anyway.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.changed.wait(), 0.1)
-        self.changed.clear()
-
-    async def read(self, names: list[str]) -> dict[str, Any]:
-        values = await self.client.read_values([self.nodes[n] for n in names])
-        return dict(zip(names, values, strict=True))
-
-    async def write(self, values: dict[str, Any]) -> None:
-        ua = _ua()
-        nodes = [self.nodes[n] for n in values]
-        data = [ua.DataValue(ua.Variant(v, ua.VariantType[self.kinds[n]])) for n, v in values.items()]
-        await self.client.write_values(nodes, data)
-
-
-class _ServerTags:
-    """The tags on the simulator's own server (serve mode): read locally every scan."""
-
-    def __init__(self, server: Any, nodes: dict[str, Any]) -> None:
-        self.server = server
-        self.nodes = nodes
-        self.kinds = {t.name: t.kind for t in TAGS}
-
-    async def wait(self, scan_s: float) -> None:
-        await asyncio.sleep(scan_s)
-
-    async def read(self, names: list[str]) -> dict[str, Any]:
-        return {n: self.server.read_attribute_value(self.nodes[n].nodeid).Value.Value for n in names}
-
-    async def write(self, values: dict[str, Any]) -> None:
-        ua = _ua()
-        for name, value in values.items():
-            variant = ua.Variant(value, ua.VariantType[self.kinds[name]])
-            await self.server.write_attribute_value(self.nodes[name].nodeid, ua.DataValue(variant))
