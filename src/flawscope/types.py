@@ -295,6 +295,16 @@ class InspectionRecord:
         graph_sha256: SHA-256 of the ONNX graph file that scored the part (schema 2).
         signer: id of the key whose signature of the bundle was verified ("" when none was; schema 2).
         allow_unsigned: the bundle was loaded with ``--allow-unsigned`` (development; schema 2).
+        web_roll: the roll (coil) of a line-scan web the record is about ("" for discrete parts;
+            schema 6).
+        web_along_m: where what the record is about is (the centre of a web frame or a
+            not-inspected stretch, a defect's highest anomaly value), metres along the web from
+            the roll start (schema 6). The ``web_*`` numbers mean something only where
+            ``web_roll`` is set; they are 0 for discrete parts (a default NaN would make a record
+            unequal to itself).
+        web_across_mm: the same across the web, mm from the web's first pixel (schema 6).
+        web_length_mm: its extent along the web, mm (schema 6).
+        web_width_mm: its extent across the web, mm (schema 6).
         seq: position in the log (set by the log).
         prev_hash: hash of the previous record (set by the log).
         record_hash: hash of this record (set by the log).
@@ -323,6 +333,11 @@ class InspectionRecord:
     graph_sha256: str = added(2, "")
     signer: str = added(2, "")
     allow_unsigned: bool = added(2, False)
+    web_roll: str = added(6, "")
+    web_along_m: float = added(6, 0.0)
+    web_across_mm: float = added(6, 0.0)
+    web_length_mm: float = added(6, 0.0)
+    web_width_mm: float = added(6, 0.0)
     seq: int | None = None
     prev_hash: str = ""
     record_hash: str = field(default="", metadata={HASHED: False})

@@ -64,6 +64,11 @@ def test_every_hashed_field_changes_the_hash(make_record):
         "graph_sha256": "2" * 64,
         "signer": "0123456789abcdef",
         "allow_unsigned": True,
+        "web_roll": "coil-7",
+        "web_along_m": 12.5,
+        "web_across_mm": 300.0,
+        "web_length_mm": 4.0,
+        "web_width_mm": 3.0,
     }
     assert set(changed) | {"seq", "prev_hash"} == set(HASHED_FIELDS)
     for name, value in changed.items():
@@ -198,7 +203,7 @@ def test_a_boolean_must_be_a_boolean(make_record):
 @pytest.mark.parametrize(
     ("fields", "problem"),
     [
-        ({"kind": "gossip"}, "is not one of inspection, override, review, drift, model"),
+        ({"kind": "gossip"}, "is not one of inspection, override, review, drift, web_defect, model"),
         ({"kind": "override", "ref_seq": 1, "reason": "x"}, "needs a non-empty operator"),
         ({"kind": "override", "operator": "ann", "reason": "x"}, "must name the record it is about"),
         ({"kind": "inspection", "ref_seq": 1}, "is about no other record"),

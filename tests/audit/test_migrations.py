@@ -149,3 +149,18 @@ def test_a_record_written_after_the_migration_is_protected_in_its_new_fields(aud
         with AuditLog.open(audit_url, read_only=True) as log:
             result = log.verify()
         assert not result.ok and result.first_bad_seq == 4
+
+
+def test_web_coordinates_added_by_schema_6_are_protected_and_old_records_keep_their_hashes(
+    audit_url, run_sql, make_record
+):
+    _old_store(audit_url)
+    with AuditLog.open(audit_url) as log:
+        assert [r.web_roll for r in log.records()] == ["", "", ""]  # the migration's defaults
+        log.append(make_record(4, web_roll="coil-3", web_along_m=12.25, web_across_mm=310.0))
+        assert log.verify(expected_head=log.head()).ok
+        assert log.get(4).web_along_m == 12.25 and log.get(1).web_along_m == 0.0
+    run_sql(audit_url, "UPDATE inspections SET web_along_m = 13.0 WHERE seq = 4")
+    with AuditLog.open(audit_url, read_only=True) as log:
+        result = log.verify()
+    assert not result.ok and result.first_bad_seq == 4

@@ -62,6 +62,15 @@ KINDS: dict[str, RecordKind] = {
             outcomes=(Outcome.PASS, Outcome.REVIEW, Outcome.FAIL),
         ),
         RecordKind(
+            "web_defect",
+            "a defect of a line-scan web, merged over the frames that saw it (flawscope.webscan): "
+            "web_roll and the web_* fields place it on the roll (centre and size), score is its peak "
+            "anomaly value, ref_seq the first frame's inspection record",
+            refers_to=("inspection",),
+            required=("web_roll",),
+            outcomes=(Outcome.FAIL,),
+        ),
+        RecordKind(
             "model",
             "a model-registry event (a bundle registered, promoted, rolled back): model_hash and "
             "model_version name the bundle, reason says what happened, operator who did it",

@@ -113,6 +113,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "the web app: users, API tokens, sessions, its change log, the review queue, settings",
         lambda conn: metadata.create_all(conn, tables=list(WEB_TABLES)),
     ),
+    Migration(
+        6,
+        "line-scan webs: records carry the roll and web coordinates (web_roll, web_along_m, "
+        "web_across_mm, web_length_mm, web_width_mm)",
+        add_fields(6),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -7,6 +7,8 @@ writes (the chain head read and the insert must be atomic across processes).
 
 from __future__ import annotations
 
+import math
+
 import re
 from pathlib import Path
 from typing import Any
@@ -38,12 +40,15 @@ def column(spec: FieldSpec) -> sa.Column[Any]:
     """The column of a record field (see :mod:`flawscope.audit.fields` for the type rules).
 
     A NOT NULL column added by a later schema version gets a server default (its field's default),
-    which is what ``ALTER TABLE ... ADD COLUMN`` fills the existing rows with.
+    which is what ``ALTER TABLE ... ADD COLUMN`` fills the existing rows with; so does a float
+    column with a finite default (its NULL would read back as NaN, not as the default, and the old
+    records' hashes would change).
     """
     if spec.name == "seq":
         return sa.Column("seq", _BIGINT, primary_key=True, autoincrement=False)
     default = None
-    if spec.since > 1 and not spec.nullable:
+    finite_float = spec.kind == "float" and isinstance(spec.default, float) and math.isfinite(spec.default)
+    if spec.since > 1 and (not spec.nullable or finite_float):
         default = sa.false() if spec.kind == "bool" else sa.text(_sql_literal(spec.default))
     return sa.Column(spec.name, _TYPES[spec.kind], nullable=spec.nullable, server_default=default)
 

@@ -91,7 +91,7 @@ def _texture(rng: np.random.Generator, height: int, width: int, texture: str) ->
     return out
 
 
-def _defect(rng: np.random.Generator, length: float) -> tuple[str, np.ndarray]:
+def small_defect(rng: np.random.Generator, length: float) -> tuple[str, np.ndarray]:
     """One small defect's strength map in ``[0, 1]`` on a square patch of side ``2 * length``."""
     side = math.ceil(2 * length) | 1
     c = side / 2.0
@@ -129,7 +129,7 @@ def make_large_part(spec: LargePartSpec, split: str, index: int) -> tuple[np.nda
         luma = texture.mean(axis=2)
         for _ in range(count):
             length = float(rng.uniform(*spec.defect_px))
-            kind, strength = _defect(rng, length)
+            kind, strength = small_defect(rng, length)
             side = strength.shape[0]
             top = int(rng.integers(side, height - 2 * side))
             left = int(rng.integers(side, width - 2 * side))

@@ -71,6 +71,19 @@ def place_of(station: Any) -> dict[str, str]:
     }
 
 
+def web_of(record: InspectionRecord) -> dict[str, Any] | None:
+    """Where on a line-scan web a record is (centre and extent), or None for a discrete part."""
+    if not record.web_roll:
+        return None
+    return {
+        "roll": record.web_roll,
+        "along_m": _num(record.web_along_m),
+        "across_mm": _num(record.web_across_mm),
+        "length_mm": _num(record.web_length_mm),
+        "width_mm": _num(record.web_width_mm),
+    }
+
+
 def to_message(record: InspectionRecord, place: dict[str, str]) -> dict[str, Any]:
     """The version-1 message of a committed record.
 
@@ -104,6 +117,7 @@ def to_message(record: InspectionRecord, place: dict[str, str]) -> dict[str, Any
             }
             for r in record.regions
         ],
+        "web": web_of(record),
         "model": {
             "hash": record.model_hash,
             "version": record.model_version,

@@ -1,0 +1,268 @@
+"""Inspecting a line-scan web: frames judged, defects merged across frames, a roll summary.
+
+:class:`WebScan` reads a :class:`~flawscope.acquire.rows.RowSource`'s assembled frames, judges
+them in batches with an inspector (:class:`flawscope.runtime.Inspector`), merges the regions of
+frames that fail or go to review into web defects (:class:`~flawscope.webscan.merge.DefectMerger`)
+and, given an audit log, records every frame, every not-inspected stretch and every defect there,
+with their web coordinates (``web_*`` fields). A stretch of web that was not inspected is a record
+of outcome ``not_inspected``, never a pass. A frame that fails without a region (its score is
+above the threshold but no pixel is) is a defect at its map's peak, so it is not lost either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from flawscope.acquire.assembly import WebFrame
+from flawscope.acquire.rows import RowSource, WebGeometry
+from flawscope.line.records import InspectorLike, error, judge, make_record
+from flawscope.types import Frame, InspectionRecord, Outcome, Region, Verdict
+from flawscope.webscan.merge import DefectMerger, FrameRegion
+from flawscope.webscan.records import RollSummary, WebDefect, WebStretch
+from flawscope.webscan.summary import summarize
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """Everything a web scan found.
+
+    Attributes:
+        summary: the roll's summary (length, yield, not-inspected metres...).
+        defects: every defect, once, in web coordinates.
+        stretches: every not-inspected stretch.
+        geometry: the web's geometry.
+    """
+
+    summary: RollSummary
+    defects: tuple[WebDefect, ...]
+    stretches: tuple[WebStretch, ...]
+    geometry: WebGeometry
+
+
+def _peak_in(amap: np.ndarray | None, box: tuple[int, int, int, int]) -> tuple[float, float] | None:
+    """``(x, y)`` of the highest map value inside ``box`` (x0, y0, x1, y1), or None without a map."""
+    if amap is None or amap.ndim != 2:
+        return None
+    x0, y0, x1, y1 = box
+    window = amap[y0:y1, x0:x1]
+    if window.size == 0:
+        return None
+    y, x = np.unravel_index(int(np.argmax(window)), window.shape)
+    return float(x0 + x) + 0.5, float(y0 + y) + 0.5
+
+
+def defect_regions(verdict: Verdict, shape: tuple[int, ...]) -> tuple[FrameRegion, ...]:
+    """The defect regions of a frame that fails or goes to review, with their peaks.
+
+    A frame that fails without a region (its score is above the threshold, no pixel is) gives a
+    one-pixel region at its map's peak (the frame's centre without a map), so it is not lost.
+    """
+    if verdict.outcome not in (Outcome.FAIL, Outcome.REVIEW):
+        return ()
+    amap = verdict.anomaly_map
+    found = []
+    for region in verdict.regions:
+        peak = _peak_in(amap, region.bbox)
+        found.append(FrameRegion(region, peak if peak is not None else region.centroid))
+    if found or verdict.outcome is not Outcome.FAIL:
+        return tuple(found)
+    full = (0, 0, int(shape[1]), int(shape[0]))
+    x, y = _peak_in(amap, full) or (shape[1] / 2.0, shape[0] / 2.0)
+    value = float(amap[int(y), int(x)]) if amap is not None and amap.ndim == 2 else verdict.score
+    region = Region((int(x), int(y), int(x) + 1, int(y) + 1), 1, value, (x, y), category=verdict.category)
+    return (FrameRegion(region, (x, y)),)
+
+
+class WebScan:
+    """Inspect one roll from a line-scan source.
+
+    Args:
+        source: the line-scan source (its frames carry their web position).
+        inspector: judges frames (a loaded deployable bundle).
+        audit: where records go (None: nowhere; the result is still returned).
+        station: the station name in audit records.
+        batch: frames judged per inspector call.
+        segment_m: segment length of the length-based yield.
+        join_px: regions this close (pixels) are one defect.
+        on_defect: called with each defect as soon as it is closed (a UI, a marker printer).
+    """
+
+    def __init__(
+        self,
+        source: RowSource,
+        inspector: InspectorLike,
+        *,
+        audit: Any = None,
+        station: str = "web",
+        batch: int = 8,
+        segment_m: float = 1.0,
+        join_px: int = 2,
+        on_defect: Callable[[WebDefect], object] | None = None,
+    ) -> None:
+        self.source = source
+        self.inspector = inspector
+        self.audit = audit
+        self.station = station
+        self.batch = max(1, batch)
+        self.segment_m = segment_m
+        self.join_px = join_px
+        self.on_defect = on_defect
+        self.frames_inspected = 0
+        self._seq_of: dict[int, int] = {}  # first row of a recent frame -> its record's seq
+
+    def _web(self, record: InspectionRecord, box: tuple[float, float, float, float]) -> InspectionRecord:
+        """The record with its web coordinates: ``box`` is (row0, row1, col0, col1) in web pixels."""
+        g = self.source.geometry()
+        row0, row1, col0, col1 = box
+        return dataclasses.replace(
+            record,
+            web_roll=self.source.roll,
+            web_along_m=g.along_m((row0 + row1) / 2.0),
+            web_across_mm=g.across_mm((col0 + col1) / 2.0),
+            web_length_mm=(row1 - row0) * g.mm_per_row,
+            web_width_mm=(col1 - col0) * g.mm_per_px,
+        )
+
+    def _frame_record(self, frame: WebFrame, verdict: Verdict, latency_ms: float) -> InspectionRecord:
+        part = Frame(self.source.part_id(frame), None, frame.timestamp or time.time(), self.source.uri)
+        record = make_record(part, verdict, self.inspector, station=self.station, latency_ms=latency_ms)
+        width = self.source.geometry().width_px
+        return self._web(record, (frame.first_row, frame.end_row, 0, width))
+
+    def _defect_record(self, defect: WebDefect) -> InspectionRecord:
+        provenance = self.inspector.provenance
+        ref = self._seq_of.get(defect.frames[0])
+        region = Region(
+            (defect.col0, defect.row0, defect.col1, defect.row1),
+            (defect.col1 - defect.col0) * (defect.row1 - defect.row0),
+            defect.peak,
+            ((defect.col0 + defect.col1) / 2.0, (defect.row0 + defect.row1) / 2.0),
+            category=defect.category,
+        )
+        record = InspectionRecord(
+            part_id=f"{defect.roll}-d{defect.number:06d}",
+            station=self.station,
+            acquired_at=time.time(),
+            outcome=Outcome.FAIL,
+            score=defect.peak,
+            regions=(region,),
+            category=defect.category,
+            model_hash=provenance.model_hash,
+            model_version=provenance.model_version,
+            threshold_version=provenance.threshold_version,
+            source=self.source.uri,
+            reason=f"web defect seen in {len(defect.frames)} frame(s) from row {defect.frames[0]}",
+            kind="web_defect",
+            ref_seq=ref,
+            threshold_sha256=provenance.threshold_sha256,
+            graph_sha256=provenance.graph_sha256,
+            signer=provenance.signer,
+            allow_unsigned=provenance.allow_unsigned,
+        )
+        placed = self._web(record, (defect.row0, defect.row1, defect.col0, defect.col1))
+        # A defect is where its highest anomaly value is (its box is widened by the map's blur).
+        return dataclasses.replace(placed, web_along_m=defect.along_m, web_across_mm=defect.across_mm)
+
+    def _judge(self, frames: list[WebFrame]) -> tuple[list[Verdict], float]:
+        began = time.perf_counter()
+        parts = [Frame(str(f.index), f.image, f.timestamp, self.source.uri) for f in frames]
+        verdicts = judge(parts, self.inspector)
+        return verdicts, (time.perf_counter() - began) * 1000.0
+
+    def _store(self, records: list[InspectionRecord]) -> list[InspectionRecord]:
+        if self.audit is None or not records:
+            return records
+        stored: list[InspectionRecord] = self.audit.append_many(records)
+        return stored
+
+    def _batches(self) -> Iterator[list[WebFrame]]:
+        pending: list[WebFrame] = []
+        for frame in self.source.web_frames():
+            pending.append(frame)
+            if sum(f.inspectable for f in pending) >= self.batch:
+                yield pending
+                pending = []
+        if pending:
+            yield pending
+
+    def run(self) -> ScanResult:
+        """Inspect the whole roll (until the source ends or is closed)."""
+        began = time.monotonic()
+        defects: list[WebDefect] = []
+        stretches: list[WebStretch] = []
+        merger: DefectMerger | None = None
+        first_row: int | None = None
+        last_row = 0
+        for batch in self._batches():
+            geometry = self.source.geometry()
+            merger = merger or DefectMerger(geometry, self.source.roll, self.join_px)
+            inspectable = [f for f in batch if f.inspectable]
+            verdicts, latency = self._judge(inspectable) if inspectable else ([], 0.0)
+            judged = dict(zip((f.index for f in inspectable), verdicts, strict=True))
+            records = []
+            for frame in batch:
+                first_row = frame.first_row if first_row is None else first_row
+                last_row = max(last_row, frame.end_row)
+                if frame.inspectable:
+                    records.append(self._frame_record(frame, judged[frame.index], latency))
+                else:
+                    stretches.append(
+                        WebStretch(
+                            frame.first_row,
+                            frame.end_row,
+                            geometry.along_m(frame.first_row),
+                            geometry.along_m(frame.end_row),
+                            frame.reason,
+                        )
+                    )
+                    verdict = error(f"not inspected: {frame.reason}", self.inspector, Outcome.NOT_INSPECTED)
+                    records.append(self._frame_record(frame, verdict, math.nan))
+            for stored, frame in zip(self._store(records), batch, strict=True):
+                if stored.seq is not None:
+                    self._seq_of[frame.first_row] = stored.seq
+            self.frames_inspected += len(inspectable)
+            closed: list[WebDefect] = []
+            for frame in batch:
+                regions = (
+                    defect_regions(judged[frame.index], frame.image.shape) if frame.image is not None else ()
+                )
+                closed.extend(merger.add(frame.first_row, regions))
+            self._close(closed, defects)
+        if merger is not None:
+            self._close(list(merger.finish()), defects)
+        seconds = time.monotonic() - began
+        geometry = self.source.geometry()
+        summary = summarize(
+            self.source,
+            defects,
+            stretches,
+            first_row=first_row or 0,
+            last_row=last_row,
+            frames=self.frames_inspected,
+            seconds=seconds,
+            segment_m=self.segment_m,
+        )
+        return ScanResult(summary, tuple(defects), tuple(stretches), geometry)
+
+    def _close(self, closed: list[WebDefect], defects: list[WebDefect]) -> None:
+        if not closed:
+            return
+        self._store([self._defect_record(d) for d in closed])
+        for defect in closed:
+            defects.append(defect)
+            if self.on_defect is not None:
+                self.on_defect(defect)
+        # Frames far behind every open defect are no longer needed for references.
+        horizon = min(d.frames[0] for d in closed)
+        for row in [r for r in self._seq_of if r < horizon - 4 * self.source.frame_rows]:
+            del self._seq_of[row]
