@@ -8,7 +8,6 @@ writes (the chain head read and the insert must be atomic across processes).
 from __future__ import annotations
 
 import math
-
 import re
 from pathlib import Path
 from typing import Any

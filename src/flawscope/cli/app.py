@@ -31,6 +31,7 @@ from flawscope.cli import (
     serve,
     station,
     train,
+    webscan,
 )
 from flawscope.cli.common import err_console, setup_logging
 from flawscope.cli.usage import ClickException, NoArgsIsHelpError, restyle, usage_error_line
@@ -82,6 +83,7 @@ app.command("serve")(serve.serve_command)
 app.add_typer(serve.users_app, name="users")
 app.add_typer(feedback.feedback_app, name="feedback")
 app.add_typer(keys.keys_app, name="keys")
+app.add_typer(webscan.webscan_app, name="web-scan")
 
 
 def _error(message: str) -> None:

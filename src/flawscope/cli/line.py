@@ -38,7 +38,18 @@ sim:///data/parts?rate=5&count=100
                       rate=X defect_ratio=X count=N seed=N start=N
                       prefix=TEXT cache=N drift=KIND:AMOUNT[:RAMP[:START]]
                       (dim, blur or texture); part ids are unique per run
-                      unless prefix is given"""
+                      unless prefix is given
+Line-scan webs (frames of a continuous web; 'flawscope web-scan run' merges
+defects across frames and reports them in web coordinates). Each also takes
+frame=ROWS overlap=ROWS mm_per_row=X mm_per_px=X roll=NAME
+  websim://           simulated web with known defects, encoder-paced
+                      length=M width=PX texture=steel|textile defects=N
+                      seed=N speed=M_PER_MIN drop=ROW:COUNT,... block=ROWS
+  webstrip:///FILE    a long strip image in row blocks (.npy and uncompressed
+                      TIFF streamed) block=ROWS max_mb=X
+  gigeline://DEVICE   GigE Vision line-scan camera through Aravis
+                      lines=N width=PX line_rate=X exposure_us=X
+                      pixel_format=TEXT rows=N timeout=S buffers=N"""
 
 Show = Literal["all", "rejects", "none"]
 

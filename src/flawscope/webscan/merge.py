@@ -24,8 +24,8 @@ class FrameRegion:
 
     Attributes:
         region: the region (bounding box at the reject threshold, peak value).
-        peak_xy: ``(x, y)`` of the region's highest map value: the defect's position (a region's
-            box is widened by the map's blur, its peak is not).
+        peak_xy: ``(x, y)`` of the defect: the centre of the region's map peak (a region's box is
+            widened by the map's blur, its peak is not).
     """
 
     region: Region

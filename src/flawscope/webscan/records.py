@@ -12,7 +12,8 @@ class WebDefect:
     Attributes:
         number: 1, 2, ... in the order the defects were closed (web order, roughly).
         roll: the roll (coil) identifier.
-        along_m: position (its highest anomaly value), metres along the web from the roll start.
+        along_m: position (the centre of its anomaly peak, in the frame with the highest peak),
+            metres along the web from the roll start.
         across_mm: position, millimetres across the web from its first pixel.
         length_mm: extent along the web, mm (of the map above the reject threshold: the map's
             resolution widens a defect of a few pixels).

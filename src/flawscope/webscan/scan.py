@@ -50,15 +50,29 @@ class ScanResult:
 
 
 def _peak_in(amap: np.ndarray | None, box: tuple[int, int, int, int]) -> tuple[float, float] | None:
-    """``(x, y)`` of the highest map value inside ``box`` (x0, y0, x1, y1), or None without a map."""
+    """``(x, y)`` where a region's defect is: the centroid of its map's upper half around the peak.
+
+    The map comes from a coarse grid (stride 8) smoothed up to pixels, so its highest pixel is
+    only as good as the grid; the centroid of the values above half the region's height
+    (``(peak + lowest) / 2`` inside its box) finds the blob's centre between grid points.
+
+    Returns:
+        None without a usable map.
+    """
     if amap is None or amap.ndim != 2:
         return None
     x0, y0, x1, y1 = box
-    window = amap[y0:y1, x0:x1]
-    if window.size == 0:
+    window = np.asarray(amap[y0:y1, x0:x1], np.float64)
+    if window.size == 0 or not np.isfinite(window).all():
         return None
-    y, x = np.unravel_index(int(np.argmax(window)), window.shape)
-    return float(x0 + x) + 0.5, float(y0 + y) + 0.5
+    top, low = float(window.max()), float(window.min())
+    weight = np.clip(window - (top + low) / 2.0, 0.0, None)
+    if top <= low or weight.sum() <= 0:
+        y, x = np.unravel_index(int(np.argmax(window)), window.shape)
+        return float(x0 + x) + 0.5, float(y0 + y) + 0.5
+    ys, xs = np.mgrid[0 : window.shape[0], 0 : window.shape[1]]
+    total = float(weight.sum())
+    return x0 + float((weight * xs).sum()) / total + 0.5, y0 + float((weight * ys).sum()) / total + 0.5
 
 
 def defect_regions(verdict: Verdict, shape: tuple[int, ...]) -> tuple[FrameRegion, ...]:
