@@ -4,11 +4,12 @@ Part 1 (accuracy): a seeded set of large synthetic parts (:mod:`flawscope.data.l
 defects of 10-30 px) is written, and each model is trained and evaluated twice: tiled at the
 image's own resolution (``tile``/``overlap``) and on the whole image resized to the usual canvas.
 Part 2 (cost): the tiled model is exported and the torch-free runtime scores one good part at
-1 to 12 megapixels; the time per megapixel at each size is printed with its ratio to the mean.
+1 to 12 megapixels, the sizes interleaved in ``--rounds`` rounds (best of N per size, the load
+sampled each round); the time per megapixel at each size is printed with its ratio to the mean.
 Prints tables and writes benchmarks/results/large_parts.json.
 
-    python benchmarks/large_parts.py [--size 1536x2048] [--models padim,patchcore] [--tile 256]
-        [--overlap 0.25] [--megapixels 1,2,4,8,12] [--skip-accuracy] [--skip-cost]
+    python benchmarks/large_parts.py [--size 3000x4000] [--models padim,patchcore] [--tile 256]
+        [--overlap 0.25] [--megapixels 1,2,4,8,12] [--rounds 5] [--skip-accuracy] [--skip-cost]
 """
 
 from __future__ import annotations
@@ -51,45 +52,65 @@ def accuracy(root: Path, model: str, params: dict, out: Path) -> dict:
     }
 
 
-def cost(bundle: Path, megapixels: list[float], texture: str, work: Path) -> list[dict]:
+def cost(bundle: Path, megapixels: list[float], texture: str, work: Path, rounds: int) -> list[dict]:
+    """Seconds per megapixel of the torch-free runtime at each size, robust to a changing load.
+
+    The sizes are interleaved: each round scores one part of every size, in an order that
+    rotates from round to round, so a change of the machine's load hits every size alike; each
+    size keeps its best (least disturbed) time over the rounds, and the load is sampled per round.
+    """
     from flawscope.data.large_parts import LargePartSpec, make_large_part
+    from flawscope.data.tiling import layout
     from flawscope.export.onnx_export import export_bundle
     from flawscope.runtime import Inspector
 
     export_bundle(bundle, work / "deployed")
     inspector = Inspector.load(work / "deployed", threads=2)
-    rows = []
+    images = []
     for mp in megapixels:
         height = round(math.sqrt(mp * 1e6 * 3 / 4))
         width = round(height * 4 / 3)
         spec = LargePartSpec(size=(height, width), texture=texture, n_train=0, seed=7)
-        image, _ = make_large_part(spec, "test_good", 0)
-        if not rows:
-            inspector.score_many([image])  # warm-up (sessions, caches)
-        times = []
-        for _ in range(2):
+        images.append(make_large_part(spec, "test_good", 0)[0])
+    inspector.score_many([images[0]])  # warm-up (sessions, caches)
+    times: list[list[float]] = [[] for _ in images]
+    loads = []
+    for r in range(rounds):
+        order = [(i + r) % len(images) for i in range(len(images))]
+        for i in order:
             t0 = time.perf_counter()
-            inspector.score_many([image])
-            times.append(time.perf_counter() - t0)
-        best = min(times)
+            inspector.score_many([images[i]])
+            times[i].append(time.perf_counter() - t0)
+        loads.append(os.getloadavg()[0])
+        print(f"  round {r + 1}/{rounds} done, load {loads[-1]:.1f}", flush=True)
+    rows = []
+    for image, measured in zip(images, times, strict=True):
+        height, width = image.shape[:2]
+        mp = height * width / 1e6
+        tiles = len(layout(image.shape, inspector.preprocessing).origins)
+        best = min(measured)
         rows.append(
             {
-                "megapixels": height * width / 1e6,
+                "megapixels": mp,
                 "size": [height, width],
-                "seconds_best_of_2": best,
-                "ms_per_megapixel": 1000 * best / (height * width / 1e6),
+                "tiles": tiles,
+                "tiles_per_megapixel": tiles / mp,
+                "seconds_best": best,
+                "seconds_all": measured,
+                "ms_per_megapixel": 1000 * best / mp,
+                "ms_per_megapixel_median": 1000 * sorted(measured)[len(measured) // 2] / mp,
             }
         )
-        print(f"  {height}x{width}: {best:.2f} s, {rows[-1]['ms_per_megapixel']:.0f} ms/MP", flush=True)
     mean = sum(r["ms_per_megapixel"] for r in rows) / len(rows)
     for r in rows:
         r["ratio_to_mean"] = r["ms_per_megapixel"] / mean
+        r["load_per_round"] = loads
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", default="1536x2048", help="HxW of the accuracy set's parts")
+    parser.add_argument("--size", default="3000x4000", help="HxW of the accuracy set's parts")
     parser.add_argument("--texture", default="brushed_metal")
     parser.add_argument("--models", default="padim,patchcore")
     parser.add_argument("--tile", type=int, default=256)
@@ -99,6 +120,7 @@ def main() -> None:
     parser.add_argument("--megapixels", default="1,2,4,8,12")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (best of N)")
     parser.add_argument("--output", default="large_parts.json")
     args = parser.parse_args()
 
@@ -163,12 +185,19 @@ def main() -> None:
                 )
             print(f"cost per megapixel, torch-free runtime, tile {args.tile}, overlap {args.overlap}:")
             mps = [float(v) for v in args.megapixels.split(",")]
-            results["cost"] = cost(tiled_bundle, mps, args.texture, work)
+            results["cost"] = cost(tiled_bundle, mps, args.texture, work, args.rounds)
+            print("| size | tiles | tiles / MP | best s | ms / MP (best) | ms / MP (median) | to mean |")
+            print("|---|---|---|---|---|---|---|")
             for r in results["cost"]:
                 print(
-                    f"  {r['megapixels']:.1f} MP: {r['ms_per_megapixel']:.0f} ms/MP, "
-                    f"{r['ratio_to_mean']:.2f} x mean"
+                    f"| {r['size'][0]} x {r['size'][1]} ({r['megapixels']:.1f} MP) | {r['tiles']} | "
+                    f"{r['tiles_per_megapixel']:.1f} | {r['seconds_best']:.2f} | "
+                    f"{r['ms_per_megapixel']:.0f} | {r['ms_per_megapixel_median']:.0f} | "
+                    f"{r['ratio_to_mean']:.2f} |"
                 )
+            ratios = [r["ratio_to_mean"] for r in results["cost"]]
+            spread = max(ratios) / min(ratios)
+            print(f"ratio to mean {min(ratios):.2f}-{max(ratios):.2f} (max / min {spread:.2f})")
     results["meta"] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": platform.processor() or platform.machine(),

@@ -33,7 +33,32 @@ def test_defects_are_10_to_30_px_and_the_mask_marks_what_changed():
             # What the mask marks stands out from the ring of texture around it.
             inside = labels == label
             ring = cv2.dilate(inside.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & ~mask
-            assert abs(float(image[inside].mean()) - float(image[ring].mean())) > 10
+            assert abs(float(image[inside].mean()) - float(image[ring].mean())) > 8
+
+
+def _residual(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Deviation of each pixel from its smoothed surroundings (what a flaw adds to the texture)."""
+    a = image.astype(np.float32)
+    return a - cv2.GaussianBlur(a, (0, 0), sigma)
+
+
+def test_defects_stand_out_at_full_resolution_and_fade_when_shrunk_twelvefold():
+    # 768 x 1024 shrunk 12x is what 3000 x 4000 onto a 256-px canvas does to a 10-30 px flaw.
+    spec = LargePartSpec(size=(768, 1024), defect_px=(10, 30), seed=2)
+    native, shrunk = [], []
+    for index in range(3):
+        image, mask = make_large_part(spec, "test_defect", index)
+        good, _ = make_large_part(spec, "test_good", index)
+        texture = float(_residual(good, 24).std())
+        native.append(float(np.quantile(np.abs(_residual(image, 24)[mask]), 0.9)) / texture)
+        small = (64, 85)
+        tiny = cv2.resize(image, small[::-1], interpolation=cv2.INTER_AREA)
+        tiny_good = cv2.resize(good, small[::-1], interpolation=cv2.INTER_AREA)
+        tiny_mask = cv2.resize(mask.astype(np.float32), small[::-1], interpolation=cv2.INTER_AREA) > 0
+        peak = float(np.abs(_residual(tiny, 3)[tiny_mask]).max())
+        shrunk.append(peak / float(np.abs(_residual(tiny_good, 3)).max()))
+    assert min(native) > 2.0  # each flaw's core is well above the texture at full resolution
+    assert max(shrunk) < 1.0  # shrunk, none rises above what a good part's texture reaches
 
 
 def test_bad_specs_are_refused():

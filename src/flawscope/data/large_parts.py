@@ -1,9 +1,13 @@
 """Large synthetic parts with tiny defects: megapixel images, 10-30 pixel flaws, exact masks.
 
 The parts a 256-pixel canvas cannot inspect: a 4096 x 3000 image of brushed metal (or another
-texture of :mod:`flawscope.data.textures`, at its own scale, not stretched) holding a few small
-spots, pits and scratches whose longest side is ``defect_px`` pixels. Resized to the canvas a
-20-pixel flaw in a 4096-pixel image becomes about one pixel, which is the point of tiling.
+texture of :mod:`flawscope.data.textures`, at its own scale, not stretched) holding a few thin
+scratches, digs and pits (:func:`tiny_defect`) whose longest side is ``defect_px`` pixels, 20-40
+grey levels deep on a texture that varies by about 11. Resized to the canvas a 2-px-wide,
+20-px-long scratch in a 4000-pixel image becomes a smear a sixth of a pixel wide and two long,
+fainter than the texture's own extremes, which is the point of tiling; at the image's resolution
+it stands about 3x above the texture (both tested). :func:`small_defect` (bolder spots, pits and
+scratches) is what the line-scan webs of :mod:`flawscope.data.webs` carry.
 
 Seeded: each image has its own generator derived from ``(seed, split, index)``.
 :func:`write_large_parts` writes the MVTec AD layout (``train/good``, ``test/good``,
@@ -24,6 +28,7 @@ from flawscope.data.textures import TEXTURE_FUNCTIONS, TEXTURES, finish_part
 from flawscope.errors import InputError
 
 SMALL_DEFECTS = ("spot", "pit", "scratch")
+TINY_DEFECTS = ("scratch", "dig", "pit")
 # A pixel belongs to the defect's mask where the defect changes it by at least this share of
 # its full strength (the same rule as the other synthetic defects).
 MASK_LEVEL = 0.25
@@ -56,7 +61,7 @@ class LargePartSpec:
     n_train: int = 8
     n_test_good: int = 10
     n_test_defect: int = 10
-    contrast: tuple[float, float] = (35.0, 60.0)
+    contrast: tuple[float, float] = (20.0, 40.0)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -112,6 +117,34 @@ def small_defect(rng: np.random.Generator, length: float) -> tuple[str, np.ndarr
     return kind, strength.astype(np.float32)
 
 
+def tiny_defect(rng: np.random.Generator, length: float, smallest: float) -> tuple[str, np.ndarray]:
+    """One tiny defect of a large part: strength map in ``[0, 1]`` on a square patch of side ``2 * length``.
+
+    Real small flaws are thin or tiny: a scratch or a dig is ``length`` long and 1.5-5 px wide, a
+    pit is round and only as wide as ``smallest`` (the smallest size asked for) plus up to 4 px.
+    None of them keeps a visible footprint when a 4000-px image is shrunk twelve-fold onto the
+    canvas (a 2-px scratch becomes a sixth of a pixel wide), while at the image's own resolution
+    each spans several pixels across and its whole length.
+    """
+    side = math.ceil(2 * length) | 1
+    c = side / 2.0
+    ys, xs = np.mgrid[0:side, 0:side].astype(np.float32)
+    kind = TINY_DEFECTS[int(rng.integers(len(TINY_DEFECTS)))]
+    angle = rng.uniform(0, math.pi)
+    u = (xs - c) * math.cos(angle) + (ys - c) * math.sin(angle)
+    v = -(xs - c) * math.sin(angle) + (ys - c) * math.cos(angle)
+    if kind == "scratch":  # a thin line, 1.5-3 px wide, ``length`` long, fading at its ends
+        half_width = rng.uniform(0.7, 1.3)
+        along = np.clip(1.0 - (np.abs(u) / (length / 2)) ** 4, 0.0, 1.0)
+        strength = along * np.clip(1.5 - np.abs(v) / half_width, 0.0, 1.0)
+    else:  # a dig (a short gouge, 3-5 px wide) or a pit (round): an ellipse with a soft edge
+        a = length / 2 if kind == "dig" else rng.uniform(smallest, min(length, smallest + 4)) / 2
+        b = rng.uniform(1.5, 2.5) if kind == "dig" else a * rng.uniform(0.85, 1.0)
+        r = np.sqrt((u / a) ** 2 + (v / b) ** 2)
+        strength = np.clip((1.0 - r) * 3.0, 0.0, 1.0)
+    return kind, strength.astype(np.float32)
+
+
 def make_large_part(spec: LargePartSpec, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
     """One part: ``(H, W)`` uint8 grayscale image and its ``(H, W)`` bool defect mask.
 
@@ -129,12 +162,12 @@ def make_large_part(spec: LargePartSpec, split: str, index: int) -> tuple[np.nda
         luma = texture.mean(axis=2)
         for _ in range(count):
             length = float(rng.uniform(*spec.defect_px))
-            kind, strength = small_defect(rng, length)
+            kind, strength = tiny_defect(rng, length, spec.defect_px[0])
             side = strength.shape[0]
             top = int(rng.integers(side, height - 2 * side))
             left = int(rng.integers(side, width - 2 * side))
             region = luma[top : top + side, left : left + side]
-            dark = kind == "pit" or (kind != "scratch" and rng.random() < 0.6) or region.mean() > 150
+            dark = kind != "scratch" or rng.random() < 0.5 or region.mean() > 150
             delta = rng.uniform(*spec.contrast) * (-1.0 if dark else 1.0)
             texture[top : top + side, left : left + side] += (strength * delta)[:, :, None]
             mask[top : top + side, left : left + side] |= strength >= MASK_LEVEL
