@@ -52,6 +52,24 @@ def accuracy(root: Path, model: str, params: dict, out: Path) -> dict:
     }
 
 
+def subset(root: Path, n_train: int, n_test: int, work: Path) -> Path:
+    """The first ``n_train`` training and ``n_test`` good and defective test parts of ``root``, linked."""
+    out = work / f"subset-{n_train}-{n_test}"
+    plan = (("train/good", n_train), ("test/good", n_test), ("test/defect", n_test))
+    for folder, count in plan:
+        files = sorted((root / folder).glob("*.png"))
+        if len(files) < count:
+            raise SystemExit(f"{root / folder} holds {len(files)} parts, fewer than the {count} asked for")
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        for f in files[:count]:
+            (out / folder / f.name).symlink_to(f)
+            mask = root / "ground_truth" / "defect" / f"{f.stem}_mask.png"
+            if folder == "test/defect":
+                (out / "ground_truth" / "defect").mkdir(parents=True, exist_ok=True)
+                (out / "ground_truth" / "defect" / mask.name).symlink_to(mask)
+    return out
+
+
 def cost(bundle: Path, megapixels: list[float], texture: str, work: Path, rounds: int) -> list[dict]:
     """Seconds per megapixel of the torch-free runtime at each size, robust to a changing load.
 
@@ -113,6 +131,11 @@ def main() -> None:
     parser.add_argument("--size", default="3000x4000", help="HxW of the accuracy set's parts")
     parser.add_argument("--texture", default="brushed_metal")
     parser.add_argument("--models", default="padim,patchcore")
+    parser.add_argument("--inputs", default="tiled,resized", help="tiled, resized (whole image) or both")
+    parser.add_argument(
+        "--data",
+        help="keep the parts in this folder (written there when absent, else reused: its first parts)",
+    )
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--n-train", type=int, default=8)
@@ -144,20 +167,25 @@ def main() -> None:
             seed=11,
         )
         t0 = time.perf_counter()
-        root = work / "data"
+        root = Path(args.data) if args.data else work / "data"
         if not args.skip_accuracy:
-            write_large_parts(root, spec)
-        print(
-            f"wrote {args.n_train + 2 * args.n_test} parts of {width}x{height} "
-            f"in {time.perf_counter() - t0:.0f} s",
-            flush=True,
-        )
+            if not (root / "train").exists():
+                write_large_parts(root, spec)
+                print(
+                    f"wrote {args.n_train + 2 * args.n_test} parts of {width}x{height} "
+                    f"in {time.perf_counter() - t0:.0f} s",
+                    flush=True,
+                )
+            root = subset(root, args.n_train, args.n_test, work)
         tiled_bundle = None
         if not args.skip_accuracy:
             print("| model | input | img AUROC | pix AUROC | AU-PRO | fit s | predict s/img |")
             print("|---|---|---|---|---|---|---|")
             for model in args.models.split(","):
-                for label, params in (("tiled", dict(tiled)), ("whole image resized", {})):
+                chosen = args.inputs.split(",")
+                inputs = [("tiled", dict(tiled))] if "tiled" in chosen else []
+                inputs += [("whole image resized", {})] if "resized" in chosen else []
+                for label, params in inputs:
                     out = work / f"{model.replace(':', '_')}-{label[:5]}"
                     r = accuracy(root, model, params, out)
                     r["input"] = label
@@ -207,6 +235,9 @@ def main() -> None:
         "size": [height, width],
         "tile": args.tile,
         "overlap": args.overlap,
+        "n_train": args.n_train,
+        "n_test_good": args.n_test,
+        "n_test_defect": args.n_test,
     }
     (HERE / "results" / args.output).write_text(json.dumps(results, indent=2))
     print(f"load {load:.1f} -> {results['meta']['load_at_end']:.1f}; wrote benchmarks/results/{args.output}")

@@ -7,13 +7,16 @@ Gaussian per cell of each tile position in the image (fixed-geometry parts only:
 same size, so the same tiles): they know *where* a structure belongs, from ``n_train`` samples
 per cell instead of ``n_train x tiles``.
 
-For each texture (``printed``: a plate with a fixed printed layout, where position matters;
-``brushed_metal``: a texture, where it should not) a seeded set of large synthetic parts
-(:mod:`flawscope.data.large_parts`) is made, every tile's features are extracted once, and both
-statistics are fitted on the same training features (same channels, same ``epsilon``) and
-evaluated on the same test features, stitched and finished as the model does.
+For each case a seeded set of large synthetic parts (:mod:`flawscope.data.large_parts`) is made,
+every tile's features are extracted once, and both statistics are fitted on the same training
+features (same channels, same ``epsilon``) and evaluated on the same test features, stitched and
+finished as the model does. Cases: ``printed`` (a plate with a fixed printed layout) and
+``brushed_metal`` (a texture) with the generator's scratches, digs and pits, and
+``printed/misplaced``: the positional defect, a 16-28 px piece of the print (a stroke of text or
+barcode) repeated on blank plate where the layout has none: ink that is normal elsewhere on the
+part, wrong only because of where it is.
 
-    python benchmarks/tile_stats.py [--textures printed,brushed_metal] [--size 512x768]
+    python benchmarks/tile_stats.py [--cases printed,brushed_metal,printed/misplaced] [--size 512x768]
         [--n-train 30] [--n-test 12] [--n-features 64]
 
 Prints one table and writes benchmarks/results/tile_stats.json.
@@ -51,12 +54,41 @@ def distances(features: np.ndarray, mean: np.ndarray, inv_cov: np.ndarray) -> np
     return np.sqrt(np.maximum(squared, 0.0)).T
 
 
-def run(texture: str, args: argparse.Namespace) -> dict:
+def misplaced_print(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A good printed part with a piece of its print repeated on blank plate; the image and its mask."""
+    import cv2
+
+    plate = float(np.median(image))
+    ink = np.clip((plate - image.astype(np.float32)) / 100.0, 0.0, 1.0)  # 1 where fully inked
+    near_ink = cv2.dilate((ink > 0.1).astype(np.uint8), np.ones((41, 41), np.uint8)) > 0
+    height, width = image.shape
+    out = image.astype(np.float32)
+    mask = np.zeros(image.shape, bool)
+    for _ in range(int(rng.integers(1, 3))):
+        side = int(rng.integers(16, 29))
+        for _ in range(10_000):  # a source window that holds some print, not solid ink
+            top, left = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
+            if 0.15 < ink[top : top + side, left : left + side].mean() < 0.6:
+                break
+        alpha = ink[top : top + side, left : left + side]
+        for _ in range(10_000):  # a destination on blank plate, away from any print
+            dt_, dl = int(rng.integers(40, height - side - 40)), int(rng.integers(40, width - side - 40))
+            if not near_ink[dt_ : dt_ + side, dl : dl + side].any():
+                break
+        region = out[dt_ : dt_ + side, dl : dl + side]
+        # The ink laid over this plate's own surface: no pasted edge, only the strokes.
+        region[:] = region * (1.0 - alpha) + image[top : top + side, left : left + side] * alpha
+        mask[dt_ : dt_ + side, dl : dl + side] |= alpha >= 0.25
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), mask
+
+
+def run(case: str, args: argparse.Namespace) -> dict:
     from flawscope.data.large_parts import LargePartSpec, make_large_part
     from flawscope.data.tiling import STRIDE, Stitcher, finish_tiled, layout, tile_batches
     from flawscope.evaluate.metrics import evaluate_scores
     from flawscope.models.padim import PaDiM
 
+    texture, _, defect = case.partition("/")
     height, width = (int(v) for v in args.size.split("x"))
     spec = LargePartSpec(
         size=(height, width),
@@ -68,7 +100,14 @@ def run(texture: str, args: argparse.Namespace) -> dict:
     )
     train = [make_large_part(spec, "train", i)[0] for i in range(args.n_train)]
     test = [make_large_part(spec, "test_good", i) for i in range(args.n_test)]
-    test += [make_large_part(spec, "test_defect", i) for i in range(args.n_test)]
+    if defect == "misplaced":
+        rng = np.random.default_rng(5)
+        test += [
+            misplaced_print(make_large_part(spec, "test_good", args.n_test + i)[0], rng)
+            for i in range(args.n_test)
+        ]
+    else:
+        test += [make_large_part(spec, "test_defect", i) for i in range(args.n_test)]
     # Fitted on one image only for its preprocessing, channels and extractor; the statistics below
     # are fitted on every training image's tiles.
     model = PaDiM(tile=args.tile, overlap=args.overlap, n_features=args.n_features, seed=0).fit(train[:1])
@@ -119,7 +158,7 @@ def run(texture: str, args: argparse.Namespace) -> dict:
             ),
         }
     return {
-        "texture": texture,
+        "case": case,
         "size": [height, width],
         "tiles_per_image": len(lay.origins),
         "n_train": args.n_train,
@@ -134,7 +173,7 @@ def run(texture: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--textures", default="printed,brushed_metal")
+    parser.add_argument("--cases", default="printed,brushed_metal,printed/misplaced")
     parser.add_argument("--size", default="512x768", help="HxW of every part")
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=float, default=0.25)
@@ -154,14 +193,14 @@ def main() -> None:
     torch.set_num_threads(2)
     load = os.getloadavg()[0]
     results = []
-    print("| texture | statistics | samples per cell | img AUROC | pix AUROC | AU-PRO | state MB |")
+    print("| case | statistics | samples per cell | img AUROC | pix AUROC | AU-PRO | state MB |")
     print("|---|---|---|---|---|---|---|")
-    for texture in args.textures.split(","):
-        r = run(texture, args)
+    for case in args.cases.split(","):
+        r = run(case, args)
         results.append(r)
         for name, row in r["rows"].items():
             print(
-                f"| {texture} | {name} | {r['samples_per_cell'][name]} | {row['image_auroc']:.3f} | "
+                f"| {case} | {name} | {r['samples_per_cell'][name]} | {row['image_auroc']:.3f} | "
                 f"{row['pixel_auroc']:.3f} | {row['au_pro']:.3f} | {row['state_mb']} |",
                 flush=True,
             )
