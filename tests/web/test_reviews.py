@@ -119,6 +119,9 @@ def test_the_queue_holds_the_review_band_flags_and_a_sample(desk) -> None:  # ty
     ]
     waiting = review_queue.pending(db, limit=500)
     assert {i.record.seq for i in waiting if i.reason == "review_band"} == set(band)
+    # An entry's record is the inspection as logged (its own reason, not the queue's).
+    logged = {r.seq: r for r in audit.records()}
+    assert all(i.record.reason == logged[i.record.seq].reason for i in waiting)
     assert {i.record.seq for i in waiting if i.reason == "sample"} == set(sampled) and sampled
     # A failed part flagged by an operator comes first; flagging twice queues once.
     failed = inspections(audit, "fail")[0]

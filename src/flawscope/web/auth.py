@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from flawscope.web.events import record_event
 from flawscope.web.users import ROLES, User, find_session, find_token, same_secret
@@ -135,7 +136,9 @@ def require(role: str) -> Callable[[Request], Awaitable[Principal]]:
     async def dependency(
         request: Request, _declared: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> Principal:
-        principal = identify(request)
+        # The session or token look-up reads the database: off the event loop, which keeps
+        # serving the live feed and the page's pictures meanwhile.
+        principal = await run_in_threadpool(identify, request)
         if principal is None:
             raise Denied(401, "log in first")
         if not principal.user.allows(role):

@@ -55,6 +55,7 @@ class WebDB:
             read_only=not prepare,
         )
         self._lock = threading.Lock()
+        self._reading = threading.local()  # the read transaction open in each thread, if any
 
     @property
     def dialect(self) -> str:
@@ -63,10 +64,22 @@ class WebDB:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection in a read transaction (WAL readers never wait for the line's writes)."""
+        """A connection in a read transaction (WAL readers never wait for the line's writes).
+
+        Reads nested in one thread share the outermost one's connection and transaction: a page
+        that asks several questions opens one transaction for all of them, and sees one snapshot.
+        """
+        shared: Connection | None = getattr(self._reading, "conn", None)
+        if shared is not None:
+            yield shared
+            return
         try:
             with self.engine.connect() as conn, conn.begin():
-                yield conn
+                self._reading.conn = conn
+                try:
+                    yield conn
+                finally:
+                    self._reading.conn = None
         except SQLAlchemyError as exc:
             logger.error("read from %s failed: %s", self.url, describe(exc))
             raise DatabaseError(f"{self.url}: cannot read the audit database: {describe(exc)}") from exc

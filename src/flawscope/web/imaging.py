@@ -25,6 +25,7 @@ from flawscope.types import Region
 
 UPLOAD_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
 THUMB_SIDE = 240
+DISPLAY_SIDE = 1280  # long side of a part's picture on a page (larger images: a JPEG of this size)
 # Heat layer: one strong colour (seen on parts of any colour), opaque where the map is highest.
 HEAT_RGB = (255, 32, 200)
 HEAT_ALPHA = 0.75
@@ -94,13 +95,13 @@ def blend(picture: np.ndarray, layer: np.ndarray) -> np.ndarray:
     return mixed.astype(np.uint8)
 
 
-def encode(picture: np.ndarray, fmt: str = ".jpg") -> bytes:
-    """JPEG (quality 82) or PNG bytes of an RGB or RGBA uint8 picture."""
+def encode(picture: np.ndarray, fmt: str = ".jpg", quality: int = 82) -> bytes:
+    """JPEG (of ``quality``) or PNG bytes of an RGB or RGBA uint8 picture."""
     if picture.ndim == 3 and picture.shape[2] == 4:
         pixels = cv2.cvtColor(picture, cv2.COLOR_RGBA2BGRA)
     else:
         pixels = cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)
-    params = [cv2.IMWRITE_JPEG_QUALITY, 82] if fmt == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
     ok, data = cv2.imencode(fmt, pixels, params)
     if not ok:
         raise ValueError(f"cannot encode a {picture.shape} picture as {fmt}")

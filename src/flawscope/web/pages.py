@@ -32,7 +32,7 @@ from flawscope.web.auth import (
 )
 from flawscope.web.errors import PartNotFoundError
 from flawscope.web.events import record_event
-from flawscope.web.imaging import mask_from_polygons
+from flawscope.web.imaging import DISPLAY_SIDE, mask_from_polygons
 from flawscope.web.queries import Filters, list_records
 from flawscope.web.reviews import reviews_of_part
 from flawscope.web.state import WebState
@@ -221,10 +221,16 @@ async def stream(request: Request) -> Response:
 
 
 def _review_page(
-    request: Request, who: Principal, seq: int, item: review_queue.QueueItem | None, left: int
+    request: Request,
+    who: Principal,
+    seq: int,
+    item: review_queue.QueueItem | None,
+    left: int,
+    coming: review_queue.QueueItem | None = None,
 ) -> Response:
     state = _state(request)
-    record = state.record(seq)
+    # The queue entry carries its inspection record: no second look-up.
+    record = item.record if item is not None and item.record.seq == seq else state.record(seq)
     if record is None or record.kind != "inspection":
         raise PartNotFoundError("seq", f"there is no inspection {seq} in the audit log")
     image = state.image_of(record)
@@ -244,6 +250,7 @@ def _review_page(
             "width": image.width,
             "height": image.height,
             "has_map": image.has_map,
+            "full_size": max(image.width, image.height) > DISPLAY_SIDE,
             "confidence": getattr(record, "confidence", None),
             "categories": state.categories(),
             "history": state.history(record.part_id),
@@ -251,6 +258,8 @@ def _review_page(
             "known_review_seq": earlier[-1].seq if earlier else 0,
             "next_url": "/review",
             "queue_total": left,
+            # The browser fetches the next part's pictures while this one is looked at.
+            "coming": _coming(state, coming),
         },
     )
 
@@ -261,21 +270,32 @@ def review_next(
 ) -> Response:
     """The next part of the queue (``after``: the one that comes after that queue entry)."""
     db = _state(request).db
-    items = review_queue.pending(db, limit=1, after_id=after)
-    if not items and after is not None:  # skipped past the end: start again from the top
-        items = review_queue.pending(db, limit=1)
-    if not items:
-        return render(request, "review_empty.html", {"principal": who, "nav": "review"})
-    left = sum(review_queue.counts(db).values())
-    return _review_page(request, who, items[0].record.seq or 0, items[0], left)
+    with db.read():  # one transaction for the page's questions
+        items = review_queue.pending(db, limit=2, after_id=after)
+        if not items and after is not None:  # skipped past the end: start again from the top
+            items = review_queue.pending(db, limit=2)
+        if not items:
+            return render(request, "review_empty.html", {"principal": who, "nav": "review"})
+        left = sum(review_queue.counts(db).values())
+        coming = items[1] if len(items) > 1 else None
+        return _review_page(request, who, items[0].record.seq or 0, items[0], left, coming)
+
+
+def _coming(state: WebState, item: review_queue.QueueItem | None) -> dict[str, Any] | None:
+    """The next part's pictures to prefetch (``None``: nothing to fetch)."""
+    if item is None or item.record.seq is None:
+        return None
+    image = state.image_of(item.record)
+    return {"seq": item.record.seq, "has_map": image.has_map} if image.path is not None else None
 
 
 @router.get("/review/{seq}")
 def review_part(request: Request, who: Operator, seq: SeqPath) -> Response:
     """Review a given part (from its page), whether or not it is in the queue."""
     db = _state(request).db
-    left = sum(review_queue.counts(db).values())
-    return _review_page(request, who, seq, review_queue.entry_of(db, seq), left)
+    with db.read():
+        left = sum(review_queue.counts(db).values())
+        return _review_page(request, who, seq, review_queue.entry_of(db, seq), left)
 
 
 @router.post("/review/{seq}")
@@ -324,6 +344,11 @@ def review_submit(
 def part_page(request: Request, who: Operator, seq: SeqPath) -> Response:
     """One part: its picture, its record and its history."""
     state = _state(request)
+    with state.db.read():
+        return _part_page(request, who, state, seq)
+
+
+def _part_page(request: Request, who: Principal, state: WebState, seq: int) -> Response:
     record = state.record(seq)
     if record is None:
         raise PartNotFoundError("seq", f"there is no record {seq} in the audit log")
@@ -342,6 +367,7 @@ def part_page(request: Request, who: Operator, seq: SeqPath) -> Response:
             "width": image.width,
             "height": image.height,
             "has_map": image.has_map,
+            "full_size": max(image.width, image.height) > DISPLAY_SIDE,
             "history": state.history(record.part_id),
             "flash": request.query_params.get("flash", ""),
         },

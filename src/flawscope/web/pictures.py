@@ -2,6 +2,12 @@
 
 Every path is resolved inside the image store (``..`` and links out are refused with 400). Pictures
 of a record never change, so browsers may keep them; rendered ones are cached in memory.
+
+A page shows a part at screen size: an image larger than :data:`DISPLAY_SIDE` is sent as a JPEG
+of that size (``?full=1`` sends the stored image, for a closer look), and the heat layer is drawn
+at most :data:`HEAT_SIDE` pixels wide and stretched by the browser over the picture (the map is
+smooth: a larger layer shows nothing more, and a 5-megapixel part's layer took longer to encode
+and send than the rest of its page).
 """
 
 from __future__ import annotations
@@ -16,7 +22,15 @@ from flawscope.data.imageio import read_image
 from flawscope.line.store import read_map
 from flawscope.web.auth import Principal, require
 from flawscope.web.errors import PartNotFoundError
-from flawscope.web.imaging import encode, fit, heat_rgba, inside_store, thumbnail, to_display
+from flawscope.web.imaging import (
+    DISPLAY_SIDE,
+    encode,
+    fit,
+    heat_rgba,
+    inside_store,
+    thumbnail,
+    to_display,
+)
 from flawscope.web.state import PartImage, WebState
 
 router = APIRouter(include_in_schema=False)
@@ -24,7 +38,8 @@ SeqPath = Annotated[int, PathParam(ge=1, le=2**53 - 1)]
 Operator = Annotated[Principal, Depends(require("operator"))]
 KEEP = {"cache-control": "private, max-age=86400, immutable"}
 BROWSER_FORMATS = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
-SHOWN_SIDE = 1600
+SHOWN_SIDE = 1600  # files of the store converted for the browser
+HEAT_SIDE = 512  # long side of a heat layer
 
 
 def _part(request: Request, seq: SeqPath) -> tuple[WebState, PartImage]:
@@ -39,30 +54,47 @@ def _part(request: Request, seq: SeqPath) -> tuple[WebState, PartImage]:
 
 
 @router.get("/parts/{seq}/image")
-def part_image(request: Request, who: Operator, seq: SeqPath) -> Response:
-    """The part's image, as stored when a browser shows that format, else converted to PNG."""
+def part_image(request: Request, who: Operator, seq: SeqPath, full: bool = False) -> Response:
+    """The part's picture at display size (a JPEG when the stored image is larger); ``full``: as stored.
+
+    The stored file is sent as it is when a browser shows its format and it is no larger than
+    the display (or ``full`` is asked); otherwise it is converted (PNG at full size, JPEG at
+    display size).
+    """
     state, image = _part(request, seq)
-    assert image.path is not None
-    media = BROWSER_FORMATS.get(image.path.suffix.lower())
-    if media is not None:
-        return FileResponse(image.path, media_type=media, headers=KEEP)
     path = image.path
-    data = state.pictures.get(("image", seq), lambda: encode(to_display(read_image(path)), ".png"))
-    return Response(data, media_type="image/png", headers=KEEP)
+    assert path is not None
+    media = BROWSER_FORMATS.get(path.suffix.lower())
+    small = max(image.width, image.height) <= DISPLAY_SIDE
+    if media is not None and (full or small):
+        return FileResponse(path, media_type=media, headers=KEEP)
+    if full:
+        data = state.pictures.get(("full", seq), lambda: encode(to_display(read_image(path)), ".png"))
+        return Response(data, media_type="image/png", headers=KEEP)
+    data = state.pictures.get(
+        ("image", seq), lambda: encode(fit(to_display(read_image(path)), DISPLAY_SIDE), ".jpg", 88)
+    )
+    return Response(data, media_type="image/jpeg", headers=KEEP)
 
 
 @router.get("/parts/{seq}/heat.png")
 def part_heat(request: Request, who: Operator, seq: SeqPath) -> Response:
-    """The kept anomaly map as a transparent heat layer the size of the shown image (404 when none)."""
+    """The kept anomaly map as a transparent heat layer with the image's proportions (404 when none)."""
     state, image = _part(request, seq)
     assert image.path is not None
-    amap = read_map(image.path)
-    if amap is None:
+    path = image.path
+    if not image.has_map:
         raise PartNotFoundError("heatmap", f"no heatmap was kept for record {seq}")
-    scale = min(1.0, SHOWN_SIDE / max(image.width, image.height))
+    scale = min(1.0, HEAT_SIDE / max(image.width, image.height))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    data = state.pictures.get(("heat", seq), lambda: encode(heat_rgba(amap, size), ".png"))
-    return Response(data, media_type="image/png", headers=KEEP)
+
+    def draw() -> bytes:
+        amap = read_map(path)
+        if amap is None:
+            raise PartNotFoundError("heatmap", f"no heatmap was kept for record {seq}")
+        return encode(heat_rgba(amap, size), ".png")
+
+    return Response(state.pictures.get(("heat", seq), draw), media_type="image/png", headers=KEEP)
 
 
 @router.get("/parts/{seq}/thumb.jpg")

@@ -55,7 +55,15 @@ class QueueItem:
 
 def _pending_query() -> sa.Select:
     return (
-        sa.select(_Q.id, _Q.reason, _Q.queued_at, _Q.queued_by, _Q.note, inspections)
+        # The entry's own columns are labelled: ``reason`` is also an inspection's column.
+        sa.select(
+            _Q.id.label("q_id"),
+            _Q.reason.label("q_reason"),
+            _Q.queued_at.label("q_queued_at"),
+            _Q.queued_by.label("q_queued_by"),
+            _Q.note.label("q_note"),
+            inspections,
+        )
         .join(inspections, _I.seq == _Q.ref_seq)
         .where(_Q.done_seq.is_(None))
     )
@@ -63,11 +71,11 @@ def _pending_query() -> sa.Select:
 
 def _item(row: sa.RowMapping) -> QueueItem:
     return QueueItem(
-        id=int(row["id"]),
-        reason=str(row["reason"]),
-        queued_at=float(row["queued_at"]),
-        queued_by=str(row["queued_by"]),
-        note=str(row["note"]),
+        id=int(row["q_id"]),
+        reason=str(row["q_reason"]),
+        queued_at=float(row["q_queued_at"]),
+        queued_by=str(row["q_queued_by"]),
+        note=str(row["q_note"]),
         record=row_to_record(row),
     )
 
