@@ -1,4 +1,8 @@
-"""``flawscope train --task`` and ``evaluate`` of labelled models, as a user runs them (subprocesses)."""
+"""``flawscope train --task`` and ``evaluate`` of labelled models, as a user runs them (subprocesses).
+
+The module's own ``supervised_bundle`` (a segmenter on generated labelled parts) is not the
+conftest's ``trained`` anomaly bundle.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def supervised_bundle(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli-bundle") / "bundle"
     run = flawscope(
         "train",
@@ -42,10 +46,10 @@ def trained(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_train_records_task_split_and_augmentation(trained: Path):
+def test_train_records_task_split_and_augmentation(supervised_bundle: Path):
     from flawscope.bundle import read_bundle
 
-    training = read_bundle(trained).manifest.training
+    training = read_bundle(supervised_bundle).manifest.training
     assert training.task == "segment"
     assert training.split is not None and training.split["validation"] > 0
     assert training.augmentation is not None and "albumentations" in training.augmentation
@@ -53,10 +57,12 @@ def test_train_records_task_split_and_augmentation(trained: Path):
     assert training.holdout.n_images >= 10
 
 
-def test_evaluate_reports_categories_and_segmentation(trained: Path, labelled: Path, tmp_path: Path):
+def test_evaluate_reports_categories_and_segmentation(
+    supervised_bundle: Path, labelled: Path, tmp_path: Path
+):
     run = flawscope(
         "evaluate",
-        trained,
+        supervised_bundle,
         labelled,
         "--json",
         tmp_path / "m.json",
@@ -108,8 +114,10 @@ def test_a_good_parts_model_is_pointed_to_task(labelled: Path, tmp_path: Path):
     assert run.rc == 2 and "--task segment" in run.error_lines[0]
 
 
-def test_cross_validation_from_the_command_line(trained: Path, labelled: Path, tmp_path: Path):
-    run = flawscope("evaluate", trained, labelled, "--cv", "2", "--json", tmp_path / "cv.json", cwd=tmp_path)
+def test_cross_validation_from_the_command_line(supervised_bundle: Path, labelled: Path, tmp_path: Path):
+    run = flawscope(
+        "evaluate", supervised_bundle, labelled, "--cv", "2", "--json", tmp_path / "cv.json", cwd=tmp_path
+    )
     assert run.rc == 0, run.err[-3000:]
     result = json.loads((tmp_path / "cv.json").read_text())
     assert result["folds"] == 2 and result["n_tested"] == result["n_images"]
