@@ -101,7 +101,9 @@ class ModelDeclaration:
         classes: class names of ``class_probs`` / ``class_map`` columns (``()`` without them).
         decision: name of the output whose image score the thresholds apply to: an
             ``anomaly_map`` (score = peak of the smoothed map, unbounded), an ``image_score``
-            (defect probability) or ``class_probs`` (score = 1 - P(good)).
+            (defect probability), ``class_probs`` (score = 1 - P(good)) or a ``defect_map``
+            (score = peak, or the mean of the ``score_area`` highest pixels, of the smoothed
+            defect-probability map inside the image).
     """
 
     task: Task
@@ -121,6 +123,7 @@ class ModelDeclaration:
             OutputKind.ANOMALY_MAP,
             OutputKind.IMAGE_SCORE,
             OutputKind.CLASS_PROBS,
+            OutputKind.DEFECT_MAP,
         ):
             raise InputError("declaration.decision", f"{self.decision!r} gives no image score")
         needs_classes = {OutputKind.CLASS_PROBS, OutputKind.CLASS_MAP} & {o.kind for o in self.outputs}

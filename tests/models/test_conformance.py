@@ -79,6 +79,8 @@ def test_unknown_hyperparameter_is_refused():
         ("segmenter", {"epochs": 0}, "epochs"),
         ("classifier", {"anomaly": "svm"}, "anomaly"),
         ("mixed", {"synthetic": 1.5}, "synthetic"),
+        ("classifier", {"score": "map"}, "score"),
+        ("segmenter", {"score": "peak"}, "score"),
     ],
 )
 def test_out_of_range_hyperparameters_name_the_field(name, params, field):

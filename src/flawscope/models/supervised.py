@@ -74,6 +74,12 @@ class SupervisedModel(Model):
         validation: share of the training groups held out for early stopping and temperature.
         anomaly: ``"padim"`` adds a good-parts anomaly head on the same features (a station).
         threads: torch threads while training (``None``: 1 on a busy machine, else all cores).
+        score: what the thresholds judge: ``"class"``, the image head's ``1 - P(good)``;
+            ``"map"`` (segmenting models), the defect-probability map inside the image, its
+            peak or (``score_area`` > 0) the mean of its ``score_area`` highest pixels on the
+            canvas, so a defect must cover that area to score high; ``"auto"`` (segmenting
+            models) chooses among the image head and the map at several areas on the
+            validation images (:mod:`flawscope.models.score_choice`).
     """
 
     segments: ClassVar[bool] = False
@@ -99,6 +105,7 @@ class SupervisedModel(Model):
             "validation": 0.15,
             "anomaly": None,
             "threads": None,
+            "score": "class",
         }
 
     def check_params(self) -> None:  # noqa: D102
@@ -115,6 +122,10 @@ class SupervisedModel(Model):
             raise InputError("validation", f"must be in [0, 0.9), got {p['validation']!r}")
         if p["anomaly"] not in (None, "padim"):
             raise InputError("anomaly", f"must be 'padim' or None, got {p['anomaly']!r}")
+        if p["score"] not in ("class", "map", "auto"):
+            raise InputError("score", f"must be 'class', 'map' or 'auto', got {p['score']!r}")
+        if p["score"] != "class" and not self.segments:
+            raise InputError("score", f"'map' needs a defect map, which a {self.name} model does not give")
         if p["augment"] is not None and not isinstance(p["augment"], dict):
             raise InputError("augment", "must be a mapping of albumentations transform name to its arguments")
 
@@ -124,6 +135,11 @@ class SupervisedModel(Model):
 
     def _class_map(self) -> bool:
         return self.segments and (self.from_boxes or self._seg_classes() > 2)
+
+    def _score(self) -> str:
+        """What the thresholds judge: the learned choice, else the hyperparameter (``auto``: the head)."""
+        chosen = getattr(self, "score_", None) or self.params["score"]
+        return "class" if chosen == "auto" else str(chosen)
 
     def declaration(self) -> ModelDeclaration:  # noqa: D102
         classes = tuple(getattr(self, "classes_", ()) or ())
@@ -145,7 +161,7 @@ class SupervisedModel(Model):
             labels=self.labels,
             outputs=tuple(outputs),
             classes=classes,
-            decision="defect_score",
+            decision="defect_map" if self._score() == "map" else "defect_score",
         )
 
     def load_declaration(self, declaration: ModelDeclaration) -> None:  # noqa: D102
@@ -338,6 +354,8 @@ class SupervisedModel(Model):
             self.head_module_, bank, train_rows, val_rows, labels, config, synthetic, progress
         )
         self.temperature_ = float(train_log.temperature)
+        self._score_notes: list[str] = []
+        self.score_ = self._choose_score(bank, val_rows, labels) if p["score"] == "auto" else p["score"]
         self.anomaly_: Any = None
         if p["anomaly"] == "padim":
             self.anomaly_ = self._fit_anomaly(bank, good_rows)
@@ -350,9 +368,27 @@ class SupervisedModel(Model):
             "classes": list(self.classes_),
             "train_counts": counts,
             "augmentation": self.augment_spec().to_dict(),
-            "notes": list(getattr(self, "_paste_notes", [])),
+            "notes": [*getattr(self, "_paste_notes", []), *self._score_notes],
         }
         return self
+
+    def _choose_score(self, bank: FeatureBank, val_rows: np.ndarray, labels: np.ndarray) -> str:
+        """``score="auto"``: the image head or the defect map (and its area), on validation images."""
+        import dataclasses
+
+        from flawscope.models.score_choice import candidate_scores, choose_score
+
+        assert self.preprocessing_ is not None
+        good = self._image_class(GOOD) if GOOD in self.classes_ else None
+        if good is None or not len(val_rows):
+            self._score_notes = ["no validation images with good parts: the image head's score is kept"]
+            return "class"
+        scores = candidate_scores(self.head_module_, self.temperature_, good, bank, val_rows)
+        choice = choose_score(scores, labels[val_rows] != good)
+        self._score_notes = [choice.note]
+        if choice.score == "map":
+            self.preprocessing_ = dataclasses.replace(self.preprocessing_, score_area=choice.area)
+        return choice.score
 
     def _fit_anomaly(self, bank: FeatureBank, good_rows: np.ndarray) -> Any:
         from flawscope.models.padim import PaDiM
@@ -414,6 +450,7 @@ class SupervisedModel(Model):
     def state_tensors(self) -> dict[str, torch.Tensor]:  # noqa: D102
         tensors = {f"head.{k}": v for k, v in self.head_module_.state_dict().items()}
         tensors["temperature"] = torch.tensor([self.temperature_], dtype=torch.float32)
+        tensors["score_by_map"] = torch.tensor([self._score() == "map"], dtype=torch.uint8)
         found: Any = getattr(self, "anomaly_", None)
         if found is not None:
             tensors |= {f"anomaly.{k}": v for k, v in found.state_tensors().items()}
@@ -432,6 +469,8 @@ class SupervisedModel(Model):
         self.head_module_.load_state_dict(head)
         self.head_module_.eval()
         self.temperature_ = float(tensors["temperature"][0])
+        if "score_by_map" in tensors:  # bundles from before score="auto" judge by the hyperparameter
+            self.score_ = "map" if int(tensors["score_by_map"][0]) else "class"
         self.anomaly_ = None
         if self.params["anomaly"] == "padim":
             from flawscope.models.padim import PaDiM

@@ -1,0 +1,56 @@
+"""Finishing named graph outputs: a defect map can be the decision (issue 13)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flawscope.data.outputs import class_map_to_image, finish_outputs
+from flawscope.data.preprocess import Preprocessing, geometry_of
+from flawscope.declaration import LabelKind, ModelDeclaration, OutputKind, OutputSpec, Task
+
+OUTPUTS = (
+    OutputSpec("defect_score", OutputKind.IMAGE_SCORE),
+    OutputSpec("class_probs", OutputKind.CLASS_PROBS),
+    OutputSpec("defect_map", OutputKind.DEFECT_MAP, 8),
+)
+
+
+def _raw() -> dict[str, np.ndarray]:
+    grid = np.zeros((2, 8, 8), np.float32)
+    grid[0, 3, 3] = 0.9  # a one-cell spot
+    grid[1, 2:5, 2:6] = 0.6  # a wider, fainter defect
+    return {
+        "defect_score": np.array([0.2, 0.3], np.float32),
+        "class_probs": np.array([[0.8, 0.2], [0.7, 0.3]], np.float32),
+        "defect_map": grid,
+    }
+
+
+def _declaration(decision: str) -> ModelDeclaration:
+    return ModelDeclaration(
+        Task.SEGMENT, (LabelKind.IMAGE, LabelKind.MASK), OUTPUTS, ("good", "crack"), decision
+    )
+
+
+@pytest.mark.parametrize("area", [0, 200])
+def test_a_defect_map_decision_scores_the_map_inside_the_image(area):
+    pre = Preprocessing(64, 64, score_area=area)
+    geometries = [geometry_of((48, 64), pre)] * 2
+    by_map = finish_outputs(_raw(), geometries, pre, _declaration("defect_map"))
+    by_score = finish_outputs(_raw(), geometries, pre, _declaration("defect_score"))
+    np.testing.assert_array_equal(by_score.scores, np.float32([0.2, 0.3]))
+    # The image fills the canvas's width at its own size, so its map is the canvas map inside it.
+    for score, amap in zip(by_map.scores, by_map.maps, strict=True):
+        top = np.sort(amap.ravel())[::-1][: max(area, 1)]
+        assert score == pytest.approx(top.mean(), rel=1e-5)
+    if area:
+        assert by_map.scores[1] > by_map.scores[0]  # over 200 pixels the wider defect wins
+
+
+def test_class_map_lookup_is_nearest_cell():
+    pre = Preprocessing(64, 64)
+    grid = np.arange(64, dtype=np.int64).reshape(8, 8)
+    full = class_map_to_image(grid, geometry_of((128, 128), pre), pre)
+    assert full.shape == (128, 128) and full.dtype == np.int32
+    assert full[0, 0] == 0 and full[0, 127] == 7 and full[127, 0] == 56 and full[16, 16] == 9

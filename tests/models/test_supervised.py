@@ -1,0 +1,55 @@
+"""A segmenter whose thresholds judge its defect map (``score="map"``) instead of its image head."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flawscope.models import get_model_class
+from flawscope.types import Targets
+
+FAST = {"image_size": 64, "engine": "torch", "epochs": 12, "views": 0, "patience": 0, "width": 16}
+
+
+def test_a_map_score_is_the_top_area_mean_of_the_defect_map(tiny_labelled):
+    targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
+    model = get_model_class("segmenter")(**FAST, score="map", score_area=32)
+    model.fit(tiny_labelled["images"], targets)
+    assert model.declaration().decision == "defect_map"
+    images = [*tiny_labelled["good_test"], *tiny_labelled["bad"]]
+    prediction = model.predict(images)
+    # The score is taken on the canvas and the maps are resized to each image: close, not equal.
+    tops = [np.sort(m.ravel())[::-1][:32].mean() for m in prediction.maps]
+    np.testing.assert_allclose(prediction.scores, tops, rtol=0.02)
+    assert all(s <= m.max() + 1e-6 for s, m in zip(prediction.scores, prediction.maps, strict=True))
+
+
+def test_auto_chooses_on_validation_and_the_choice_survives_a_round_trip(tiny_labelled, tmp_path):
+    from flawscope.models.io import load_model, save_model
+
+    targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
+    model = get_model_class("segmenter")(**FAST, score="auto", validation=0.3)
+    model.fit(tiny_labelled["images"], targets)
+    notes = " ".join(model.training_["notes"])
+    assert "chosen on" in notes and model.score_ in ("class", "map")
+    expected = "defect_map" if model.score_ == "map" else "defect_score"
+    assert model.declaration().decision == expected
+    save_model(model, tmp_path / "b")
+    again, _ = load_model(tmp_path / "b")
+    assert again.declaration().decision == expected
+    assert again.preprocessing_.score_area == model.preprocessing_.score_area
+    images = tiny_labelled["bad"]
+    np.testing.assert_allclose(again.predict(images).scores, model.predict(images).scores, atol=1e-6)
+
+
+def test_choose_score_keeps_the_best_ranking_candidate_and_the_head_on_ties():
+    from flawscope.models.score_choice import choose_score
+
+    y = np.array([0] * 40 + [1] * 10)
+    rng = np.random.default_rng(0)
+    noisy = rng.random(50)
+    clean = y + 0.1 * rng.random(50)
+    choice = choose_score({"class": noisy, "map@0": noisy, "map@256": clean}, y)
+    assert (choice.score, choice.area) == ("map", 256) and choice.measured["map@256"] == 1.0
+    tie = choose_score({"class": clean, "map@0": clean}, y)
+    assert tie.score == "class"
+    assert choose_score({"class": noisy}, np.zeros(50)).score == "class"
