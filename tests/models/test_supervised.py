@@ -53,3 +53,27 @@ def test_choose_score_keeps_the_best_ranking_candidate_and_the_head_on_ties():
     tie = choose_score({"class": clean, "map@0": clean}, y)
     assert tie.score == "class"
     assert choose_score({"class": noisy}, np.zeros(50)).score == "class"
+
+
+def test_a_fused_score_runs_in_the_graph_and_survives_export(tiny_labelled, tmp_path):
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.models.io import save_model
+    from flawscope.runtime import Inspector
+
+    targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
+    model = get_model_class("segmenter")(**FAST, score="fused", anomaly="padim", validation=0.3)
+    model.fit(tiny_labelled["images"], targets)
+    assert model.score_ == "fused" and model.fusion_ is not None and model.fusion_.shape == (2, 3)
+    images = [*tiny_labelled["good_test"], *tiny_labelled["bad"]]
+    prediction = model.predict(images)
+    assert np.isfinite(prediction.scores).all()
+    assert prediction.scores.min() < 0 or prediction.scores.max() > 1  # standardised, not a probability
+    assert np.median(prediction.scores[4:]) > np.median(prediction.scores[:4])
+    save_model(model, tmp_path / "b")
+    from flawscope.bundle import read_bundle, update_manifest
+    from flawscope.decide.thresholds import ThresholdHistory, Thresholds
+
+    update_manifest(read_bundle(tmp_path / "b"), thresholds=ThresholdHistory().add(Thresholds.explicit(5.0)))
+    export_bundle(tmp_path / "b", tmp_path / "d")
+    runtime = Inspector.load(tmp_path / "d", allow_unsigned=True).score_many(images)
+    np.testing.assert_allclose(runtime.scores, prediction.scores, atol=1e-3)

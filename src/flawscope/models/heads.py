@@ -106,9 +106,13 @@ class SupervisedHead(nn.Module):
         seg_to_class: ``(S,)`` class index of each segmentation class (0 for background).
         class_map: give the class map output.
         anomaly: a good-parts anomaly head (``(B, C, h, w)`` to ``(B, h, w)``), or ``None``.
+        fusion: ``(2, 3)`` means and standard deviations of :meth:`evidence` on good parts, or
+            ``None``. When given, ``defect_score`` is the sum of the three standardised pieces
+            of evidence (unbounded, higher is more defective) instead of ``1 - P(good)``.
     """
 
     seg_to_class: torch.Tensor
+    fusion: torch.Tensor
 
     def __init__(
         self,
@@ -118,6 +122,7 @@ class SupervisedHead(nn.Module):
         seg_to_class: torch.Tensor | None,
         class_map: bool,
         anomaly: nn.Module | None = None,
+        fusion: torch.Tensor | None = None,
     ):
         super().__init__()
         self.head = head
@@ -128,14 +133,37 @@ class SupervisedHead(nn.Module):
         self.register_buffer(
             "seg_to_class", torch.zeros(1, dtype=torch.long) if seg_to_class is None else seg_to_class
         )
+        self.fused = fusion is not None
+        self.register_buffer("fusion", torch.zeros(2, 3) if fusion is None else fusion.float().clone())
+
+    def evidence(
+        self, logits: torch.Tensor, seg: torch.Tensor | None, anomaly_map: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``(B, 3)``: log-odds of a defect, the anomaly map's peak and the defect map's peak.
+
+        The log-odds are read from the logits, not from ``1 - P(good)``, which saturates at 1 in
+        float32 for confident defects and confident false alarms alike.
+        """
+        assert self.good_index is not None and seg is not None and anomaly_map is not None
+        scaled = logits / self.temperature
+        good = scaled[:, self.good_index]
+        others = torch.cat([scaled[:, : self.good_index], scaled[:, self.good_index + 1 :]], dim=1)
+        odds = torch.logsumexp(others, dim=1) - good
+        return torch.stack(
+            [odds, anomaly_map.flatten(1).amax(dim=1), defect_probability(seg).flatten(1).amax(dim=1)], dim=1
+        )
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: D102
         outputs: list[torch.Tensor] = []
+        anomaly_map = None
         if self.anomaly is not None:
-            outputs.append(self.anomaly(features))
+            anomaly_map = self.anomaly(features)
+            outputs.append(anomaly_map)
         seg, logits = self.head(features)
         probs = torch.softmax(logits / self.temperature, dim=1)
         score = torch.ones_like(probs[:, 0]) if self.good_index is None else 1.0 - probs[:, self.good_index]
+        if self.fused:
+            score = ((self.evidence(logits, seg, anomaly_map) - self.fusion[0]) / self.fusion[1]).sum(dim=1)
         outputs += [score, probs]
         if seg is not None:
             outputs.append(defect_probability(seg))

@@ -23,7 +23,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from flawscope.features.cache import STRIDE, FeatureBank
-from flawscope.models.heads import DefectHead, defect_probability
+from flawscope.models.heads import DefectHead, SupervisedHead, defect_probability
 
 # Candidate areas in canvas pixels (0: the peak); 64 pixels is one stride-8 cell.
 AREAS = (0, 64, 256, 1024)
@@ -92,3 +92,15 @@ def choose_score(scores: dict[str, np.ndarray], defective: np.ndarray) -> ScoreC
     return ScoreChoice(
         score, int(area or 0), measured, f"image score chosen on {len(y)} validation images: {best} ({table})"
     )
+
+
+def evidence(head: SupervisedHead, bank: FeatureBank, rows: np.ndarray) -> torch.Tensor:
+    """``(N, 3)`` evidence of bank rows (:meth:`~flawscope.models.heads.SupervisedHead.evidence`)."""
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), 32):
+            x = bank.features[torch.from_numpy(np.asarray(rows[start : start + 32]))].float()
+            anomaly_map = head.anomaly(x) if head.anomaly is not None else None
+            seg, logits = head.head(x)
+            parts.append(head.evidence(logits, seg, anomaly_map))
+    return torch.cat(parts)

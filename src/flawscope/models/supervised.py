@@ -45,6 +45,8 @@ from flawscope.types import Prediction, Targets
 
 log = logging.getLogger(__name__)
 DEFECT = "defect"
+# What the thresholds judge (``score``; also saved, by index, with the weights).
+SCORES = ("class", "map", "fused")
 
 
 def box_class_map(shape: tuple[int, int], boxes: Sequence[tuple[float, float, float, float, str]],
@@ -79,7 +81,10 @@ class SupervisedModel(Model):
             peak or (``score_area`` > 0) the mean of its ``score_area`` highest pixels on the
             canvas, so a defect must cover that area to score high; ``"auto"`` (segmenting
             models) chooses among the image head and the map at several areas on the
-            validation images (:mod:`flawscope.models.score_choice`).
+            validation images (:mod:`flawscope.models.score_choice`); ``"fused"`` (segmenting
+            models with ``anomaly="padim"``) sums the head's defect log-odds, the anomaly map's
+            peak and the defect map's peak, each standardised on the validation good parts;
+            ``"auto"`` then has it among its candidates.
     """
 
     segments: ClassVar[bool] = False
@@ -122,8 +127,10 @@ class SupervisedModel(Model):
             raise InputError("validation", f"must be in [0, 0.9), got {p['validation']!r}")
         if p["anomaly"] not in (None, "padim"):
             raise InputError("anomaly", f"must be 'padim' or None, got {p['anomaly']!r}")
-        if p["score"] not in ("class", "map", "auto"):
-            raise InputError("score", f"must be 'class', 'map' or 'auto', got {p['score']!r}")
+        if p["score"] not in (*SCORES, "auto"):
+            raise InputError("score", f"must be one of {[*SCORES, 'auto']}, got {p['score']!r}")
+        if p["score"] == "fused" and p["anomaly"] != "padim":
+            raise InputError("score", "'fused' needs the anomaly head: anomaly='padim'")
         if p["score"] != "class" and not self.segments:
             raise InputError("score", f"'map' needs a defect map, which a {self.name} model does not give")
         if p["augment"] is not None and not isinstance(p["augment"], dict):
@@ -354,12 +361,16 @@ class SupervisedModel(Model):
             self.head_module_, bank, train_rows, val_rows, labels, config, synthetic, progress
         )
         self.temperature_ = float(train_log.temperature)
-        self._score_notes: list[str] = []
-        self.score_ = self._choose_score(bank, val_rows, labels) if p["score"] == "auto" else p["score"]
         self.anomaly_: Any = None
         if p["anomaly"] == "padim":
             self.anomaly_ = self._fit_anomaly(bank, good_rows)
         self.head_: nn.Module | None = None
+        self.fusion_: torch.Tensor | None = None
+        self._score_notes: list[str] = []
+        self.score_ = "class"  # while choosing: the heads without fusion
+        self.score_ = (
+            p["score"] if p["score"] in ("class", "map") else self._choose_score(bank, val_rows, labels)
+        )
         counts = {
             c: int(sum(1 for i in train_idx if targets.classes[i] == c)) for c in sorted(set(targets.classes))
         }
@@ -373,21 +384,39 @@ class SupervisedModel(Model):
         return self
 
     def _choose_score(self, bank: FeatureBank, val_rows: np.ndarray, labels: np.ndarray) -> str:
-        """``score="auto"``: the image head or the defect map (and its area), on validation images."""
+        """``score="fused"`` or ``"auto"``: fusion statistics and the choice, on validation images."""
         import dataclasses
 
-        from flawscope.models.score_choice import candidate_scores, choose_score
+        from flawscope.models.score_choice import candidate_scores, choose_score, evidence
 
         assert self.preprocessing_ is not None
         good = self._image_class(GOOD) if GOOD in self.classes_ else None
-        if good is None or not len(val_rows):
-            self._score_notes = ["no validation images with good parts: the image head's score is kept"]
+        val_good = val_rows[labels[val_rows] == good] if good is not None else val_rows[:0]
+        if len(val_good) < 2:
+            self._score_notes = ["fewer than 2 validation good parts: the image head's score is kept"]
             return "class"
+        assert good is not None
+        stats = None
+        head = self.head()
+        assert isinstance(head, SupervisedHead)
+        if self.anomaly_ is not None:
+            found = evidence(head, bank, val_good)
+            stats = torch.stack([found.mean(dim=0), found.std(dim=0).clamp_min(1e-6)])
+        if self.params["score"] == "fused":
+            if stats is None:
+                raise InputError("score", "'fused' needs the anomaly head (anomaly='padim')")
+            self.fusion_, self.head_ = stats, None
+            self._score_notes = [f"fused score standardised on {len(val_good)} validation good parts"]
+            return "fused"
         scores = candidate_scores(self.head_module_, self.temperature_, good, bank, val_rows)
+        if stats is not None:
+            scores["fused"] = ((evidence(head, bank, val_rows) - stats[0]) / stats[1]).sum(dim=1).numpy()
         choice = choose_score(scores, labels[val_rows] != good)
         self._score_notes = [choice.note]
         if choice.score == "map":
             self.preprocessing_ = dataclasses.replace(self.preprocessing_, score_area=choice.area)
+        if choice.score == "fused":
+            self.fusion_, self.head_ = stats, None
         return choice.score
 
     def _fit_anomaly(self, bank: FeatureBank, good_rows: np.ndarray) -> Any:
@@ -440,9 +469,10 @@ class SupervisedModel(Model):
             )
             found: Any = getattr(self, "anomaly_", None)
             anomaly = found.head() if found is not None else None
+            fusion = getattr(self, "fusion_", None) if self._score() == "fused" else None
             self.head_ = SupervisedHead(
                 self.head_module_, self.temperature_, good, seg_to_class if self.segments else None,
-                self._class_map(), anomaly,
+                self._class_map(), anomaly, fusion,
             ).eval()  # fmt: skip
         assert self.head_ is not None
         return self.head_
@@ -450,7 +480,9 @@ class SupervisedModel(Model):
     def state_tensors(self) -> dict[str, torch.Tensor]:  # noqa: D102
         tensors = {f"head.{k}": v for k, v in self.head_module_.state_dict().items()}
         tensors["temperature"] = torch.tensor([self.temperature_], dtype=torch.float32)
-        tensors["score_by_map"] = torch.tensor([self._score() == "map"], dtype=torch.uint8)
+        tensors["score_kind"] = torch.tensor([SCORES.index(self._score())], dtype=torch.uint8)
+        if self._score() == "fused" and getattr(self, "fusion_", None) is not None:
+            tensors["fusion"] = self.fusion_
         found: Any = getattr(self, "anomaly_", None)
         if found is not None:
             tensors |= {f"anomaly.{k}": v for k, v in found.state_tensors().items()}
@@ -469,8 +501,9 @@ class SupervisedModel(Model):
         self.head_module_.load_state_dict(head)
         self.head_module_.eval()
         self.temperature_ = float(tensors["temperature"][0])
-        if "score_by_map" in tensors:  # bundles from before score="auto" judge by the hyperparameter
-            self.score_ = "map" if int(tensors["score_by_map"][0]) else "class"
+        if "score_kind" in tensors:  # bundles from before score="auto" judge by the hyperparameter
+            self.score_ = SCORES[int(tensors["score_kind"][0])]
+        self.fusion_ = tensors.get("fusion")
         self.anomaly_ = None
         if self.params["anomaly"] == "padim":
             from flawscope.models.padim import PaDiM
