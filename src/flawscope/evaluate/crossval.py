@@ -29,7 +29,8 @@ from flawscope.decide.verdict import decide_many, outcomes
 from flawscope.evaluate.metrics import evaluate_scores
 from flawscope.evaluate.supervised import category_metrics, detection_map, overlap_metrics
 from flawscope.features.cache import FeatureBank
-from flawscope.models.supervised import SupervisedModel, boxes_from_regions
+from flawscope.models.boxes import boxes_from_regions
+from flawscope.models.supervised import SupervisedModel
 from flawscope.types import Targets
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,6 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -37,6 +36,7 @@ from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, OutputKind,
 from flawscope.errors import InputError
 from flawscope.features.cache import FeatureBank, extract_bank
 from flawscope.models.base import STRIDE, Model, Progress
+from flawscope.models.boxes import box_class_map
 from flawscope.models.engine import make_runner
 from flawscope.models.heads import DefectHead, SupervisedHead
 from flawscope.models.registry import register
@@ -47,18 +47,6 @@ log = logging.getLogger(__name__)
 DEFECT = "defect"
 # What the thresholds judge (``score``; also saved, by index, with the weights).
 SCORES = ("class", "map", "fused")
-
-
-def box_class_map(shape: tuple[int, int], boxes: Sequence[tuple[float, float, float, float, str]],
-                  classes: Sequence[str]) -> np.ndarray:  # fmt: skip
-    """``(H, W)`` int class map of filled boxes (0 background, k the class's index); smaller boxes on top."""
-    out = np.zeros(shape, np.int32)
-    for x0, y0, x1, y1, cls in sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1])):
-        if cls in classes:
-            out[max(0, int(y0)) : int(np.ceil(y1)), max(0, int(x0)) : int(np.ceil(x1))] = list(classes).index(
-                cls
-            )
-    return out
 
 
 class SupervisedModel(Model):
@@ -579,24 +567,3 @@ class Mixed(SupervisedModel):
     segments: ClassVar[bool] = True
     binary: ClassVar[bool] = True
     default_synthetic: ClassVar[float] = 0.5
-
-
-def boxes_from_regions(
-    defect_map: np.ndarray, class_map: np.ndarray, classes: Sequence[str], level: float = 0.5
-) -> list[tuple[float, float, float, float, float, str]]:
-    """Detected boxes ``(x0, y0, x1, y1, confidence, class)``: one per connected region of each class.
-
-    The confidence is the region's peak defect probability.
-    """
-    boxes = []
-    above = defect_map >= level
-    for k in np.unique(class_map[above]):
-        if k <= 0 or k >= len(classes):
-            continue
-        part = (above & (class_map == k)).astype(np.uint8)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(part, connectivity=8)
-        for j in range(1, n):
-            x, y, w, h, _ = (int(v) for v in stats[j])
-            peak = float(defect_map[labels == j].max())
-            boxes.append((float(x), float(y), float(x + w), float(y + h), peak, classes[int(k)]))
-    return boxes
