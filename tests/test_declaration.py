@@ -33,6 +33,14 @@ def _station() -> ModelDeclaration:
     )
 
 
+def test_a_defect_map_can_decide_and_a_class_map_cannot():
+    declared = ModelDeclaration.from_dict({**_station().to_dict(), "decision": "defect_map"})
+    assert declared.decision_kind is OutputKind.DEFECT_MAP
+    outputs = (*_station().outputs, OutputSpec("class_map", OutputKind.CLASS_MAP, 8))
+    with pytest.raises(InputError, match="no image score"):
+        ModelDeclaration(Task.SEGMENT, (LabelKind.MASK,), outputs, ("good", "crack"), "class_map")
+
+
 def test_round_trip_through_json():
     declared = _station()
     again = ModelDeclaration.from_dict(json.loads(json.dumps(declared.to_dict())))
@@ -54,7 +62,6 @@ def test_bundles_without_a_declaration_read_as_anomaly_models():
     ("change", "field"),
     [
         ({"decision": "nothing"}, "decision"),
-        ({"decision": "defect_map"}, "decision"),
         ({"classes": ()}, "classes"),
         ({"classes": ("good", "good", "x")}, "classes"),
     ],
