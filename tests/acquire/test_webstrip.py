@@ -68,3 +68,18 @@ def test_websim_paces_rows_by_the_encoder_and_drops_what_it_is_told(tmp_path) ->
     assert source.assembly.rows_missing == 20 and source.missed == 20
     with pytest.raises(InputError, match="drop"):
         open_source("websim://?drop=12")
+
+
+def test_a_video_of_a_web_gives_its_frames_as_consecutive_row_blocks(tmp_path) -> None:
+    path = tmp_path / "web.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 32))
+    for k in range(6):
+        writer.write(np.full((32, 64, 3), 40 * k, np.uint8))
+    writer.release()
+    source = open_source(f"webvideo://{path}?rows=20&frame=32&overlap=8")
+    blocks = list(source.blocks())
+    assert [b.first_row for b in blocks] == [0, 20, 40, 60, 80, 100]
+    assert all(b.rows.shape == (20, 64) for b in blocks)  # grey stays grey, the top 20 rows
+    assert abs(int(blocks[3].rows.mean()) - 120) <= 3
+    with pytest.raises(InputError, match="video file not found"):
+        open_source(f"webvideo://{tmp_path / 'none.avi'}")

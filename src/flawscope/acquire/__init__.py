@@ -2,7 +2,7 @@
 
 Open one from a URI with :func:`open_source` (folder path, ``watch://``, ``video://``, ``rtsp://``,
 ``usb://``, ``gige://``, ``sim://``, or the line-scan webs ``websim://``, ``webstrip://``,
-``gigeline://``). A part whose image cannot be read is a frame with
+``gigeline://``, ``webvideo://``). A part whose image cannot be read is a frame with
 ``image=None`` and ``error`` set, never a gap. Each source module registers its URI scheme in the
 source registry (:mod:`flawscope.acquire.registry`); importing this package registers them all.
 """
@@ -19,6 +19,7 @@ from flawscope.acquire.video import VideoSource
 from flawscope.acquire.watch import WatchSource
 from flawscope.acquire.websim import WebSimSource
 from flawscope.acquire.webstrip import WebStripSource
+from flawscope.acquire.webvideo import WebVideoSource
 
 __all__ = [
     "SOURCES",
@@ -37,6 +38,7 @@ __all__ = [
     "WebGeometry",
     "WebSimSource",
     "WebStripSource",
+    "WebVideoSource",
     "frame_from_file",
     "open_source",
     "parse_source_uri",

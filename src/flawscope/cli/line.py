@@ -47,6 +47,8 @@ frame=ROWS overlap=ROWS mm_per_row=X mm_per_px=X roll=NAME
                       seed=N speed=M_PER_MIN drop=ROW:COUNT,... block=ROWS
   webstrip:///FILE    a long strip image in row blocks (.npy and uncompressed
                       TIFF streamed) block=ROWS max_mb=X
+  webvideo:///FILE    a video of a web, each video frame a block of rows
+                      rows=N (rows from the top of each video frame)
   gigeline://DEVICE   GigE Vision line-scan camera through Aravis
                       lines=N width=PX line_rate=X exposure_us=X
                       pixel_format=TEXT rows=N timeout=S buffers=N"""
