@@ -105,6 +105,11 @@ class DefectMerger:
             self._open.append(new)
         yield from self._close(lambda d: d.row1 + self.join_px < first_row)
 
+    @property
+    def oldest_frame(self) -> int | None:
+        """The first row of the oldest frame an open defect was seen in (None when none is open)."""
+        return min((min(d.frames) for d in self._open), default=None)
+
     def finish(self) -> Iterator[WebDefect]:
         """Every defect still open (the end of the web)."""
         yield from self._close(lambda d: True)

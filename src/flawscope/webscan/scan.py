@@ -252,6 +252,7 @@ class WebScan:
                 )
                 closed.extend(merger.add(frame.first_row, regions))
             self._close(closed, defects)
+            self._forget(merger, batch[-1].first_row)
         if merger is not None:
             self._close(list(merger.finish()), defects)
         seconds = time.monotonic() - began
@@ -276,7 +277,9 @@ class WebScan:
             defects.append(defect)
             if self.on_defect is not None:
                 self.on_defect(defect)
-        # Frames far behind every open defect are no longer needed for references.
-        horizon = min(d.frames[0] for d in closed)
-        for row in [r for r in self._seq_of if r < horizon - 4 * self.source.frame_rows]:
+
+    def _forget(self, merger: DefectMerger, newest_row: int) -> None:
+        """Drop the seqs of frames no open defect can point at any more (memory stays bounded)."""
+        keep_from = min(newest_row - 2 * self.source.frame_rows, merger.oldest_frame or newest_row)
+        for row in [r for r in self._seq_of if r < keep_from]:
             del self._seq_of[row]
