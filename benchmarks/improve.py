@@ -612,6 +612,9 @@ def loop_data(work: Path, new: str) -> dict[str, Path]:
     new_stream, new_eval = _halves(by_type[new])
     base = {"train/good": [s.path for s in full.train], "test/good": good_eval[:40]}
     base.update({f"test/{t}": by_type[t][:20] for t in old})
+    # The plant's base set keeps its defects' outlines (a candidate that learns labels uses them).
+    masks = {s.path: s.mask_path for s in full.test_defect}
+    base.update({f"ground_truth/{t}": [masks[p] for p in by_type[t][:20] if masks.get(p)] for t in old})
     stream = {"train/good": good_stream, f"test/{new}": new_stream}
     stream.update({f"test/{t}": by_type[t][20:30] for t in old})
     evaluation = {"test/good": good_eval, f"test/{new}": new_eval}
@@ -941,7 +944,7 @@ def candidates_of(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
         found.append(("anomaly", {}))
     if args.task:
         params: dict[str, Any] = {"anomaly": "padim"} if args.station else {}
-        found.append((args.task, {"task": args.task, "params": params}))
+        found.append((args.task, {"task": args.task, "params": params, "band_rule": args.band_rule}))
     found.append(("worse", {}))
     return found
 
@@ -1032,6 +1035,12 @@ def main() -> None:
         "--skip-anomaly", action="store_true", help="Loop part: no good-parts-only candidate."
     )
     parser.add_argument(
+        "--band-rule",
+        choices=["shared", "anomaly"],
+        default="shared",
+        help="Loop part, --station: how the station's heads share the review band.",
+    )
+    parser.add_argument(
         "--review-sample", type=float, default=0.2, help="Share of passes sampled (loop part)."
     )
     parser.add_argument("--images", type=int, default=10_000, help="Archive size of the ray part.")
@@ -1050,6 +1059,7 @@ def main() -> None:
     name = args.part
     if args.part == "loop":  # one file per kind of candidate chosen
         name += f"_{args.task}" + ("_station" if args.station else "") if args.task else "_anomaly"
+        name += "_anomaly_band" if args.task and args.station and args.band_rule == "anomaly" else ""
     target = HERE / "results" / f"improve_{name}.json"
     target.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {target}")

@@ -86,6 +86,14 @@ def test_holdout_keeps_groups_together():
     assert 0.1 < len(split.validation) / len(samples) < 0.35
 
 
+@pytest.mark.parametrize("fraction", [0.15, 0.2, 0.3, 0.4, 0.5])
+def test_holdout_holds_out_the_fraction_asked(fraction: float) -> None:
+    # 0.4 once held out half (1 / 0.4 rounded to 2 folds): a retrained candidate lost 80 training images.
+    samples = [LabelledSample(f"/d/{i}.png", "good" if i % 9 else "crack", None, None) for i in range(600)]
+    share = len(holdout(samples, fraction).validation) / len(samples)
+    assert abs(share - fraction) < 0.015
+
+
 def test_more_folds_than_groups_of_a_class_is_refused():
     samples = [LabelledSample(f"/d/{i}.png", "good" if i > 1 else "dent", group=f"g{i}") for i in range(10)]
     with pytest.raises(InputError, match=r"class 'dent'.*2 group"):

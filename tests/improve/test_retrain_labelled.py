@@ -58,8 +58,13 @@ def test_rare_classes_are_named_and_handled(plant, tmp_path: Path) -> None:
     mixed = labelled_for_retraining(dataset, fb, Task.MIXED)
     assert {s.cls for s in mixed.feedback} == {"good", "defect"}  # good / defect: nothing lost
     assert any("learns every defect type as one class" in n for n in mixed.notes)
-    # The base set's test split is never fitted on.
-    assert not any("/test/" in s.path for s in mixed.original)
+    # The base set's labelled defects (its test split's) are fitted on, its test good images never.
+    assert not any("/test/good/" in s.path for s in mixed.original)
+    tested = {s.path for s in mixed.original if "/test/" in s.path}
+    assert tested and any("labelled defect images of its test split" in n for n in mixed.notes)
+    alone = labelled_for_retraining(dataset, fb, Task.MIXED, base_defects=False)
+    assert not any("/test/" in s.path for s in alone.original)
+    assert {s.path for s in alone.original} == {s.path for s in mixed.original} - tested
 
 
 def test_bad_task_and_no_labelled_defects_are_one_clear_line(plant, tmp_path: Path) -> None:

@@ -54,6 +54,12 @@ def retrain_command(
     station: Annotated[
         bool, typer.Option(help="With --task: a PaDiM head beside it sends unknown-looking parts to review.")
     ] = False,
+    base_defects: Annotated[
+        bool,
+        typer.Option(
+            help="With --task: also learn the labelled defects of the base set's test split (old types)."
+        ),
+    ] = True,
 ) -> None:
     """Retrain a candidate from the base model's training set plus the reviewed feedback, with lineage."""
     from flawscope.errors import InputError
@@ -63,7 +69,10 @@ def retrain_command(
         raise InputError("--station", "adds an anomaly head to a model that learns from labels: give --task")
     params = {"anomaly": "padim"} if station else None
     with console.status("retraining (fit, calibrate, export)"):
-        result = retrain(bundle, feedback, output, data=data, target_frr=target_frr, task=task, params=params)
+        result = retrain(
+            bundle, feedback, output, data=data, target_frr=target_frr, task=task, params=params,
+            base_defects=base_defects,
+        )  # fmt: skip
     lineage, fb = result.lineage, result.feedback
     table = kv_table("Candidate")
     table.add_row("deployable bundle", escape(str(result.deployed)))

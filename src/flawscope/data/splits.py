@@ -152,12 +152,28 @@ def _holdout(
 ) -> tuple[np.ndarray, np.ndarray]:
     if fraction <= 0 or len(index) < 4:
         return index, np.zeros(0, np.int64)
-    parts = max(2, round(1 / fraction))
+    parts, taken = _folds_for(fraction)
     folds = _stratified_groups(classes[index], groups[index], parts, rng)
     if len(folds) < 2:  # a single group: nothing can be held out without splitting it
         return index, np.zeros(0, np.int64)
-    val = index[folds[0]]
+    val = index[np.concatenate(folds[: min(taken, len(folds) - 1)])]
     return np.setdiff1d(index, val), val
+
+
+def _folds_for(fraction: float) -> tuple[int, int]:
+    """``(k, m)``: hold out ``m`` of ``k`` folds, ``m / k`` within 0.01 of ``fraction`` (fewest folds).
+
+    ``1 / fraction`` folds alone held out half of the good images for a fraction of 0.4 (found
+    in a retrained candidate's manifest: 391 of 781 held out); 1/n fractions keep their n folds.
+    """
+    one = max(2, round(1 / fraction))
+    if abs(1 / one - fraction) < 0.01:
+        return one, 1
+    for k in range(2, 21):
+        m = max(1, round(fraction * k))
+        if m < k and abs(m / k - fraction) < 0.01:
+            return k, m
+    return one, 1
 
 
 def holdout(samples: Sequence[LabelledSample], fraction: float = 0.15, seed: int = 0) -> Split:

@@ -33,6 +33,7 @@ def calibrate_bundle(
     progress: Callable[[str, int, int], None] | None = None,
     allow_training_images: bool = False,
     min_confidence: float | None = None,
+    band_rule: str = "shared",
 ) -> CalibrationResult:
     """Score held-out images with the bundle's model and store calibrated thresholds as a new version.
 
@@ -49,11 +50,16 @@ def calibrate_bundle(
             trained on (a warning is kept with the result and in the manifest).
         min_confidence: a fail whose defect category is less probable goes to review (models
             that classify; default: 0.5 when the model has more than one defect class).
+        band_rule: how a station's heads share the review band: ``shared`` (each stops as many
+            good parts) or ``anomaly`` (the band is the anomaly head's; the trained head fails
+            what reaches its reject threshold), see :mod:`flawscope.decide.station_band`.
 
     The thresholds apply to the model's decision score: the anomaly score of a good-parts model,
     the defect probability of a trained one. A station (a trained model with an anomaly head
     beside it) also gets ``anomaly_reject``, calibrated on the same good parts' anomaly scores
-    at the same target: a part above it that the trained head passes goes to review.
+    at the same target: a part above it that the trained head passes goes to review. With a
+    review band, both heads share it (:mod:`flawscope.decide.station_band`): the station stops
+    no more held-out good parts than the trained head's false rejects and band alone would.
 
     Returns:
         The calibration result; its thresholds carry the new version number.
@@ -69,6 +75,8 @@ def calibrate_bundle(
     from flawscope.models.provenance import check_not_trained_on
 
     check_calibration_options(target_frr, review_rate, review_threshold)
+    if band_rule not in ("shared", "anomaly"):
+        raise InputError("band_rule", f"must be 'shared' or 'anomaly', got {band_rule!r}")
     if len(good_images) < MIN_GOOD:
         raise InputError(
             "calibration images", f"calibration needs at least {MIN_GOOD} good images, got {len(good_images)}"
@@ -91,7 +99,7 @@ def calibrate_bundle(
         review_threshold=review_threshold,
         names=names,
     )
-    result = _with_station_rules(result, model, predicted, target_frr, names, min_confidence)
+    result = _with_station_rules(result, model, predicted, target_frr, names, min_confidence, band_rule)
     # The version number comes from the manifest as it is now, not as it was before scoring: a
     # calibration stored meanwhile keeps its version instead of being overwritten.
     if overlap:
@@ -117,12 +125,27 @@ def _with_station_rules(
     target_frr: float,
     names: Sequence[str] | None,
     min_confidence: float | None,
+    band_rule: str = "shared",
 ) -> CalibrationResult:
     """The anomaly threshold of a station and the category confidence floor of a classifier."""
     from dataclasses import replace
 
     rules: dict[str, Any] = {}
-    if predicted.anomaly_scores is not None:
+    if predicted.anomaly_scores is not None and result.thresholds.has_review_band:
+        # The review budget is the station's, not each head's: both heads share it.
+        from flawscope.decide.station_band import station_band
+
+        band = station_band(
+            predicted.scores,
+            predicted.anomaly_scores,
+            result.thresholds.reject,
+            result.thresholds.review,
+            band_rule,
+        )
+        rules["review"], rules["anomaly_reject"] = band.review, band.anomaly_reject
+        n = max(len(predicted.scores), 1)
+        rules["review_rate"] = (band.stopped - result.n_false_rejects) / n
+    elif predicted.anomaly_scores is not None:
         anomaly = calibrate(predicted.anomaly_scores, target_frr=target_frr, names=names)
         rules["anomaly_reject"] = anomaly.reject
     declared = model.declaration()
@@ -134,7 +157,8 @@ def _with_station_rules(
         rules["min_confidence"] = float(min_confidence)
     if not rules:
         return result
-    return replace(result, thresholds=replace(result.thresholds, **rules))
+    shares = {"review_rate": rules["review_rate"]} if "review_rate" in rules else {}
+    return replace(result, thresholds=replace(result.thresholds, **rules), **shares)
 
 
 def check_calibration_options(

@@ -2,9 +2,11 @@
 
 :func:`flawscope.improve.retrain.retrain` comes here when the candidate is to learn from the
 feedback's defects (``--task classify|segment|mixed``, or a base model that already did). The
-labelled set is the base training set's training side (its ``test`` split is left to evaluation)
-and every reviewed image of the feedback dataset, under its reviewed label, with its drawn mask
-where the reviewer drew one. What the set needed is written down, never silently done:
+labelled set is the base training set's training side, the labelled defects of its ``test``
+split (the old types' examples the plant owns; ``base_defects=False`` leaves them to evaluation;
+its test good images are never fitted on) and every reviewed image of the feedback dataset, under
+its reviewed label, with its drawn mask where the reviewer drew one. What the set needed is
+written down, never silently done:
 
 * an image reviewed several times (same SHA-256, same label) is learnt once
   (:func:`~flawscope.improve.feedback.read_feedback`); a reviewed image that is also in the base
@@ -88,10 +90,17 @@ def candidate_params(
     return params
 
 
-def _original_samples(root: str, group_pattern: str | None) -> tuple[LabelledSample, ...]:
+def _original_samples(
+    root: str, group_pattern: str | None, base_defects: bool
+) -> tuple[tuple[LabelledSample, ...], int]:
+    """The base set's training side and (``base_defects``) its test split's labelled defects."""
     loaded = load_labelled(root, group_pattern)
-    # The base set's test split is for evaluation: it is never fitted on.
-    return tuple(replace(s, split=None) for s in loaded.samples if s.split != "test")
+    kept = [s for s in loaded.samples if s.split != "test"]
+    # Its labelled defects are the plant's knowledge of the old types: a candidate that learns the
+    # new type from reviews alone forgets the old ones (magnetic_tile: 85% -> 19% recall). Its
+    # test good images stay out: nothing about good parts is missing from the training side.
+    extra = [s for s in loaded.samples if s.split == "test" and s.cls != GOOD] if base_defects else []
+    return tuple(replace(s, split=None) for s in (*kept, *extra)), len(extra)
 
 
 def labelled_for_retraining(
@@ -101,14 +110,28 @@ def labelled_for_retraining(
     *,
     group_pattern: str | None = None,
     min_per_class: int = MIN_PER_CLASS,
+    base_defects: bool = True,
 ) -> LabelledRetrainSet:
     """The base training set's training side plus the feedback's reviewed images (see the module docstring).
+
+    Args:
+        original_root: the base model's training set.
+        feedback: the reviewed feedback.
+        task: what the candidate learns.
+        group_pattern: regular expression of the groups (as the base model was trained).
+        min_per_class: images a defect class needs to be learnt as a class.
+        base_defects: also fit on the labelled defects of the base set's test split.
 
     Raises:
         InputError: when no defect class is left to learn from (naming the feedback folder).
     """
-    original = _original_samples(original_root, group_pattern)
+    original, n_test_defects = _original_samples(original_root, group_pattern, base_defects)
     notes: list[str] = []
+    if n_test_defects:
+        notes.append(
+            f"the base set's {n_test_defects} labelled defect images of its test split are fitted on "
+            "(the old types' examples); judge the candidate on other parts"
+        )
     left_out: dict[str, str] = {}
     known = {sha256_file(s.path): s.path for s in original}
     chosen: list[LabelledSample] = []

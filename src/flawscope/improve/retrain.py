@@ -120,6 +120,8 @@ def retrain(
     review_rate: float | None = None,
     task: str | None = None,
     params: dict[str, Any] | None = None,
+    base_defects: bool = True,
+    band_rule: str = "shared",
 ) -> RetrainResult:
     """Retrain a candidate from a base bundle's training set and a feedback dataset.
 
@@ -136,6 +138,10 @@ def retrain(
             kind (a good-parts model learns from good parts only).
         params: hyperparameters of the candidate beyond the base model's preprocessing (e.g.
             ``{"anomaly": "padim"}`` for a station, ``{"epochs": 30}``).
+        base_defects: with ``task``, also fit on the labelled defects of the base set's test
+            split (the old types' examples), so that the candidate keeps knowing them.
+        band_rule: how a station's heads share the review band (``shared`` or ``anomaly``,
+            :func:`flawscope.decide.workflow.calibrate_bundle`).
 
     Raises:
         InputError: a missing training set or feedback folder, an output folder in use, or a
@@ -184,7 +190,9 @@ def retrain(
     if task is None:
         fitted = _fit_anomaly(base, original, feedback_set, known, new, holdout, params, out / "trained")
     else:
-        fitted = _fit_labelled(base, original, feedback_set, new, task, holdout, params, out / "trained")
+        fitted = _fit_labelled(
+            base, original, feedback_set, new, task, holdout, params, out / "trained", base_defects
+        )
     notes = [*fitted.notes, *notes]
     for note in notes:
         logger.info("retrain: %s", note)
@@ -196,6 +204,7 @@ def retrain(
         defect_images=list(defect_images),
         review_rate=band,
         names=fitted.holdout_paths,
+        band_rule=band_rule,
     )
     lineage = LineageSection(
         base_model_hash=base.model_hash,
@@ -303,6 +312,7 @@ def _fit_labelled(
     holdout: float,
     extra: dict[str, Any] | None,
     output: Path,
+    base_defects: bool = True,
 ) -> _Fitted:
     """A model that learns from the feedback's labelled defects (:mod:`flawscope.improve.labelled`)."""
     from flawscope.improve.labelled import (
@@ -318,7 +328,9 @@ def _fit_labelled(
     kind = check_task(task)
     labels = manifest.training.labels or {}
     group_pattern = labels.get("group_pattern") if isinstance(labels, dict) else None
-    made = labelled_for_retraining(original.root, feedback_set, kind, group_pattern=group_pattern)
+    made = labelled_for_retraining(
+        original.root, feedback_set, kind, group_pattern=group_pattern, base_defects=base_defects
+    )
     params = candidate_params(manifest, kind, base_task_of(manifest), extra)
     notes = [
         f"a {kind} model learning from labelled defects (the base was {manifest.model.name}, "

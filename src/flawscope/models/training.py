@@ -153,6 +153,9 @@ def _balanced_weights(counts: np.ndarray, cap: float = 20.0, power: float = 1.0)
     return torch.tensor(np.minimum(weights, cap), dtype=torch.float32)
 
 
+MIN_TEMPERATURE_IMAGES = 20  # validation images needed to fit a temperature at all
+
+
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The temperature minimising the validation negative log-likelihood (grid over 0.2-10)."""
     grid = np.exp(np.linspace(math.log(0.2), math.log(10.0), 80))
@@ -277,7 +280,13 @@ def train_head(
                     break
         head.load_state_dict(best_state)
         head.eval()
-        if len(validation_rows):
+        if 0 < len(validation_rows) < MIN_TEMPERATURE_IMAGES:
+            # A temperature fitted on a handful of images is noise; at the grid's end (0.2) it
+            # saturated a retrained station's defect scores at 1.0 for 5% of good parts.
+            log_out.notes.append(
+                f"{len(validation_rows)} validation images (< {MIN_TEMPERATURE_IMAGES}): no temperature"
+            )
+        elif len(validation_rows):
             _, logits = _evaluate(
                 head, bank, validation_rows, labels, class_weights, seg_weights, config.seg_weight
             )
