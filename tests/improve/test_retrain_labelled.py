@@ -74,8 +74,9 @@ def test_bad_task_and_no_labelled_defects_are_one_clear_line(plant, tmp_path: Pa
         retrain(plant.trained, plant.feedback, tmp_path / "a", task="detect")
     goods = tmp_path / "goods"
     shutil.copytree(plant.feedback / "train" / "good", goods / "train" / "good")
+    # Good reviews only and the base set's labelled defects left out: nothing to learn defects from.
     with pytest.raises(InputError, match="no labelled defect to learn from"):
-        retrain(plant.trained, goods, tmp_path / "b", task="classify")
+        retrain(plant.trained, goods, tmp_path / "b", task="classify", base_defects=False)
 
 
 def test_cli_retrain_task_station_needs_a_task(plant, tmp_path: Path) -> None:
