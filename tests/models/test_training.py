@@ -37,10 +37,22 @@ def test_validation_of_one_class_neither_stops_early_nor_sets_the_temperature():
 
 
 def test_validation_of_both_classes_is_used():
+    bank, labels = _bank(48)
+    val = np.arange(24)
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    head = DefectHead(8, 8, 2, 0, False)
+    config = TrainConfig(6, 4, 1e-2, 0.0, 0, 1.0, 0.0, True, 0, 1)
+    log = train_head(head, bank, train, val, labels, config)
+    assert len(log.validation_loss) == 6 and not log.notes and log.ece_after is not None
+
+
+def test_a_handful_of_validation_images_stops_early_but_sets_no_temperature():
+    # A temperature fitted on 3 images (0.2, the grid's end) saturated a retrained station's scores.
     bank, labels = _bank()
     val = np.array([0, 1, 2, 3, 4, 5])
     train = np.setdiff1d(np.arange(len(labels)), val)
     head = DefectHead(8, 8, 2, 0, False)
     config = TrainConfig(6, 4, 1e-2, 0.0, 0, 1.0, 0.0, True, 0, 1)
     log = train_head(head, bank, train, val, labels, config)
-    assert len(log.validation_loss) == 6 and not log.notes
+    assert len(log.validation_loss) == 6 and log.temperature == 1.0
+    assert log.notes and "no temperature" in log.notes[0]
