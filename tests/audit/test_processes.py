@@ -33,7 +33,13 @@ def test_two_writer_processes_append_to_one_chain(audit_url):
     n_batches, batch = 40, 3
     writers = [start_writer(audit_url, tag, n_batches, batch, wait=True) for tag in ("A", "B")]
     for w in writers:
-        assert w.stdout is not None and w.stdout.readline().strip() == "ready", w.stderr
+        assert w.stdout is not None
+        if w.stdout.readline().strip() != "ready":
+            # Say why it did not start (its traceback), not only that it did not.
+            for other in writers:
+                other.kill()
+            _, err = w.communicate(timeout=30)
+            raise AssertionError(f"a writer did not open the log: {err[-3000:]}")
     for w in writers:
         assert w.stdin is not None
         w.stdin.write("go\n")
