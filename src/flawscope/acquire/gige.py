@@ -64,6 +64,17 @@ def _bayer_codes(arv: Any) -> dict[int, int]:
     }
 
 
+def start_streaming(arv: Any, camera: Any, n_buffers: int) -> Any:
+    """Put a configured camera in continuous acquisition with ``n_buffers`` queued; its stream."""
+    camera.set_acquisition_mode(arv.AcquisitionMode.CONTINUOUS)
+    stream = camera.create_stream(None, None)
+    payload = camera.get_payload()
+    for _ in range(n_buffers):
+        stream.push_buffer(arv.Buffer.new_allocate(payload))
+    camera.start_acquisition()
+    return stream
+
+
 def buffer_to_image(arv: Any, data: bytes, width: int, height: int, pixel_format: int) -> np.ndarray:
     """Decode a camera buffer's payload to an image array.
 
@@ -156,12 +167,7 @@ class GigESource(Source):
             camera.set_exposure_time(self.exposure_us)
         if self.frame_rate is not None:
             camera.set_frame_rate(self.frame_rate)
-        camera.set_acquisition_mode(arv.AcquisitionMode.CONTINUOUS)
-        stream = camera.create_stream(None, None)
-        payload = camera.get_payload()
-        for _ in range(self.n_buffers):
-            stream.push_buffer(arv.Buffer.new_allocate(payload))
-        camera.start_acquisition()
+        stream = start_streaming(arv, camera, self.n_buffers)
         logger.info("%s: %s %s acquiring", self.uri, camera.get_vendor_name(), camera.get_model_name())
         return camera, stream
 

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from flawscope.acquire.assembly import RowBlock
-from flawscope.acquire.gige import buffer_to_image, load_aravis
+from flawscope.acquire.gige import buffer_to_image, load_aravis, start_streaming
 from flawscope.acquire.registry import Option, SourceTarget, register_source
 from flawscope.acquire.rows import RowSource, row_options
 from flawscope.errors import InputError
@@ -90,13 +90,7 @@ class GigELineSource(RowSource):
             camera.set_exposure_time(self.exposure_us)
         if self.line_rate is not None:
             camera.set_frame_rate(self.line_rate / self.lines)
-        camera.set_acquisition_mode(arv.AcquisitionMode.CONTINUOUS)
-        stream = camera.create_stream(None, None)
-        payload = camera.get_payload()
-        for _ in range(self.n_buffers):
-            stream.push_buffer(arv.Buffer.new_allocate(payload))
-        camera.start_acquisition()
-        return camera, stream
+        return camera, start_streaming(arv, camera, self.n_buffers)
 
     def _blocks(self) -> Generator[RowBlock, None, None]:
         arv = self.arv

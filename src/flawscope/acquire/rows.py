@@ -177,4 +177,3 @@ class RowSource(Source):
 def row_options(**extra: Option) -> dict[str, Option]:
     """The common line-scan options plus a scheme's own."""
     return {**ROW_OPTIONS, **extra}
-

@@ -221,7 +221,8 @@ def parse_url(url: str, *, must_exist: bool = False) -> URL:
     if "://" not in url:
         # A file path where a URL belongs ("/data/audit.db"): say what to write instead.
         raise InputError(
-            shown, f"not a database URL; for a SQLite file write sqlite:///{url} (an absolute path "
+            shown,
+            f"not a database URL; for a SQLite file write sqlite:///{url} (an absolute path "
             "gives four slashes), for PostgreSQL postgresql://user@host/db",
         )
     try:
@@ -243,9 +244,7 @@ def parse_url(url: str, *, must_exist: bool = False) -> URL:
     if not parsed.query.get("uri"):
         path = Path(database).resolve()
         if not path.parent.is_dir():
-            raise InputError(
-                shown, f"cannot open the audit database: directory {path.parent} does not exist"
-            )
+            raise InputError(shown, f"cannot open the audit database: directory {path.parent} does not exist")
         if must_exist and not path.exists():
             raise InputError(shown, f"no audit database at {path} (nothing was recorded there yet)")
     return parsed

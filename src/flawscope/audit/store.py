@@ -138,9 +138,7 @@ class AuditLog:
                 problem = f"{path.parent} is on a read-only file system ({problem})"
             raise InputError(shown, f"cannot open the audit database: {problem}") from None
         logger.info("audit log %s opened%s", shown, " read-only" if read_only else "")
-        return cls(
-            engine, shown, read_only=read_only, busy_timeout_s=busy_timeout_s, schema_version=version
-        )
+        return cls(engine, shown, read_only=read_only, busy_timeout_s=busy_timeout_s, schema_version=version)
 
     @property
     def url(self) -> str:
