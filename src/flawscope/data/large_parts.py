@@ -96,15 +96,30 @@ def _texture(rng: np.random.Generator, height: int, width: int, texture: str) ->
     return out
 
 
-def small_defect(rng: np.random.Generator, length: float) -> tuple[str, np.ndarray]:
-    """One small defect's strength map in ``[0, 1]`` on a square patch of side ``2 * length``."""
+def _oriented_patch(
+    rng: np.random.Generator, length: float, kinds: tuple[str, ...]
+) -> tuple[str, np.ndarray, np.ndarray]:
+    """A defect's kind and its patch's coordinates along (``u``) and across (``v``) a random angle.
+
+    The patch is square, of odd side ``2 * length`` rounded up, centred; the kind is drawn before
+    the angle (the order seeded parts depend on).
+
+    Returns:
+        ``(kind, u, v)``, ``u`` and ``v`` float32 of shape ``(side, side)``.
+    """
     side = math.ceil(2 * length) | 1
     c = side / 2.0
     ys, xs = np.mgrid[0:side, 0:side].astype(np.float32)
-    kind = SMALL_DEFECTS[int(rng.integers(len(SMALL_DEFECTS)))]
+    kind = kinds[int(rng.integers(len(kinds)))]
     angle = rng.uniform(0, math.pi)
     u = (xs - c) * math.cos(angle) + (ys - c) * math.sin(angle)
     v = -(xs - c) * math.sin(angle) + (ys - c) * math.cos(angle)
+    return kind, u, v
+
+
+def small_defect(rng: np.random.Generator, length: float) -> tuple[str, np.ndarray]:
+    """One small defect's strength map in ``[0, 1]`` on a square patch of side ``2 * length``."""
+    kind, u, v = _oriented_patch(rng, length, SMALL_DEFECTS)
     if kind == "scratch":  # a thin line, 2-3 px wide, ``length`` long, fading at its ends
         half_width = rng.uniform(1.0, 1.5)
         along = np.clip(1.0 - (np.abs(u) / (length / 2)) ** 4, 0.0, 1.0)
@@ -126,13 +141,7 @@ def tiny_defect(rng: np.random.Generator, length: float, smallest: float) -> tup
     canvas (a 2-px scratch becomes a sixth of a pixel wide), while at the image's own resolution
     each spans several pixels across and its whole length.
     """
-    side = math.ceil(2 * length) | 1
-    c = side / 2.0
-    ys, xs = np.mgrid[0:side, 0:side].astype(np.float32)
-    kind = TINY_DEFECTS[int(rng.integers(len(TINY_DEFECTS)))]
-    angle = rng.uniform(0, math.pi)
-    u = (xs - c) * math.cos(angle) + (ys - c) * math.sin(angle)
-    v = -(xs - c) * math.sin(angle) + (ys - c) * math.cos(angle)
+    kind, u, v = _oriented_patch(rng, length, TINY_DEFECTS)
     if kind == "scratch":  # a thin line, 1.5-3 px wide, ``length`` long, fading at its ends
         half_width = rng.uniform(0.7, 1.3)
         along = np.clip(1.0 - (np.abs(u) / (length / 2)) ** 4, 0.0, 1.0)
