@@ -114,7 +114,7 @@ def run_dataset(name: str, task: str, cache: Path | None, extra: dict[str, Any])
             bank.save(cache_file, name)
     extract_s = time.perf_counter() - t1
     result = cross_validate(base, images, targets, folds, bank, extract_s, name)
-    result = {"dataset": name, "read_seconds": round(read_s, 1), **result}
+    result = {"dataset": name, "read_seconds": round(read_s, 1), **result, "params": params}
     if name == "elpv":
         result["elpv_test_indices"] = [int(i) for i in folds[0].test]
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
@@ -219,10 +219,14 @@ def main() -> None:
     parser.add_argument("--param", action="append", default=[], help="KEY=JSON model hyperparameter")
     parser.add_argument("--tasks", default="", help="only these tasks (e.g. classify), default all")
     parser.add_argument(
+        "--detector", default=TASK_MODEL["detect"], help="the detect task's model (detector, box_detector)"
+    )
+    parser.add_argument(
         "--counts", default="0,5,10,20,all,all-image-labels", help="rungs of the --mixed ladder"
     )
     args = parser.parse_args()
     cache = Path(args.cache) if args.cache else None
+    TASK_MODEL["detect"] = args.detector
     extra = {k: json.loads(v) for k, _, v in (p.partition("=") for p in args.param)}
     plan = {
         "kolektorsdd": ["segment"],

@@ -16,6 +16,9 @@ Output kinds (``B`` parts, ``h x w`` the canvas grid at the output's stride, ``K
 * ``defect_map``: ``(B, h, w)`` float per-pixel defect probability in ``[0, 1]``.
 * ``class_map``: ``(B, h, w)`` int64 per-pixel class index into ``classes`` (0 where the pixel is
   background), from which regions get their category and boxes their class.
+* ``boxes``: ``(B, N, 6)`` float detections per image, highest confidence first: ``x0, y0, x1,
+  y1`` in canvas pixels (x1/y1 exclusive), the confidence in ``[0, 1]`` and the class index into
+  ``classes`` (stored as a float); a row whose confidence is 0 is empty (all zeros).
 
 Pure standard library: the runtime reads declarations without torch.
 """
@@ -59,6 +62,7 @@ class OutputKind(enum.StrEnum):
     CLASS_PROBS = "class_probs"
     DEFECT_MAP = "defect_map"
     CLASS_MAP = "class_map"
+    BOXES = "boxes"
 
 
 # Rank of each kind's array in a graph's output, batch axis included.
@@ -68,6 +72,7 @@ OUTPUT_RANK = {
     OutputKind.CLASS_PROBS: 2,
     OutputKind.DEFECT_MAP: 3,
     OutputKind.CLASS_MAP: 3,
+    OutputKind.BOXES: 3,
 }
 MAP_KINDS = (OutputKind.ANOMALY_MAP, OutputKind.DEFECT_MAP, OutputKind.CLASS_MAP)
 
@@ -126,7 +131,8 @@ class ModelDeclaration:
             OutputKind.DEFECT_MAP,
         ):
             raise InputError("declaration.decision", f"{self.decision!r} gives no image score")
-        needs_classes = {OutputKind.CLASS_PROBS, OutputKind.CLASS_MAP} & {o.kind for o in self.outputs}
+        class_kinds = {OutputKind.CLASS_PROBS, OutputKind.CLASS_MAP, OutputKind.BOXES}
+        needs_classes = class_kinds & {o.kind for o in self.outputs}
         if needs_classes and not self.classes:
             raise InputError("declaration.classes", "class outputs need class names")
         if len(set(self.classes)) != len(self.classes):

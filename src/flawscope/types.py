@@ -114,6 +114,8 @@ class Prediction:
         class_probs: ``(N, K)`` class probabilities, or ``None``.
         classes: the ``K`` class names (``"good"`` among them when the model knows good parts).
         class_maps: N ``(H_i, W_i)`` int per-pixel class indices into ``classes``, or ``()``.
+        boxes: per image, its detected boxes ``(x0, y0, x1, y1, confidence, class)`` in image
+            pixels, highest confidence first, from a model with a ``boxes`` output; ``()`` otherwise.
     """
 
     scores: np.ndarray
@@ -124,6 +126,7 @@ class Prediction:
     class_probs: np.ndarray | None = None
     classes: tuple[str, ...] = ()
     class_maps: tuple[np.ndarray, ...] = ()
+    boxes: tuple[tuple[tuple[float, float, float, float, float, str], ...], ...] = ()
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -144,6 +147,7 @@ class Prediction:
             class_probs=None if self.class_probs is None else np.asarray(self.class_probs)[rows],
             classes=self.classes,
             class_maps=pick(self.class_maps),
+            boxes=tuple(self.boxes[i] for i in rows) if self.boxes else (),
         )
 
 

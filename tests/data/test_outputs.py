@@ -54,3 +54,24 @@ def test_class_map_lookup_is_nearest_cell():
     full = class_map_to_image(grid, geometry_of((128, 128), pre), pre)
     assert full.shape == (128, 128) and full.dtype == np.int32
     assert full[0, 0] == 0 and full[0, 127] == 7 and full[127, 0] == 56 and full[16, 16] == 9
+
+
+def test_boxes_are_finished_in_the_image_s_pixels():
+    from flawscope.data.outputs import finish_boxes
+    from flawscope.data.preprocess import Geometry
+
+    # a 100 x 200 (h x w) image fitted into a 128 x 128 canvas: scale 0.64, 32 px of padding above
+    geometry = Geometry(100, 200, 32, 0, 64, 128)
+    raw = np.array(
+        [
+            [0.0, 32.0, 64.0, 64.0, 0.9, 2.0],  # the left half of the image's top half
+            [100.0, 80.0, 140.0, 120.0, 0.5, 1.0],  # reaches past the image: clipped
+            [10.0, 40.0, 20.0, 50.0, 0.005, 1.0],  # below the confidence kept
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # an empty row
+        ],
+        np.float32,
+    )
+    boxes = finish_boxes(raw, geometry, ("good", "crack", "dent"))
+    assert [b[5] for b in boxes] == ["dent", "crack"]
+    np.testing.assert_allclose(boxes[0][:5], (0.0, 0.0, 100.0, 50.0, 0.9), rtol=1e-6)
+    np.testing.assert_allclose(boxes[1][:4], (156.25, 75.0, 200.0, 100.0), rtol=1e-6)

@@ -40,7 +40,9 @@ def fitted(request, tiny_labelled):
 
 
 def test_registry_lists_builtin_models():
-    assert {"patchcore", "padim", "classifier", "segmenter", "detector", "mixed"} <= set(MODELS)
+    assert {"patchcore", "padim", "classifier", "segmenter", "detector", "box_detector", "mixed"} <= set(
+        MODELS
+    )
 
 
 def test_every_task_has_a_model():
@@ -115,9 +117,23 @@ def test_declared_outputs_have_their_shapes_and_no_nans(fitted, tiny_labelled):
             assert ((value >= 0) & (value <= 1)).all()
         if spec.kind is OutputKind.CLASS_MAP:
             assert value.min() >= 0 and value.max() < len(declared.classes)
+        if spec.kind is OutputKind.BOXES:
+            assert value.ndim == 3 and value.shape[2] == 6
+            confidence, cls = value[..., 4], value[..., 5]
+            assert ((confidence >= 0) & (confidence <= 1)).all()
+            assert (np.diff(confidence, axis=1) <= 0).all()  # best first
+            found = confidence > 0
+            assert found.any() and (cls[found] >= 1).all() and (cls[found] < len(declared.classes)).all()
+            assert (value[..., 2] >= value[..., 0]).all() and (value[..., 3] >= value[..., 1]).all()
         assert np.isfinite(value).all()
     prediction = fitted.predict(images)
     assert prediction.scores.shape == (len(images),) and np.isfinite(prediction.scores).all()
+    if declared.first(OutputKind.BOXES) is not None:
+        assert len(prediction.boxes) == len(images)
+        for image, boxes in zip(images, prediction.boxes, strict=True):
+            for x0, y0, x1, y1, confidence, cls in boxes:  # in the image's own pixels
+                assert 0 <= x0 < x1 <= image.shape[1] and 0 <= y0 < y1 <= image.shape[0]
+                assert 0 < confidence <= 1 and cls in declared.defect_classes
     for maps in (m for m in (prediction.maps, prediction.anomaly_maps, prediction.class_maps) if m):
         for image, amap in zip(images, maps, strict=True):
             assert amap.shape == image.shape[:2] and np.isfinite(amap).all()
@@ -185,6 +201,15 @@ def test_onnx_equals_torch(fitted, tiny_labelled, tmp_path):
             np.testing.assert_allclose(got[spec.name], expected[spec.name], rtol=1e-3, atol=1e-3 * scale)
     a, b = inspector.score_many(images), fitted.predict(images)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-3, atol=1e-4)
+    assert len(a.boxes) == len(b.boxes)
+    for got_boxes, want_boxes in zip(a.boxes, b.boxes, strict=True):
+        # the same boxes, in the same order, with the same classes, within 1e-3
+        assert [box[5] for box in got_boxes] == [box[5] for box in want_boxes]
+        np.testing.assert_allclose(
+            np.array([box[:5] for box in got_boxes]).reshape(-1, 5),
+            np.array([box[:5] for box in want_boxes]).reshape(-1, 5),
+            atol=1e-3,
+        )
 
 
 def test_onnxruntime_engine_matches_torch_eager(fitted, tiny_labelled):

@@ -38,6 +38,34 @@ def finish_probability_maps(
     return np.clip(peaks, 0.0, 1.0), tuple(np.clip(m, 0.0, 1.0, out=m) for m in maps)
 
 
+# Detections below this confidence are dropped when boxes are finished (the graph keeps a fixed
+# number per image; most of them are near 0). Low, so that average precision sees the whole curve.
+MIN_BOX_CONFIDENCE = 0.01
+
+
+def finish_boxes(
+    raw: np.ndarray, geometry: Geometry, classes: Sequence[str], min_confidence: float = MIN_BOX_CONFIDENCE
+) -> tuple[tuple[float, float, float, float, float, str], ...]:
+    """One image's ``(N, 6)`` canvas detections as ``(x0, y0, x1, y1, confidence, class)`` in its pixels.
+
+    Boxes are mapped from the canvas to the image (its place and scale in the canvas), clipped
+    to the image, and those below ``min_confidence`` or of no area are dropped.
+    """
+    rows = np.asarray(raw, dtype=np.float64)
+    rows = rows[rows[:, 4] >= min_confidence]
+    sx, sy = geometry.width / geometry.inner_width, geometry.height / geometry.inner_height
+    x0 = np.clip((rows[:, 0] - geometry.left) * sx, 0, geometry.width)
+    x1 = np.clip((rows[:, 2] - geometry.left) * sx, 0, geometry.width)
+    y0 = np.clip((rows[:, 1] - geometry.top) * sy, 0, geometry.height)
+    y1 = np.clip((rows[:, 3] - geometry.top) * sy, 0, geometry.height)
+    order = np.argsort(-rows[:, 4], kind="stable")
+    return tuple(
+        (float(x0[i]), float(y0[i]), float(x1[i]), float(y1[i]), float(rows[i, 4]), classes[int(rows[i, 5])])
+        for i in order
+        if x1[i] > x0[i] and y1[i] > y0[i] and 0 <= int(rows[i, 5]) < len(classes)
+    )
+
+
 def score_from_probs(probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     """``(N,)`` defect score ``1 - P(good)`` (1 where the model has no good class)."""
     p = np.asarray(probs, dtype=np.float32)
@@ -76,6 +104,7 @@ def finish_outputs(
     class_maps: tuple[np.ndarray, ...] = ()
     probs: np.ndarray | None = None
     image_score: np.ndarray | None = None
+    boxes: tuple[tuple[tuple[float, float, float, float, float, str], ...], ...] = ()
     for spec in declaration.outputs:
         value = np.asarray(raw[spec.name])
         if spec.kind is OutputKind.ANOMALY_MAP and anomaly_scores is None:
@@ -86,6 +115,10 @@ def finish_outputs(
             class_maps = tuple(
                 class_map_to_image(g, geo, config) for g, geo in zip(value, geometries, strict=True)
             )
+        elif spec.kind is OutputKind.BOXES and not boxes:
+            boxes = tuple(
+                finish_boxes(b, geo, declaration.classes) for b, geo in zip(value, geometries, strict=True)
+            )
         elif spec.kind is OutputKind.CLASS_PROBS and probs is None:
             probs = value.astype(np.float32)
         elif spec.kind is OutputKind.IMAGE_SCORE and spec.name == declaration.decision:
@@ -94,7 +127,7 @@ def finish_outputs(
     if kind is OutputKind.ANOMALY_MAP:
         assert anomaly_scores is not None
         return Prediction(
-            anomaly_scores, anomaly_maps, "score", None, (), probs, declaration.classes, class_maps
+            anomaly_scores, anomaly_maps, "score", None, (), probs, declaration.classes, class_maps, boxes
         )
     if kind is OutputKind.CLASS_PROBS:
         assert probs is not None
@@ -115,6 +148,7 @@ def finish_outputs(
         class_probs=probs,
         classes=declaration.classes,
         class_maps=class_maps,
+        boxes=boxes,
     )
 
 
@@ -137,6 +171,7 @@ def concat_predictions(parts: Sequence[Prediction]) -> Prediction:
         class_probs=joined("class_probs"),
         classes=first.classes,
         class_maps=tuple(m for p in parts for m in p.class_maps),
+        boxes=tuple(b for p in parts for b in p.boxes),
     )
 
 

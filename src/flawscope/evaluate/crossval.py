@@ -81,7 +81,7 @@ def cross_validate(
         model.classes_, model.preprocessing_, model.runner_ = base.classes_, pre, None
         assert isinstance(model, SupervisedModel)
         t2, c2 = time.perf_counter(), time.process_time()
-        model.fit_bank(bank, targets, list(split.train), list(split.validation))
+        model.fit_bank(bank, targets, list(split.train), list(split.validation), geometries=geometries)
         fit_s, fit_cpu = time.perf_counter() - t2, time.process_time() - c2
         test = np.array(split.test)
         t3 = time.perf_counter()
@@ -98,8 +98,13 @@ def cross_validate(
                 pooled["maps"][i] = pred.maps[j]
             if pred.class_maps:
                 pooled["class_maps"][i] = pred.class_maps[j]
-                if task == "detect":
-                    boxes_pred[i] = boxes_from_regions(pred.maps[j], pred.class_maps[j], model.classes_)
+            if task == "detect":
+                # A box head's own boxes, else the regions of a segmenter's class map.
+                boxes_pred[i] = (
+                    list(pred.boxes[j])
+                    if pred.boxes
+                    else boxes_from_regions(pred.maps[j], pred.class_maps[j], model.classes_)
+                )
         # A station's operating point: thresholds calibrated on this fold's validation good parts.
         val_good = [i for i in split.validation if labels[i] == 0]
         if len(val_good) >= 10 and "good" in model.classes_:

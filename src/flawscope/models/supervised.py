@@ -317,6 +317,8 @@ class SupervisedModel(Model):
         train_idx: Sequence[int],
         val_idx: Sequence[int],
         progress: Progress | None = None,
+        *,
+        geometries: Sequence[Geometry] | None = None,
     ) -> SupervisedModel:
         """Train the heads on a feature bank (the preprocessing and classes already set).
 
@@ -326,6 +328,7 @@ class SupervisedModel(Model):
             train_idx: images to train on (with their augmented views).
             val_idx: images for early stopping and the temperature (clean views only).
             progress: callback ``(stage, done, total)``.
+            geometries: every image's place in the canvas; read by models that learn boxes.
         """
         labels = np.array([self._image_class(targets.classes[i]) for i in bank.image])
         train_rows = bank.rows(train_idx, views=True)

@@ -1,0 +1,215 @@
+"""A dedicated box head on the shared trunk: anchor-free centre heatmaps and box sides.
+
+After CenterNet (Zhou et al. 2019, "Objects as Points") and TTFNet (Liu et al. 2020): on the
+embedder's fused stride-8 features (the stride-16 stage upsampled into them), a small
+convolutional head predicts per defect class a centre heatmap (sigmoid; trained with the
+penalty-reduced focal loss against elliptical Gaussians around each box centre), and per cell
+the distances from the cell's centre to the box's four sides (trained with the GIoU loss at the
+cells inside each box's Gaussian, weighted by it: every such cell learns the whole box, which
+trains faster on a few hundred images than regressing the size at the centre cell alone).
+
+Decoding (:class:`BoxDecoder`) is part of the exported graph: 3x3 max-pool peak extraction, the
+``top_k`` highest peaks over all classes, their boxes; so the torch-free runtime gives the same
+boxes as torch. Shapes: ``B`` images, ``C`` feature channels, ``K`` defect classes, ``h x w`` the
+stride-8 grid, ``N = top_k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Prior of a centre in the heatmap's bias (focal-loss initialisation, Lin et al. 2017): 0.1.
+HEAT_PRIOR = -2.19
+# The Gaussian's spread as a share of the box's size (TTFNet's alpha / beta).
+GAUSSIAN_SHARE = 0.54
+# Largest log of a side distance in cells (e^5 = 148 cells, beyond any canvas here).
+MAX_LOG_SIDE = 5.0
+
+
+class CenterBoxHead(nn.Module):
+    """``(B, C, h, w)`` features to centre logits ``(B, K, h, w)`` and side logits ``(B, 4, h, w)``.
+
+    Args:
+        channels: input feature channels ``C``.
+        width: the head's channels.
+        n_classes: defect classes ``K``.
+        mean: ``(C,)`` feature means (standardisation, folded into the first convolution).
+        std: ``(C,)`` feature standard deviations.
+    """
+
+    mean: torch.Tensor
+    inv_std: torch.Tensor
+
+    def __init__(
+        self,
+        channels: int,
+        width: int,
+        n_classes: int,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels) if mean is None else mean.float().clone())
+        self.register_buffer(
+            "inv_std", torch.ones(channels) if std is None else 1.0 / std.float().clamp_min(1e-3)
+        )
+        self.reduce = nn.Conv2d(channels, width, 1)
+        self.reduce_norm = nn.BatchNorm2d(width)
+        # A plain and a dilated 3x3 convolution, and a coarse (4 x 4 cells) branch: NEU's boxes
+        # span up to the whole canvas, so the sides need context beyond a cell's neighbours.
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.BatchNorm2d(width), nn.ReLU(),
+        )  # fmt: skip
+        self.coarse = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.heat = nn.Conv2d(width, n_classes, 1)
+        self.sides = nn.Conv2d(width, 4, 1)
+        assert self.heat.bias is not None and self.sides.bias is not None
+        nn.init.constant_(self.heat.bias, HEAT_PRIOR)
+        nn.init.constant_(self.sides.bias, 1.0)  # e^1 = 2.7 cells to each side at the start
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+        weight = self.reduce.weight * self.inv_std[None, :, None, None]
+        assert self.reduce.bias is not None
+        bias = self.reduce.bias - (weight[:, :, 0, 0] * self.mean[None, :]).sum(dim=1)
+        x = F.relu(self.reduce_norm(F.conv2d(features, weight, bias)))
+        x = self.body(x)
+        coarse = self.coarse(F.avg_pool2d(x, 4, ceil_mode=True))
+        x = x + F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.heat(x), self.sides(x)
+
+
+def cell_centres(h: int, w: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(h, w)`` canvas x and y of every cell's centre."""
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5) * stride
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * stride
+    return xs[None, :].expand(h, w), ys[:, None].expand(h, w)
+
+
+def side_boxes(sides: torch.Tensor, stride: int) -> torch.Tensor:
+    """``(B, 4, h, w)`` side logits to ``(B, 4, h, w)`` canvas boxes ``x0, y0, x1, y1`` of every cell."""
+    h, w = sides.shape[-2:]
+    cx, cy = cell_centres(int(h), int(w), stride)
+    dist = torch.exp(sides.clamp(max=MAX_LOG_SIDE)) * stride
+    return torch.stack([cx - dist[:, 0], cy - dist[:, 1], cx + dist[:, 2], cy + dist[:, 3]], dim=1)
+
+
+class BoxDecoder(nn.Module):
+    """Peaks of the centre heatmaps to ``(B, N, 6)`` boxes (see :class:`~flawscope.declaration.OutputKind`).
+
+    Args:
+        head: the trained :class:`CenterBoxHead`.
+        stride: canvas pixels per cell.
+        top_k: boxes kept per image ``N``.
+        class_index: ``(K,)`` index in the model's ``classes`` of each heatmap channel.
+    """
+
+    class_index: torch.Tensor
+
+    def __init__(self, head: CenterBoxHead, stride: int, top_k: int, class_index: torch.Tensor):
+        super().__init__()
+        self.head = head
+        self.stride = stride
+        self.top_k = top_k
+        self.register_buffer("class_index", class_index.float().clone())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        logits, sides = self.head(features)
+        heat = torch.sigmoid(logits)
+        k, h, w = heat.shape[1:]
+        # A peak is a cell no neighbour beats (CenterNet's max-pool NMS, no box overlap test).
+        peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).to(heat.dtype)
+        n = min(self.top_k, k * h * w)
+        # -1 for the batch axis: the graph's batch is dynamic, the grid is the canvas's.
+        scores, index = torch.topk(peaks.reshape(-1, k * h * w), n, dim=1)
+        cls = torch.div(index, h * w, rounding_mode="floor")
+        cell = index - cls * (h * w)
+        boxes = side_boxes(sides, self.stride).reshape(-1, 4, h * w)
+        picked = torch.gather(boxes, 2, cell[:, None, :].expand(-1, 4, n)).transpose(1, 2)
+        out = torch.cat([picked, scores[..., None], self.class_index[cls][..., None]], dim=2)
+        if n < self.top_k:
+            out = F.pad(out, (0, 0, 0, self.top_k - n))
+        # Empty rows (no peak left) are zeros, so that which of several tied zeros topk picked
+        # does not matter (torch and ONNX Runtime may pick differently).
+        return out * (out[..., 4:5] > 0).to(out.dtype)
+
+
+def box_targets(
+    boxes: Sequence[tuple[float, float, float, float, int]], n_classes: int, h: int, w: int, stride: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training targets of one image from its canvas boxes ``(x0, y0, x1, y1, class k)``.
+
+    Returns:
+        ``(K, h, w)`` centre heatmap (1 at each box's centre cell, Gaussian around it, the
+        maximum where boxes of a class overlap), ``(4, h, w)`` the box each cell regresses and
+        ``(h, w)`` that cell's weight (0 outside every Gaussian; a smaller box wins a cell).
+    """
+    heat = np.zeros((n_classes, h, w), np.float32)
+    target = np.zeros((4, h, w), np.float32)
+    weight = np.zeros((h, w), np.float32)
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    for x0, y0, x1, y1, k in sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1])):
+        if x1 <= x0 or y1 <= y0:
+            continue
+        cx, cy = (x0 + x1) / 2 / stride - 0.5, (y0 + y1) / 2 / stride - 0.5
+        sx = max(GAUSSIAN_SHARE * (x1 - x0) / stride / 6, 0.3)
+        sy = max(GAUSSIAN_SHARE * (y1 - y0) / stride / 6, 0.3)
+        g = np.exp(-((xs - cx) ** 2) / (2 * sx**2) - (ys - cy) ** 2 / (2 * sy**2)).astype(np.float32)
+        # The centre's cell: the one holding the box's centre.
+        ci = min(max(int((y0 + y1) / 2 // stride), 0), h - 1)
+        cj = min(max(int((x0 + x1) / 2 // stride), 0), w - 1)
+        g[ci, cj] = 1.0
+        heat[k] = np.maximum(heat[k], g)
+        inside = g > 0.05
+        target[:, inside] = np.array([x0, y0, x1, y1], np.float32)[:, None]
+        weight[inside] = g[inside]
+    return heat, target, weight
+
+
+def flip_targets(
+    heat: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, size: float, axis: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Targets ``(B, K, h, w)``, ``(B, 4, h, w)``, ``(B, h, w)`` of features flipped along ``axis`` (-1: x).
+
+    ``size`` is the canvas's extent along that axis: a flipped box's sides are mirrored and swapped.
+    """
+    lo, hi = (0, 2) if axis == -1 else (1, 3)
+    flipped = target.flip(axis).clone()
+    flipped[:, lo], flipped[:, hi] = size - target.flip(axis)[:, hi], size - target.flip(axis)[:, lo]
+    return heat.flip(axis), flipped, weight.flip(axis)
+
+
+def focal_loss(logits: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss (alpha 2, beta 4), per centre."""
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    centre = heat >= 1.0
+    pos = -(torch.log(p) * (1 - p) ** 2)[centre].sum()
+    neg = -(torch.log(1 - p) * p**2 * (1 - heat) ** 4)[~centre].sum()
+    return (pos + neg) / centre.sum().clamp_min(1)
+
+
+def giou_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of ``1 - GIoU`` over cells: boxes ``(B, 4, h, w)``, weights ``(B, h, w)``."""
+    keep = weight > 0
+    if not bool(keep.any()):
+        return pred.sum() * 0.0
+    p = pred.permute(0, 2, 3, 1)[keep]
+    t = target.permute(0, 2, 3, 1)[keep]
+    wgt = weight[keep]
+    iw = (torch.minimum(p[:, 2], t[:, 2]) - torch.maximum(p[:, 0], t[:, 0])).clamp_min(0)
+    ih = (torch.minimum(p[:, 3], t[:, 3]) - torch.maximum(p[:, 1], t[:, 1])).clamp_min(0)
+    inter = iw * ih
+    area_p = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])
+    area_t = (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
+    union = area_p + area_t - inter
+    hull = (torch.maximum(p[:, 2], t[:, 2]) - torch.minimum(p[:, 0], t[:, 0])) * (
+        torch.maximum(p[:, 3], t[:, 3]) - torch.minimum(p[:, 1], t[:, 1])
+    )
+    giou = inter / union.clamp_min(1e-6) - (hull - union) / hull.clamp_min(1e-6)
+    return ((1 - giou) * wgt).sum() / wgt.sum()

@@ -1,0 +1,115 @@
+"""The box head: targets, flips, in-graph decoding (torch and ONNX Runtime alike), and learning boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flawscope.models.box_head import BoxDecoder, box_targets, flip_targets, side_boxes
+
+STRIDE = 8
+
+
+def test_targets_put_one_at_the_centre_and_give_small_boxes_their_cells():
+    big = (0.0, 0.0, 128.0, 128.0, 0)
+    small = (40.0, 40.0, 72.0, 56.0, 1)
+    heat, target, weight = box_targets([small, big], 2, 16, 16, STRIDE)
+    assert heat[0, 8, 8] == 1.0 and heat[1, 6, 7] == 1.0  # the cells holding (64, 64) and (56, 48)
+    assert heat.max() == 1.0 and (heat >= 0).all()
+    assert (heat == 1.0).sum() == 2
+    # the small box's centre cell regresses the small box, a cell of the big one only the big box
+    np.testing.assert_array_equal(target[:, 6, 7], [40, 40, 72, 56])
+    np.testing.assert_array_equal(target[:, 8, 10], [0, 0, 128, 128])
+    assert weight[6, 7] == 1.0 and 0 < weight[8, 10] < 1 and weight[15, 0] == 0.0
+
+
+def test_flipped_targets_are_the_targets_of_the_flipped_boxes():
+    # centres off the cells' borders (on a border, the centre's cell is a convention, not a mirror)
+    boxes = [(8.0, 16.0, 42.0, 30.0, 0), (60.0, 50.0, 102.0, 120.0, 1)]
+    size = 128.0
+    heat, target, weight = (torch.from_numpy(a)[None] for a in box_targets(boxes, 2, 16, 16, STRIDE))
+    mirrored = [(size - x1, y0, size - x0, y1, k) for x0, y0, x1, y1, k in boxes]
+    want = [torch.from_numpy(a)[None] for a in box_targets(mirrored, 2, 16, 16, STRIDE)]
+    got = flip_targets(heat, target, weight, size, -1)
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[2], want[2])
+    inside = want[2][:, None].expand_as(want[1]) > 0  # a box target means something where weighted
+    assert inside.any()
+    torch.testing.assert_close(got[1][inside], want[1][inside])
+    twice = flip_targets(*flip_targets(heat, target, weight, size, -2), size, -2)
+    for a, b in zip(twice, (heat, target, weight), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+class _Fixed(nn.Module):
+    """A stand-in head giving fixed logits (the decoder's input)."""
+
+    def __init__(self, logits: torch.Tensor, sides: torch.Tensor):
+        super().__init__()
+        self.logits, self.sides = logits, sides
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.logits.expand(len(features), -1, -1, -1), self.sides.expand(len(features), -1, -1, -1)
+
+
+def test_decoder_keeps_peaks_only_best_first_with_their_boxes_and_classes():
+    logits = torch.full((1, 2, 8, 8), -10.0)
+    logits[0, 0, 2, 3] = 2.0  # a peak of defect class 0
+    logits[0, 0, 2, 4] = 1.0  # its neighbour: suppressed
+    logits[0, 1, 6, 6] = 0.0  # a weaker peak of class 1
+    sides = torch.zeros(1, 4, 8, 8)  # e^0 = one cell to each side
+    decoder = BoxDecoder(_Fixed(logits, sides), STRIDE, top_k=5, class_index=torch.tensor([1, 2]))  # type: ignore[arg-type]
+    out = decoder(torch.zeros(2, 3, 8, 8))
+    assert out.shape == (2, 5, 6)
+    first, second = out[0, 0], out[0, 1]
+    cx, cy = 3.5 * STRIDE, 2.5 * STRIDE
+    torch.testing.assert_close(first[:4], torch.tensor([cx - 8, cy - 8, cx + 8, cy + 8]))
+    assert float(first[4]) == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+    assert int(first[5]) == 1 and int(second[5]) == 2  # columns of `classes` (0 is good)
+    assert float(second[4]) == pytest.approx(0.5)
+    # the suppressed neighbour is not among the boxes; the other rows are near-zero peaks
+    assert not any(abs(float(r[0]) - (4.5 * STRIDE - 8)) < 1e-6 and abs(float(r[1]) - (cy - 8)) < 1e-6
+                   for r in out[0, 2:])  # fmt: skip
+    assert (out[0, 2:, 4] < 1e-3).all()
+
+
+def test_decoder_pads_empty_rows_with_zeros():
+    logits = torch.full((1, 1, 2, 2), -50.0)
+    logits[0, 0, 0, 0] = 3.0
+    decoder = BoxDecoder(_Fixed(logits, torch.zeros(1, 4, 2, 2)), STRIDE, 10, torch.tensor([1]))  # type: ignore[arg-type]
+    out = decoder(torch.zeros(1, 3, 2, 2))
+    assert out.shape == (1, 10, 6)
+    assert float(out[0, 0, 4]) > 0.9 and (out[0, 1:] == 0).all()
+
+
+def test_side_boxes_grow_with_the_logits():
+    sides = torch.tensor([0.0, 0.0, float(np.log(3.0)), float(np.log(2.0))]).reshape(1, 4, 1, 1)
+    box = side_boxes(sides, STRIDE)[0, :, 0, 0]
+    torch.testing.assert_close(box, torch.tensor([4.0 - 8, 4.0 - 8, 4.0 + 24, 4.0 + 16]))
+
+
+def test_decoding_in_onnx_runtime_gives_torch_s_boxes(tmp_path):
+    """Boxes equal within 1e-3 and the same classes, with a randomly initialised head."""
+    import onnxruntime as ort
+
+    from flawscope.models.box_head import CenterBoxHead
+
+    torch.manual_seed(0)
+    head = CenterBoxHead(24, 16, 3).eval()
+    decoder = BoxDecoder(head, STRIDE, 50, torch.tensor([1, 2, 3])).eval()
+    features = torch.randn(2, 24, 12, 16)
+    path = tmp_path / "decoder.onnx"
+    torch.onnx.export(decoder, (features,), str(path), input_names=["features"], output_names=["boxes"],
+                      dynamic_axes={"features": {0: "batch"}, "boxes": {0: "batch"}}, opset_version=17,
+                      dynamo=False)  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    other = torch.randn(3, 24, 12, 16)  # another batch size than the traced one
+    got = session.run(None, {"features": other.numpy()})[0]
+    with torch.inference_mode():
+        want = decoder(other).numpy()
+    assert got.shape == want.shape == (3, 50, 6)
+    assert (want[..., 4] > 0.01).sum() >= 10
+    np.testing.assert_array_equal(got[..., 5], want[..., 5])
+    np.testing.assert_allclose(got[..., :5], want[..., :5], atol=1e-3, rtol=1e-5)
