@@ -225,6 +225,9 @@ def main() -> None:
         "--counts", default="0,5,10,20,all,all-image-labels", help="rungs of the --mixed ladder"
     )
     args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cache = Path(args.cache) if args.cache else None
     TASK_MODEL["detect"] = args.detector
     extra = {k: json.loads(v) for k, _, v in (p.partition("=") for p in args.param)}

@@ -114,6 +114,7 @@ def cross_validate(
             cal = calibrate(vpred.scores, target_frr=0.01, require_bound=False)
             pooled["calibrated"][test] = outcomes(decide_many(pred, cal.thresholds, regions=False))
         log_ = model.training_["log"]
+        box_log = model.training_.get("box_log")
         n_train_images = len(split.train)
         fold_rows.append(
             {
@@ -130,6 +131,7 @@ def cross_validate(
                 "best_epoch": log_["best_epoch"],
                 "temperature": log_["temperature"],
                 "ece_validation_after": log_["ece_after"],
+                **({"box_head": box_log} if box_log else {}),
             }
         )
         log.info(

@@ -15,6 +15,7 @@ with a one-cycle schedule, and the state with the best mAP@0.5 on the validation
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ from flawscope.models.supervised import SupervisedModel
 from flawscope.models.training import choose_threads, torch_threads
 from flawscope.types import Targets
 
+log = logging.getLogger(__name__)
 CanvasBox = tuple[float, float, float, float, int]
 
 
@@ -311,12 +313,14 @@ def train_box_head(
             out.epochs_run = epoch + 1
             if progress:
                 progress("box head", epoch + 1, epochs)
+            log.info("box head epoch %d: loss %.4f", epoch + 1, out.train_loss[-1])
             head.eval()
             if not len(val_rows):
                 best, out.best_epoch = copy.deepcopy(head.state_dict()), epoch + 1
                 continue
             value = _validation_map(model, bank, val_rows, boxes)
             out.validation_map.append(value)
+            log.info("box head epoch %d: validation mAP@0.5 %.4f", epoch + 1, value)
             if value > best_map + 1e-4:
                 best, best_map, stale, out.best_epoch = copy.deepcopy(head.state_dict()), value, 0, epoch + 1
             else:
