@@ -104,3 +104,67 @@ def evidence(head: SupervisedHead, bank: FeatureBank, rows: np.ndarray) -> torch
             seg, logits = head.head(x)
             parts.append(head.evidence(logits, seg, anomaly_map))
     return torch.cat(parts)
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """What a model judges parts by after :func:`choose_model_score`.
+
+    Attributes:
+        score: ``"class"``, ``"map"`` or ``"fused"``.
+        notes: why, for the training log.
+        area: the map's score area in canvas pixels when ``"map"`` was chosen, else ``None``.
+        fusion: ``(2, 3)`` means and standard deviations of the evidence on the validation good
+            parts when ``"fused"`` was chosen, else ``None``.
+    """
+
+    score: str
+    notes: list[str]
+    area: int | None = None
+    fusion: torch.Tensor | None = None
+
+
+def choose_model_score(
+    head: SupervisedHead, temperature: float, good: int | None, bank: FeatureBank, val_rows: np.ndarray,
+    labels: np.ndarray, requested: str,
+) -> ModelScore:  # fmt: skip
+    """``score="fused"`` or ``"auto"``: fusion statistics and the choice, on validation images.
+
+    Args:
+        head: the model's exported head, without fusion (its anomaly head, if any, fitted).
+        temperature: the class probabilities' temperature.
+        good: image class index of ``"good"``, or ``None``.
+        bank: the feature bank.
+        val_rows: the validation images' bank rows (clean views).
+        labels: ``(M,)`` image class index of every bank row.
+        requested: the ``score`` hyperparameter (``"fused"`` or ``"auto"``).
+
+    Raises:
+        InputError: for ``"fused"`` without an anomaly head.
+    """
+    from flawscope.errors import InputError
+
+    val_good = val_rows[labels[val_rows] == good] if good is not None else val_rows[:0]
+    if len(val_good) < 2:
+        return ModelScore("class", ["fewer than 2 validation good parts: the image head's score is kept"])
+    assert good is not None
+    stats = None
+    if head.anomaly is not None:
+        found = evidence(head, bank, val_good)
+        stats = torch.stack([found.mean(dim=0), found.std(dim=0).clamp_min(1e-6)])
+    if requested == "fused":
+        if stats is None:
+            raise InputError("score", "'fused' needs the anomaly head (anomaly='padim')")
+        return ModelScore(
+            "fused", [f"fused score standardised on {len(val_good)} validation good parts"], None, stats
+        )
+    scores = candidate_scores(head.head, temperature, good, bank, val_rows)
+    if stats is not None:
+        scores["fused"] = ((evidence(head, bank, val_rows) - stats[0]) / stats[1]).sum(dim=1).numpy()
+    choice = choose_score(scores, labels[val_rows] != good)
+    return ModelScore(
+        choice.score,
+        [choice.note],
+        choice.area if choice.score == "map" else None,
+        stats if choice.score == "fused" else None,
+    )

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flawscope.data.augment import DEFAULT_TRANSFORMS, AugmentSpec, paste_defects
+from flawscope.data.augment import DEFAULT_TRANSFORMS, AugmentSpec
 from flawscope.data.imageio import ImageLike
 from flawscope.data.outputs import concat_predictions, finish_outputs
 from flawscope.data.preprocess import Geometry
@@ -36,15 +36,15 @@ from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, OutputKind,
 from flawscope.errors import InputError
 from flawscope.features.cache import FeatureBank, extract_bank
 from flawscope.models.base import STRIDE, Model, Progress
-from flawscope.models.boxes import box_class_map
 from flawscope.models.engine import make_runner
 from flawscope.models.heads import DefectHead, SupervisedHead
 from flawscope.models.registry import register
+from flawscope.models.station import fit_anomaly_head, load_anomaly_head, refit_anomaly_head
+from flawscope.models.supervised_targets import DEFECT, classes_for, pixel_targets, with_pasted
 from flawscope.models.training import TrainConfig, TrainLog, train_head
 from flawscope.types import Prediction, Targets
 
 log = logging.getLogger(__name__)
-DEFECT = "defect"
 # What the thresholds judge (``score``; also saved, by index, with the weights).
 SCORES = ("class", "map", "fused")
 
@@ -164,12 +164,7 @@ class SupervisedModel(Model):
 
     # --- targets -----------------------------------------------------------------------------
     def _classes_for(self, targets: Targets) -> tuple[str, ...]:
-        found = set(targets.classes)
-        if self.from_boxes:
-            found |= {b[4] for boxes in targets.boxes for b in boxes}
-        if self.binary:
-            return (GOOD, DEFECT)
-        return tuple(sorted(found, key=lambda c: (c != GOOD, c)))
+        return classes_for(targets, self.from_boxes, self.binary)
 
     def _image_class(self, cls: str) -> int:
         if self.binary:
@@ -180,26 +175,14 @@ class SupervisedModel(Model):
         self, images: Sequence[np.ndarray], targets: Targets
     ) -> tuple[list[np.ndarray | None], list[int]]:
         """Per image: its mask (bool) or class map (boxes), and the segmentation class of a bool mask."""
-        masks: list[np.ndarray | None] = []
-        seg: list[int] = []
-        defect_classes = [c for c in self.classes_ if c != GOOD]
-        for i, (image, cls) in enumerate(zip(images, targets.classes, strict=True)):
-            k = (
-                0
-                if cls == GOOD or not self.segments
-                else 1 + defect_classes.index(DEFECT if self.binary else cls)
-            )
-            seg.append(k)
-            if cls == GOOD:
-                masks.append(np.zeros(image.shape[:2], bool))
-            elif self.from_boxes and targets.boxes and targets.boxes[i]:
-                # Index k of a box's class in [background, *defect classes] is its segmentation class.
-                masks.append(box_class_map(image.shape[:2], targets.boxes[i], [GOOD, *defect_classes]))
-            elif targets.masks and targets.masks[i] is not None:
-                masks.append(np.asarray(targets.masks[i], bool))
-            else:
-                masks.append(None)
-        return masks, seg
+        return pixel_targets(
+            images,
+            targets,
+            self.classes_,
+            segments=self.segments,
+            from_boxes=self.from_boxes,
+            binary=self.binary,
+        )
 
     # --- fitting -----------------------------------------------------------------------------
     def fit(
@@ -254,33 +237,10 @@ class SupervisedModel(Model):
                      ) -> tuple[list[np.ndarray], Targets, list[int]]:  # fmt: skip
         """Synthetic pasted defects for classes rarer than ``rare_below`` (training side only)."""
         below = int(self.params["rare_below"])
-        images = list(images)
-        if below <= 0 or not targets.masks:
-            return images, targets, train_idx
-        rng = np.random.default_rng(self.config.seed)
-        classes, masks = list(targets.classes), list(targets.masks)
-        good = [images[i] for i in train_idx if classes[i] == GOOD]
-        notes = []
-        for cls in sorted({classes[i] for i in train_idx} - {GOOD}):
-            mine = [i for i in train_idx if classes[i] == cls]
-            donors = [(images[i], masks[i]) for i in mine if masks[i] is not None]
-            missing = below - len(mine)
-            if missing <= 0:
-                continue
-            made = paste_defects(good, donors, missing, rng)  # type: ignore[arg-type]
-            for image, mask in made:
-                train_idx.append(len(images))
-                images.append(image)
-                classes.append(cls)
-                masks.append(mask)
-            notes.append(f"{len(made)} synthetic {cls!r} images pasted onto good parts ({len(mine)} real)")
-        groups = (
-            (*targets.groups, *(f"synthetic-{i}" for i in range(len(images) - len(targets))))
-            if targets.groups
-            else ()
-        )
-        self._paste_notes = notes
-        return images, Targets(tuple(classes), tuple(masks), (), groups), train_idx
+        images, targets, train_idx, notes = with_pasted(images, targets, train_idx, below, self.config.seed)
+        if notes is not None:
+            self._paste_notes = notes
+        return images, targets, train_idx
 
     def augment_spec(self) -> AugmentSpec:
         """The augmentation this model trains with (recorded in the manifest)."""
@@ -354,7 +314,7 @@ class SupervisedModel(Model):
         self.temperature_ = float(train_log.temperature)
         self.anomaly_: Any = None
         if p["anomaly"] == "padim":
-            self.anomaly_ = self._fit_anomaly(bank, good_rows)
+            self.anomaly_ = fit_anomaly_head(self, bank, good_rows)
         self.head_: nn.Module | None = None
         self.fusion_: torch.Tensor | None = None
         self._score_notes: list[str] = []
@@ -378,56 +338,21 @@ class SupervisedModel(Model):
         """``score="fused"`` or ``"auto"``: fusion statistics and the choice, on validation images."""
         import dataclasses
 
-        from flawscope.models.score_choice import candidate_scores, choose_score, evidence
+        from flawscope.models.score_choice import choose_model_score
 
         assert self.preprocessing_ is not None
         good = self._image_class(GOOD) if GOOD in self.classes_ else None
-        val_good = val_rows[labels[val_rows] == good] if good is not None else val_rows[:0]
-        if len(val_good) < 2:
-            self._score_notes = ["fewer than 2 validation good parts: the image head's score is kept"]
-            return "class"
-        assert good is not None
-        stats = None
         head = self.head()
         assert isinstance(head, SupervisedHead)
-        if self.anomaly_ is not None:
-            found = evidence(head, bank, val_good)
-            stats = torch.stack([found.mean(dim=0), found.std(dim=0).clamp_min(1e-6)])
-        if self.params["score"] == "fused":
-            if stats is None:
-                raise InputError("score", "'fused' needs the anomaly head (anomaly='padim')")
-            self.fusion_, self.head_ = stats, None
-            self._score_notes = [f"fused score standardised on {len(val_good)} validation good parts"]
-            return "fused"
-        scores = candidate_scores(self.head_module_, self.temperature_, good, bank, val_rows)
-        if stats is not None:
-            scores["fused"] = ((evidence(head, bank, val_rows) - stats[0]) / stats[1]).sum(dim=1).numpy()
-        choice = choose_score(scores, labels[val_rows] != good)
-        self._score_notes = [choice.note]
-        if choice.score == "map":
-            self.preprocessing_ = dataclasses.replace(self.preprocessing_, score_area=choice.area)
-        if choice.score == "fused":
-            self.fusion_, self.head_ = stats, None
-        return choice.score
-
-    def _fit_anomaly(self, bank: FeatureBank, good_rows: np.ndarray) -> Any:
-        from flawscope.models.padim import PaDiM
-
-        if not len(good_rows):
-            raise InputError("anomaly", "a PaDiM head needs good training images, and there are none")
-        padim = PaDiM(
-            **{k: v for k, v in self.hyperparameters().items() if k in self.config.__dataclass_fields__}
+        chosen = choose_model_score(
+            head, self.temperature_, good, bank, val_rows, labels, str(self.params["score"])
         )
-
-        def batches() -> Any:
-            for start in range(0, len(good_rows), 32):
-                index = torch.from_numpy(good_rows[start : start + 32])
-                yield bank.features[index].float(), bank.valid[index].numpy()
-
-        padim._fit_features(batches(), len(good_rows), None)
-        padim.preprocessing_ = self.preprocessing_
-        padim.embedder_ = self._embedder()  # one trunk, shared
-        return padim
+        self._score_notes = chosen.notes
+        if chosen.area is not None:
+            self.preprocessing_ = dataclasses.replace(self.preprocessing_, score_area=chosen.area)
+        if chosen.fusion is not None:
+            self.fusion_, self.head_ = chosen.fusion, None
+        return chosen.score
 
     def predict_bank(self, bank: FeatureBank, rows: np.ndarray, geometries: Sequence[Geometry]) -> Prediction:
         """Finished outputs of bank rows, as :meth:`predict` gives them for the images (no trunk pass).
@@ -497,16 +422,7 @@ class SupervisedModel(Model):
         self.fusion_ = tensors.get("fusion")
         self.anomaly_ = None
         if self.params["anomaly"] == "padim":
-            from flawscope.models.padim import PaDiM
-
-            padim = PaDiM(
-                **{k: v for k, v in self.hyperparameters().items() if k in self.config.__dataclass_fields__}
-            )
-            padim.load_state_tensors(
-                {k.removeprefix("anomaly."): v for k, v in tensors.items() if k.startswith("anomaly.")}
-            )
-            padim.embedder_ = self._embedder()  # one trunk, shared
-            self.anomaly_ = padim
+            self.anomaly_ = load_anomaly_head(self, tensors)
         self.head_ = None
 
     def fit_head(
@@ -522,13 +438,7 @@ class SupervisedModel(Model):
         """
         found: Any = getattr(self, "anomaly_", None)
         if found is not None and len(images):
-            import copy
-
-            anomaly = copy.copy(found)
-            anomaly.preprocessing_ = self.preprocessing_
-            anomaly.embedder_ = self._embedder()
-            anomaly.fit_head(images, extract, progress)
-            self.anomaly_ = anomaly
+            self.anomaly_ = refit_anomaly_head(self, found, images, extract, progress)
             self.head_ = None
         self.runner_ = extract
         return self
