@@ -146,3 +146,21 @@ def test_a_model_without_good_parts_is_not_calibrated(labelled: Path, tmp_path: 
     assert run.rc == 0, run.err[-3000:]
     run = flawscope("calibrate", out, data / "test" / "spot", cwd=tmp_path)
     assert run.rc == 2 and len(run.error_lines) == 1 and "without good parts" in run.error_lines[0]
+
+
+def test_a_model_of_another_task_is_refused_naming_the_choices(labelled: Path, tmp_path: Path):
+    run = flawscope(
+        "train",
+        labelled,
+        "-o",
+        tmp_path / "b",
+        "--task",
+        "detect",
+        "--model",
+        "classifier",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert run.rc == 2 and "Traceback" not in run.err
+    assert "--model" in run.error_lines[0] and "box_detector" in run.error_lines[0]
+    assert not (tmp_path / "b").exists()

@@ -96,6 +96,7 @@ def _train_labelled(
     params: dict[str, Any],
     group_pattern: str | None,
     classes: str | None,
+    model_name: str | None = None,
 ) -> None:
     from flawscope.data.labelled import load_labelled
 
@@ -114,6 +115,7 @@ def _train_labelled(
             group_pattern,
             expected,
             progress,
+            model_name,
         )
     model = result.model
     log = model.training_["log"]
@@ -140,8 +142,12 @@ def train_command(
     data: Annotated[Path, typer.Argument(help="Dataset folder (MVTec AD layout or good/ [bad/] folders).")],
     output: Annotated[Path, typer.Option("-o", "--output", metavar="DIR", help="Bundle folder to write.")],
     model: Annotated[
-        str, typer.Option(metavar="NAME", help="Registered model (see 'flawscope models').")
-    ] = "padim",
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Registered model (see 'flawscope models'); default padim, with --task that task's model.",
+        ),
+    ] = None,
     backbone: Annotated[
         str, typer.Option(metavar="NAME", help="Feature backbone (see 'flawscope models').")
     ] = "efficientnet_lite0",
@@ -206,8 +212,9 @@ def train_command(
     if task is not None:
         if station:
             params["anomaly"] = "padim"
-        _train_labelled(data, output, task, holdout, target_frr, params, group_pattern, classes)
+        _train_labelled(data, output, task, holdout, target_frr, params, group_pattern, classes, model)
         return
+    model = model or "padim"
     dataset = load_dataset(data)
 
     from flawscope.models.train import train

@@ -31,7 +31,7 @@ from flawscope.errors import InputError
 from flawscope.manifest import HoldoutSection, SkippedFile, TrainingSection
 from flawscope.models.base import Progress
 from flawscope.models.io import save_model
-from flawscope.models.registry import get_model_class
+from flawscope.models.registry import MODELS, get_model_class
 from flawscope.models.supervised import SupervisedModel
 from flawscope.models.train import check_params, file_list_hash
 from flawscope.types import Targets
@@ -129,6 +129,7 @@ def train_supervised(
     group_pattern: str | None = None,
     classes: Sequence[str] | None = None,
     progress: Progress | None = None,
+    model_name: str | None = None,
 ) -> SupervisedResult:
     r"""Train a supervised model on labelled data and save the bundle.
 
@@ -141,6 +142,7 @@ def train_supervised(
         group_pattern: regular expression giving each file's group (e.g. ``kos\\d+``).
         classes: the classes the labels must come from (``None``: those found).
         progress: callback ``(stage, done, total)``.
+        model_name: a registered model for the task (default: the task's, :data:`TASK_MODELS`).
 
     Raises:
         InputError: naming the file, class or group at fault; raised before any image is decoded
@@ -154,7 +156,12 @@ def train_supervised(
         raise InputError(
             "--task", f"must be one of {', '.join(TASK_MODELS)}; train good-parts models with --model"
         )
-    cls = get_model_class(TASK_MODELS[task])
+    cls = get_model_class(model_name or TASK_MODELS[task])
+    if cls.task is not task:
+        choices = sorted(n for n, c in MODELS.items() if c.task is task)
+        raise InputError(
+            "--model", f"{cls.name!r} learns task {cls.task!s}, not {task!s}; choose from {choices}"
+        )
     params = dict(params or {})
     check_params(cls, params)
     model = cls(**params)
