@@ -103,7 +103,7 @@ def match(defects: Sequence[Any], truth: Sequence[Any], spec: Any, radius_mm: fl
         if best is not None:
             per_truth[best].append(j)
             matched_report[j] = True
-    errors, along_err, across_err = [], [], []
+    errors, along_err, across_err, worst = [], [], [], []
     for i, reps in enumerate(per_truth):
         if len(reps) == 1:
             ra, rc = reports[reps[0]]
@@ -111,6 +111,19 @@ def match(defects: Sequence[Any], truth: Sequence[Any], spec: Any, radius_mm: fl
             errors.append(math.hypot(ra - ta, rc - tc))
             along_err.append(abs(ra - ta))
             across_err.append(abs(rc - tc))
+            d, t = defects[reps[0]], truth[i]
+            worst.append(
+                {
+                    "error_mm": round(errors[-1], 2),
+                    "along_mm": round(ra - ta, 2),
+                    "across_mm": round(rc - tc, 2),
+                    "kind": t.kind,
+                    "true_bbox": list(t.bbox),
+                    "reported_box": [d.col0, d.row0, d.col1, d.row1],
+                    "frames": list(d.frames),
+                }
+            )
+    worst.sort(key=lambda w: -w["error_mm"])
     return {
         "true_defects": len(truth),
         "reported": len(reports),
@@ -131,6 +144,7 @@ def match(defects: Sequence[Any], truth: Sequence[Any], spec: Any, radius_mm: fl
             for t, r in zip(truth, per_truth, strict=True)
             if not r
         ],
+        "largest_errors": worst[:8],
         "false_positions": [
             {"along_m": round(reports[j][0] / 1000, 4), "across_mm": round(reports[j][1], 1)}
             for j, ok in enumerate(matched_report)
@@ -171,6 +185,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     parser.add_argument("--bundle", type=Path, default=None, help="reuse an exported bundle (skips training)")
+    parser.add_argument("--save-bundle", type=Path, default=None, help="keep the exported bundle here")
     parser.add_argument("--output", default="linescan.json")
     args = parser.parse_args()
 
@@ -200,6 +215,10 @@ def main() -> None:
         if deploy is None:
             training = train_bundle(args, base, out)
             deploy = out / "deploy"
+            if args.save_bundle is not None:
+                import shutil
+
+                shutil.copytree(deploy, args.save_bundle, dirs_exist_ok=True)
         inspector = TimedInspector(Inspector.load(deploy, threads=args.threads))
         source = WebSimSource(web, frame_rows=args.frame, overlap_rows=args.overlap, roll="BENCH")
         with AuditLog.open(f"sqlite:///{out / 'audit.db'}") as log:

@@ -45,7 +45,7 @@ def _residual(image: np.ndarray, sigma: float) -> np.ndarray:
 def test_defects_stand_out_at_full_resolution_and_fade_when_shrunk_twelvefold():
     # 768 x 1024 shrunk 12x is what 3000 x 4000 onto a 256-px canvas does to a 10-30 px flaw.
     spec = LargePartSpec(size=(768, 1024), defect_px=(10, 30), seed=2)
-    native, shrunk = [], []
+    native, shrunk, good_peaks = [], [], []
     for index in range(3):
         image, mask = make_large_part(spec, "test_defect", index)
         good, _ = make_large_part(spec, "test_good", index)
@@ -56,9 +56,12 @@ def test_defects_stand_out_at_full_resolution_and_fade_when_shrunk_twelvefold():
         tiny_good = cv2.resize(good, small[::-1], interpolation=cv2.INTER_AREA)
         tiny_mask = cv2.resize(mask.astype(np.float32), small[::-1], interpolation=cv2.INTER_AREA) > 0
         peak = float(np.abs(_residual(tiny, 3)[tiny_mask]).max())
-        shrunk.append(peak / float(np.abs(_residual(tiny_good, 3)).max()))
+        shrunk.append(peak)
+        good_peaks.append(float(np.abs(_residual(tiny_good, 3)).max()))
     assert min(native) > 2.0  # each flaw's core is well above the texture at full resolution
-    assert max(shrunk) < 1.0  # shrunk, none rises above what a good part's texture reaches
+    # Shrunk, none rises above what a good part's texture reaches (on average over good parts:
+    # one good part's highest texture residual alone varies by about 20% from part to part).
+    assert max(shrunk) < float(np.mean(good_peaks))
 
 
 def test_bad_specs_are_refused():
@@ -66,3 +69,23 @@ def test_bad_specs_are_refused():
         LargePartSpec(size=(100, 100), defect_px=(10, 40))
     with pytest.raises(InputError, match="texture"):
         LargePartSpec(texture="marble")
+
+
+def test_texture_has_no_mirror_seam():
+    # The texture was once a 1024-px block mirrored across the part: columns 1024 - k and
+    # 1023 + k were the same texture (a chevron where angled streaks met their mirror image).
+    # Generated in one piece, the two sides of any column are as unrelated as any two columns.
+    spec = LargePartSpec(size=(1024, 2304), seed=3)
+    for index in range(2):
+        image, _ = make_large_part(spec, "test_good", index)
+        residual = _residual(image, 8)
+        mirror = {}
+        for column in (512, 1024, 1536, 2048):
+            left = residual[:, column - 64 : column][:, ::-1].ravel()
+            right = residual[:, column : column + 64].ravel()
+            mirror[column] = float(np.corrcoef(left, right)[0, 1])
+        # Streaks run nearly along x, so nearby columns correlate anywhere (0.2-0.6); a mirror
+        # seam made the two sides equal (0.98).
+        ordinary = max(mirror[512], mirror[1536])
+        for seam in (1024, 2048):
+            assert mirror[seam] < 0.8 and mirror[seam] < ordinary + 0.15

@@ -97,3 +97,35 @@ def test_tiling_survives_the_manifest_round_trip():
     old = {k: v for k, v in pre.to_dict().items() if k not in ("tile", "overlap")}
     old.update(height=256, width=256)
     assert Preprocessing.from_dict(old).tile == 0  # bundles from before tiling read as untiled
+
+
+def test_a_tile_scale_magnifies_the_image_and_maps_come_back_at_its_size():
+    pre = Preprocessing(64, 64, "stretch", tile=64, overlap=0.25, tile_scale=2.0)
+    native = _pre(64, 0.25)
+    image = _image(100, 150, 6)
+    lay = layout(image.shape, pre)
+    assert (lay.height, lay.width, lay.source_height, lay.source_width) == (200, 300, 100, 150)
+    assert len(lay.origins) > 3 * len(layout(image.shape, native).origins)  # about 4x the tiles
+    # An image smaller than a tile can be tiled once magnified; the message names the scale.
+    assert layout((40, 60), pre).height == 80
+    with pytest.raises(InputError, match=r"60x40 px image \(resized by the tile scale 0.5"):
+        layout((40, 60), Preprocessing(32, 32, "stretch", tile=32, tile_scale=0.5))
+    # Position-free stand-in network: magnified, tiled and stitched gives the map of the whole
+    # magnified image, brought back to the image's own size.
+    scores, maps = score_tiled([image], pre, _pooled_channel, batch=6)
+    assert maps[0].shape == image.shape and np.isfinite(maps[0]).all()
+    padded = _padded(image, lay)
+    assert padded.shape == (lay.padded_height, lay.padded_width)
+    canvas = ((padded.astype(np.float32) / 255.0) - pre.mean[0]) / pre.std[0]
+    expected_score, expected = finish_tiled(_pooled_channel(canvas[None, None])[0], lay, pre)
+    assert expected.shape == image.shape
+    np.testing.assert_allclose(maps[0], expected, rtol=1e-5, atol=1e-5)
+    assert scores[0] == pytest.approx(expected_score, rel=1e-5)
+    assert Preprocessing.from_dict(pre.to_dict()) == pre
+    assert (
+        Preprocessing.from_dict({k: v for k, v in pre.to_dict().items() if k != "tile_scale"}).tile_scale
+        == 1.0
+    )
+    for bad in (0, -1.0, 5.0, True, "2"):
+        with pytest.raises(InputError, match="tile_scale"):
+            Preprocessing(64, 64, "stretch", tile=64, tile_scale=bad)  # type: ignore[arg-type]

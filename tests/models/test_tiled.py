@@ -80,3 +80,28 @@ def test_tiled_model_trains_exports_and_the_runtime_matches(name, large, tmp_pat
     verdicts = inspector.inspect_many([test.images[0], test.images[0][:40, :40]])
     assert verdicts[0].outcome.value != "error"
     assert verdicts[1].outcome.value == "error" and "tile" in (verdicts[1].reason or "")
+
+
+def test_a_magnified_tiled_model_saves_its_scale_and_the_runtime_matches(large, tmp_path):
+    import torch
+
+    from flawscope.bundle import read_bundle
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.models.io import load_model
+    from flawscope.models.train import train
+    from flawscope.runtime import Inspector
+
+    torch.set_num_threads(2)
+    root, test = large
+    train(root, tmp_path / "trained", model="padim", params={**TILE, "tile_scale": 2.0})
+    assert read_bundle(tmp_path / "trained").manifest.preprocessing.tile_scale == 2.0
+    export_bundle(tmp_path / "trained", tmp_path / "deployed")
+    model, _ = load_model(tmp_path / "trained")
+    reference = model.predict(test.images)
+    got = Inspector.load(tmp_path / "deployed", threads=2).score_many(test.images)
+    np.testing.assert_allclose(got.scores, reference.scores, rtol=1e-3)
+    for image, g, r in zip(test.images, got.maps, reference.maps, strict=True):
+        assert r.shape == image.shape[:2]
+        np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-3 * float(np.abs(r).max()))
+    labels = np.array([s.label for s in test.samples])
+    assert reference.scores[labels == 1].min() > reference.scores[labels == 0].max()

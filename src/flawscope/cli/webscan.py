@@ -126,6 +126,11 @@ def _summary_table(result: Any) -> Table:
         ("web length", f"{s.length_m:.2f} m x {s.width_mm:g} mm"),
         ("inspected", f"{s.inspected_m:.2f} m in {s.frames} frames"),
         ("not inspected", f"{s.not_inspected_m:.3f} m ({s.gaps} gaps, {s.rows_missing} rows missing)"),
+        (
+            "inspected width",
+            f"{s.inspected_width_mm:.1f} of {s.width_mm:g} mm "
+            f"(edges not inspected: {s.edge_not_inspected_mm:.1f} mm)",
+        ),
         ("rows out of order", f"{s.rows_late} late, {s.rows_duplicate} duplicated (dropped)"),
         ("defects", f"{s.defects} ({s.defects_per_100m:.2f} per 100 m)"),
         ("length yield", f"{100 * s.yield_:.1f}% ({s.clean_m:.1f} m clean in {s.segment_m:g} m segments)"),
@@ -154,6 +159,23 @@ def run_command(
     ] = None,
     segment_m: Annotated[float, typer.Option(help="Segment length of the length-based yield, m.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Frames inspected together.")] = 8,
+    margin_mm: Annotated[
+        float,
+        typer.Option(
+            metavar="MM",
+            help="Leave this much inside each web edge out of inspection (recorded as not inspected).",
+        ),
+    ] = 0.0,
+    find_edges: Annotated[
+        bool,
+        typer.Option(
+            "--find-edges/--full-width",
+            help="Find the web's edges in every frame (a web narrower than the camera's view).",
+        ),
+    ] = False,
+    edge_contrast: Annotated[
+        float, typer.Option(metavar="GREY", help="Grey levels between web and background at an edge.")
+    ] = 25.0,
     show: Annotated[bool, typer.Option("--show/--quiet", help="List each defect as it is found.")] = True,
     trusted_keys: Annotated[
         Path | None,
@@ -180,6 +202,12 @@ def run_command(
         raise InputError("--segment-m", f"must be > 0 m, got {segment_m}")
     if batch_size < 1:
         raise InputError("--batch-size", f"must be >= 1, got {batch_size}")
+    from flawscope.webscan.edges import EdgeConfig
+
+    try:
+        edges = EdgeConfig(margin_mm, find_edges, edge_contrast)
+    except InputError as exc:
+        raise InputError("--margin-mm/--edge-contrast", exc.problem) from None
     for path in (json_out, defect_map):
         if path is not None:
             check_writable(path)
@@ -212,6 +240,7 @@ def run_command(
             batch=batch_size,
             segment_m=segment_m,
             on_defect=listed,
+            edges=edges,
         )
         result = scan.run()
         head = log.head()

@@ -34,8 +34,8 @@ TINY_DEFECTS = ("scratch", "dig", "pit")
 MASK_LEVEL = 0.25
 _SPLITS = {"train": 0, "test_good": 1, "test_defect": 2}
 # Textures are generated at this reference scale (their features sized as in a 256-px image
-# of about 1/8 of the part) and tiled, so a large part keeps a realistic, fine texture.
-_TEXTURE_TILE = 1024
+# of a 1024-px piece of the part), so a large part keeps a realistic, fine texture.
+_TEXTURE_SCALE_PX = 1024
 
 
 @dataclass(frozen=True)
@@ -77,23 +77,14 @@ class LargePartSpec:
 
 
 def _texture(rng: np.random.Generator, height: int, width: int, texture: str) -> np.ndarray:
-    """``(H, W, 3)`` float32 texture at a fixed scale: generated once per 1024-px block."""
-    out = np.empty((height, width, 3), np.float32)
-    make = TEXTURE_FUNCTIONS[texture]
-    block = min(_TEXTURE_TILE, max(height, width))
-    base = make(rng, block, block)
-    # Blocks are mirrored copies of one generated block with their own brightness, so the
-    # texture's statistics are the same everywhere and no seam shows (mirroring is continuous).
-    for top in range(0, height, block):
-        for left in range(0, width, block):
-            piece = base
-            if (top // block) % 2:
-                piece = piece[::-1]
-            if (left // block) % 2:
-                piece = piece[:, ::-1]
-            h, w = min(block, height - top), min(block, width - left)
-            out[top : top + h, left : left + w] = piece[:h, :w]
-    return out
+    """``(H, W, 3)`` float32 texture over the whole part, at a fixed feature scale.
+
+    Generated in one piece (not tiled from a smaller block): a mirrored or repeated block would
+    leave a seam, such as a chevron where angled brushing streaks meet their mirror image, which
+    good parts would show and a model would learn or flag.
+    """
+    scale = min(_TEXTURE_SCALE_PX, max(height, width)) / 256.0
+    return TEXTURE_FUNCTIONS[texture](rng, height, width, scale=scale)
 
 
 def _oriented_patch(

@@ -49,6 +49,9 @@ class Preprocessing:
             the canvas) cuts it into ``t x t`` tiles at its own resolution
             (:mod:`flawscope.data.tiling`).
         overlap: share of a tile its neighbour overlaps, in ``[0, 1)``.
+        tile_scale: a tiled image is resized by this factor before it is cut (2.0: each tile
+            covers 128 x 128 source pixels magnified twice, so the stride-8 feature grid falls
+            every 4 source pixels); its map is resized back to the image. 1.0: native pixels.
     """
 
     height: int = 256
@@ -59,6 +62,7 @@ class Preprocessing:
     score_area: int = 0
     tile: int = 0
     overlap: float = 0.25
+    tile_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -71,7 +75,7 @@ class Preprocessing:
             raise InputError(
                 "preprocessing.score_area", f"must be a whole number >= 0, not {self.score_area!r}"
             )
-        check_tiling(self.tile, self.overlap)
+        check_tiling(self.tile, self.overlap, tile_scale=self.tile_scale)
         if self.tile and (self.height, self.width) != (self.tile, self.tile):
             raise InputError(
                 "preprocessing.tile", f"a tiled model's canvas is one tile, not {self.height}x{self.width}"
@@ -93,11 +97,20 @@ class Preprocessing:
             score_area=int(data.get("score_area", 0)),  # type: ignore[call-overload]
             tile=int(data.get("tile", 0)),  # type: ignore[call-overload]
             overlap=float(data.get("overlap", 0.25)),  # type: ignore[arg-type]
+            tile_scale=float(data.get("tile_scale", 1.0)),  # type: ignore[arg-type]
         )
 
 
-def check_tiling(tile: object, overlap: object, prefix: str = "preprocessing.") -> None:
-    """Refuse a tile size that is not 0 or a multiple of 32, or an overlap outside ``[0, 1)``.
+# Magnification of tiles: beyond 4x a tile holds less than a 64-px piece of a 256-px tile's view.
+MAX_TILE_SCALE = 4.0
+
+
+def check_tiling(
+    tile: object, overlap: object, prefix: str = "preprocessing.", tile_scale: object = 1.0
+) -> None:
+    """Refuse a tile size that is not 0 or a multiple of 32, an overlap or a tile scale out of range.
+
+    The overlap must lie in ``[0, 1)``, the tile scale in ``(0, 4]``.
 
     Raises:
         InputError: naming the field.
@@ -108,6 +121,13 @@ def check_tiling(tile: object, overlap: object, prefix: str = "preprocessing.") 
         raise InputError(
             f"{prefix}overlap",
             f"must be a share of the tile in [0, 1) (0.25 is 25%); {overlap!r} would never advance",
+        )
+    scale_ok = isinstance(tile_scale, int | float) and not isinstance(tile_scale, bool)
+    if not scale_ok or not 0 < tile_scale <= MAX_TILE_SCALE:  # type: ignore[operator]
+        raise InputError(
+            f"{prefix}tile_scale",
+            f"must be a magnification in (0, {MAX_TILE_SCALE:g}] (1 is native pixels, 2 doubles them), "
+            f"not {tile_scale!r}",
         )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -53,6 +53,19 @@ def motion_blur_noise(
     return streaks / max(float(streaks.std()), 1e-6)
 
 
+def _scale(height: int, width: int, scale: float | None) -> float:
+    """The texture's feature scale: ``scale`` when given, else the image's short side / 256.
+
+    A large part is generated in one piece at a fixed ``scale`` (its grain as fine as on a
+    smaller part's image), so the texture has no tile or mirror seam anywhere.
+    """
+    if scale is None:
+        return min(height, width) / 256.0
+    if not scale > 0:
+        raise ValueError(f"texture scale must be > 0, got {scale}")
+    return float(scale)
+
+
 def _mix(dark: tuple[float, float, float], light: tuple[float, float, float], t: np.ndarray) -> np.ndarray:
     """Blend two RGB colours with ``t`` in [0, 1] (``(H, W)``) into ``(H, W, 3)``."""
     d = np.asarray(dark, dtype=np.float32)
@@ -60,9 +73,11 @@ def _mix(dark: tuple[float, float, float], light: tuple[float, float, float], t:
     return d + t[:, :, None] * span
 
 
-def brushed_metal(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def brushed_metal(
+    rng: np.random.Generator, height: int, width: int, scale: float | None = None
+) -> np.ndarray:
     """Brushed steel: fine streaks along one direction and a broad specular sheen."""
-    scale = min(height, width) / 256.0
+    scale = _scale(height, width, scale)
     angle = rng.uniform(-1.5, 1.5)
     fine = motion_blur_noise(rng, height, width, max(9, int(31 * scale)) | 1, angle)
     long = motion_blur_noise(rng, height, width, max(15, int(81 * scale)) | 1, angle)
@@ -78,9 +93,9 @@ def brushed_metal(rng: np.random.Generator, height: int, width: int) -> np.ndarr
     return np.repeat(value[:, :, None], 3, axis=2) * np.array([0.98, 1.0, 1.03], dtype=np.float32)
 
 
-def fabric(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def fabric(rng: np.random.Generator, height: int, width: int, scale: float | None = None) -> np.ndarray:
     """Plain-weave cloth: warp and weft threads passing over and under each other."""
-    scale = min(height, width) / 256.0
+    scale = _scale(height, width, scale)
     period = 10.0 * scale * rng.uniform(0.98, 1.02)
     xs, ys = _grid(height, width)
     # Threads are never perfectly straight: a slow displacement of a fraction of a thread.
@@ -109,9 +124,9 @@ def fabric(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return (colour * shade[:, :, None]).astype(np.float32)
 
 
-def wood(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def wood(rng: np.random.Generator, height: int, width: int, scale: float | None = None) -> np.ndarray:
     """Planed wood: growth rings bent by turbulence, with fine grain fibres along them."""
-    scale = min(height, width) / 256.0
+    scale = _scale(height, width, scale)
     xs, ys = _grid(height, width)
     theta = math.radians(rng.uniform(-4.0, 4.0))
     along = xs * math.cos(theta) + ys * math.sin(theta)
@@ -185,9 +200,9 @@ def _print_layout(height: int, width: int) -> np.ndarray:
     return coverage
 
 
-def printed(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def printed(rng: np.random.Generator, height: int, width: int, scale: float | None = None) -> np.ndarray:
     """A matte plate with a printed logo, text and barcode, placed within a pixel or two."""
-    s = min(height, width) / 256.0
+    s = _scale(height, width, scale)
     shift = rng.uniform(-1.5, 1.5, size=2) * s
     rot = np.asarray(
         cv2.getRotationMatrix2D((width / 2.0, height / 2.0), rng.uniform(-0.4, 0.4), 1.0), np.float64
@@ -206,7 +221,17 @@ def printed(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return plate_rgb * (1.0 - alpha) + ink_colour * alpha
 
 
-TEXTURE_FUNCTIONS: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] = {
+class TextureFunction(Protocol):
+    """``(rng, height, width, scale=None) -> (H, W, 3)`` float32 texture (see :func:`_scale`)."""
+
+    def __call__(
+        self, rng: np.random.Generator, height: int, width: int, scale: float | None = None
+    ) -> np.ndarray:
+        """The texture of an image of ``height x width`` at ``scale`` (None: short side / 256)."""
+        ...
+
+
+TEXTURE_FUNCTIONS: dict[str, TextureFunction] = {
     "brushed_metal": brushed_metal,
     "fabric": fabric,
     "wood": wood,

@@ -9,6 +9,10 @@ tile's patch scores are put back into one stride-8 grid per image, blended with 
 towards the tile's edges (where the backbone sees padding, not context) so the stitched map has
 no seams. The map is then finished like any other: resized to the image and Gaussian-smoothed.
 
+With ``tile_scale`` s != 1 the image is first resized by s (bilinear up, area down) and tiled at
+that size; its map is resized back (area) to the image, so a 2x scale puts a feature cell every
+4 source pixels for thin flaws, at 4x the tiles.
+
 Tile origins are multiples of the stride: the image is first mirror-padded to a multiple of 32
 (at most 31 pixels, cut away again at the end), so each tile's cells fall exactly on the grid.
 Training, evaluation and the torch-free runtime all cut, stitch and finish with this module.
@@ -43,11 +47,13 @@ class TileLayout:
     """Where the tiles of one image lie.
 
     Attributes:
-        height: the image's height.
-        width: the image's width.
+        height: the image's height once resized by the tile scale (its own with scale 1).
+        width: likewise.
         padded_height: after mirror padding to a multiple of 32.
         padded_width: likewise.
         origins: ``(top, left)`` of each tile in the padded image (multiples of 8).
+        source_height: the image's own height (0: the same as ``height``).
+        source_width: the image's own width (0: the same as ``width``).
     """
 
     height: int
@@ -55,6 +61,21 @@ class TileLayout:
     padded_height: int
     padded_width: int
     origins: tuple[tuple[int, int], ...]
+    source_height: int = 0
+    source_width: int = 0
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the image is resized before it is tiled."""
+        return (self.source_height, self.source_width) not in ((0, 0), (self.height, self.width))
+
+
+def scaled_size(shape: tuple[int, ...], pre: Preprocessing) -> tuple[int, int]:
+    """``(height, width)`` of an image of ``shape`` once resized by the tile scale."""
+    height, width = int(shape[0]), int(shape[1])
+    if pre.tile_scale == 1.0:
+        return height, width
+    return max(1, round(height * pre.tile_scale)), max(1, round(width * pre.tile_scale))
 
 
 def _starts(length: int, tile: int, step: int) -> list[int]:
@@ -76,11 +97,16 @@ def layout(shape: tuple[int, ...], pre: Preprocessing) -> TileLayout:
     Raises:
         InputError: when the image is smaller than one tile.
     """
-    height, width = int(shape[0]), int(shape[1])
+    height, width = scaled_size(shape, pre)
     if height < pre.tile or width < pre.tile:
+        scaled = (
+            f" (resized by the tile scale {pre.tile_scale:g} to {width}x{height})"
+            if pre.tile_scale != 1
+            else ""
+        )
         raise InputError(
             "preprocessing.tile",
-            f"a tile of {pre.tile} px is larger than the {width}x{height} px image: "
+            f"a tile of {pre.tile} px is larger than the {shape[1]}x{shape[0]} px image{scaled}: "
             "use a smaller tile or no tiling for images this small",
         )
     ph = -(-height // CANVAS_MULTIPLE) * CANVAS_MULTIPLE
@@ -88,7 +114,7 @@ def layout(shape: tuple[int, ...], pre: Preprocessing) -> TileLayout:
     step = tile_step(pre)
     rows, cols = _starts(ph, pre.tile, step), _starts(pw, pre.tile, step)
     origins = tuple((top, left) for top in rows for left in cols)
-    return TileLayout(height, width, ph, pw, origins)
+    return TileLayout(height, width, ph, pw, origins, int(shape[0]), int(shape[1]))
 
 
 def available_memory() -> int | None:
@@ -103,14 +129,18 @@ def available_memory() -> int | None:
     return None
 
 
-def check_memory(shape: tuple[int, ...]) -> None:
+def check_memory(shape: tuple[int, ...], tile_scale: float = 1.0) -> None:
     """Refuse, before any work, an image whose tiled scoring would not fit in memory.
+
+    Args:
+        shape: the image's ``(H, W[, C])``.
+        tile_scale: the magnification it is tiled at (the memory grows with its square).
 
     Raises:
         InputError: naming the image size, the estimate and what is available.
     """
     pixels = int(shape[0]) * int(shape[1])
-    need = pixels * BYTES_PER_PIXEL
+    need = int(pixels * BYTES_PER_PIXEL * max(1.0, tile_scale) ** 2)
     have = available_memory()
     if have is not None and need > 0.5 * have:
         raise InputError(
@@ -121,6 +151,11 @@ def check_memory(shape: tuple[int, ...]) -> None:
 
 
 def _padded(image: np.ndarray, lay: TileLayout) -> np.ndarray:
+    if lay.scaled:
+        larger = lay.height > lay.source_height
+        image = cv2.resize(
+            image, (lay.width, lay.height), interpolation=cv2.INTER_LINEAR if larger else cv2.INTER_AREA
+        )
     bottom, right = lay.padded_height - lay.height, lay.padded_width - lay.width
     if not bottom and not right:
         return image
@@ -135,12 +170,12 @@ def tile_batches(
     Yields:
         ``(B, 3, tile, tile)`` float32 network inputs and, for each, ``(image index, top, left)``.
     """
-    tile_pre = Preprocessing(pre.tile, pre.tile, "stretch", pre.mean, pre.std)
+    tile_pre = Preprocessing(pre.tile, pre.tile, "stretch", pre.mean, pre.std)  # one tile, no scale
     pending: list[np.ndarray] = []
     where: list[tuple[int, int, int]] = []
     for index, raw in enumerate(images):
         image = check_image(raw)
-        check_memory(image.shape)
+        check_memory(image.shape, pre.tile_scale)
         lay = layout(image.shape, pre)
         padded = _padded(image, lay)
         for top, left in lay.origins:
@@ -186,11 +221,23 @@ class Stitcher:
 
 
 def finish_tiled(grid: np.ndarray, lay: TileLayout, pre: Preprocessing) -> tuple[float, np.ndarray]:
-    """A stitched grid to the image score and its ``(H, W)`` map (resize, then smooth, then crop)."""
+    """A stitched grid to the image score and its ``(H, W)`` map (resize, then smooth, then crop).
+
+    With a tile scale the score is taken on the map at the scaled size (where it was fitted and
+    calibrated) and the map is then resized to the image's own size.
+    """
     full = cv2.resize(grid, (lay.padded_width, lay.padded_height), interpolation=cv2.INTER_LINEAR)
     smooth = cv2.GaussianBlur(full, (0, 0), sigmaX=MAP_SIGMA, sigmaY=MAP_SIGMA, borderType=cv2.BORDER_REFLECT)
     inner = np.ascontiguousarray(smooth[: lay.height, : lay.width])
-    return image_score(inner, pre.score_area), inner
+    score = image_score(inner, pre.score_area)
+    if lay.scaled:
+        smaller = lay.source_height < lay.height
+        inner = cv2.resize(
+            inner,
+            (lay.source_width, lay.source_height),
+            interpolation=cv2.INTER_AREA if smaller else cv2.INTER_LINEAR,
+        )
+    return score, inner
 
 
 def score_tiled(

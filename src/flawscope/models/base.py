@@ -115,6 +115,8 @@ class ModelConfig:
             every image into overlapping ``t x t`` tiles at its own resolution and the canvas is
             one tile (:mod:`flawscope.data.tiling`); ``batch_size`` then counts tiles.
         overlap: share of a tile its neighbours overlap, in ``[0, 1)``.
+        tile_scale: magnification of the image before it is cut into tiles (2.0: a tile covers
+            half the source pixels each way and the feature grid is twice as fine; 4x the tiles).
     """
 
     backbone: str = "efficientnet_lite0"
@@ -128,6 +130,7 @@ class ModelConfig:
     score_area: int | None = None
     tile: int = 0
     overlap: float = 0.25
+    tile_scale: float = 1.0
 
 
 class Model(ABC):
@@ -189,7 +192,7 @@ class Model(ABC):
         for name, ok in checks.items():
             if not ok:
                 raise InputError(name, f"must be {expected[name]}, got {getattr(c, name)!r}")
-        check_tiling(c.tile, c.overlap, prefix="")
+        check_tiling(c.tile, c.overlap, prefix="", tile_scale=c.tile_scale)
         if c.tile and not self.tiles:
             raise InputError(
                 "tile",
@@ -315,10 +318,8 @@ class Model(ABC):
         spec = BACKBONES[self.config.backbone]
         area = self.default_score_area if self.config.score_area is None else self.config.score_area
         if self.config.tile:
-            for image in images:  # every training image must hold a tile
-                layout(image.shape, Preprocessing(self.config.tile, self.config.tile, tile=self.config.tile))
             tile = self.config.tile
-            return Preprocessing(
+            pre = Preprocessing(
                 tile,
                 tile,
                 "stretch",
@@ -327,7 +328,11 @@ class Model(ABC):
                 score_area=area,
                 tile=tile,
                 overlap=self.config.overlap,
+                tile_scale=self.config.tile_scale,
             )
+            for image in images:  # every training image must hold a tile
+                layout(image.shape, pre)
+            return pre
         if self.config.canvas is not None:
             height, width = self.config.canvas
         else:

@@ -500,7 +500,7 @@ class Inspector:
                     raise FlawscopeError("no image")
                 array = check_image(read_image(image) if is_path(image) else image)  # type: ignore[arg-type]
                 tile_layout(array.shape, self.preprocessing)  # smaller than a tile: refused here
-                check_memory(array.shape)
+                check_memory(array.shape, self.preprocessing.tile_scale)
             except FlawscopeError as exc:
                 verdicts[index] = error_verdict(str(exc), self.model_hash, thresholds.version)
                 continue

@@ -82,6 +82,10 @@ class RollSummary:
         rows_missing, gaps, rows_late, rows_duplicate: the source's counters.
         seconds: wall time of the scan.
         line_rate_m_min: metres inspected per minute of wall time (what the runtime sustained).
+        inspected_width_mm: mean width inspected across the web (the whole width unless the
+            edges are found or a margin is set; :mod:`flawscope.webscan.edges`).
+        edge_not_inspected_mm: mean width across the web left out at its edges (the margins,
+            and the background beyond found edges): recorded, never passed.
     """
 
     roll: str
@@ -101,3 +105,5 @@ class RollSummary:
     rows_duplicate: int
     seconds: float
     line_rate_m_min: float
+    inspected_width_mm: float = 0.0
+    edge_not_inspected_mm: float = 0.0

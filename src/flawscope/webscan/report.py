@@ -2,7 +2,9 @@
 
 The map draws the web as a long band, metres along the web on the horizontal axis and
 millimetres across on the vertical one: each defect a mark at its place, sized by its extent,
-and each not-inspected stretch shaded red across the whole width (nothing there was passed).
+and each not-inspected stretch shaded red across the whole width (nothing there was passed); the
+web's edges left out of inspection (a margin, the background beyond found edges) are shaded red
+along their length.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ def result_to_dict(result: ScanResult) -> dict[str, Any]:
         "geometry": dataclasses.asdict(result.geometry),
         "defects": [dataclasses.asdict(d) for d in result.defects],
         "not_inspected": [{**dataclasses.asdict(s), "length_m": s.length_m} for s in result.stretches],
+        "inspected_bands": [
+            {"start_m": a, "end_m": b, "from_mm": lo, "to_mm": hi} for a, b, lo, hi in result.bands
+        ],
     }
     cleaned: dict[str, Any] = finite_or_none(doc)
     return cleaned
@@ -63,6 +68,14 @@ def write_defect_map(result: ScanResult, path: str | os.PathLike[str]) -> Path:
                 zorder=1,
             )
         )
+    if result.bands:  # the edges outside each frame's inspected band: not inspected
+        starts = [b[0] for b in result.bands] + [result.bands[-1][1]]
+        lows = [b[2] for b in result.bands] + [result.bands[-1][2]]
+        highs = [b[3] for b in result.bands] + [result.bands[-1][3]]
+        ax.fill_between(starts, 0, lows, step="post", color="#d62728", alpha=0.35, zorder=1, linewidth=0)
+        ax.fill_between(
+            starts, highs, width_mm, step="post", color="#d62728", alpha=0.35, zorder=1, linewidth=0
+        )
     if result.defects:
         xs = [d.along_m for d in result.defects]
         ys = [d.across_mm for d in result.defects]
@@ -75,7 +88,8 @@ def write_defect_map(result: ScanResult, path: str | os.PathLike[str]) -> Path:
     ax.set_ylabel("across (mm)")
     ax.set_title(
         f"roll {s.roll}: {s.defects} defects in {s.length_m:.1f} m, {s.not_inspected_m:.2f} m not inspected "
-        f"(red), yield {100 * s.yield_:.1f}% of {s.segment_m:g} m segments clean"
+        + (f"and {s.edge_not_inspected_mm:.1f} mm of edges " if s.edge_not_inspected_mm > 0 else "")
+        + f"(red), yield {100 * s.yield_:.1f}% of {s.segment_m:g} m segments clean"
     )
     fig.tight_layout()
     target = Path(path)

@@ -7,6 +7,14 @@ and, given an audit log, records every frame, every not-inspected stretch and ev
 with their web coordinates (``web_*`` fields). A stretch of web that was not inspected is a record
 of outcome ``not_inspected``, never a pass. A frame that fails without a region (its score is
 above the threshold but no pixel is) is a defect at its map's peak, so it is not lost either.
+
+With an :class:`~flawscope.webscan.edges.EdgeConfig` (the web's edges found per frame, a margin
+inside them) only each frame's inspected band is judged: the model scores the whole frame, the
+prediction is cut to the band and the verdict decided from that (the same
+:func:`~flawscope.decide.verdict.decide_many`), so nothing outside it becomes a defect. Each frame
+record carries its band (``web_across_mm``, ``web_width_mm``) and the width left out in its reason;
+the roll summary gives the mean inspected width and the edge width not inspected; a frame in which
+no web is found is a not-inspected stretch.
 """
 
 from __future__ import annotations
@@ -23,8 +31,11 @@ import numpy as np
 
 from flawscope.acquire.assembly import WebFrame
 from flawscope.acquire.rows import RowSource, WebGeometry
+from flawscope.decide.verdict import decide_many, error_verdict
+from flawscope.errors import BundleError, InputError
 from flawscope.line.records import InspectorLike, error, judge, make_record
 from flawscope.types import Frame, InspectionRecord, Outcome, Region, Verdict
+from flawscope.webscan.edges import EdgeConfig, inspected_band, restrict_to_band
 from flawscope.webscan.merge import DefectMerger, FrameRegion
 from flawscope.webscan.records import RollSummary, WebDefect, WebStretch
 from flawscope.webscan.summary import summarize
@@ -41,12 +52,15 @@ class ScanResult:
         defects: every defect, once, in web coordinates.
         stretches: every not-inspected stretch.
         geometry: the web's geometry.
+        bands: ``(start_m, end_m, from_mm, to_mm)`` of each inspected frame whose band is
+            narrower than the web (its edges found or a margin set); () when all was inspected.
     """
 
     summary: RollSummary
     defects: tuple[WebDefect, ...]
     stretches: tuple[WebStretch, ...]
     geometry: WebGeometry
+    bands: tuple[tuple[float, float, float, float], ...] = ()
 
 
 def _peak_in(amap: np.ndarray | None, box: tuple[int, int, int, int]) -> tuple[float, float] | None:
@@ -109,6 +123,9 @@ class WebScan:
         segment_m: segment length of the length-based yield.
         join_px: regions this close (pixels) are one defect.
         on_defect: called with each defect as soon as it is closed (a UI, a marker printer).
+        edges: the inspected width of each frame (None: every column; see
+            :class:`~flawscope.webscan.edges.EdgeConfig`); needs an inspector with
+            ``score_many`` and ``thresholds`` (the runtime's :class:`~flawscope.runtime.Inspector`).
     """
 
     def __init__(
@@ -122,6 +139,7 @@ class WebScan:
         segment_m: float = 1.0,
         join_px: int = 2,
         on_defect: Callable[[WebDefect], object] | None = None,
+        edges: EdgeConfig | None = None,
     ) -> None:
         self.source = source
         self.inspector = inspector
@@ -131,7 +149,17 @@ class WebScan:
         self.segment_m = segment_m
         self.join_px = join_px
         self.on_defect = on_defect
+        self.edges = edges if edges is not None and edges.active else None
+        if self.edges is not None and not (
+            hasattr(inspector, "score_many") and hasattr(inspector, "thresholds")
+        ):
+            raise InputError(
+                "edges", "an inspected width needs the runtime's Inspector (score_many, thresholds)"
+            )
         self.frames_inspected = 0
+        self._bands: dict[int, tuple[int, int]] = {}  # frame index -> inspected columns
+        self._band_px: list[int] = []  # inspected width of every inspected frame
+        self._band_log: list[tuple[float, float, float, float]] = []
         self._seq_of: dict[int, int] = {}  # first row of a recent frame -> its record's seq
 
     def _web(self, record: InspectionRecord, box: tuple[float, float, float, float]) -> InspectionRecord:
@@ -151,7 +179,14 @@ class WebScan:
         part = Frame(self.source.part_id(frame), None, frame.timestamp or time.time(), self.source.uri)
         record = make_record(part, verdict, self.inspector, station=self.station, latency_ms=latency_ms)
         width = self.source.geometry().width_px
-        return self._web(record, (frame.first_row, frame.end_row, 0, width))
+        first, end = self._bands.get(frame.index, (0, width))
+        if (first, end) != (0, width) and record.outcome is not Outcome.NOT_INSPECTED:
+            g = self.source.geometry()
+            left, right = g.across_mm(first), g.across_mm(width - end)
+            note = f"inspected {g.across_mm(first):.1f}-{g.across_mm(end):.1f} mm across; not inspected: "
+            note += f"{left:.1f} mm at the first edge, {right:.1f} mm at the last"
+            record = dataclasses.replace(record, reason=f"{record.reason}; {note}" if record.reason else note)
+        return self._web(record, (frame.first_row, frame.end_row, first, end))
 
     def _defect_record(self, defect: WebDefect) -> InspectionRecord:
         provenance = self.inspector.provenance
@@ -189,9 +224,62 @@ class WebScan:
 
     def _judge(self, frames: list[WebFrame]) -> tuple[list[Verdict], float]:
         began = time.perf_counter()
-        parts = [Frame(str(f.index), f.image, f.timestamp, self.source.uri) for f in frames]
-        verdicts = judge(parts, self.inspector)
+        if self.edges is not None:
+            verdicts = self._judge_bands(frames)
+        else:
+            parts = [Frame(str(f.index), f.image, f.timestamp, self.source.uri) for f in frames]
+            verdicts = judge(parts, self.inspector)
         return verdicts, (time.perf_counter() - began) * 1000.0
+
+    def _judge_bands(self, frames: list[WebFrame]) -> list[Verdict]:
+        """Verdicts of frames judged on their inspected bands alone (scored whole, decided on the band)."""
+        inspector: Any = self.inspector
+        thresholds = inspector.thresholds
+        if thresholds is None:
+            raise BundleError(
+                "the bundle has no calibrated thresholds; run 'flawscope calibrate' before export"
+            )
+        try:
+            prediction = inspector.score_many([f.image for f in frames])
+            bands = [self._bands[f.index] for f in frames]
+            area = int(getattr(inspector.preprocessing, "score_area", 0))
+            cut = restrict_to_band(prediction, bands, area)
+        except BundleError:
+            raise
+        except Exception as exc:  # a failed inference rejects the frames, it does not stop the roll
+            logger.exception("inference failed")
+            return [
+                error_verdict(f"inference failed: {exc}", self.inspector.model_hash, thresholds.version)
+            ] * len(frames)
+        decided = decide_many(cut, thresholds, self.inspector.model_hash)
+        return [dataclasses.replace(v, anomaly_map=m) for v, m in zip(decided, cut.maps, strict=True)]
+
+    def _split_bands(self, batch: list[WebFrame]) -> list[WebFrame]:
+        """Find each frame's inspected band; a frame with none left becomes a not-inspected stretch."""
+        if self.edges is None:
+            return batch
+        mm_per_px = self.source.geometry().mm_per_px
+        out = []
+        for frame in batch:
+            if frame.image is not None:
+                band = inspected_band(frame.image, self.edges, mm_per_px)
+                if band is None:
+                    why = "no web found between the edges" if self.edges.find else "narrower than the margins"
+                    frame = dataclasses.replace(frame, image=None, reason=f"not inspected: {why}")
+                else:
+                    g = self.source.geometry()
+                    self._bands[frame.index] = band
+                    self._band_px.append(band[1] - band[0])
+                    self._band_log.append(
+                        (
+                            g.along_m(frame.first_row),
+                            g.along_m(frame.end_row),
+                            g.across_mm(band[0]),
+                            g.across_mm(band[1]),
+                        )
+                    )
+            out.append(frame)
+        return out
 
     def _store(self, records: list[InspectionRecord]) -> list[InspectionRecord]:
         if self.audit is None or not records:
@@ -218,6 +306,7 @@ class WebScan:
         first_row: int | None = None
         last_row = 0
         for batch in self._batches():
+            batch = self._split_bands(batch)
             geometry = self.source.geometry()
             merger = merger or DefectMerger(geometry, self.source.roll, self.join_px)
             inspectable = [f for f in batch if f.inspectable]
@@ -253,6 +342,8 @@ class WebScan:
                 closed.extend(merger.add(frame.first_row, regions))
             self._close(closed, defects)
             self._forget(merger, batch[-1].first_row)
+            for frame in batch:
+                self._bands.pop(frame.index, None)
         if merger is not None:
             self._close(list(merger.finish()), defects)
         seconds = time.monotonic() - began
@@ -266,8 +357,11 @@ class WebScan:
             frames=self.frames_inspected,
             seconds=seconds,
             segment_m=self.segment_m,
+            inspected_width_mm=(
+                float(np.mean(self._band_px)) * geometry.mm_per_px if self._band_px else None
+            ),
         )
-        return ScanResult(summary, tuple(defects), tuple(stretches), geometry)
+        return ScanResult(summary, tuple(defects), tuple(stretches), geometry, tuple(self._band_log))
 
     def _close(self, closed: list[WebDefect], defects: list[WebDefect]) -> None:
         if not closed:

@@ -27,8 +27,11 @@ def summarize(
     frames: int,
     seconds: float,
     segment_m: float = 1.0,
+    inspected_width_mm: float | None = None,
 ) -> RollSummary:
     """The summary of a scanned roll.
+
+    ``inspected_width_mm`` is the mean width inspected across the web (None: all of it).
 
     Raises:
         InputError: for a segment length that is not positive.
@@ -78,4 +81,8 @@ def summarize(
         rows_duplicate=a.rows_duplicate,
         seconds=seconds,
         line_rate_m_min=inspected / seconds * 60.0 if seconds > 0 else math.nan,
+        inspected_width_mm=g.width_mm if inspected_width_mm is None else inspected_width_mm,
+        edge_not_inspected_mm=0.0
+        if inspected_width_mm is None
+        else max(0.0, g.width_mm - inspected_width_mm),
     )
