@@ -70,6 +70,19 @@ def test_rows_lost_by_the_source_are_not_inspected_in_the_summary(web_bundle: Pa
     assert scan["summary"]["rows_missing"] == 35 and scan["summary"]["gaps"] == 2
 
 
+def test_a_margin_leaves_the_edges_out_and_says_so(web_bundle: Path) -> None:
+    uri = "websim://?length=1&width=128&seed=9&frame=64&overlap=8&roll=M9"
+    args = ("run", "deploy", "--source", uri, "--audit", "sqlite:///margin.db", "--json", "margin.json")
+    done = run_cli("web-scan", *args, "--margin-mm", "4", "--quiet", cwd=web_bundle)
+    assert done.rc == 0, done.text
+    assert "inspected width" in done.out and "120.0 of 128 mm" in done.out
+    scan = json.loads((web_bundle / "margin.json").read_text())
+    assert scan["summary"]["inspected_width_mm"] == pytest.approx(120.0)
+    assert scan["summary"]["edge_not_inspected_mm"] == pytest.approx(8.0)
+    assert {(b["from_mm"], b["to_mm"]) for b in scan["inspected_bands"]} == {(4.0, 124.0)}
+    assert all(4.0 <= d["across_mm"] <= 124.0 for d in scan["defects"])
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
@@ -77,6 +90,7 @@ def test_rows_lost_by_the_source_are_not_inspected_in_the_summary(web_bundle: Pa
         (("run", "deploy", "--source", "webstrip://missing.tif"), ["missing.tif", "not found"]),
         (("run", "deploy", "--source", "goodweb"), ["not a line-scan source"]),
         (("simulate", "x.png"), ["x.png", ".tif or .npy"]),
+        (("run", "deploy", "--source", "webstrip://roll.tif", "--margin-mm", "-1"), ["--margin-mm", ">= 0"]),
     ],
 )
 def test_bad_input_is_one_error_line(web_bundle: Path, one_error, args, fragments) -> None:

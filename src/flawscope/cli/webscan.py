@@ -176,6 +176,14 @@ def run_command(
     edge_contrast: Annotated[
         float, typer.Option(metavar="GREY", help="Grey levels between web and background at an edge.")
     ] = 25.0,
+    background: Annotated[
+        float | None,
+        typer.Option(
+            metavar="GREY",
+            help="The background's grey level beyond the web (with --find-edges): a frame without web "
+            "is then recorded as not inspected.",
+        ),
+    ] = None,
     show: Annotated[bool, typer.Option("--show/--quiet", help="List each defect as it is found.")] = True,
     trusted_keys: Annotated[
         Path | None,
@@ -205,7 +213,7 @@ def run_command(
     from flawscope.webscan.edges import EdgeConfig
 
     try:
-        edges = EdgeConfig(margin_mm, find_edges, edge_contrast)
+        edges = EdgeConfig(margin_mm, find_edges, edge_contrast, background)
     except InputError as exc:
         raise InputError("--margin-mm/--edge-contrast", exc.problem) from None
     for path in (json_out, defect_map):
