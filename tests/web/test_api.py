@@ -284,6 +284,27 @@ def test_pages_use_no_outside_assets_and_send_security_headers(served: Served) -
         assert "/api/v1/reviews" in schema["paths"] and "/api/v1/inspect" in schema["paths"]
 
 
+def test_assets_have_content_hashed_names_and_are_kept_for_a_year(served: Served) -> None:
+    import hashlib
+
+    with httpx.Client(base_url=served.url, follow_redirects=False) as browser:
+        login(browser, "alice")
+        page = browser.get("/").text
+        linked = re.findall(r'(?:src|href)="(/assets/[^"]+)"', page)
+        assert {link.split("/")[-1].split(".")[0] for link in linked} >= {
+            "app", "nav", "charts", "viewer", "dashboard", "review", "favicon"
+        }  # fmt: skip
+        for link in linked:
+            answer = browser.get(link)
+            assert answer.status_code == 200, link
+            assert answer.headers["cache-control"] == "public, max-age=31536000, immutable"
+            digest = link.split(".")[-2]
+            assert hashlib.sha256(answer.content).hexdigest()[:12] == digest  # the name is the content's
+        assert 'name="flawscope-assets" content="' in page
+        assert browser.get("/assets/app.000000000000.css").status_code == 404  # an old version
+        assert browser.get("/assets/..%2Fapp.py").status_code == 404
+
+
 def test_the_app_listens_on_loopback_by_default(served: Served) -> None:
     from flawscope.web import WebConfig
 

@@ -191,3 +191,106 @@ def test_touch_screen_sizes_keep_targets_large(browser, live: Served, shots: Pat
     page.screenshot(path=str(shots / "review-tablet.png"), full_page=True)
     page.goto(live.url + "/")
     page.screenshot(path=str(shots / "dashboard-tablet.png"), full_page=True)
+
+
+def test_pages_are_swapped_in_place_and_back_forward_work(browser, live: Served, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    """Links and the browser's back and forward buttons swap pages in place: one document all along
+    (a mark set in it survives), the dashboard's stream is closed when it is left and opened again
+    on return (and then follows the line), and a swapped-in review page's keys work."""
+    page, errors = new_page(browser, live)
+    page.wait_for_selector("#live.on", timeout=15000)
+    page.evaluate("window.flawscopeMark = 'same document'")
+    page.evaluate("window.firstStream = window.flawscopeStream")
+    assert page.evaluate("window.flawscopeStreams") == 1
+
+    page.click("nav a[href='/inspections']")
+    page.wait_for_url(live.url + "/inspections")
+    page.wait_for_selector("table.data a")
+    assert page.evaluate("window.firstStream.readyState") == 2  # EventSource.CLOSED
+    assert page.inner_text("nav a.active") == "Parts"
+    page.locator("table.data a").first.click()
+    page.wait_for_url(f"{live.url}/parts/*")
+    part_url = page.url
+    page.wait_for_selector("#part-img")
+    assert page.evaluate("document.getElementById('stage').style.width") != ""  # fitted after the swap
+
+    page.go_back()
+    page.wait_for_url(live.url + "/inspections")
+    page.wait_for_selector("table.data a")
+    page.go_back()
+    page.wait_for_url(live.url + "/")
+    page.wait_for_selector("#live.on", timeout=15000)
+    assert page.evaluate("window.flawscopeStreams") == 2  # opened again on return
+    line = threading.Thread(target=live.station.add_parts, args=(12,), kwargs={"seed": 5, "start": 300})
+    line.start()
+    line.join(60)
+    wait_until(page, "Number(document.getElementById('last-seq').textContent) == 47")
+    page.go_forward()
+    page.wait_for_url(live.url + "/inspections")
+    page.go_forward()
+    page.wait_for_url(part_url)
+    page.wait_for_selector("#part-img")
+
+    # The review page, reached by a link: its keys work, and a verdict swaps in the next part.
+    page.click("nav a[href='/review']")
+    page.wait_for_url(live.url + "/review")
+    part = page.inner_text("h1.pid")
+    page.keyboard.press("h")
+    assert page.get_attribute("#btn-heat", "aria-pressed") == "false"
+    judge(page, "g")
+    assert page.inner_text("h1.pid") != part
+    page.keyboard.press("r")  # the next part's page, swapped in by the verdict, has its keys too
+    assert page.get_attribute("#btn-regions", "aria-pressed") == "false"
+    page.keyboard.press("s")
+    wait_until(page, f"document.querySelector('h1.pid') && document.querySelector('h1.pid').textContent != {json.dumps(part)}")
+    page.screenshot(path=str(shots / "review-swapped.png"))
+    page.click("nav a[href='/']")
+    page.wait_for_url(live.url + "/")
+    page.wait_for_selector("#live.on", timeout=15000)
+    assert page.evaluate("window.flawscopeStreams") == 3
+    page.keyboard.press("g")  # the review keys are gone with the review page
+    time.sleep(0.3)
+    assert page.url == live.url + "/"
+
+    assert page.evaluate("window.flawscopeMark") == "same document"
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+    page.screenshot(path=str(shots / "dashboard-swapped.png"), full_page=True)
+    assert not errors, errors
+    with AuditLog.open(live.station.url, read_only=True) as log:
+        reviews = [r for r in log.records() if r.kind == "review"]
+    assert [r.part_id for r in reviews] == [part] and reviews[0].operator == "alice"
+
+
+def test_a_lapsed_session_logs_in_again_in_place_and_forms_keep_their_tokens(browser, live: Served) -> None:  # type: ignore[no-untyped-def]
+    """A link followed after the session is gone: the login page (with where to go next), then the
+    page asked for; a form of a swapped-in page (its CSRF token from the new session) is accepted."""
+    page, errors = new_page(browser, live)
+    page.evaluate("window.flawscopeMark = 1")
+    page.context.clear_cookies()
+    page.click("nav a[href='/inspections']")
+    page.wait_for_url(f"{live.url}/login?next=/inspections")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(live.url + "/inspections")
+    page.locator("table.data a").first.click()
+    page.wait_for_url(f"{live.url}/parts/*")
+    seq = int(page.url.rsplit("/", 1)[1])
+    page.fill("input[name=note]", "seen from the swapped page")
+    page.click("button.warn")
+    page.wait_for_selector(".flash")
+    assert "flag" in page.inner_text(".flash").lower() or "queue" in page.inner_text(".flash").lower()
+    assert page.evaluate("window.flawscopeMark") == 1  # all in one document
+    db = WebDB(live.station.url)
+    try:
+        item = review_queue.entry_of(db, seq)
+    finally:
+        db.close()
+    assert item is not None and item.queued_by == "alice" and item.note == "seen from the swapped page"
+    # Logging out (a form in the top bar) shows the login page; the dashboard then asks again.
+    page.click("button.link")
+    page.wait_for_url(f"{live.url}/login")
+    page.click("a.brand")
+    page.wait_for_url(f"{live.url}/login?next=/")
+    assert page.evaluate("window.flawscopeMark") == 1
+    assert not errors, errors

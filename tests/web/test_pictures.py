@@ -73,3 +73,56 @@ def test_a_small_part_is_sent_as_stored_with_no_full_size_link(served: Served) -
         shown = api.get(f"/parts/{part.seq}/image")
         assert shown.content == Path(part.image_uri).read_bytes()
         assert "image?full=1" not in api.get(f"/review/{part.seq}").text
+
+
+def _wait_idle(state: object, timeout_s: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not state.prerender.idle():  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the pictures were not drawn ahead"
+        time.sleep(0.05)
+
+
+def test_queued_parts_heat_layers_are_drawn_ahead_and_served_as_drawn(served: Served) -> None:
+    """The review band's heat layers are in memory before anyone asks (drawn when the app started
+    or when the feed queued the part), and the page's request gets exactly those bytes."""
+    state = served.app.state.web  # type: ignore[attr-defined]
+    _wait_idle(state)
+    with AuditLog.open(served.station.url, read_only=True) as log:
+        records = [r for r in log.records() if r.kind == "inspection"]
+    queued = [r for r in records if r.outcome.value == "review"]
+    failed = [r for r in records if r.outcome.value == "fail"]
+    assert queued and failed, "the generated parts should include some to review and some failed"
+    for part in queued:
+        assert state.review_pictures.has(("heat", part.seq)), part.seq
+        assert not state.review_pictures.has(("image", part.seq))  # small PNGs are sent as stored
+    assert not any(state.review_pictures.has(("heat", r.seq)) for r in failed)  # not queued
+    made = state.review_pictures.made
+    with served.client("alice") as api:
+        for part in queued:
+            heat = api.get(f"/parts/{part.seq}/heat.png")
+            assert heat.status_code == 200
+            assert heat.content == state.review_pictures.get(("heat", part.seq), bytes)
+    assert state.review_pictures.made == made  # every one served from memory
+    assert state.prerender.failed == 0
+
+
+def test_a_flagged_large_part_is_drawn_when_flagged(large: Served) -> None:
+    """A passed part (no map kept) flagged by an operator: its display-size JPEG is drawn at once."""
+    state = large.app.state.web  # type: ignore[attr-defined]
+    _wait_idle(state)
+    with AuditLog.open(large.station.url, read_only=True) as log:
+        part = [r for r in log.records() if r.kind == "inspection" and r.outcome.value == "pass"][-1]
+    assert not state.review_pictures.has(("image", part.seq))
+    drawn = state.prerender.drawn
+    with large.client("alice") as api:
+        flagged = api.post(f"/api/v1/inspections/{part.seq}/flag", json={"note": "look"})
+        assert flagged.status_code in (200, 201), flagged.text
+        _wait_idle(state)
+        assert state.prerender.drawn == drawn + 1
+        made = state.review_pictures.made
+        shown = api.get(f"/parts/{part.seq}/image")
+        assert shown.headers["content-type"] == "image/jpeg"
+        assert shown.content == state.review_pictures.get(("image", part.seq), bytes)
+    assert state.review_pictures.made == made  # served from memory, not drawn again

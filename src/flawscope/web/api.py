@@ -131,6 +131,9 @@ def inspection_reviews(request: Request, who: Operator, seq: Seq) -> list[Review
 def flag(request: Request, response: Response, who: Operator, seq: Seq, body: FlagIn) -> QueueItemOut:
     """Put a part in the review queue (201; 200 when it was already waiting)."""
     item, created = review_queue.flag(_state(request).db, seq, who.name, body.note)
+    prerender = _state(request).prerender
+    if prerender is not None:
+        prerender.want([seq])
     if created:
         _event(request, who, "flagged", str(seq), note=body.note)
     else:

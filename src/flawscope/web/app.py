@@ -25,13 +25,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flawscope.audit import AuditLog, AuditWriteError
 from flawscope.errors import BundleError, FlawscopeError, InputError
-from flawscope.web import admin_pages, api, pages, pictures
+from flawscope.web import admin_pages, api, assets, pages, pictures
+from flawscope.web import queue as review_queue
 from flawscope.web.auth import Denied, audit_denial, identify
 from flawscope.web.config import WebConfig
 from flawscope.web.database import WebDB
 from flawscope.web.errors import ConflictError, DatabaseError, NotFoundError
 from flawscope.web.imaging import StorePathError
 from flawscope.web.live import Feed, SinkStatus
+from flawscope.web.prerender import Prerenderer
 from flawscope.web.reviews import ReviewConflictError, ReviewDesk
 from flawscope.web.sinks import SinkReader
 from flawscope.web.state import WebState, when
@@ -41,6 +43,7 @@ from flawscope.web.uploads import NoInspectorError
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
+PRIME = 64  # queued parts whose pictures are drawn when the app starts
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
@@ -172,11 +175,12 @@ def _install_handlers(app: FastAPI) -> None:
         return _error(request, 503, f"the audit database is not available: {exc}", "Database unavailable")
 
 
-def _templates() -> Jinja2Templates:
+def _templates(files: assets.Assets) -> Jinja2Templates:
     env = Environment(
         loader=PackageLoader("flawscope.web", "templates"), autoescape=select_autoescape(["html"])
     )
     env.filters["when"] = when
+    env.globals["assets"] = files
     return Jinja2Templates(env=env)
 
 
@@ -218,6 +222,8 @@ def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI
     if active is not None and active.reject > 0:
         # Drawn on the score trend, where scores are divided by the reject threshold.
         review_ratio = float(active.review) / float(active.reject)
+    # Draws the review page's pictures when a part enters the queue (``state`` is made below).
+    prerender = Prerenderer(lambda seq: pictures.prepare(state, seq))
     feed = Feed(
         db,
         shifts=parse_shifts(config.shifts),
@@ -225,6 +231,7 @@ def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI
         poll_s=config.poll_s,
         review_threshold=review_ratio,
         sinks=sinks if sinks is not None else SinkReader(db, config.status_file),
+        on_queued=prerender.want,
     )
     state = WebState(
         config=config,
@@ -236,15 +243,21 @@ def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI
         settings=settings,
         inspector=inspector,
         thresholds=thresholds,
+        prerender=prerender,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        prerender.start()
         feed.start()
+        # The parts already waiting when the app starts: the first of the queue, drawn ahead too.
+        with db.read():
+            prerender.want(i.record.seq or 0 for i in review_queue.pending(db, limit=PRIME))
         try:
             yield
         finally:
             feed.stop()
+            prerender.stop()
             audit.close()
             db.close()
 
@@ -258,12 +271,14 @@ def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.web = state
-    app.state.templates = _templates()
+    app.state.assets = assets.Assets(STATIC)
+    app.state.templates = _templates(app.state.assets)
     _install_handlers(app)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.include_router(pictures.router)
     app.include_router(admin_pages.router)
+    app.include_router(assets.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # A batch of uploads and the multipart framing around them.
     app.add_middleware(Guard, max_body=config.max_upload_bytes * api.MAX_BATCH + 1_000_000)

@@ -87,6 +87,8 @@ class Feed:
         review_threshold: the review threshold divided by the reject threshold, when known (drawn
             on the score trend; the reject threshold is 1.0 there by definition).
         sinks: where the sinks' states come from (None: the dashboard says there are no sinks).
+        on_queued: told the record numbers of parts the feed puts in the review queue (their
+            pictures are drawn ahead of time).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Feed:
         poll_s: float = 1.0,
         review_threshold: float | None = None,
         sinks: SinkStatus | None = None,
+        on_queued: Callable[[list[int]], None] | None = None,
     ) -> None:
         self.db = db
         self.shifts = tuple(shifts)
@@ -107,6 +110,7 @@ class Feed:
         self.poll_s = poll_s
         self.review_threshold = review_threshold
         self.sinks = sinks
+        self.on_queued = on_queued
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -197,11 +201,12 @@ class Feed:
         with self.db.read() as conn:
             rows = conn.execute(query).all()
         if rows:
-            review_queue.enqueue(
-                self.db,
-                [(int(r.seq), str(r.kind), str(r.outcome), str(r.image_sha256)) for r in rows],
-                self.sample_rate,
-            )
+            keys = [(int(r.seq), str(r.kind), str(r.outcome), str(r.image_sha256)) for r in rows]
+            review_queue.enqueue(self.db, keys, self.sample_rate)
+            if self.on_queued is not None:
+                queued = review_queue.queued_automatically(keys, self.sample_rate)
+                if queued:
+                    self.on_queued([k[0] for k in queued])
         now = time.time()
         refresh_queue = bool(rows) or now - self._queue_checked > 2.0
         counts = review_queue.counts(self.db) if refresh_queue else None

@@ -286,6 +286,8 @@ def _coming(state: WebState, item: review_queue.QueueItem | None) -> dict[str, A
     if item is None or item.record.seq is None:
         return None
     image = state.image_of(item.record)
+    if state.prerender is not None:  # drawn by now unless it fell out of the cache
+        state.prerender.want([item.record.seq])
     return {"seq": item.record.seq, "has_map": image.has_map} if image.path is not None else None
 
 
@@ -381,6 +383,8 @@ def flag_part(
     """Put the part in the review queue."""
     state = _state(request)
     _, created = review_queue.flag(state.db, seq, who.name, note)
+    if state.prerender is not None:
+        state.prerender.want([seq])
     if created:
         record_event(
             state.db,

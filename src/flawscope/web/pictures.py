@@ -8,6 +8,10 @@ of that size (``?full=1`` sends the stored image, for a closer look), and the he
 at most :data:`HEAT_SIDE` pixels wide and stretched by the browser over the picture (the map is
 smooth: a larger layer shows nothing more, and a 5-megapixel part's layer took longer to encode
 and send than the rest of its page).
+
+The review page's pictures (the display image when it is converted, and the heat layer) are drawn
+ahead of time by :class:`flawscope.web.prerender.Prerenderer` when a part enters the review queue
+(:func:`prepare`), so the first view of a part is served from memory.
 """
 
 from __future__ import annotations
@@ -71,20 +75,38 @@ def part_image(request: Request, who: Operator, seq: SeqPath, full: bool = False
     if full:
         data = state.pictures.get(("full", seq), lambda: encode(to_display(read_image(path)), ".png"))
         return Response(data, media_type="image/png", headers=KEEP)
-    data = state.pictures.get(
+    return Response(_display(state, seq, image), media_type="image/jpeg", headers=KEEP)
+
+
+def _display(state: WebState, seq: int, image: PartImage) -> bytes:
+    """The picture a page shows of a stored image too large (or of a format) to send as it is."""
+    path = image.path
+    assert path is not None
+    return state.review_pictures.get(
         ("image", seq), lambda: encode(fit(to_display(read_image(path)), DISPLAY_SIDE), ".jpg", 88)
     )
-    return Response(data, media_type="image/jpeg", headers=KEEP)
+
+
+def _converted(image: PartImage) -> bool:
+    """Whether a page's picture of this image is converted (else the stored file is sent)."""
+    assert image.path is not None
+    small = max(image.width, image.height) <= DISPLAY_SIDE
+    return BROWSER_FORMATS.get(image.path.suffix.lower()) is None or not small
 
 
 @router.get("/parts/{seq}/heat.png")
 def part_heat(request: Request, who: Operator, seq: SeqPath) -> Response:
     """The kept anomaly map as a transparent heat layer with the image's proportions (404 when none)."""
     state, image = _part(request, seq)
-    assert image.path is not None
-    path = image.path
     if not image.has_map:
         raise PartNotFoundError("heatmap", f"no heatmap was kept for record {seq}")
+    return Response(_heat(state, seq, image), media_type="image/png", headers=KEEP)
+
+
+def _heat(state: WebState, seq: int, image: PartImage) -> bytes:
+    """The heat layer of a part whose map was kept (PNG, at most :data:`HEAT_SIDE` wide)."""
+    path = image.path
+    assert path is not None
     scale = min(1.0, HEAT_SIDE / max(image.width, image.height))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
 
@@ -94,7 +116,32 @@ def part_heat(request: Request, who: Operator, seq: SeqPath) -> Response:
             raise PartNotFoundError("heatmap", f"no heatmap was kept for record {seq}")
         return encode(heat_rgba(amap, size), ".png")
 
-    return Response(state.pictures.get(("heat", seq), draw), media_type="image/png", headers=KEEP)
+    return state.review_pictures.get(("heat", seq), draw)
+
+
+def prepare(state: WebState, seq: int) -> int:
+    """Draw the review page's pictures of record ``seq`` into the cache (nothing when already there).
+
+    Returns:
+        How many pictures were drawn (0: none needed, the part has no image, or they were cached).
+
+    Raises:
+        InputError: the image or its map cannot be read.
+    """
+    record = state.record(seq)
+    if record is None:
+        return 0
+    image = state.image_of(record)
+    if image.path is None:
+        return 0
+    drawn = 0
+    if _converted(image) and not state.review_pictures.has(("image", seq)):
+        _display(state, seq, image)
+        drawn += 1
+    if image.has_map and not state.review_pictures.has(("heat", seq)):
+        _heat(state, seq, image)
+        drawn += 1
+    return drawn
 
 
 @router.get("/parts/{seq}/thumb.jpg")

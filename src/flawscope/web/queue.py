@@ -246,6 +246,17 @@ def _auto_entries(conn: Connection, rows: Iterable[tuple[int, str, str, str]], r
     return len(fresh)
 
 
+def queued_automatically(
+    rows: Iterable[tuple[int, str, str, str]], rate: float
+) -> list[tuple[int, str, str, str]]:
+    """The rows among ``(seq, kind, outcome, image_sha256)`` that go to the queue: review band, sample."""
+    return [
+        r
+        for r in rows
+        if r[1] == "inspection" and (r[2] == "review" or (r[2] == "pass" and in_review_sample(r[3], rate)))
+    ]
+
+
 def enqueue(db: WebDB, rows: Iterable[tuple[int, str, str, str]], rate: float) -> int:
     """Queue the review-band parts and sampled passes among new records (the live feed calls this).
 
@@ -257,11 +268,7 @@ def enqueue(db: WebDB, rows: Iterable[tuple[int, str, str, str]], rate: float) -
     Returns:
         How many parts were queued (a part already queued for that reason is not queued again).
     """
-    wanted = [
-        r
-        for r in rows
-        if r[1] == "inspection" and (r[2] == "review" or (r[2] == "pass" and in_review_sample(r[3], rate)))
-    ]
+    wanted = queued_automatically(rows, rate)
     if not wanted:
         return 0
     with db.write("review_queue") as conn:

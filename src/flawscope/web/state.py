@@ -26,11 +26,13 @@ from flawscope.web.config import WebConfig
 from flawscope.web.database import WebDB
 from flawscope.web.imaging import inside_store
 from flawscope.web.live import Feed
+from flawscope.web.prerender import Prerenderer
 from flawscope.web.reviews import ReviewDesk, review_of
 
 logger = logging.getLogger(__name__)
 _I = inspections.c
 CACHE_ITEMS = 512
+REVIEW_ITEMS = 256
 
 
 class ByteCache:
@@ -39,7 +41,13 @@ class ByteCache:
     def __init__(self, size: int = CACHE_ITEMS) -> None:
         self.size = size
         self._items: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self.made = 0  # pictures drawn because they were not cached
         self._lock = threading.Lock()
+
+    def has(self, key: tuple[Any, ...]) -> bool:
+        """Whether ``key`` is cached (it stays where it is in the order)."""
+        with self._lock:
+            return key in self._items
 
     def get(self, key: tuple[Any, ...], make: Callable[[], bytes]) -> bytes:
         """The cached bytes for ``key``, made (outside the lock) when missing."""
@@ -49,6 +57,7 @@ class ByteCache:
                 return self._items[key]
         data = make()
         with self._lock:
+            self.made += 1
             self._items[key] = data
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
@@ -88,7 +97,11 @@ class WebState:
     inspector: Any = None
     thresholds: list[dict[str, Any]] = field(default_factory=list)
     pictures: ByteCache = field(default_factory=ByteCache)
+    # The review page's pictures, drawn ahead of time: kept apart from the dashboard's thumbnails,
+    # which turn over every few seconds while the line runs.
+    review_pictures: ByteCache = field(default_factory=lambda: ByteCache(REVIEW_ITEMS))
     login_failures: dict[str, list[float]] = field(default_factory=dict)
+    prerender: Prerenderer | None = None
 
     # ------------------------------------------------------------------------------ settings
 

@@ -75,26 +75,31 @@
       `<tr><td>${esc(k.name)}</td><td>${esc(k.state)}</td><td class="num">${k.backlog ?? ""}</td><td>${esc(k.last_error || "")}</td></tr>`).join(""), "No sinks.", 4);
   }
 
-  const initial = JSON.parse($("initial").textContent);
-  update(initial);
-  const live = $("live");
-  const source = new EventSource(`/events/stream?after=${initial.head}`);
-  // Leaving the page closes the stream at once (the next page need not wait for it).
-  window.addEventListener("pagehide", () => source.close());
-  // A link followed in this tab: close it before the next page is asked for (measured: the open
-  // stream made the next page about 20 ms slower to show).
-  document.addEventListener("click", (e) => {
-    const link = e.target.closest("a[href]");
-    if (link && !link.target && !e.ctrlKey && !e.metaKey && !e.shiftKey && e.button === 0) source.close();
-  });
-  source.addEventListener("open", () => { live.textContent = "LIVE"; live.className = "live on"; });
-  source.addEventListener("error", () => { live.textContent = "DISCONNECTED — retrying"; live.className = "live off"; });
-  source.addEventListener("update", (event) => {
-    const s = JSON.parse(event.data);
-    live.textContent = "LIVE"; live.className = "live on";
-    update(s);
-    window.flawscopeUpdates += 1;
-    window.flawscopeHead = s.head;
-    window.flawscopeSeenAt = Date.now();
-  });
+  /* Start on the dashboard: draw what the page brought, open the stream; stopping closes it. */
+  function start() {
+    for (const name of Object.keys(drawn)) delete drawn[name];
+    lastStrip = ""; lastStripAt = 0; pending = false;
+    const initial = JSON.parse($("initial").textContent);
+    update(initial);
+    const live = $("live");
+    const source = new EventSource(`/events/stream?after=${initial.head}`);
+    window.flawscopeStream = source;
+    window.flawscopeStreams = (window.flawscopeStreams || 0) + 1;
+    source.addEventListener("open", () => { live.textContent = "LIVE"; live.className = "live on"; });
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED) return;
+      live.textContent = "DISCONNECTED — retrying"; live.className = "live off";
+    });
+    source.addEventListener("update", (event) => {
+      const s = JSON.parse(event.data);
+      live.textContent = "LIVE"; live.className = "live on";
+      update(s);
+      window.flawscopeUpdates += 1;
+      window.flawscopeHead = s.head;
+      window.flawscopeSeenAt = Date.now();
+    });
+    // Leaving the dashboard (another page swapped in, or another document) closes the stream at once.
+    return () => { source.close(); if (window.flawscopeStream === source) window.flawscopeStream = null; };
+  }
+  window.flawscopePage("dashboard", start);
 })();

@@ -1,9 +1,10 @@
 /* The review page: every action has a key; drawn regions go with a DEFECT verdict.
  *
  * A verdict is posted in the background and the next part's page, as the server renders it,
- * replaces this one's <main> (no new document: quicker, and lighter for a line PC's CPU). When
- * that cannot be done the form is submitted the ordinary way; the form's request id makes a
- * second submission of the same verdict harmless.
+ * replaces this one (nav.js: no new document, quicker and lighter for a line PC's CPU; the part
+ * reviewed is replaced in the history, not added to it). When that cannot be done the form is
+ * submitted the ordinary way; the form's request id makes a second submission of the same verdict
+ * harmless. The keys are bound while a review page is on screen, and unbound when it is left.
  */
 "use strict";
 (function () {
@@ -89,6 +90,7 @@
     }
     if (form) {
       form.addEventListener("submit", (e) => {
+        if ("native" in form.dataset) return; // the in-page way failed: the ordinary submission
         if (sending) { e.preventDefault(); return; }
         const verdict = e.submitter ? e.submitter.value : "";
         $("regions-field").value = verdict === "defect" && polygons.length ? JSON.stringify(polygons) : "";
@@ -109,26 +111,11 @@
 
   async function post(form, submitter) {
     const started = performance.now();
-    try {
-      const answer = await fetch(form.action, { method: "POST", body: new FormData(form, submitter), credentials: "same-origin" });
-      const type = answer.headers.get("content-type") || "";
-      if (!answer.ok || !type.startsWith("text/html")) throw new Error(`answer ${answer.status}`);
-      const next = new DOMParser().parseFromString(await answer.text(), "text/html");
-      const main = next.querySelector("main");
-      if (!main) throw new Error("no page");
-      document.querySelector("main").replaceWith(main);
-      document.title = next.title;
-      const badge = $("nav-queue"), fresh = next.getElementById("nav-queue");
-      if (badge && fresh) { badge.textContent = fresh.textContent; badge.className = fresh.className; }
-      history.replaceState(null, "", answer.url);
-      init();
-      window.flawscopeSwaps += 1;
-      window.flawscopeTimings.push(performance.now() - started);
-    } catch (error) {
-      // Show what the server says the ordinary way (an error page, the login page...).
-      sending = false;
-      form.submit();
-    }
+    const body = new URLSearchParams(new FormData(form, submitter));
+    const shown = await window.flawscopeVisit(form.action, { method: "POST", body, history: "replace", form, submitter });
+    if (!shown) return;
+    window.flawscopeSwaps += 1;
+    window.flawscopeTimings.push(performance.now() - started);
   }
 
   function submit(verdict) {
@@ -136,8 +123,6 @@
     if (sending || !form) return;
     form.requestSubmit(form.querySelector(`button[value="${verdict}"]`));
   }
-
-  window.addEventListener("pageshow", () => { sending = false; const f = $("verdict-form"); if (f) f.classList.remove("sending"); });
 
   const actions = {
     g: () => submit("good"),
@@ -148,10 +133,10 @@
     m: () => toggleDraw(),
     z: () => { polygons.pop(); paint(); },
     n: () => { const note = $("note"); if (note) note.focus(); },
-    s: () => { const skip = $("skip"); if (skip) window.location.href = skip.href; },
+    s: () => { const skip = $("skip"); if (skip) window.flawscopeVisit(skip.href); },
   };
 
-  document.addEventListener("keydown", (e) => {
+  function onKey(e) {
     if (e.ctrlKey || e.altKey || e.metaKey) return;
     const note = $("note");
     if (note && e.target === note) {
@@ -166,7 +151,15 @@
       return;
     }
     if (actions[key]) { e.preventDefault(); actions[key](); }
-  });
+  }
 
-  init();
+  window.flawscopePage("review", () => {
+    init();
+    document.addEventListener("keydown", onKey);
+    window.addEventListener("resize", window.flawscopeFit);
+    return () => {
+      document.removeEventListener("keydown", onKey);
+      window.removeEventListener("resize", window.flawscopeFit);
+    };
+  });
 })();

@@ -6,6 +6,7 @@
     if (!stage) return;
     const width = Number(stage.dataset.width), height = Number(stage.dataset.height);
     if (!width || !height) return;
+    // Read every size first, then write: one layout, not one per property.
     const box = getComputedStyle(stage.parentElement);
     const room = stage.parentElement.clientWidth - parseFloat(box.paddingLeft) - parseFloat(box.paddingRight);
     const top = stage.getBoundingClientRect().top + window.scrollY;
@@ -16,6 +17,11 @@
     stage.dispatchEvent(new Event("fitted"));
   }
   window.flawscopeFit = fit;
-  window.addEventListener("resize", fit);
-  fit();
+  function start() {
+    fit();
+    window.addEventListener("resize", fit);
+    return () => window.removeEventListener("resize", fit);
+  }
+  // The review page fits its picture itself (after binding the drawing layer to "fitted").
+  window.flawscopePage("part", start);
 })();
