@@ -242,7 +242,8 @@ def test_pages_are_swapped_in_place_and_back_forward_work(browser, live: Served,
     page.keyboard.press("r")  # the next part's page, swapped in by the verdict, has its keys too
     assert page.get_attribute("#btn-regions", "aria-pressed") == "false"
     page.keyboard.press("s")
-    wait_until(page, f"document.querySelector('h1.pid') && document.querySelector('h1.pid').textContent != {json.dumps(part)}")
+    shown = "document.querySelector('h1.pid')"
+    wait_until(page, f"{shown} && {shown}.textContent != {json.dumps(part)}")
     page.screenshot(path=str(shots / "review-swapped.png"))
     page.click("nav a[href='/']")
     page.wait_for_url(live.url + "/")
