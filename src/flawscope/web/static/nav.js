@@ -60,23 +60,21 @@
     history.replaceState({ ...(history.state || {}), flawscope: true, scroll: window.scrollY }, "");
   }
 
-  /* Put a fetched page on screen. */
+  /* Put a fetched page on screen; the address changes last, once the page is started. */
   function swap(title, body, url, how) {
     stopPage();
+    if (how.history === "push") remember();
     document.title = title;
     document.body.replaceWith(body);
-    if (how.history === "push") {
-      remember();
-      history.pushState({ flawscope: true, scroll: 0 }, "", url);
-    } else if (how.history === "replace") {
-      history.replaceState({ flawscope: true, scroll: 0 }, "", url);
-    }
-    const target = location.hash && document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    const hash = new URL(url).hash;
+    const target = hash && document.getElementById(decodeURIComponent(hash.slice(1)));
     if (target) target.scrollIntoView();
     else window.scrollTo(0, how.scroll || 0);
     const focus = document.body.querySelector("[autofocus]");
     if (focus) focus.focus();
     startPage();
+    if (how.history === "push") history.pushState({ flawscope: true, scroll: 0 }, "", url);
+    else if (how.history === "replace") history.replaceState({ flawscope: true, scroll: 0 }, "", url);
     window.flawscopeNavs += 1;
   }
 
