@@ -302,7 +302,11 @@ def reviewer(
         page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
         page.on(
             "response",
-            lambda r: server_ms.append(_server_ms(r)) if _is_page(r) else None,
+            lambda r: (
+                (server_ms.append(_server_ms(r)), server_pages.append(_page_kind(r.url)))
+                if _is_page(r)
+                else None
+            ),
         )
         login(page, base, "reviewer")
         n = 0
@@ -334,6 +338,13 @@ def reviewer(
 
 
 server_ms: list[float | None] = []  # the app's own time per page (Server-Timing), all runs
+server_pages: list[str] = []  # which page each of those was
+
+
+def _page_kind(url: str) -> str:
+    """A page's kind from its address (``/parts/12`` -> ``/parts/N``)."""
+    path = "/" + url.split("://", 1)[-1].split("/", 1)[-1].split("?")[0]
+    return "/".join("N" if part.isdigit() else part for part in path.split("/"))
 
 
 def _is_page(response: Any) -> bool:
@@ -669,6 +680,10 @@ def main() -> None:
     killed = sigkill_review(ctx)
     with_web_runs = [r for r in rounds if r["mode"] != labels["A"]]
     app_ms = [v for v in server_ms if v is not None]
+    by_page: dict[str, list[float]] = {}
+    for kind, v in zip(server_pages, server_ms, strict=True):
+        if v is not None:
+            by_page.setdefault(kind, []).append(v)
     throughput: dict[str, Any] = {"alone_parts_per_s": alone, "target_ratio": 0.9}
     for mode in "NP":
         if rates(mode):
@@ -692,6 +707,14 @@ def main() -> None:
             "n": len(app_ms),
             "p50": round(float(np.percentile(app_ms, 50)), 1) if app_ms else None,
             "p95": round(float(np.percentile(app_ms, 95)), 1) if app_ms else None,
+            "by_page": {
+                kind: {
+                    "n": len(v),
+                    "p50": round(float(np.percentile(v, 50)), 1),
+                    "p95": round(float(np.percentile(v, 95)), 1),
+                }
+                for kind, v in sorted(by_page.items())
+            },
         },
         "page_action_target_ms": 200,
         "keyboard_review": keyboard,
