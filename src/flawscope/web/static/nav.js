@@ -56,14 +56,16 @@
     return Promise.race([decoded, new Promise((done) => setTimeout(done, PICTURES_WAIT_MS))]);
   }
 
-  function remember() {
-    history.replaceState({ ...(history.state || {}), flawscope: true, scroll: window.scrollY }, "");
-  }
+  // Where each history entry was scrolled to, kept here: one history call per swap (a second one,
+  // to note the scroll in the entry's state, would be a second navigation to anything watching).
+  const scrolls = new Map();
+  let entry = Date.now();
+  const entryOf = (state) => (state && state.flawscope ? state.entry : undefined);
 
   /* Put a fetched page on screen; the address changes last, once the page is started. */
   function swap(title, body, url, how) {
     stopPage();
-    if (how.history === "push") remember();
+    scrolls.set(entry, window.scrollY);
     document.title = title;
     document.body.replaceWith(body);
     const hash = new URL(url).hash;
@@ -73,8 +75,14 @@
     const focus = document.body.querySelector("[autofocus]");
     if (focus) focus.focus();
     startPage();
-    if (how.history === "push") history.pushState({ flawscope: true, scroll: 0 }, "", url);
-    else if (how.history === "replace") history.replaceState({ flawscope: true, scroll: 0 }, "", url);
+    if (how.history === "push") {
+      entry += 1;
+      history.pushState({ flawscope: true, entry }, "", url);
+    } else if (how.history === "replace") {
+      history.replaceState({ flawscope: true, entry }, "", url);
+    } else {
+      entry = how.entry;
+    }
     window.flawscopeNavs += 1;
   }
 
@@ -171,7 +179,8 @@
 
   window.addEventListener("popstate", (event) => {
     if (!event.state || !event.state.flawscope) return;
-    visit(location.href, { history: "none", scroll: event.state.scroll || 0 });
+    const to = entryOf(event.state);
+    visit(location.href, { history: "none", entry: to, scroll: scrolls.get(to) || 0 });
   });
 
   // Leaving for another document closes what the page opened (the stream); coming back from the
@@ -181,7 +190,9 @@
 
   history.scrollRestoration = "manual";
   document.addEventListener("DOMContentLoaded", () => {
-    remember();
+    // A reload keeps the entry it had; a new document gets a new one.
+    if (entryOf(history.state) === undefined) history.replaceState({ flawscope: true, entry }, "");
+    else entry = history.state.entry;
     startPage();
   });
 })();
