@@ -113,6 +113,13 @@ def test_promotion_is_gated_overrides_need_an_engineer_and_rollback_returns(
         rolled = registry.rollback("erin", "too many false rejects")
         assert rolled.version == live and registry.live_version() == live
         actions = [(e.action, e.version) for e in registry.events()]
+        # The audit records keep the gates' settings and each paired test's result.
+        compared = next(e for e in registry.events() if e.action == "compare" and e.version == bad)
+        refused = next(e for e in registry.events() if e.action == "refuse" and e.version == bad)
+        for event in (compared, refused):
+            assert event.details["gate_config"]["type_rule"] == gates.type_rule
+            recall = next(g for g in event.details["gates"] if g["name"] == "recall on all labelled defects")
+            assert {"p_value", "low", "high", "margin", "rule", "live_only"} <= set(recall)
         assert audit.verify().ok
     assert actions[:4] == [("register", live), ("register", cand), ("register", bad), ("promote", live)]
     assert ("refuse", cand) in actions and ("compare", bad) in actions
@@ -137,7 +144,16 @@ def test_cli_model_commands(plant, candidate, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     gates = tmp_path / "gates.json"
     gates.write_text(
-        json.dumps({"min_defects": 5, "min_good": 5, "max_recall_drop": 1.0, "frr_bound_tolerance": 1.0})
+        json.dumps(
+            {
+                "min_defects": 5,
+                "min_good": 5,
+                "recall_rule": "inferiority",
+                "recall_margin": 0.99,
+                "type_margin": 0.99,
+                "frr_bound_tolerance": 1.0,
+            }
+        )
     )
     result = runner.invoke(
         app,

@@ -232,7 +232,7 @@ def print_comparison(result: Any) -> None:
             f"left out: {result.trained_on} reviewed part(s) whose review a model was retrained from "
             "(not evidence about it)"
         )
-    gates = Table(title="Gates")
+    gates = Table(title="Gates", caption=escape(result.config.describe()))
     for column in ("gate", "holds", "detail"):
         gates.add_column(column)
     for gate in result.gates:

@@ -10,9 +10,14 @@ Both deployable bundles judge the same images with the torch-free runtime:
 * **unlabelled parts**: images of an archive nobody reviewed; the share on which both models take
   the same decision (pass, or stop), with its interval.
 
-The gates (:class:`GateConfig`) decide whether the candidate may be promoted. A candidate whose
-preprocessing differs from the live model's is refused for comparison: its verdicts would not be
-about the same input.
+The gates (:class:`GateConfig`) decide whether the candidate may be promoted. Recall is compared
+part by part (both models judge the same parts): each recall gate is a paired test on the parts
+the two models judge differently, with its interval, margin and confidence
+(:mod:`flawscope.improve.paired`): by default the candidate must show non-inferiority within 5
+points on all labelled defects, and is refused on any defect type where the live model catches
+parts it misses significantly more often than the reverse (McNemar's exact test). A candidate
+whose preprocessing differs from the live model's is refused for comparison: its verdicts would
+not be about the same input.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 from flawscope.decide.calibration import clopper_pearson_interval, clopper_pearson_upper
 from flawscope.decide.thresholds import utc_now_iso
 from flawscope.errors import InputError
+from flawscope.improve.paired import METHODS, RULES, PairedTest, paired_test
 from flawscope.jsonsafe import finite_or_none
 from flawscope.types import Outcome
 
@@ -111,25 +117,65 @@ class GateConfig:
     Attributes:
         min_defects: labelled defective parts needed to judge recall at all.
         min_good: labelled good parts needed to judge the false-reject rate.
-        max_recall_drop: the candidate's recall on all labelled defects may be at most this much
-            below the live model's.
-        max_type_recall_drop: the same for each defect type with at least ``min_type_parts`` parts.
+        recall_rule: the paired test on all labelled defects: ``non_inferiority`` (the candidate
+            must show it is worse by less than ``recall_margin``) or ``inferiority`` (refused
+            when the data show it is worse by more), see :mod:`flawscope.improve.paired`.
+        recall_margin: the loss in recall on all labelled defects the rule tolerates (a share).
+        type_rule: the paired test of each defect type with at least ``min_type_parts`` parts.
+        type_margin: its margin (0 with ``inferiority``: McNemar's exact test).
+        method: ``auto`` (the exact binomial test for a zero margin, the paired interval
+            otherwise), ``exact`` or ``score``.
         min_type_parts: parts a type needs for its own gate.
         frr_bound_tolerance: the candidate's FRR upper bound may exceed the live model's by at most this.
         max_frr_bound: an absolute cap on the candidate's FRR upper bound (None: none).
         min_agreement: least share of unlabelled parts judged alike (None: not a gate).
-        confidence: confidence of every interval and bound.
+        confidence: confidence of every interval and bound (each one-sided test at half the rest).
     """
 
     min_defects: int = 10
     min_good: int = 30
-    max_recall_drop: float = 0.0
-    max_type_recall_drop: float = 0.05
+    recall_rule: str = "non_inferiority"
+    recall_margin: float = 0.05
+    type_rule: str = "inferiority"
+    type_margin: float = 0.0
+    method: str = "auto"
     min_type_parts: int = 5
     frr_bound_tolerance: float = 0.0
     max_frr_bound: float | None = None
     min_agreement: float | None = None
     confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        for name in ("recall_rule", "type_rule"):
+            if getattr(self, name) not in RULES:
+                raise InputError(name, f"must be one of {', '.join(RULES)}, got {getattr(self, name)!r}")
+        if self.method not in METHODS:
+            raise InputError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for name in ("recall_margin", "type_margin"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+                raise InputError(name, f"must be a share in [0, 1) (0.05 = 5 points), got {value!r}")
+        if not isinstance(self.confidence, int | float) or not 0.5 <= self.confidence < 1.0:
+            raise InputError("confidence", f"must be in [0.5, 1), got {self.confidence!r}")
+
+    def describe(self) -> str:
+        """The recall gates' rules in one line, for the report."""
+
+        def rule(name: str, margin: float) -> str:
+            if name == "non_inferiority":
+                return f"non-inferiority within {margin:.0%} (the candidate must show it)"
+            return (
+                f"refused on evidence of a loss over {margin:.0%}"
+                if margin
+                else "refused on evidence of a loss"
+            )
+
+        return (
+            f"paired tests at {self.confidence:.0%} confidence (method {self.method}): all defects "
+            f"{rule(self.recall_rule, self.recall_margin)}; each type with >= {self.min_type_parts} parts "
+            f"{rule(self.type_rule, self.type_margin)}; false-reject bound at most live's"
+            + (f" + {self.frr_bound_tolerance:.1%}" if self.frr_bound_tolerance else "")
+        )
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> GateConfig:
@@ -145,8 +191,17 @@ class GateConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known if isinstance(data, dict) else set()
         if not isinstance(data, dict) or unknown:
-            raise InputError(path, f"unknown gate(s) {sorted(unknown)}; known: {sorted(known)}")
-        return replace(cls(), **data)
+            replaced = sorted(unknown & {"max_recall_drop", "max_type_recall_drop"})
+            hint = (
+                f" ({', '.join(replaced)}: replaced by the paired tests' recall_margin and type_margin)"
+                if replaced
+                else ""
+            )
+            raise InputError(path, f"unknown gate(s) {sorted(unknown)}{hint}; known: {sorted(known)}")
+        try:
+            return replace(cls(), **data)
+        except InputError as exc:
+            raise InputError(path, str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -157,11 +212,13 @@ class Gate:
         name: which gate.
         passed: whether it holds.
         detail: the numbers behind it.
+        test: the paired test behind a recall gate (None for the others).
     """
 
     name: str
     passed: bool
     detail: str
+    test: PairedTest | None = None
 
 
 @dataclass(frozen=True)
@@ -261,10 +318,40 @@ def _results(
     )
 
 
+def paired_counts(
+    live: dict[str, bool], candidate: dict[str, bool], paths: Iterable[str]
+) -> tuple[int, int, int, int]:
+    """``(both, live_only, candidate_only, n)``: parts each model stopped, among ``paths`` both judged."""
+    judged = [p for p in paths if p in live and p in candidate]
+    both = sum(1 for p in judged if live[p] and candidate[p])
+    live_only = sum(1 for p in judged if live[p] and not candidate[p])
+    candidate_only = sum(1 for p in judged if candidate[p] and not live[p])
+    return both, live_only, candidate_only, len(judged)
+
+
 def evaluate_gates(
-    live: ModelResults, candidate: ModelResults, agreement: Rate | None, config: GateConfig
+    live: ModelResults,
+    candidate: ModelResults,
+    agreement: Rate | None,
+    config: GateConfig,
+    labels: dict[str, str] | None = None,
 ) -> tuple[Gate, ...]:
-    """Each gate's verdict (see :class:`GateConfig`)."""
+    """Each gate's verdict (see :class:`GateConfig`).
+
+    Args:
+        live: the live model's results (with ``stopped``).
+        candidate: the candidate's, on the same parts.
+        agreement: agreement on unlabelled parts.
+        config: the gates.
+        labels: image path -> label of the labelled parts (the recall gates' pairs).
+    """
+    labels = labels or {}
+    defects = [p for p, label in labels.items() if label != GOOD]
+    counts = paired_counts(live.stopped, candidate.stopped, defects)
+    test = paired_test(
+        *counts, margin=config.recall_margin, rule=config.recall_rule, confidence=config.confidence,
+        method=config.method,
+    )  # fmt: skip
     gates = [
         Gate(
             "enough labelled parts",
@@ -274,24 +361,31 @@ def evaluate_gates(
         ),
         Gate(
             "recall on all labelled defects",
-            candidate.recall.rate >= live.recall.rate - config.max_recall_drop - 1e-12,
-            f"candidate {candidate.recall.rate:.1%} "
-            f"[{candidate.recall.low:.1%}, {candidate.recall.high:.1%}] vs live {live.recall.rate:.1%}; "
-            f"may drop by {config.max_recall_drop:.1%}",
+            test.passed,
+            f"candidate {candidate.recall.rate:.1%} vs live {live.recall.rate:.1%}: {test.describe()}",
+            test,
         ),
     ]
     for kind, rate in candidate.recall_by_type.items():
         before = live.recall_by_type.get(kind)
         if before is None or rate.n < config.min_type_parts:
             continue
+        counts = paired_counts(live.stopped, candidate.stopped, [p for p in defects if labels[p] == kind])
+        test = paired_test(
+            *counts, margin=config.type_margin, rule=config.type_rule, confidence=config.confidence,
+            method=config.method,
+        )  # fmt: skip
         gates.append(
             Gate(
                 f"recall on {kind}",
-                rate.rate >= before.rate - config.max_type_recall_drop - 1e-12,
-                f"candidate {rate.rate:.1%} vs live {before.rate:.1%} on {rate.n} parts; "
-                f"may drop by {config.max_type_recall_drop:.1%}",
+                test.passed,
+                f"candidate {rate.rate:.1%} vs live {before.rate:.1%}: {test.describe()}",
+                test,
             )
         )
+    good_pairs = paired_counts(
+        live.stopped, candidate.stopped, [p for p, label in labels.items() if label == GOOD]
+    )
     bound = live.frr.upper + config.frr_bound_tolerance
     if config.max_frr_bound is not None:
         bound = min(bound, config.max_frr_bound)
@@ -301,7 +395,8 @@ def evaluate_gates(
             candidate.frr.upper <= bound + 1e-12,
             f"candidate {candidate.frr.k}/{candidate.frr.n} stopped, upper bound "
             f"{candidate.frr.upper:.2%} vs allowed {bound:.2%} "
-            f"(live {live.frr.k}/{live.frr.n}, bound {live.frr.upper:.2%})",
+            f"(live {live.frr.k}/{live.frr.n}, bound {live.frr.upper:.2%}); "
+            f"{good_pairs[1]} stopped by live only, {good_pairs[2]} by the candidate only",
         )
     )
     if config.min_agreement is not None:
@@ -359,7 +454,8 @@ def compare_models(
         same = sum(1 for p in a if a[p] == b[p])
         agreement = Rate.of(same, len(a), config.confidence)
         bad += bad_a
-    gates = evaluate_gates(live_results, cand_results, agreement, config)
+    labels = {i.path: i.label for i in labelled if i.path in live_stopped and i.path in cand_stopped}
+    gates = evaluate_gates(live_results, cand_results, agreement, config, labels)
     return Comparison(
         live_results, cand_results, agreement, paired, gates, "", counts, tuple(bad), utc_now_iso(), config,
         trained_on,

@@ -257,6 +257,7 @@ class ModelRegistry:
             refused=comparison.refused,
             failed=[g.name for g in comparison.gates if not g.passed],
             file=path.name,
+            **gate_evidence(comparison.to_dict()),
         )
         return path
 
@@ -329,8 +330,9 @@ class ModelRegistry:
             logger.warning("promotion of %s by %s overrides the gates: %s", version, by, problem)
         elif problem:
             self._record(
-                "refuse", version, manifest.model_hash, by, Outcome.FAIL, reason=reason, problem=problem
-            )
+                "refuse", version, manifest.model_hash, by, Outcome.FAIL, reason=reason, problem=problem,
+                **({} if comparison is None else gate_evidence(comparison)),
+            )  # fmt: skip
             raise PromotionRefusedError("promote", f"refused: {problem}")
         record = self._record(
             "promote",
@@ -341,7 +343,7 @@ class ModelRegistry:
             reason=reason,
             previous=live,
             override=problem if override and problem else "",
-            gates=None if comparison is None else [g["name"] for g in comparison.get("gates", [])],
+            **({} if comparison is None else gate_evidence(comparison)),
         )
         return next(e for e in self.events() if e.seq == record.seq)
 
@@ -392,3 +394,14 @@ def web_authoriser(db_url: str, password: str | None = None, token: str | None =
         return found is not None and found.username == user and found.allows(role)
 
     return authorise
+
+
+def gate_evidence(comparison: dict[str, Any]) -> dict[str, Any]:
+    """What an audit record keeps of a comparison: the gates' settings and each gate's result and test."""
+    gates = []
+    for gate in comparison.get("gates", []):
+        test = gate.get("test") or {}
+        kept = {k: test[k] for k in ("n", "live_only", "candidate_only", "difference", "low", "high",
+                                     "margin", "rule", "method", "p_value") if k in test}  # fmt: skip
+        gates.append({"name": gate["name"], "passed": gate["passed"], "detail": gate["detail"], **kept})
+    return {"gates": gates, "gate_config": comparison.get("config")}
