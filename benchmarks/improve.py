@@ -60,6 +60,7 @@ import platform
 import tempfile
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -795,13 +796,6 @@ def part_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from flawscope.bundle import read_bundle
     from flawscope.decide.workflow import calibrate_bundle
     from flawscope.export.onnx_export import export_bundle
-    from flawscope.improve.compare import (
-        GateConfig,
-        compare_models,
-        labelled_from_dataset,
-        labelled_from_reviews,
-    )
-    from flawscope.improve.registry import ModelRegistry, PromotionRefusedError
     from flawscope.improve.retrain import retrain
     from flawscope.line import run_line
     from flawscope.models.train import train
@@ -825,6 +819,16 @@ def part_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     # 2. The line: the new type appears among the parts; images stored, 20% of passes sampled.
     audit_url = f"sqlite:///{loop / 'audit.db'}"
     store = loop / "images"
+    if args.compare_only:  # the line, the reviews and the candidates of an earlier run, judged again
+        earlier: dict[str, Any] = {name: loop / name / "deployed" for name, _ in candidates_of(args)}
+        missing = [str(path) for path in earlier.values() if not (path / "manifest.json").is_file()]
+        if missing or not (loop / "audit.db").is_file():
+            raise SystemExit(f"--compare-only needs an earlier run's audit log and candidates: {missing}")
+        import shutil
+
+        shutil.rmtree(loop / "models", ignore_errors=True)
+        out["compare_only"] = True
+        return _judge_loop(args, out, loop, folders, live, earlier, audit_url, started)
     for leftover in (
         loop / "audit.db",
         loop / "feedback",
@@ -889,12 +893,36 @@ def part_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "excluded": len(lineage.excluded),
             "notes": list(lineage.notes),
         }
+    return _judge_loop(args, out, loop, folders, live, made, audit_url, started)
+
+
+def _judge_loop(
+    args: argparse.Namespace,
+    out: dict[str, Any],
+    loop: Path,
+    folders: dict[str, Path],
+    live: Path,
+    made: dict[str, Any],
+    audit_url: str,
+    started: float,
+) -> dict[str, Any]:
+    from flawscope.audit import AuditLog
+    from flawscope.improve.compare import (
+        GateConfig,
+        compare_models,
+        labelled_from_dataset,
+        labelled_from_reviews,
+    )
+    from flawscope.improve.registry import ModelRegistry, PromotionRefusedError
+
+    new = args.new_type
     # 5. Registry; each candidate compared with the live model on the held-out labelled parts (the
     #    reviewed parts are left out: the candidates were trained on them), gates; the worse one and
     #    then the chosen one are put up for promotion.
     labelled = labelled_from_dataset(folders["eval"])
     held_out = {item.path: item.label for item in labelled}
-    gates = GateConfig()
+    gates = GateConfig.from_file(args.gates) if args.gates else GateConfig()
+    out["gates"] = asdict(gates)
     chosen = args.task or "anomaly"
     results: dict[str, Any] = {"refusals": {}}
     with AuditLog.open(audit_url) as audit:
@@ -1043,6 +1071,12 @@ def main() -> None:
     parser.add_argument(
         "--review-sample", type=float, default=0.2, help="Share of passes sampled (loop part)."
     )
+    parser.add_argument(
+        "--compare-only",
+        action="store_true",
+        help="Loop part: judge an earlier run's candidates again (same --work), no line, no retraining.",
+    )
+    parser.add_argument("--gates", type=Path, default=None, help="Loop part: gates as a JSON file.")
     parser.add_argument("--images", type=int, default=10_000, help="Archive size of the ray part.")
     parser.add_argument(
         "--work", type=Path, default=None, help="Working folder (kept; reused if it has a model)."

@@ -29,6 +29,11 @@ def test_a_mixed_candidate_learns_the_new_type_with_lineage(plant, tmp_path: Pat
     assert any("learnt from the reviews (crack)" in n for n in lineage.notes)
     assert manifest.training.task == "mixed" and manifest.preprocessing == live.preprocessing
     assert manifest.select_thresholds() is not None and manifest.signature is not None
+    # Calibrated on the base model's own calibration images: fitted on every good image it was.
+    base_held = read_bundle(plant.trained).manifest.training.holdout
+    assert manifest.training.holdout.n_images == base_held.n_images == len(base_held.files) == 24
+    assert "base model's calibration images" in manifest.training.holdout.rule
+    assert any("base model's own 24 calibration images" in n for n in lineage.notes)
     # Comparable with the live model part by part.
     comparison = compare_models(plant.live, result.deployed, labelled_from_dataset(plant.later))
     assert not comparison.refused and comparison.candidate is not None

@@ -27,7 +27,7 @@ from typing import Any
 
 from flawscope.bundle import Bundle, read_bundle, update_manifest
 from flawscope.data.datasets import Dataset, load_dataset, read_samples
-from flawscope.decide.calibration import CalibrationResult
+from flawscope.decide.calibration import MIN_GOOD, CalibrationResult
 from flawscope.decide.thresholds import utc_now_iso
 from flawscope.errors import InputError
 from flawscope.improve.feedback import FeedbackSet, read_feedback
@@ -346,7 +346,19 @@ def _fit_labelled(
             f"new defect type(s) {', '.join(new)}: "
             + (f"learnt from the reviews ({', '.join(learnt)})" if learnt else "none learnt yet")
         )
-    result = train_supervised(made.labelled, output, kind, holdout, params)
+    held = base_holdout(manifest, made.original)
+    if held:
+        notes.append(
+            f"calibrated on the base model's own {len(held)} calibration images (by content), so "
+            "that both models' thresholds stop the same good parts and every other good image the "
+            "base model was fitted on is fitted on again"
+        )
+    else:
+        notes.append(
+            f"the base model's calibration images are not in the base set (or fewer than {MIN_GOOD}): "
+            f"{holdout:g} of the good images held out instead"
+        )
+    result = train_supervised(made.labelled, output, kind, holdout, params, holdout_hashes=held or None)
     notes += [n for n in result.notes if n not in notes]
     data = (
         DataSource(
@@ -365,6 +377,22 @@ def _fit_labelled(
         ),
     )
     return _Fitted(list(result.holdout_images), list(result.holdout_paths), data, notes, made.left_out)
+
+
+def base_holdout(manifest: Any, samples: Sequence[Any]) -> frozenset[str]:
+    """Contents of the base model's calibration images that are among ``samples`` (empty: too few).
+
+    A candidate held out on another draw would be calibrated on other good parts than the live
+    model and, worse, fitted on fewer of the good parts the live model learnt from (found on
+    magnetic_tile: the station's PaDiM head, fitted on 401 good images against the live model's
+    457, missed old defect types the live model caught).
+    """
+    from flawscope.data.imageio import sha256_file
+
+    files = manifest.training.holdout.files
+    wanted = {f.sha256 for f in files if f.sha256}
+    present = {sha256_file(s.path) for s in samples if getattr(s, "cls", None) == "good"} & wanted
+    return frozenset(present) if len(present) >= MIN_GOOD else frozenset()
 
 
 def _counts(counts: dict[str, int]) -> str:

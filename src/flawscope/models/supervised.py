@@ -314,7 +314,16 @@ class SupervisedModel(Model):
         self.temperature_ = float(train_log.temperature)
         self.anomaly_: Any = None
         if p["anomaly"] == "padim":
-            self.anomaly_ = fit_anomaly_head(self, bank, good_rows)
+            # The validation images only stop the trained head early; the good-parts head has no
+            # such use for them, and a PaDiM fitted on fewer good parts is a weaker one (found on
+            # magnetic_tile: the station's head missed old defect types the live PaDiM caught).
+            # A fused or chosen score standardises the head's evidence on the validation good
+            # parts, so there they stay out of its fit.
+            anomaly_rows = good_rows
+            if p["score"] in ("class", "map") and GOOD in self.classes_:
+                val_good = val_rows[labels[val_rows] == self._image_class(GOOD)]
+                anomaly_rows = np.sort(np.concatenate([good_rows, val_good]))
+            self.anomaly_ = fit_anomaly_head(self, bank, anomaly_rows)
         self.head_: nn.Module | None = None
         self.fusion_: torch.Tensor | None = None
         self._score_notes: list[str] = []

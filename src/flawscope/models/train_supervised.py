@@ -104,16 +104,35 @@ class SupervisedResult:
 
 
 def calibration_holdout(
-    samples: Sequence[LabelledSample], fraction: float, seed: int = 0
+    samples: Sequence[LabelledSample],
+    fraction: float,
+    seed: int = 0,
+    hashes: Sequence[str] | None = None,
+    held_hashes: frozenset[str] | None = None,
 ) -> tuple[list[int], list[int]]:
-    """Indices to train on and good-part indices held out for calibration (by group, never trained on)."""
-    if fraction <= 0:
-        return list(range(len(samples))), []
+    """Indices to train on and good-part indices held out for calibration (by group, never trained on).
+
+    Args:
+        samples: the training side.
+        fraction: share of the good images to hold out (unused with ``held_hashes``).
+        seed: the stratified split's seed.
+        hashes: the samples' SHA-256 (needed with ``held_hashes``).
+        held_hashes: hold out exactly the good images with these contents (a retrained
+            candidate keeps its base model's calibration parts, see
+            :func:`flawscope.improve.retrain.retrain`).
+    """
     good = [i for i, s in enumerate(samples) if s.cls == GOOD]
-    if not good:
-        raise InputError("holdout", "there are no good images to hold out for calibration")
-    picked = holdout([samples[i] for i in good], fraction, seed)
-    held = sorted(good[i] for i in picked.validation)
+    if held_hashes is not None:
+        if hashes is None:
+            raise ValueError("held_hashes needs the samples' hashes")
+        held = sorted(i for i in good if hashes[i] in held_hashes)
+    elif fraction <= 0:
+        return list(range(len(samples))), []
+    else:
+        if not good:
+            raise InputError("holdout", "there are no good images to hold out for calibration")
+        picked = holdout([samples[i] for i in good], fraction, seed)
+        held = sorted(good[i] for i in picked.validation)
     held_groups = {samples[i].group for i in held if samples[i].group is not None}
     # A group held out is held out whole: its defective images leave training too.
     train = [i for i in range(len(samples)) if i not in set(held) and samples[i].group not in held_groups]
@@ -130,6 +149,7 @@ def train_supervised(
     classes: Sequence[str] | None = None,
     progress: Progress | None = None,
     model_name: str | None = None,
+    holdout_hashes: frozenset[str] | None = None,
 ) -> SupervisedResult:
     r"""Train a supervised model on labelled data and save the bundle.
 
@@ -143,6 +163,8 @@ def train_supervised(
         classes: the classes the labels must come from (``None``: those found).
         progress: callback ``(stage, done, total)``.
         model_name: a registered model for the task (default: the task's, :data:`TASK_MODELS`).
+        holdout_hashes: hold out exactly the good images with these SHA-256 instead of a
+            fraction (a retrained candidate calibrated on its base model's calibration parts).
 
     Raises:
         InputError: naming the file, class or group at fault; raised before any image is decoded
@@ -179,7 +201,9 @@ def train_supervised(
     _, notes = check_labelled(train_side, task, classes)
     samples = list(train_side.samples)
     hashes = file_hashes([*samples, *fixed_test])
-    train_idx, held_idx = calibration_holdout(samples, holdout_fraction, model.config.seed)
+    train_idx, held_idx = calibration_holdout(
+        samples, holdout_fraction, model.config.seed, hashes[: len(samples)], holdout_hashes
+    )
     if held_idx and len(held_idx) < MIN_GOOD:
         raise InputError(
             "holdout",
@@ -209,7 +233,11 @@ def train_supervised(
         holdout=HoldoutSection(
             fraction=holdout_fraction,
             n_images=len(held.images),
-            rule="good images, stratified by group (data.splits.holdout), never trained on",
+            rule=(
+                "the base model's calibration images (by content), never trained on"
+                if holdout_hashes is not None
+                else "good images, stratified by group (data.splits.holdout), never trained on"
+            ),
             file_list_sha256=file_list_hash(held.samples, labelled.root) if held.samples else None,  # type: ignore[arg-type]
         ),
         fit_seconds=round(fit_seconds, 3),
