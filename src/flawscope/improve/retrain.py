@@ -337,7 +337,7 @@ def _fit_labelled(
         f"{base_task_of(manifest)}), with the base model's preprocessing: fitted on "
         f"{len(made.original)} images of {original.root} ({_counts(label_counts(made.original))}) and "
         f"{len(made.feedback)} reviewed images of {feedback_set.root} "
-        f"({_counts(label_counts(made.feedback))}); {holdout:g} of the good images held out for calibration",
+        f"({_counts(label_counts(made.feedback))}); good images held out for calibration as below",
         *made.notes,
     ]
     if new:
