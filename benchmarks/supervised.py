@@ -8,7 +8,8 @@ Protocols (fixed before any run; hyperparameters are the models' defaults, none 
 * kolektorsdd: all 383 images, 3 folds stratified by ``kosNN`` (no part on both sides), segmenter.
 * magnetic_tile: the 583 test images in 5 stratified folds; ``train/good`` is always trained on;
   segmenter (5 defect classes).
-* neu_surface: its ``splits.csv``; classifier (6 classes) and detector (VOC boxes, mAP@0.5).
+* neu_surface: its ``splits.csv``; classifier (6 classes) and box_detector (VOC boxes, mAP@0.5;
+  ``--detector detector`` for the boxes from a box-mask segmenter's regions).
 * elpv (``pip install elpv-dataset``): defective when the labelled probability >= 0.5; a stratified
   75/25 split with seed 0 (``data.splits.holdout``), its test indices written to the JSON.
 * ``--mixed``: kolektorsdd, model ``mixed``, with 0 / 5 / 10 / 20 / all labelled defective images
@@ -35,7 +36,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("FLAWSCOPE_DATASETS", HERE.parent.parent / "shared" / "datasets"))
-TASK_MODEL = {"segment": "segmenter", "classify": "classifier", "detect": "detector", "mixed": "mixed"}
+TASK_MODEL = {"segment": "segmenter", "classify": "classifier", "detect": "box_detector", "mixed": "mixed"}
 
 
 def load(name: str) -> tuple[list[Any], list[np.ndarray], Any]:

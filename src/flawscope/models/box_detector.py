@@ -113,7 +113,7 @@ class BoxDetector(SupervisedModel):
     @classmethod
     def default_params(cls) -> dict[str, Any]:  # noqa: D102
         return super().default_params() | {
-            "box_width": 64,
+            "box_width": 32,
             "box_epochs": 40,
             "box_batch": 16,
             "box_lr": 2e-3,

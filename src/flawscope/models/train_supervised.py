@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 TASK_MODELS = {
     Task.CLASSIFY: "classifier",
     Task.SEGMENT: "segmenter",
-    Task.DETECT: "detector",
+    Task.DETECT: "box_detector",  # beats "detector" on NEU-DET mAP@0.5 (benchmarks/RESULTS.md, issue 13)
     Task.MIXED: "mixed",
 }
 
