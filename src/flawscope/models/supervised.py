@@ -37,6 +37,7 @@ from flawscope.errors import InputError
 from flawscope.features.cache import FeatureBank, extract_bank
 from flawscope.models.base import STRIDE, Model, Progress
 from flawscope.models.engine import make_runner
+from flawscope.models.finetune import FINETUNE_MODES, FinetuneConfig, finetune_trunk, load_tuned, tuned_state
 from flawscope.models.heads import DefectHead, SupervisedHead
 from flawscope.models.registry import register
 from flawscope.models.station import fit_anomaly_head, load_anomaly_head, refit_anomaly_head
@@ -64,6 +65,11 @@ class SupervisedModel(Model):
         validation: share of the training groups held out for early stopping and temperature.
         anomaly: ``"padim"`` adds a good-parts anomaly head on the same features (a station).
         threads: torch threads while training (``None``: 1 on a busy machine, else all cores).
+        finetune: ``"none"`` (frozen ImageNet trunk), ``"last"`` (its stride-16 blocks) or
+            ``"full"`` (every trunk weight), trained on the image labels before the head
+            (classifier only; :mod:`flawscope.models.finetune`); the tuned weights are saved.
+        finetune_epochs: most fine-tuning epochs (the best validation accuracy is kept).
+        finetune_lr: the trunk's fine-tuning learning rate.
         score: what the thresholds judge: ``"class"``, the image head's ``1 - P(good)``;
             ``"map"`` (segmenting models), the defect-probability map inside the image, its
             peak or (``score_area`` > 0) the mean of its ``score_area`` highest pixels on the
@@ -99,6 +105,9 @@ class SupervisedModel(Model):
             "anomaly": None,
             "threads": None,
             "score": "class",
+            "finetune": "none",
+            "finetune_epochs": 6,
+            "finetune_lr": 3e-4,
         }
 
     def check_params(self) -> None:  # noqa: D102
@@ -121,6 +130,14 @@ class SupervisedModel(Model):
             raise InputError("score", "'fused' needs the anomaly head: anomaly='padim'")
         if p["score"] != "class" and not self.segments:
             raise InputError("score", f"'map' needs a defect map, which a {self.name} model does not give")
+        if p["finetune"] not in FINETUNE_MODES:
+            raise InputError("finetune", f"must be one of {list(FINETUNE_MODES)}, got {p['finetune']!r}")
+        if p["finetune"] != "none" and self.segments:
+            raise InputError("finetune", f"fine-tuning is implemented for the classifier, not a {self.name}")
+        if not isinstance(p["finetune_epochs"], int) or p["finetune_epochs"] < 1:
+            raise InputError("finetune_epochs", f"must be a whole number >= 1, got {p['finetune_epochs']!r}")
+        if not 0.0 < float(p["finetune_lr"]) < 1.0:
+            raise InputError("finetune_lr", f"must be in (0, 1), got {p['finetune_lr']!r}")
         if p["augment"] is not None and not isinstance(p["augment"], dict):
             raise InputError("augment", "must be a mapping of albumentations transform name to its arguments")
 
@@ -224,8 +241,11 @@ class SupervisedModel(Model):
             val_idx = sorted(int(i) for i in validation_index)
             train_idx = [i for i in range(len(images)) if i not in set(val_idx)]
         images, targets, train_idx = self._with_pasted(images, targets, train_idx)
+        tuned = self._finetune(images, targets, train_idx, val_idx, progress)
         bank = self.make_bank(images, targets, train_idx, progress)
         self.fit_bank(bank, targets, train_idx, val_idx, progress)
+        if tuned is not None:
+            self.training_["finetune"] = tuned
         self.training_["split"] = {
             "validation": len(val_idx),
             "train": len(train_idx),
@@ -241,6 +261,28 @@ class SupervisedModel(Model):
         if notes is not None:
             self._paste_notes = notes
         return images, targets, train_idx
+
+    def _finetune(self, images: Sequence[np.ndarray], targets: Targets, train_idx: list[int],
+                  val_idx: list[int], progress: Progress | None) -> dict[str, Any] | None:  # fmt: skip
+        """``finetune`` != ``"none"``: tune the trunk in place (:mod:`flawscope.models.finetune`)."""
+        self.trunk_tuned_ = False
+        mode = self.params["finetune"]
+        if mode == "none":
+            return None
+        self.classes_ = self._classes_for(targets)
+        pre = self._make_preprocessing([images[i] for i in train_idx] or list(images))
+        labels = np.array([self._image_class(c) for c in targets.classes])
+        p = self.params
+        config = FinetuneConfig(mode, p["finetune_epochs"], float(p["finetune_lr"]),
+                                seed=self.config.seed, threads=p["threads"])  # fmt: skip
+        spec = self.augment_spec()
+        done = finetune_trunk(
+            self._embedder(), self.config.backbone, images, labels, train_idx, val_idx, pre,
+            spec if spec.views else None, config, self.config.engine, progress,
+        )  # fmt: skip
+        self.trunk_tuned_ = True
+        self.runner_ = None
+        return done.to_dict()
 
     def augment_spec(self) -> AugmentSpec:
         """The augmentation this model trains with (recorded in the manifest)."""
@@ -260,6 +302,8 @@ class SupervisedModel(Model):
         runner: Callable[[np.ndarray], torch.Tensor] | None = None,
     ) -> FeatureBank:
         """Preprocessing, classes and the feature bank of these images (augmented views of ``train_idx``)."""
+        if self.params["finetune"] != "none" and not getattr(self, "trunk_tuned_", False):
+            raise InputError("finetune", "the trunk is fine-tuned by fit(); a bank alone would be frozen")
         self.classes_ = self._classes_for(targets)
         self.preprocessing_ = self._make_preprocessing([images[i] for i in train_idx] or list(images))
         pre = self.preprocessing_
@@ -411,6 +455,9 @@ class SupervisedModel(Model):
         found: Any = getattr(self, "anomaly_", None)
         if found is not None:
             tensors |= {f"anomaly.{k}": v for k, v in found.state_tensors().items()}
+        if getattr(self, "trunk_tuned_", False):
+            trunk = self._embedder().backbone
+            tensors |= {f"trunk.{k}": v for k, v in tuned_state(trunk, self.params["finetune"]).items()}  # type: ignore[arg-type]
         return tensors
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: D102
@@ -429,6 +476,11 @@ class SupervisedModel(Model):
         if "score_kind" in tensors:  # bundles from before score="auto" judge by the hyperparameter
             self.score_ = SCORES[int(tensors["score_kind"][0])]
         self.fusion_ = tensors.get("fusion")
+        trunk = {k.removeprefix("trunk."): v for k, v in tensors.items() if k.startswith("trunk.")}
+        self.trunk_tuned_ = bool(trunk)
+        if trunk:  # a fine-tuned trunk: its weights replace the ImageNet ones they were tuned from
+            load_tuned(self._embedder().backbone, trunk, self.config.backbone)
+            self.runner_ = None
         self.anomaly_ = None
         if self.params["anomaly"] == "padim":
             self.anomaly_ = load_anomaly_head(self, tensors)

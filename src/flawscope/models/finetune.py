@@ -1,0 +1,339 @@
+"""Fine-tuning the trunk for a classifier: its last blocks, or all of it (issue 13).
+
+The supervised models train their heads on a frozen ImageNet trunk. Where that is not enough
+(ELPV's cracks on solar cells), :func:`finetune_trunk` first trains trunk weights together with
+a temporary classification head, in place, on the training images' labels:
+
+* ``"last"``: the stride-16 blocks (EfficientNet-Lite stages 4 and 5). The stride-8 map of the
+  frozen blocks below them is computed once per image view and cached (ONNX Runtime), so an
+  epoch only runs the trained blocks, forward and backward.
+* ``"full"``: every trunk weight, from the preprocessed images (cached once per view).
+
+Augmented views (the model's :class:`~flawscope.data.augment.AugmentSpec`) are made once, before
+the cache; every epoch draws one view per training image (the clean one among them). Batch norm
+keeps its ImageNet statistics (batches of 16 are too small to re-estimate them). The epoch kept
+is the one with the best accuracy on the validation images (lowest loss among ties): never a
+test image. The model then trains its ordinary head on the tuned trunk's features, and saves
+the tuned weights with it (``trunk.*`` tensors), so the exported graph carries them.
+
+Only the EfficientNet-Lite trunks can be fine-tuned (their blocks are what this splits).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flawscope.data.augment import AugmentSpec, augmented_views
+from flawscope.data.preprocess import Preprocessing, to_batch
+from flawscope.errors import InputError
+from flawscope.features.nets import LiteTrunk
+from flawscope.models.engine import make_runner
+from flawscope.models.heads import DefectHead
+from flawscope.models.training import _balanced_weights, choose_threads, torch_threads
+
+FINETUNE_MODES = ("none", "last", "full")
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How the trunk is fine-tuned.
+
+    Attributes:
+        mode: ``"last"`` (the stride-16 blocks) or ``"full"`` (every trunk weight).
+        epochs: most passes over the training images.
+        lr: the trunk's learning rate (the temporary head gets ten times it).
+        patience: stop after this many epochs without a better validation accuracy (0: never).
+        batch_size: images per step.
+        seed: seed of every random choice.
+        threads: torch threads (``None``: 1 on a busy machine, else all cores).
+    """
+
+    mode: str = "last"
+    epochs: int = 6
+    lr: float = 3e-4
+    patience: int = 2
+    batch_size: int = 16
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass
+class FinetuneLog:
+    """What fine-tuning did (recorded in the manifest under ``training.finetune``)."""
+
+    mode: str
+    tuned_tensors: int = 0
+    epochs_run: int = 0
+    best_epoch: int = 0
+    train_loss: list[float] = field(default_factory=list)
+    validation_loss: list[float] = field(default_factory=list)
+    validation_accuracy: list[float] = field(default_factory=list)
+    cache_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {
+            "mode": self.mode,
+            "tuned_tensors": self.tuned_tensors,
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "train_loss": [round(v, 5) for v in self.train_loss],
+            "validation_loss": [round(v, 5) for v in self.validation_loss],
+            "validation_accuracy": [round(v, 5) for v in self.validation_accuracy],
+            "cache_seconds": round(self.cache_seconds, 1),
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def check_trunk(trunk: nn.Module, backbone: str) -> LiteTrunk:
+    """The trunk as a :class:`LiteTrunk`, or an error naming the backbone."""
+    if not isinstance(trunk, LiteTrunk):
+        raise InputError(
+            "finetune",
+            f"fine-tuning is implemented for the EfficientNet-Lite trunks, not {backbone!r}; "
+            "choose an efficientnet_lite backbone or finetune='none'",
+        )
+    return trunk
+
+
+def tuned_prefixes(trunk: LiteTrunk, mode: str) -> tuple[str, ...]:
+    """State-dict name prefixes of the trunk weights ``mode`` trains."""
+    if mode == "full":
+        return ("",)
+    return tuple(f"_blocks.{i}." for i in range(trunk.tap8 + 1, len(trunk._blocks)))
+
+
+def tuned_state(trunk: LiteTrunk, mode: str) -> dict[str, torch.Tensor]:
+    """The trunk tensors ``mode`` trains (parameters and their batch-norm buffers), by name."""
+    prefixes = tuned_prefixes(trunk, mode)
+    return {k: v.detach().clone() for k, v in trunk.state_dict().items() if k.startswith(prefixes)}
+
+
+class _Stride8(nn.Module):
+    """The frozen part below the tuned blocks: ``(B, 3, H, W)`` to the stride-8 map."""
+
+    def __init__(self, trunk: LiteTrunk):
+        super().__init__()
+        self.trunk = trunk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self.trunk._bn0(self.trunk._conv_stem(x)))
+        for block in self.trunk._blocks[: self.trunk.tap8 + 1]:
+            x = block(x)
+        return x
+
+
+class _Tuned(nn.Module):
+    """Cached input (the stride-8 map, or the image for ``"full"``) to the trunk's two maps."""
+
+    def __init__(self, trunk: LiteTrunk, mode: str):
+        super().__init__()
+        self.trunk = trunk
+        self.mode = mode
+        self.channels = trunk.channels
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mode == "full":
+            out: tuple[torch.Tensor, torch.Tensor] = self.trunk(x)
+            return out
+        f8 = x
+        for block in self.trunk._blocks[self.trunk.tap8 + 1 :]:
+            x = block(x)
+        return f8, x
+
+
+def _cache(
+    images: Sequence[np.ndarray],
+    pre: Preprocessing,
+    prefix: Callable[[np.ndarray], torch.Tensor] | None,
+    progress: Progress | None,
+) -> torch.Tensor:
+    """``(N, C, h, w)`` float16 inputs of the tuned part: the stride-8 maps, or the canvases."""
+    parts = []
+    for start in range(0, len(images), 16):
+        batch, _ = to_batch(list(images[start : start + 16]), pre)
+        out = torch.from_numpy(batch) if prefix is None else prefix(batch)
+        parts.append(out.to(torch.float16))
+        if progress is not None:
+            progress("fine-tuning cache", min(start + 16, len(images)), len(images))
+    return torch.cat(parts)
+
+
+def finetune_trunk(
+    embedder: nn.Module,
+    backbone: str,
+    images: Sequence[np.ndarray],
+    labels: np.ndarray,
+    train_idx: Sequence[int],
+    val_idx: Sequence[int],
+    pre: Preprocessing,
+    augment: AugmentSpec | None,
+    config: FinetuneConfig,
+    engine: str = "auto",
+    progress: Progress | None = None,
+) -> FinetuneLog:
+    """Fine-tune ``embedder.backbone`` in place on image labels (see the module docstring).
+
+    Args:
+        embedder: the :class:`~flawscope.models.base.Embedder` whose trunk is tuned.
+        backbone: the trunk's name (for messages).
+        images: all images (training and validation).
+        labels: ``(N,)`` class index of each image.
+        train_idx: images to train on (with augmented views).
+        val_idx: images that choose the epoch (clean views only); may be empty (last epoch kept).
+        pre: the model's preprocessing (canvas).
+        augment: augmented views per training image, or ``None``.
+        config: how to fine-tune.
+        engine: engine of the frozen part's cache (``"auto"``: ONNX Runtime when it works).
+        progress: callback ``(stage, done, total)``.
+
+    Returns:
+        The log; the trunk holds the weights of the epoch kept, frozen again (eval mode, no grads).
+    """
+    trunk = check_trunk(embedder.backbone, backbone)  # type: ignore[arg-type]
+    if config.mode not in ("last", "full"):
+        raise InputError("finetune", f"must be one of {FINETUNE_MODES}, got {config.mode!r}")
+    result = FinetuneLog(config.mode)
+    threads = choose_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+    train_idx, val_idx = list(train_idx), list(val_idx)
+    # Rows of the cache: the clean view of every image, then the augmented views of the training ones.
+    extra, _, source = augmented_views(
+        [images[i] for i in train_idx], [None] * len(train_idx), augment or AugmentSpec(views=0)
+    )
+    with torch_threads(threads):
+        prefix = (
+            None
+            if config.mode == "full"
+            else make_runner(_Stride8(trunk).eval(), pre.height, pre.width, engine)
+        )
+        cached = _cache([*images, *extra], pre, prefix, progress)
+    del extra
+    views: list[list[int]] = [[i] for i in train_idx]
+    for k, s in enumerate(source):
+        views[s].append(len(images) + k)
+    result.cache_seconds = time.perf_counter() - start
+
+    tuned = _Tuned(trunk, config.mode)
+    aggregate = int(getattr(embedder, "aggregate", 1))
+
+    def features(rows: Sequence[int] | np.ndarray) -> torch.Tensor:
+        f8, f16 = tuned(cached[torch.as_tensor(np.asarray(rows))].float())
+        f16 = F.interpolate(f16, size=f8.shape[-2:], mode="bilinear", align_corners=False)
+        x = torch.cat([f8, f16], dim=1)
+        if aggregate > 1:
+            x = F.avg_pool2d(x, aggregate, stride=1, padding=aggregate // 2, count_include_pad=False)
+        return x
+
+    n_classes = int(labels.max()) + 1
+    with torch_threads(threads), torch.no_grad():
+        sample = features(train_idx[: min(64, len(train_idx))])
+    head = DefectHead(
+        sample.shape[1], 32, n_classes, 0, True, sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3))
+    )
+    prefixes = tuned_prefixes(trunk, config.mode)
+    params = [p for name, p in trunk.named_parameters() if name.startswith(prefixes)]
+    result.tuned_tensors = len(tuned_state(trunk, config.mode))
+    for p in params:
+        p.requires_grad_(True)
+    optimiser = torch.optim.AdamW(
+        [{"params": params, "lr": config.lr}, {"params": head.parameters(), "lr": 10 * config.lr}],
+        weight_decay=1e-4,
+    )
+    counts = np.bincount(labels[train_idx], minlength=n_classes)
+    weights = _balanced_weights(counts)
+    steps = max(1, -(-len(train_idx) // config.batch_size)) * config.epochs
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, [config.lr, 10 * config.lr], total_steps=steps, pct_start=0.15
+    )
+    best: tuple[float, float] | None = None
+    best_state = tuned_state(trunk, config.mode)
+    stale = 0
+    trunk.eval()  # batch norm keeps its ImageNet statistics; only the weights learn
+    try:
+        with torch_threads(threads):
+            for epoch in range(1, config.epochs + 1):
+                head.train()
+                order = rng.permutation(len(train_idx))
+                total, seen = 0.0, 0
+                for b in range(0, len(order), config.batch_size):
+                    chosen = order[b : b + config.batch_size]
+                    rows = [views[k][int(rng.integers(len(views[k])))] for k in chosen]
+                    y = torch.from_numpy(labels[[train_idx[k] for k in chosen]]).long()
+                    _, logits = head(features(rows))
+                    loss = F.cross_entropy(logits, y, weight=weights)
+                    optimiser.zero_grad()
+                    loss.backward()
+                    optimiser.step()
+                    schedule.step()
+                    total, seen = total + float(loss.detach()) * len(chosen), seen + len(chosen)
+                    if progress is not None:
+                        progress(f"fine-tuning epoch {epoch}", min(b + len(chosen), len(order)), len(order))
+                result.train_loss.append(total / max(seen, 1))
+                result.epochs_run = epoch
+                if not val_idx:
+                    result.best_epoch, best_state = epoch, tuned_state(trunk, config.mode)
+                    continue
+                accuracy, val_loss = _evaluate(head, features, val_idx, labels)
+                result.validation_accuracy.append(accuracy)
+                result.validation_loss.append(val_loss)
+                if best is None or (accuracy, -val_loss) > best:
+                    best, stale = (accuracy, -val_loss), 0
+                    result.best_epoch, best_state = epoch, tuned_state(trunk, config.mode)
+                else:
+                    stale += 1
+                    if config.patience and stale >= config.patience:
+                        break
+    finally:
+        trunk.load_state_dict(best_state, strict=False)
+        for p in trunk.parameters():
+            p.requires_grad_(False)
+        trunk.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _evaluate(
+    head: DefectHead,
+    features: Callable[[Sequence[int]], torch.Tensor],
+    rows: Sequence[int],
+    labels: np.ndarray,
+) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of the clean views of ``rows``."""
+    head.eval()
+    right, loss = 0, 0.0
+    with torch.no_grad():
+        for b in range(0, len(rows), 32):
+            chunk = list(rows[b : b + 32])
+            _, logits = head(features(chunk))
+            y = torch.from_numpy(labels[chunk]).long()
+            right += int((logits.argmax(1) == y).sum())
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+    return right / len(rows), loss / len(rows)
+
+
+def load_tuned(trunk: nn.Module, tensors: dict[str, torch.Tensor], backbone: str) -> None:
+    """Put saved ``trunk.*`` tensors (names without the prefix) into a freshly loaded trunk.
+
+    Raises:
+        InputError: when a name is not a tensor of this trunk (a bundle from another backbone).
+    """
+    own = trunk.state_dict()
+    unknown = [k for k in tensors if k not in own or tuple(own[k].shape) != tuple(tensors[k].shape)]
+    if unknown:
+        raise InputError(
+            "trunk", f"{len(unknown)} tuned tensors do not fit backbone {backbone!r}, e.g. {unknown[:2]}"
+        )
+    trunk.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)
+    trunk.eval()

@@ -1,0 +1,103 @@
+"""A classifier whose trunk is fine-tuned (``finetune="last"`` or ``"full"``): trained, saved, exported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flawscope.errors import InputError
+from flawscope.features.backbones import load_backbone
+from flawscope.models import get_model_class
+from flawscope.types import Targets
+
+FAST = {"image_size": 64, "engine": "torch", "epochs": 8, "views": 1, "patience": 0, "width": 16}
+
+
+def _changed(model) -> set[str]:
+    """Names of the trunk tensors that differ from the ImageNet weights."""
+    imagenet = load_backbone(model.config.backbone).state_dict()
+    tuned = model._embedder().backbone.state_dict()
+    return {k for k, v in tuned.items() if not torch.equal(v, imagenet[k])}
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny_labelled):
+    model = get_model_class("classifier")(**FAST, finetune="last", finetune_epochs=2, validation=0.25)
+    model.fit(tiny_labelled["images"], Targets(tiny_labelled["classes"]))
+    return model
+
+
+def test_last_blocks_are_tuned_and_the_rest_stays_imagenet(tuned):
+    trunk = tuned._embedder().backbone
+    changed = _changed(tuned)
+    assert changed, "fine-tuning changed no trunk weight"
+    first_tuned = trunk.tap8 + 1
+    assert all(int(k.split(".")[1]) >= first_tuned for k in changed if k.startswith("_blocks."))
+    assert not [k for k in changed if k.startswith(("_conv_stem", "_bn0"))]
+    log = tuned.training_["finetune"]
+    assert log["mode"] == "last" and 1 <= log["best_epoch"] <= log["epochs_run"] <= 2
+    assert len(log["validation_accuracy"]) == log["epochs_run"]
+    assert not any(p.requires_grad for p in trunk.parameters())
+
+
+def test_tuned_model_separates_defects(tuned, tiny_labelled):
+    good = tuned.predict(tiny_labelled["good_test"]).scores
+    bad = tuned.predict(tiny_labelled["bad"]).scores
+    assert np.median(bad) > np.median(good)
+
+
+def test_tuned_weights_survive_save_load_and_onnx(tuned, tiny_labelled, tmp_path):
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.models.io import load_model, save_model
+    from flawscope.runtime import Inspector
+
+    save_model(tuned, tmp_path / "b")
+    loaded, _ = load_model(tmp_path / "b")
+    assert _changed(loaded) == _changed(tuned)
+    assert loaded.hyperparameters()["finetune"] == "last"
+    images = [*tiny_labelled["good_test"], *tiny_labelled["bad"]]
+    expected = tuned.predict(images)
+    np.testing.assert_allclose(loaded.predict(images).class_probs, expected.class_probs, atol=1e-6)
+    export_bundle(tmp_path / "b", tmp_path / "d")
+    runtime = Inspector.load(tmp_path / "d").score_many(images)
+    np.testing.assert_allclose(runtime.scores, expected.scores, atol=1e-3)
+    # The ImageNet trunk gives other scores: the exported graph carries the tuned weights.
+    frozen = get_model_class("classifier")(**FAST)
+    frozen.classes_, frozen.preprocessing_ = tuned.classes_, tuned.preprocessing_
+    frozen.load_state_tensors({k: v for k, v in tuned.state_tensors().items() if not k.startswith("trunk.")})
+    assert not np.allclose(frozen.predict(images).scores, expected.scores, atol=1e-3)
+
+
+def test_full_fine_tuning_changes_the_stem(tiny_labelled):
+    model = get_model_class("classifier")(**{**FAST, "views": 0}, finetune="full", finetune_epochs=1)
+    model.fit(tiny_labelled["images"], Targets(tiny_labelled["classes"]))
+    assert any(k.startswith("_conv_stem") for k in _changed(model))
+    assert set(model.state_tensors()) >= {f"trunk.{k}" for k in _changed(model)}
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("classifier", {"finetune": "some"}, "finetune"),
+        ("segmenter", {"finetune": "last"}, "implemented for the classifier"),
+        ("classifier", {"finetune_epochs": 0}, "finetune_epochs"),
+        ("classifier", {"finetune_lr": 0}, "finetune_lr"),
+    ],
+)
+def test_bad_finetune_settings_name_the_field(name, params, message):
+    with pytest.raises(InputError, match=message):
+        get_model_class(name)(**params)
+
+
+def test_a_backbone_that_cannot_be_tuned_is_refused_before_training(tiny_labelled):
+    model = get_model_class("classifier")(**FAST, backbone="mobilenet_v2", finetune="last")
+    with pytest.raises(InputError, match="EfficientNet-Lite"):
+        model.fit(tiny_labelled["images"], Targets(tiny_labelled["classes"]))
+
+
+def test_a_feature_bank_alone_cannot_fine_tune(tiny_labelled):
+    model = get_model_class("classifier")(**FAST, finetune="last")
+    targets = Targets(tiny_labelled["classes"])
+    with pytest.raises(InputError, match="fine-tuned by fit"):
+        model.make_bank(tiny_labelled["images"], targets, list(range(len(targets))))
