@@ -3,6 +3,10 @@
     python benchmarks/elpv.py [--param KEY=JSON ...] [--backbone efficientnet_lite0]
                               [--image-size 256] [--out benchmarks/results/elpv.json]
 
+``--write-csv DIR`` writes the cells and ``DIR/labels.csv`` (``path,label,split``, the same test
+split) so that the CLI trains the same model: ``flawscope train DIR/labels.csv --task classify
+-o BUNDLE --param finetune=last ...`` (the test rows are never trained on).
+
 The data (``pip install elpv-dataset``): 2,624 cells of 300 x 300 px, defective when the labelled
 probability is >= 0.5. The split is the one written down in ``benchmarks/supervised.py``: a
 stratified 75/25 hold-out with seed 0 (656 test cells, their indices in the JSON), and 15% of
@@ -32,13 +36,43 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
+def write_csv(folder: Path) -> None:
+    """The cells as PNG files and ``labels.csv`` with the written-down split, for ``flawscope train``."""
+    import csv
+
+    import cv2
+
+    sys.path.insert(0, str(HERE))
+    from supervised import load, splits
+
+    samples, images, targets = load("elpv")
+    test = {int(i) for i in splits("elpv", samples)[0].test}
+    (folder / "cells").mkdir(parents=True, exist_ok=True)
+    with (folder / "labels.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"])
+        for i, (image, cls) in enumerate(zip(images, targets.classes, strict=True)):
+            name = f"cells/{i:04d}.png"
+            cv2.imwrite(str(folder / name), image)
+            writer.writerow([name, cls, "test" if i in test else "train"])
+    print(f"{len(images)} cells ({len(test)} test) -> {folder / 'labels.csv'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--param", action="append", default=[], help="KEY=JSON model hyperparameter")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--out", default=str(HERE / "results" / "elpv.json"))
+    parser.add_argument(
+        "--write-csv",
+        metavar="DIR",
+        help="only write the cells as PNG files and DIR/labels.csv (path,label,split) for the CLI",
+    )
     args = parser.parse_args()
+    if args.write_csv:
+        write_csv(Path(args.write_csv))
+        return
 
     import torch
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -91,7 +125,7 @@ def main() -> None:
         "ece": cm.to_dict().get("ece"),
         "category": cm.to_dict(),
         "canvas": [model.preprocessing_.height, model.preprocessing_.width] if model.preprocessing_ else None,
-        "training": model.training_,
+        "training": model.training_,  # its log holds the fine-tuning epochs
         "fit_seconds": round(fit_s, 1),
         "fit_cpu_seconds": round(fit_cpu, 1),
         "predict_seconds": round(predict_s, 1),

@@ -164,3 +164,19 @@ def test_a_model_of_another_task_is_refused_naming_the_choices(labelled: Path, t
     assert run.rc == 2 and "Traceback" not in run.err
     assert "--model" in run.error_lines[0] and "box_detector" in run.error_lines[0]
     assert not (tmp_path / "b").exists()
+
+
+def test_a_fine_tuned_classifier_from_the_command_line(labelled: Path, tmp_path: Path):
+    from flawscope.bundle import read_bundle
+
+    out = tmp_path / "tuned"
+    run = flawscope(
+        "train", labelled, "-o", out, "--task", "classify", *FAST,
+        "--param", "finetune=last", "--param", "finetune_epochs=1", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.rc == 0, run.err[-3000:]
+    assert "trunk fine-tuned (last)" in run.out
+    manifest = read_bundle(out).manifest
+    assert manifest.model.hyperparameters["finetune"] == "last"
+    assert manifest.training is not None and manifest.training.log is not None
+    assert manifest.training.log["finetune"]["epochs_run"] == 1

@@ -35,7 +35,7 @@ def test_last_blocks_are_tuned_and_the_rest_stays_imagenet(tuned):
     first_tuned = trunk.tap8 + 1
     assert all(int(k.split(".")[1]) >= first_tuned for k in changed if k.startswith("_blocks."))
     assert not [k for k in changed if k.startswith(("_conv_stem", "_bn0"))]
-    log = tuned.training_["finetune"]
+    log = tuned.training_["log"]["finetune"]
     assert log["mode"] == "last" and 1 <= log["best_epoch"] <= log["epochs_run"] <= 2
     assert len(log["validation_accuracy"]) == log["epochs_run"]
     assert not any(p.requires_grad for p in trunk.parameters())

@@ -125,6 +125,15 @@ def _train_labelled(
     split = model.training_["split"]
     table.add_row("training / validation images", f"{split['train']} / {split['validation']}")
     table.add_row("held out for calibration", str(len(result.holdout_images)))
+    tuned = log.get("finetune")
+    if tuned:
+        found = tuned["validation_accuracy"]
+        accuracy = found[tuned["best_epoch"] - 1] if found else None
+        table.add_row(
+            f"trunk fine-tuned ({tuned['mode']}): epochs (best)",
+            f"{tuned['epochs_run']} ({tuned['best_epoch']})"
+            + (f", validation accuracy {accuracy:.3f}" if accuracy is not None else ""),
+        )
     table.add_row("epochs (best)", f"{log['epochs_run']} ({log['best_epoch']})")
     if log.get("ece_after") is not None:
         ece = f"{log['ece_before']:.3f} -> {log['ece_after']:.3f} (T = {log['temperature']:.2f})"

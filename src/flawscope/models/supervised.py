@@ -245,7 +245,7 @@ class SupervisedModel(Model):
         bank = self.make_bank(images, targets, train_idx, progress)
         self.fit_bank(bank, targets, train_idx, val_idx, progress)
         if tuned is not None:
-            self.training_["finetune"] = tuned
+            self.training_["log"]["finetune"] = tuned  # in the manifest with the head's log
         self.training_["split"] = {
             "validation": len(val_idx),
             "train": len(train_idx),
