@@ -132,7 +132,7 @@ class SupervisedModel(Model):
             raise InputError("score", f"'map' needs a defect map, which a {self.name} model does not give")
         if p["finetune"] not in FINETUNE_MODES:
             raise InputError("finetune", f"must be one of {list(FINETUNE_MODES)}, got {p['finetune']!r}")
-        if p["finetune"] != "none" and self.segments:
+        if p["finetune"] != "none" and self.task is not Task.CLASSIFY:
             raise InputError("finetune", f"fine-tuning is implemented for the classifier, not a {self.name}")
         if not isinstance(p["finetune_epochs"], int) or p["finetune_epochs"] < 1:
             raise InputError("finetune_epochs", f"must be a whole number >= 1, got {p['finetune_epochs']!r}")
