@@ -201,6 +201,11 @@ def supervised_table(result: dict[str, Any], title: str = "Categories and segmen
                 f"{p if p is None else round(p, 3)} / {r if r is None else round(r, 3)}",
             )
     add("defect-type accuracy", result.get("defect_type_accuracy"))
+    detection = result.get("detection") or {}
+    if detection.get("map") is not None:
+        add(f"detection mAP@{detection['iou']:g}", detection["map"], 3)
+        for cls, ap in detection["ap"].items():
+            add(f"  {cls}: AP@{detection['iou']:g}", "-" if ap is None else f"{ap:.3f}")
     segmentation = result.get("segmentation") or {}
     dice = segmentation.get("dice") or result.get("dice") or {}
     iou = segmentation.get("iou") or result.get("iou") or {}

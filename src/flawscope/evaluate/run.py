@@ -189,7 +189,12 @@ def evaluate_bundle(
         seconds,
         bundle.version,
         bundle.model_hash,
-        _supervised_metrics(prediction, loaded.samples, loaded.masks),
+        _supervised_metrics(
+            prediction,
+            loaded.samples,
+            loaded.masks,
+            _test_boxes(data, bundle.manifest) if prediction.boxes else None,
+        ),
     )
     if store_metrics:
         update_manifest(bundle, metrics={"dataset": root, **run.to_dict()})
@@ -236,13 +241,34 @@ def _test_samples(data: str | os.PathLike[str], manifest: Any) -> tuple[str, str
     return labelled.root, labelled.name, sorted(samples, key=lambda s: (s.label, s.defect_type, s.path))
 
 
+def _test_boxes(data: str | os.PathLike[str], manifest: Any) -> dict[str, tuple[Any, ...]]:
+    """The labelled data's boxes by image path (for a model that gives boxes)."""
+    from flawscope.data.labelled import load_labelled
+
+    labels = dict(manifest.training.labels or {})
+    return {s.path: tuple(s.boxes) for s in load_labelled(data, labels.get("group_pattern")).samples}
+
+
 def _supervised_metrics(
-    prediction: Prediction, samples: list[Sample], masks: list[np.ndarray | None]
+    prediction: Prediction,
+    samples: list[Sample],
+    masks: list[np.ndarray | None],
+    boxes: dict[str, tuple[Any, ...]] | None = None,
 ) -> dict[str, Any]:
-    """Categories (confusion, precision/recall, ECE) and Dice/IoU of a model that classifies or segments."""
-    from flawscope.evaluate.supervised import category_metrics, overlap_metrics
+    """Categories (confusion, precision/recall, ECE), Dice/IoU and mAP@0.5 of a supervised model.
+
+    Args:
+        prediction: the model's outputs for the samples.
+        samples: the test samples.
+        masks: their masks (``None`` where unknown).
+        boxes: true boxes by image path, for a model that gives boxes.
+    """
+    from flawscope.evaluate.supervised import category_metrics, detection_map, overlap_metrics
 
     out: dict[str, Any] = {}
+    if boxes is not None and prediction.boxes:
+        truth_boxes = [boxes.get(s.path, ()) for s in samples]
+        out["detection"] = detection_map(prediction.boxes, truth_boxes, prediction.classes)
     truth = [s.defect_type for s in samples]
     if prediction.class_probs is not None and prediction.classes:
         out["categories"] = category_metrics(prediction.class_probs, truth, prediction.classes).to_dict()
