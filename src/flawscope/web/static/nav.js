@@ -48,10 +48,11 @@
 
   const assets = (doc) => (doc.querySelector('meta[name="flawscope-assets"]') || {}).content;
 
-  /* Wait (at most PICTURES_WAIT_MS) until the new body's pictures are decoded: no empty boxes. */
+  /* Wait (at most PICTURES_WAIT_MS) until the new body's pictures are decoded: no empty boxes (a
+   * part is never shown without its picture). Pictures marked lazy (the dashboard's thumbnails)
+   * are not waited for, as a new document's load event does not wait for them either. */
   function pictures(body) {
-    const shown = Array.from(body.querySelectorAll("img[src]"));
-    for (const img of shown) img.loading = "eager";
+    const shown = Array.from(body.querySelectorAll("img[src]")).filter((img) => img.loading !== "lazy");
     const decoded = Promise.allSettled(shown.map((img) => img.decode()));
     return Promise.race([decoded, new Promise((done) => setTimeout(done, PICTURES_WAIT_MS))]);
   }
