@@ -16,6 +16,7 @@ stride-8 grid, ``N = top_k``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -119,6 +120,13 @@ class BoxDecoder(nn.Module):
         self.register_buffer("class_index", class_index.float().clone())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        # The grid's size is the canvas's, fixed in an exported graph (only the batch is dynamic):
+        # the tracer's warnings about sizes turned into constants say nothing a user can act on.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return self._decode(features)
+
+    def _decode(self, features: torch.Tensor) -> torch.Tensor:
         logits, sides = self.head(features)
         heat = torch.sigmoid(logits)
         k, h, w = heat.shape[1:]
