@@ -1094,6 +1094,8 @@ def main() -> None:
     if args.part == "loop":  # one file per kind of candidate chosen
         name += f"_{args.task}" + ("_station" if args.station else "") if args.task else "_anomaly"
         name += "_anomaly_band" if args.task and args.station and args.band_rule == "anomaly" else ""
+        name += "_recompared" if args.compare_only else ""  # never over an earlier full run's file
+        name += f"_{args.gates.stem}" if args.gates else ""
     target = HERE / "results" / f"improve_{name}.json"
     target.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {target}")

@@ -87,6 +87,32 @@ def test_a_candidate_that_loses_many_old_parts_is_refused_and_noise_is_not() -> 
     assert _gate(gates, "recall on all labelled defects").passed
 
 
+def test_the_paired_false_reject_rule() -> None:
+    # One more good part stopped of 95 (2 by the candidate only, 1 by live only) moves the bound
+    # over the live model's: the bound rule refuses it, the paired rule sees no evidence.
+    live, cand, labels = _plant(lost=0, gained=0)
+    cand.stopped["g8"] = cand.stopped["g9"] = True
+    cand.stopped["g0"] = False
+    cand = _results("cand", cand.stopped, labels)
+    assert not _gate(
+        evaluate_gates(live, cand, None, GateConfig(), labels), "false-reject bound on good parts"
+    ).passed
+    paired = GateConfig(frr_rule="paired")
+    gates = evaluate_gates(live, cand, None, paired, labels)
+    frr = _gate(gates, "false rejects on good parts (paired)")
+    assert frr.passed and frr.test is not None and "2 by the candidate only" in frr.detail
+    assert not any(g.name == "false-reject bound on good parts" for g in gates)
+    # 26 more good parts stopped is evidence: refused; an absolute cap still applies beside it.
+    live, cand, labels = _plant(lost=0, gained=8, good_extra=26)
+    assert not _gate(
+        evaluate_gates(live, cand, None, paired, labels), "false rejects on good parts (paired)"
+    ).passed
+    capped = evaluate_gates(live, cand, None, GateConfig(frr_rule="paired", max_frr_bound=0.5), labels)
+    assert _gate(capped, "false-reject bound on good parts").passed
+    with pytest.raises(InputError, match="frr_rule"):
+        GateConfig(frr_rule="sometimes")
+
+
 def test_the_overall_gate_needs_non_inferiority_shown() -> None:
     # 5 points is the margin on all defects: losing 15 break parts while gaining 16 uneven is
     # +0.5 points overall, but the interval reaches below -5 points, so it is not shown.

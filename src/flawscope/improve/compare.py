@@ -38,6 +38,7 @@ from flawscope.jsonsafe import finite_or_none
 from flawscope.types import Outcome
 
 GOOD = "good"
+FRR_RULES = ("bound", "paired")
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,11 @@ class GateConfig:
         method: ``auto`` (the exact binomial test for a zero margin, the paired interval
             otherwise), ``exact`` or ``score``.
         min_type_parts: parts a type needs for its own gate.
+        frr_rule: ``bound`` (the candidate's FRR upper bound against the live model's, the
+            calibration's promise) or ``paired`` (refused only on evidence that it stops more
+            good parts than the live model by over ``frr_margin``: the recall gates' paired
+            test on the good parts, McNemar's exact test for a zero margin).
+        frr_margin: the paired rule's margin (a share).
         frr_bound_tolerance: the candidate's FRR upper bound may exceed the live model's by at most this.
         max_frr_bound: an absolute cap on the candidate's FRR upper bound (None: none).
         min_agreement: least share of unlabelled parts judged alike (None: not a gate).
@@ -140,6 +146,8 @@ class GateConfig:
     type_margin: float = 0.0
     method: str = "auto"
     min_type_parts: int = 5
+    frr_rule: str = "bound"
+    frr_margin: float = 0.0
     frr_bound_tolerance: float = 0.0
     max_frr_bound: float | None = None
     min_agreement: float | None = None
@@ -151,7 +159,9 @@ class GateConfig:
                 raise InputError(name, f"must be one of {', '.join(RULES)}, got {getattr(self, name)!r}")
         if self.method not in METHODS:
             raise InputError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
-        for name in ("recall_margin", "type_margin"):
+        if self.frr_rule not in FRR_RULES:
+            raise InputError("frr_rule", f"must be one of {', '.join(FRR_RULES)}, got {self.frr_rule!r}")
+        for name in ("recall_margin", "type_margin", "frr_margin"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0.0 <= value < 1.0:
                 raise InputError(name, f"must be a share in [0, 1) (0.05 = 5 points), got {value!r}")
@@ -173,8 +183,13 @@ class GateConfig:
         return (
             f"paired tests at {self.confidence:.0%} confidence (method {self.method}): all defects "
             f"{rule(self.recall_rule, self.recall_margin)}; each type with >= {self.min_type_parts} parts "
-            f"{rule(self.type_rule, self.type_margin)}; false-reject bound at most live's"
-            + (f" + {self.frr_bound_tolerance:.1%}" if self.frr_bound_tolerance else "")
+            f"{rule(self.type_rule, self.type_margin)}; "
+            + (
+                f"false rejects {rule('inferiority', self.frr_margin)} (paired, on good parts)"
+                if self.frr_rule == "paired"
+                else "false-reject bound at most live's"
+                + (f" + {self.frr_bound_tolerance:.1%}" if self.frr_bound_tolerance else "")
+            )
         )
 
     @classmethod
@@ -386,19 +401,36 @@ def evaluate_gates(
     good_pairs = paired_counts(
         live.stopped, candidate.stopped, [p for p, label in labels.items() if label == GOOD]
     )
-    bound = live.frr.upper + config.frr_bound_tolerance
+    if config.frr_rule == "paired":
+        # Stopping a good part is the loss here: the candidate "loses" the good parts only it stops.
+        both, live_only, cand_only, n = good_pairs
+        test = paired_test(
+            both, cand_only, live_only, n, margin=config.frr_margin, rule="inferiority",
+            confidence=config.confidence, method=config.method,
+        )  # fmt: skip
+        gates.append(
+            Gate(
+                "false rejects on good parts (paired)",
+                test.passed,
+                f"candidate {candidate.frr.k}/{candidate.frr.n} vs live {live.frr.k}/{live.frr.n}: "
+                + test.describe("false-reject rate, live minus candidate,", swapped=True),
+                test,
+            )
+        )
+    bound = live.frr.upper + config.frr_bound_tolerance if config.frr_rule == "bound" else math.inf
     if config.max_frr_bound is not None:
         bound = min(bound, config.max_frr_bound)
-    gates.append(
-        Gate(
-            "false-reject bound on good parts",
-            candidate.frr.upper <= bound + 1e-12,
-            f"candidate {candidate.frr.k}/{candidate.frr.n} stopped, upper bound "
-            f"{candidate.frr.upper:.2%} vs allowed {bound:.2%} "
-            f"(live {live.frr.k}/{live.frr.n}, bound {live.frr.upper:.2%}); "
-            f"{good_pairs[1]} stopped by live only, {good_pairs[2]} by the candidate only",
+    if math.isfinite(bound):
+        gates.append(
+            Gate(
+                "false-reject bound on good parts",
+                candidate.frr.upper <= bound + 1e-12,
+                f"candidate {candidate.frr.k}/{candidate.frr.n} stopped, upper bound "
+                f"{candidate.frr.upper:.2%} vs allowed {bound:.2%} "
+                f"(live {live.frr.k}/{live.frr.n}, bound {live.frr.upper:.2%}); "
+                f"{good_pairs[1]} stopped by live only, {good_pairs[2]} by the candidate only",
+            )
         )
-    )
     if config.min_agreement is not None:
         ok = agreement is not None and agreement.rate >= config.min_agreement
         shown = "no unlabelled parts" if agreement is None else f"{agreement.rate:.1%} of {agreement.n}"

@@ -79,16 +79,25 @@ class PairedTest:
     method: str
     passed: bool
 
-    def describe(self, what: str = "recall") -> str:
-        """One line: the counts, the difference with its interval, the test and the rule."""
+    def describe(self, what: str = "recall", swapped: bool = False) -> str:
+        """One line: the counts, the difference with its interval, the test and the rule.
+
+        Args:
+            what: the rate compared.
+            swapped: the test was made with the roles of the counts swapped (false rejects: a
+                good part only the candidate stops is its loss); the counts are shown as stops.
+        """
         verdict = (
             f"worse by less than {self.margin:.0%} {'shown' if self.passed else 'not shown'}"
             if self.rule == "non_inferiority"
             else f"{'no ' if self.passed else ''}evidence of a loss over {self.margin:.0%}"
         )
+        live_only, candidate_only = (
+            (self.candidate_only, self.live_only) if swapped else (self.live_only, self.candidate_only)
+        )
         return (
             f"{what} {self.difference:+.1%} [{self.low:+.1%}, {self.high:+.1%}] on {self.n} parts "
-            f"({self.live_only} stopped by live only, {self.candidate_only} by the candidate only); "
+            f"({live_only} stopped by live only, {candidate_only} by the candidate only); "
             f"exact p = {self.p_value:.3g}; {self.rule.replace('_', '-')} by the "
             f"{'exact test' if self.method == 'exact' else 'interval'} at {self.confidence:.0%}: {verdict}"
         )
