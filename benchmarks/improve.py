@@ -926,7 +926,9 @@ def _judge_loop(
     chosen = args.task or "anomaly"
     results: dict[str, Any] = {"refusals": {}}
     with AuditLog.open(audit_url) as audit:
-        registry = ModelRegistry(loop / "models", audit, "press-3")
+        # Judged again: a registry of its own (the first run's promotions stay in the audit log).
+        station = "press-3" if not args.compare_only else f"press-3-recompared-{int(time.time())}"
+        registry = ModelRegistry(loop / "models", audit, station)
         live_v = registry.register(live, "bench", "deployed before the new type").version
         registry.promote(live_v, "bench", "commissioning")
         reviewed = labelled_from_reviews(audit.records())
