@@ -1,8 +1,10 @@
 """Merging defect regions across the frames of a web into one defect each, in web coordinates.
 
 Frames overlap, and a defect can straddle a frame boundary: the same defect is then seen by two
-frames (whole in the overlap, or in two pieces). Each frame's regions are moved to web pixels
-(the frame's first row plus the region's rows) and joined with every open defect whose box
+frames (whole in the overlap, or in two pieces). Its position is taken from the frame that sees
+it farthest from that frame's first and last rows: at a frame's edge the map is cut and the
+network sees padding, which moves its anomaly peak by several pixels. Each frame's regions are
+moved to web pixels (the frame's first row plus the region's rows) and joined with every open defect whose box
 touches or overlaps theirs (within ``join_px``); one region can join several open defects into
 one. A defect is closed, and reported once, when the frames have moved past it: no later frame
 can reach it.
@@ -26,10 +28,13 @@ class FrameRegion:
         region: the region (bounding box at the reject threshold, peak value).
         peak_xy: ``(x, y)`` of the defect: the centre of the region's map peak (a region's box is
             widened by the map's blur, its peak is not).
+        margin: rows between the peak and the frame's nearer first or last row (how far from
+            the frame's edge the frame saw it).
     """
 
     region: Region
     peak_xy: tuple[float, float]
+    margin: float = float("inf")
 
 
 @dataclass
@@ -43,6 +48,7 @@ class _Open:
     peak_col: float
     frames: list[int] = field(default_factory=list)
     category: str | None = None
+    margin: float = float("inf")
 
     def touches(self, box: tuple[int, int, int, int], join: int) -> bool:
         col0, row0, col1, row1 = box
@@ -56,9 +62,11 @@ class _Open:
     def absorb(self, other: _Open) -> None:
         self.row0, self.row1 = min(self.row0, other.row0), max(self.row1, other.row1)
         self.col0, self.col1 = min(self.col0, other.col0), max(self.col1, other.col1)
+        # The place from the frame that saw it farthest from its edges; the peak is the highest.
+        if (other.margin, other.peak) > (self.margin, self.peak):
+            self.peak_row, self.peak_col, self.margin = other.peak_row, other.peak_col, other.margin
         if other.peak > self.peak:
             self.peak, self.category = other.peak, other.category or self.category
-            self.peak_row, self.peak_col = other.peak_row, other.peak_col
         self.frames.extend(f for f in other.frames if f not in self.frames)
 
 
@@ -97,6 +105,7 @@ class DefectMerger:
                 px,
                 [first_row],
                 region.category,
+                found.margin,
             )
             box = (new.col0, new.row0, new.col1, new.row1)
             for other in [o for o in self._open if o.touches(box, self.join_px)]:

@@ -28,6 +28,7 @@ def result_to_dict(result: ScanResult) -> dict[str, Any]:
         "geometry": dataclasses.asdict(result.geometry),
         "defects": [dataclasses.asdict(d) for d in result.defects],
         "not_inspected": [{**dataclasses.asdict(s), "length_m": s.length_m} for s in result.stretches],
+        "map_offset_px": dataclasses.asdict(result.registration) if result.registration else None,
         "inspected_bands": [
             {"start_m": a, "end_m": b, "from_mm": lo, "to_mm": hi} for a, b, lo, hi in result.bands
         ],

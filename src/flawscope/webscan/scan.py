@@ -38,6 +38,7 @@ from flawscope.types import Frame, InspectionRecord, Outcome, Region, Verdict
 from flawscope.webscan.edges import EdgeConfig, inspected_band, restrict_to_band
 from flawscope.webscan.merge import DefectMerger, FrameRegion
 from flawscope.webscan.records import RollSummary, WebDefect, WebStretch
+from flawscope.webscan.register import Registration, measure_offset
 from flawscope.webscan.summary import summarize
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class ScanResult:
     stretches: tuple[WebStretch, ...]
     geometry: WebGeometry
     bands: tuple[tuple[float, float, float, float], ...] = ()
+    registration: Registration | None = None
 
 
 def _peak_in(amap: np.ndarray | None, box: tuple[int, int, int, int]) -> tuple[float, float] | None:
@@ -89,26 +91,42 @@ def _peak_in(amap: np.ndarray | None, box: tuple[int, int, int, int]) -> tuple[f
     return x0 + float((weight * xs).sum()) / total + 0.5, y0 + float((weight * ys).sum()) / total + 0.5
 
 
-def defect_regions(verdict: Verdict, shape: tuple[int, ...]) -> tuple[FrameRegion, ...]:
+def defect_regions(
+    verdict: Verdict, shape: tuple[int, ...], offset: tuple[float, float] = (0.0, 0.0)
+) -> tuple[FrameRegion, ...]:
     """The defect regions of a frame that fails or goes to review, with their peaks.
 
     A frame that fails without a region (its score is above the threshold, no pixel is) gives a
     one-pixel region at its map's peak (the frame's centre without a map), so it is not lost.
+
+    Args:
+        verdict: the frame's verdict.
+        shape: the frame's shape.
+        offset: ``(dx, dy)`` where the model's map puts a defect relative to where it is
+            (:mod:`flawscope.webscan.register`); subtracted from each peak.
     """
     if verdict.outcome not in (Outcome.FAIL, Outcome.REVIEW):
         return ()
     amap = verdict.anomaly_map
+    rows = float(shape[0])
+
+    def placed(xy: tuple[float, float]) -> tuple[tuple[float, float], float]:
+        x, y = xy[0] - offset[0], xy[1] - offset[1]
+        return (x, y), min(y, rows - y)
+
     found = []
     for region in verdict.regions:
         peak = _peak_in(amap, region.bbox)
-        found.append(FrameRegion(region, peak if peak is not None else region.centroid))
+        xy, margin = placed(peak if peak is not None else region.centroid)
+        found.append(FrameRegion(region, xy, margin))
     if found or verdict.outcome is not Outcome.FAIL:
         return tuple(found)
     full = (0, 0, int(shape[1]), int(shape[0]))
     x, y = _peak_in(amap, full) or (shape[1] / 2.0, shape[0] / 2.0)
     value = float(amap[int(y), int(x)]) if amap is not None and amap.ndim == 2 else verdict.score
     region = Region((int(x), int(y), int(x) + 1, int(y) + 1), 1, value, (x, y), category=verdict.category)
-    return (FrameRegion(region, (x, y)),)
+    xy, margin = placed((x, y))
+    return (FrameRegion(region, xy, margin),)
 
 
 class WebScan:
@@ -126,6 +144,8 @@ class WebScan:
         edges: the inspected width of each frame (None: every column; see
             :class:`~flawscope.webscan.edges.EdgeConfig`); needs an inspector with
             ``score_many`` and ``thresholds`` (the runtime's :class:`~flawscope.runtime.Inspector`).
+        register: measure where the model's maps put a defect on the first frame and correct
+            every position by it (:mod:`flawscope.webscan.register`; needs ``score_many``).
     """
 
     def __init__(
@@ -140,6 +160,7 @@ class WebScan:
         join_px: int = 2,
         on_defect: Callable[[WebDefect], object] | None = None,
         edges: EdgeConfig | None = None,
+        register: bool = True,
     ) -> None:
         self.source = source
         self.inspector = inspector
@@ -156,6 +177,8 @@ class WebScan:
             raise InputError(
                 "edges", "an inspected width needs the runtime's Inspector (score_many, thresholds)"
             )
+        self.register = register and hasattr(inspector, "score_many")
+        self.registration: Registration | None = None
         self.frames_inspected = 0
         self._bands: dict[int, tuple[int, int]] = {}  # frame index -> inspected columns
         self._band_px: list[int] = []  # inspected width of every inspected frame
@@ -310,6 +333,8 @@ class WebScan:
             geometry = self.source.geometry()
             merger = merger or DefectMerger(geometry, self.source.roll, self.join_px)
             inspectable = [f for f in batch if f.inspectable]
+            if self.register and self.registration is None and inspectable:
+                self._measure_registration(inspectable[0])
             verdicts, latency = self._judge(inspectable) if inspectable else ([], 0.0)
             judged = dict(zip((f.index for f in inspectable), verdicts, strict=True))
             records = []
@@ -337,7 +362,9 @@ class WebScan:
             closed: list[WebDefect] = []
             for frame in batch:
                 regions = (
-                    defect_regions(judged[frame.index], frame.image.shape) if frame.image is not None else ()
+                    defect_regions(judged[frame.index], frame.image.shape, self._offset())
+                    if frame.image is not None
+                    else ()
                 )
                 closed.extend(merger.add(frame.first_row, regions))
             self._close(closed, defects)
@@ -361,7 +388,28 @@ class WebScan:
                 float(np.mean(self._band_px)) * geometry.mm_per_px if self._band_px else None
             ),
         )
-        return ScanResult(summary, tuple(defects), tuple(stretches), geometry, tuple(self._band_log))
+        return ScanResult(
+            summary, tuple(defects), tuple(stretches), geometry, tuple(self._band_log), self.registration
+        )
+
+    def _measure_registration(self, frame: WebFrame) -> None:
+        """Measure the model's map offset on one real frame, once (a failure leaves positions as they are)."""
+        self.register = False
+        inspector: Any = self.inspector
+        try:
+            self.registration = measure_offset(
+                frame.image,  # type: ignore[arg-type]
+                lambda images: tuple(inspector.score_many(images).maps),
+            )
+        except Exception:  # positions then stay uncorrected; the scan itself must go on
+            logger.exception("the map offset could not be measured; positions are not corrected")
+        if self.registration is not None:
+            r = self.registration
+            logger.info("map offset %.2f, %.2f px (spread %.2f, %d dots)", r.dx, r.dy, r.spread, r.dots)
+
+    def _offset(self) -> tuple[float, float]:
+        r = self.registration
+        return (r.dx, r.dy) if r is not None else (0.0, 0.0)
 
     def _close(self, closed: list[WebDefect], defects: list[WebDefect]) -> None:
         if not closed:
