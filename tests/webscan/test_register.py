@@ -30,7 +30,9 @@ def _shifted_model(dx: float, dy: float):
 @pytest.mark.parametrize(("dx", "dy"), [(-2.0, -1.5), (1.25, 0.0)])
 def test_the_maps_offset_is_measured_on_a_textured_frame(dx, dy) -> None:
     rng = np.random.default_rng(4)
-    frame = np.clip(130 + cv2.GaussianBlur(rng.normal(0, 6, (256, 512)), (0, 0), 1.5), 0, 255).astype(np.uint8)
+    frame = np.clip(130 + cv2.GaussianBlur(rng.normal(0, 6, (256, 512)), (0, 0), 1.5), 0, 255).astype(
+        np.uint8
+    )
     found = measure_offset(frame, _shifted_model(dx, dy))
     assert found is not None and found.dots >= 16
     assert found.dx == pytest.approx(dx, abs=0.3) and found.dy == pytest.approx(dy, abs=0.3)
