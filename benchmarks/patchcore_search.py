@@ -11,7 +11,10 @@ product per image; it gives the exact distances too, so it is only a timing refe
 Prints one table and writes benchmarks/results/patchcore_search.json.
 
     python benchmarks/patchcore_search.py [--datasets magnetic_tile,kolektorsdd] [--nprobe 1,4,8,16]
-        [--params '{"coreset_ratio": 0.1}'] [--torch-exact]
+        [--params '{"coreset_ratio": 0.1}'] [--torch-exact] [--fit-only]
+
+``--fit-only`` stops after the fit: the quiet re-run of the fit time by stage is
+``python benchmarks/patchcore_search.py --datasets magnetic_tile --fit-only --output patchcore_fit.json``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "datasets"
 
 
-def run(dataset: str, nprobes: list[str], params: dict, out: Path, torch_exact: bool = False) -> dict:
+def run(
+    dataset: str,
+    nprobes: list[str],
+    params: dict,
+    out: Path,
+    torch_exact: bool = False,
+    fit_only: bool = False,
+) -> dict:
     import faiss
     import torch
 
@@ -55,14 +65,30 @@ def run(dataset: str, nprobes: list[str], params: dict, out: Path, torch_exact: 
     end = (time.perf_counter(), time.process_time())
     fit = end[0] - start[0]
     # The stages as the progress callback saw them: features (from the start: reading included),
-    # the coreset, and what follows its last step (IVF k-means and filing, then saving the bundle).
+    # the coreset, the IVF k-means and filing, then saving the bundle.
     features_end = stages.get("features", start)
     coreset_end = stages.get("coreset", features_end)
+    ivf_end = stages.get("ivf", coreset_end)
     marks = {"read_and_features": (start, features_end), "coreset": (features_end, coreset_end)}
-    marks["ivf_and_save"] = (coreset_end, end)
+    marks["ivf"] = (coreset_end, ivf_end)
+    marks["save"] = (ivf_end, end)
     fit_stages = {name: round(b[0] - a[0], 1) for name, (a, b) in marks.items()}
     fit_stages_cpu = {name: round(b[1] - a[1], 1) for name, (a, b) in marks.items()}
     model = result.model
+    fit_record = {
+        "dataset": dataset,
+        "params": model.hyperparameters(),
+        "n_train": result.n_train,
+        "bank_size": int(model.memory_bank_.shape[0]),
+        "fit_seconds": round(result.fit_seconds, 1),
+        "train_seconds_incl_io": round(fit, 1),
+        "fit_stages_seconds": fit_stages,
+        "fit_stages_cpu_seconds": fit_stages_cpu,
+        "fit_cpu_seconds": round(end[1] - start[1], 1),
+        "load_during_fit": os.getloadavg()[0],
+    }
+    if fit_only:
+        return fit_record
     arrays = model.host_search().arrays if model.host_search() is not None else None
     test = read_samples(load_dataset(SHARED / dataset).test)
     pre, declaration = model.preprocessing_, model.declaration()
@@ -164,14 +190,32 @@ def main() -> None:
     parser.add_argument("--nprobe", default="1,4,8,16")
     parser.add_argument("--torch-exact", action="store_true", help="also time the exact torch head (slow)")
     parser.add_argument("--params", default="{}", help="PatchCore hyperparameters as JSON")
+    parser.add_argument(
+        "--fit-only", action="store_true", help="time the fit by stage (wall and CPU seconds) and stop there"
+    )
     parser.add_argument("--output", default="patchcore_search.json")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     results = []
     for dataset in args.datasets.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            r = run(dataset, args.nprobe.split(","), json.loads(args.params), Path(tmp), args.torch_exact)
+            r = run(
+                dataset,
+                args.nprobe.split(","),
+                json.loads(args.params),
+                Path(tmp),
+                args.torch_exact,
+                args.fit_only,
+            )
         results.append(r)
+        if args.fit_only:
+            print(
+                f"{dataset}: bank {r['bank_size']} of {r['n_train']} images; fit {r['fit_seconds']} s wall, "
+                f"{r['fit_cpu_seconds']} s CPU; stages wall {r['fit_stages_seconds']}, "
+                f"CPU {r['fit_stages_cpu_seconds']}; load {r['load_during_fit']:.1f}",
+                flush=True,
+            )
+            continue
         print(
             f"\n{dataset}: bank {r['bank_size']} x {r['bank_dims']} "
             f"({r['bank_and_index_mb']} MB with the index, "

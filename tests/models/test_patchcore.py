@@ -104,6 +104,39 @@ def test_search_settings_are_checked():
         ({"nlist": 1.5}, "nlist"),
         ({"search_dims": 8}, "search_dims"),  # IVF searches every channel
         ({"max_bank": 0}, "max_bank"),
+        ({"pooling": "max"}, "pooling"),
     ):
         with pytest.raises(InputError, match=field):
             PatchCore(**params)
+
+
+def test_per_level_pooling_averages_each_level_on_its_own_grid_before_upsampling():
+    import torch.nn.functional as F
+
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    embedder = PatchCore(**SMALL)._embedder()
+    with torch.inference_mode():
+        f8, f16 = embedder.backbone(x)
+
+        def pool(f: torch.Tensor) -> torch.Tensor:
+            return F.avg_pool2d(f, 3, stride=1, padding=1, count_include_pad=False)
+
+        up = F.interpolate(pool(f16), size=f8.shape[-2:], mode="bilinear", align_corners=False)
+        expected = torch.cat([pool(f8), up], 1)
+        np.testing.assert_allclose(embedder(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+        fused = PatchCore(**SMALL, pooling="fused")._embedder()(x)
+    # The stride-16 level's neighbourhood is twice as wide per level, so the two differ there.
+    assert float((fused[:, -f16.shape[1] :] - expected[:, -f16.shape[1] :]).abs().max()) > 1e-2
+
+
+def test_bundles_saved_before_the_pooling_choice_keep_the_fused_pooling(tiny_parts, tmp_path):
+    from flawscope.models.io import load_model, save_model
+
+    assert PatchCore.saved_params({"search": "ivf"})["pooling"] == "fused"
+    assert PatchCore.saved_params({"pooling": "per_level"})["pooling"] == "per_level"
+    model = PatchCore(**SMALL, pooling="fused").fit(tiny_parts["train"][:6])
+    save_model(model, tmp_path / "b")
+    loaded, _ = load_model(tmp_path / "b")
+    assert loaded.params["pooling"] == "fused"
+    images = tiny_parts["bad"][:3]
+    np.testing.assert_array_equal(loaded.predict(images).scores, model.predict(images).scores)

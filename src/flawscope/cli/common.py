@@ -19,6 +19,7 @@ err_console = Console(stderr=True)
 STAGES = {
     "features": "Extracting features",
     "coreset": "Selecting coreset",
+    "ivf": "Clustering the search index",
     "predict": "Scoring images",
     "calibration": "Scoring calibration images",
 }

@@ -84,7 +84,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Model, Bundle]:
         )
     try:
         cls = get_model_class(manifest.model.name)
-        model = cls(**manifest.model.hyperparameters)
+        model = cls(**cls.saved_params(dict(manifest.model.hyperparameters)))
         spec = BACKBONES.get(manifest.backbone.name)
     except (TypeError, ValueError, FlawscopeError) as exc:
         raise BundleError(f"{bundle.path / MANIFEST}: does not describe a known model ({exc})") from None

@@ -23,7 +23,8 @@ from torch import nn
 
 from flawscope.data.tiling import available_memory
 from flawscope.errors import InputError
-from flawscope.models.base import AnomalyModel, Progress
+from flawscope.features.backbones import load_backbone
+from flawscope.models.base import AnomalyModel, Embedder, Progress
 from flawscope.models.coreset import greedy_coreset
 from flawscope.models.registry import register
 from flawscope.search.ivf import IvfArrays, IvfIndex, train_ivf
@@ -85,6 +86,7 @@ def principal_axes(bank: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.T
 
 
 SEARCHES = ("ivf", "exact")
+POOLINGS = ("per_level", "fused")
 # faiss' k-means wants at least this many training points per centroid.
 _POINTS_PER_LIST = 39
 
@@ -105,6 +107,10 @@ class PatchCore(AnomalyModel):
             benchmarks/RESULTS.md).
         search_dims: with ``search="exact"``, search in this many principal dimensions of the
             bank instead of all channels (approximate, cheaper); None searches all.
+        pooling: ``"per_level"`` averages each backbone level over its ``aggregate`` x
+            ``aggregate`` neighbourhood on its own grid before the levels are joined (PatchCore's
+            "locally aware patch features" as its authors and anomalib compute them);
+            ``"fused"`` pools the joined stride-8 map (the other models' embedder).
     """
 
     default_score_area: ClassVar[int] = 2560
@@ -119,7 +125,13 @@ class PatchCore(AnomalyModel):
             "nlist": 1024,
             "nprobe": 8,
             "search_dims": None,
+            "pooling": "per_level",
         }
+
+    @classmethod
+    def saved_params(cls, params: dict[str, Any]) -> dict[str, Any]:  # noqa: D102
+        # Bundles saved before "pooling" existed pooled the fused map.
+        return {"pooling": "fused"} | params
 
     def check_params(self) -> None:  # noqa: D102
         ratio = self.params["coreset_ratio"]
@@ -131,6 +143,8 @@ class PatchCore(AnomalyModel):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(name, f"must be a whole number >= 1, got {value!r}")
+        if self.params["pooling"] not in POOLINGS:
+            raise InputError("pooling", f"must be one of {POOLINGS}, got {self.params['pooling']!r}")
         if self.params["search"] not in SEARCHES:
             raise InputError("search", f"must be one of {SEARCHES}, got {self.params['search']!r}")
         if self.params["search"] == "ivf" and self.params["search_dims"] is not None:
@@ -138,13 +152,21 @@ class PatchCore(AnomalyModel):
                 "search_dims", "applies to search='exact' only; the IVF search uses every channel"
             )
 
+    def _embedder(self) -> Embedder:
+        if getattr(self, "embedder_", None) is None:
+            per_level = self.params["pooling"] == "per_level"
+            self.embedder_ = Embedder(load_backbone(self.config.backbone), self.config.aggregate, per_level)
+        return self.embedder_
+
     def _check_memory(self, per_image: float, channels: int, n_images: int) -> None:
         """Refuse up front a fit whose candidates and bank would not fit in memory, with the estimate."""
         patches = per_image * n_images
         candidates = min(patches, self.params["max_candidates"])
-        # Candidates, their random projection for the coreset (128 dims) and its work arrays,
-        # and the bank: float32 throughout.
-        need = candidates * (channels + 128 + 48) * 4 + patches * self.params["coreset_ratio"] * channels * 4
+        # Candidates, their random projection for the coreset (64 dims) and its copy ordered into
+        # parts, the k-d tree's coordinates and work arrays, and the bank: float32 throughout.
+        need = (
+            candidates * (channels + 2 * 64 + 48) * 4 + patches * self.params["coreset_ratio"] * channels * 4
+        )
         have = available_memory()
         if have is not None and need > 0.8 * have:
             raise InputError(
@@ -193,6 +215,8 @@ class PatchCore(AnomalyModel):
             bank = self.memory_bank_.numpy()
             lists = max(1, min(self.params["nlist"], len(bank) // _POINTS_PER_LIST))
             self.ivf_ = train_ivf(bank, lists, seed=self.config.seed, threads=torch.get_num_threads())
+            if progress:
+                progress("ivf", 1, 1)
         self.head_: nn.Module | None = None
         self.index_: IvfIndex | None = None
         log.info("PatchCore bank: %d of %d patches", size, seen)
