@@ -179,15 +179,18 @@ def greedy_coreset(
             while len(active):
                 blocks = [active[b : b + per_block] for b in range(0, len(active), per_block)]
 
-                def run(block: torch.Tensor, steps: int = steps, start: bool = start) -> torch.Tensor:
+                def run(
+                    block: torch.Tensor, steps: int = steps, start: bool = start
+                ) -> tuple[torch.Tensor, torch.Tensor]:
                     block_d = min_d[block]
                     r, p = _greedy_block(points[block], block_d, steps, first[block] if start else None)
-                    min_d[block] = block_d
-                    radii.append(r.reshape(-1))
-                    picks.append(order[block[:, None], p].reshape(-1))
-                    return block
+                    min_d[block] = block_d  # blocks hold disjoint parts
+                    return r.reshape(-1), order[block[:, None], p].reshape(-1)
 
-                for _ in pool.map(run, blocks):
+                # Collected here, in block order, so radii and picks stay paired whatever the scheduling.
+                for r, i in pool.map(run, blocks):
+                    radii.append(r)
+                    picks.append(i)
                     if progress:
                         progress(min(size, sum(len(r) for r in radii)), size)
                 start = False
