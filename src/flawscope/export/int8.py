@@ -81,12 +81,17 @@ def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
         # ONNX Runtime's QLinearAveragePool is a slow scalar kernel on x86: 8.6 ms per batch of 8
         # at 256 px (16% of the INT8 graph) against 0.8 ms for the float pool.
         pools = [n.name for n in graph.node if n.op_type == "AveragePool"]
+        # Where the pools come before the levels are joined (PatchCore's per-level pooling), the
+        # nodes reading them (the upsampling and the join) stay in float too, as they do when
+        # the pool is the graph's last node: no 8-bit step between the pooled features.
+        pooled = {n.output[0] for n in graph.node if n.op_type == "AveragePool"}
+        after = [n.name for n in graph.node if n.op_type != "AveragePool" and pooled & set(n.input)]
         quantize_static(
             str(prepared),
             str(target),
             Reader(),
             quant_format=QuantFormat.QDQ,
-            nodes_to_exclude=stems + pools,
+            nodes_to_exclude=stems + pools + after,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
