@@ -908,11 +908,11 @@ def _judge_loop(
 ) -> dict[str, Any]:
     from flawscope.audit import AuditLog
     from flawscope.improve.compare import (
-        GateConfig,
         compare_models,
         labelled_from_dataset,
         labelled_from_reviews,
     )
+    from flawscope.improve.gates import GateConfig
     from flawscope.improve.registry import ModelRegistry, PromotionRefusedError
 
     new = args.new_type

@@ -11,7 +11,8 @@ import pytest
 from flawscope.audit import AuditLog
 from flawscope.bundle import read_bundle
 from flawscope.errors import InputError
-from flawscope.improve.compare import GateConfig, compare_models, labelled_from_dataset
+from flawscope.improve.compare import compare_models, labelled_from_dataset
+from flawscope.improve.gates import GateConfig
 from flawscope.improve.registry import ModelRegistry, PromotionRefusedError, web_authoriser
 
 

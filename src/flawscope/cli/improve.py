@@ -161,11 +161,11 @@ def compare_command(
     """Judge the reviewed (and labelled) parts with both models; intervals, gates, saved and audited."""
     from flawscope.errors import InputError
     from flawscope.improve.compare import (
-        GateConfig,
         compare_models,
         labelled_from_dataset,
         labelled_from_reviews,
     )
+    from flawscope.improve.gates import GateConfig
 
     reg = _registry(registry, audit, station)
     live = live or reg.live_version()

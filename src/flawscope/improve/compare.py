@@ -10,10 +10,10 @@ Both deployable bundles judge the same images with the torch-free runtime:
 * **unlabelled parts**: images of an archive nobody reviewed; the share on which both models take
   the same decision (pass, or stop), with its interval.
 
-The gates (:class:`GateConfig`) decide whether the candidate may be promoted. Recall is compared
-part by part (both models judge the same parts): each recall gate is a paired test on the parts
-the two models judge differently, with its interval, margin and confidence
-(:mod:`flawscope.improve.paired`): by default the candidate must show non-inferiority within 5
+The gates (:class:`~flawscope.improve.gates.GateConfig`) decide whether the candidate may be
+promoted. Recall is compared part by part (both models judge the same parts): each recall gate
+is a paired test on the parts the two models judge differently, with its interval, margin and
+confidence (:mod:`flawscope.improve.paired`): by default the candidate must show non-inferiority within 5
 points on all labelled defects, and is refused on any defect type where the live model catches
 parts it misses significantly more often than the reverse (McNemar's exact test). A candidate
 whose preprocessing differs from the live model's is refused for comparison: its verdicts would
@@ -22,23 +22,22 @@ not be about the same input.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flawscope.decide.calibration import clopper_pearson_interval, clopper_pearson_upper
 from flawscope.decide.thresholds import utc_now_iso
 from flawscope.errors import InputError
-from flawscope.improve.paired import METHODS, RULES, PairedTest, paired_test
+from flawscope.improve.gates import Gate, GateConfig
+from flawscope.improve.paired import paired_test
 from flawscope.jsonsafe import finite_or_none
 from flawscope.types import Outcome
 
 GOOD = "good"
-FRR_RULES = ("bound", "paired")
 
 
 @dataclass(frozen=True)
@@ -109,131 +108,6 @@ class ModelResults:
     recall_by_type: dict[str, Rate]
     frr: Rate
     stopped: dict[str, bool] = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """When a candidate may replace the live model.
-
-    Attributes:
-        min_defects: labelled defective parts needed to judge recall at all.
-        min_good: labelled good parts needed to judge the false-reject rate.
-        recall_rule: the paired test on all labelled defects: ``non_inferiority`` (the candidate
-            must show it is worse by less than ``recall_margin``) or ``inferiority`` (refused
-            when the data show it is worse by more), see :mod:`flawscope.improve.paired`.
-        recall_margin: the loss in recall on all labelled defects the rule tolerates (a share).
-        type_rule: the paired test of each defect type with at least ``min_type_parts`` parts.
-        type_margin: its margin (0 with ``inferiority``: McNemar's exact test).
-        method: ``auto`` (the exact binomial test for a zero margin, the paired interval
-            otherwise), ``exact`` or ``score``.
-        min_type_parts: parts a type needs for its own gate.
-        frr_rule: ``bound`` (the candidate's FRR upper bound against the live model's, the
-            calibration's promise) or ``paired`` (refused only on evidence that it stops more
-            good parts than the live model by over ``frr_margin``: the recall gates' paired
-            test on the good parts, McNemar's exact test for a zero margin).
-        frr_margin: the paired rule's margin (a share).
-        frr_bound_tolerance: the candidate's FRR upper bound may exceed the live model's by at most this.
-        max_frr_bound: an absolute cap on the candidate's FRR upper bound (None: none).
-        min_agreement: least share of unlabelled parts judged alike (None: not a gate).
-        confidence: confidence of every interval and bound (each one-sided test at half the rest).
-    """
-
-    min_defects: int = 10
-    min_good: int = 30
-    recall_rule: str = "non_inferiority"
-    recall_margin: float = 0.05
-    type_rule: str = "inferiority"
-    type_margin: float = 0.0
-    method: str = "auto"
-    min_type_parts: int = 5
-    frr_rule: str = "bound"
-    frr_margin: float = 0.0
-    frr_bound_tolerance: float = 0.0
-    max_frr_bound: float | None = None
-    min_agreement: float | None = None
-    confidence: float = 0.95
-
-    def __post_init__(self) -> None:
-        for name in ("recall_rule", "type_rule"):
-            if getattr(self, name) not in RULES:
-                raise InputError(name, f"must be one of {', '.join(RULES)}, got {getattr(self, name)!r}")
-        if self.method not in METHODS:
-            raise InputError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.frr_rule not in FRR_RULES:
-            raise InputError("frr_rule", f"must be one of {', '.join(FRR_RULES)}, got {self.frr_rule!r}")
-        for name in ("recall_margin", "type_margin", "frr_margin"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-                raise InputError(name, f"must be a share in [0, 1) (0.05 = 5 points), got {value!r}")
-        if not isinstance(self.confidence, int | float) or not 0.5 <= self.confidence < 1.0:
-            raise InputError("confidence", f"must be in [0.5, 1), got {self.confidence!r}")
-
-    def describe(self) -> str:
-        """The recall gates' rules in one line, for the report."""
-
-        def rule(name: str, margin: float) -> str:
-            if name == "non_inferiority":
-                return f"non-inferiority within {margin:.0%} (the candidate must show it)"
-            return (
-                f"refused on evidence of a loss over {margin:.0%}"
-                if margin
-                else "refused on evidence of a loss"
-            )
-
-        return (
-            f"paired tests at {self.confidence:.0%} confidence (method {self.method}): all defects "
-            f"{rule(self.recall_rule, self.recall_margin)}; each type with >= {self.min_type_parts} parts "
-            f"{rule(self.type_rule, self.type_margin)}; "
-            + (
-                f"false rejects {rule('inferiority', self.frr_margin)} (paired, on good parts)"
-                if self.frr_rule == "paired"
-                else "false-reject bound at most live's"
-                + (f" + {self.frr_bound_tolerance:.1%}" if self.frr_bound_tolerance else "")
-            )
-        )
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> GateConfig:
-        """Gates from a JSON file of these fields (any subset).
-
-        Raises:
-            InputError: naming the file or field.
-        """
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(path, f"cannot read the gates ({exc})") from None
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known if isinstance(data, dict) else set()
-        if not isinstance(data, dict) or unknown:
-            replaced = sorted(unknown & {"max_recall_drop", "max_type_recall_drop"})
-            hint = (
-                f" ({', '.join(replaced)}: replaced by the paired tests' recall_margin and type_margin)"
-                if replaced
-                else ""
-            )
-            raise InputError(path, f"unknown gate(s) {sorted(unknown)}{hint}; known: {sorted(known)}")
-        try:
-            return replace(cls(), **data)
-        except InputError as exc:
-            raise InputError(path, str(exc)) from None
-
-
-@dataclass(frozen=True)
-class Gate:
-    """One gate's verdict.
-
-    Attributes:
-        name: which gate.
-        passed: whether it holds.
-        detail: the numbers behind it.
-        test: the paired test behind a recall gate (None for the others).
-    """
-
-    name: str
-    passed: bool
-    detail: str
-    test: PairedTest | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flawscope.models.heads import register_standardisation
+
 # Prior of a centre in the heatmap's bias (focal-loss initialisation, Lin et al. 2017): 0.1.
 HEAT_PRIOR = -2.19
 # The Gaussian's spread as a share of the box's size (TTFNet's alpha / beta).
@@ -55,10 +57,7 @@ class CenterBoxHead(nn.Module):
         std: torch.Tensor | None = None,
     ):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(channels) if mean is None else mean.float().clone())
-        self.register_buffer(
-            "inv_std", torch.ones(channels) if std is None else 1.0 / std.float().clamp_min(1e-3)
-        )
+        register_standardisation(self, channels, mean, std)
         self.reduce = nn.Conv2d(channels, width, 1)
         self.reduce_norm = nn.BatchNorm2d(width)
         # A plain and a dilated 3x3 convolution, and a coarse (4 x 4 cells) branch: NEU's boxes

@@ -17,6 +17,27 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def register_standardisation(
+    module: nn.Module, channels: int, mean: torch.Tensor | None, std: torch.Tensor | None
+) -> None:
+    """Give a head the ``mean`` and ``inv_std`` buffers that standardise its input features.
+
+    Buffers, not parameters: they come from the training features, are saved with the head and
+    exported into its graph, and are never trained. A tiny ``std`` is clamped so that a channel
+    constant in training does not blow up on a new part.
+
+    Args:
+        module: the head.
+        channels: feature channels ``C``.
+        mean: ``(C,)`` feature means (None: zeros, before fitting or when loading weights).
+        std: ``(C,)`` feature standard deviations (None: ones).
+    """
+    module.register_buffer("mean", torch.zeros(channels) if mean is None else mean.float().clone())
+    module.register_buffer(
+        "inv_std", torch.ones(channels) if std is None else 1.0 / std.float().clamp_min(1e-3)
+    )
+
+
 class DefectHead(nn.Module):
     """``(B, C, h, w)`` features to ``(seg logits (B, S, h, w) or None, class logits (B, K))``.
 
@@ -45,10 +66,7 @@ class DefectHead(nn.Module):
         std: torch.Tensor | None = None,
     ):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(channels) if mean is None else mean.float().clone())
-        self.register_buffer(
-            "inv_std", torch.ones(channels) if std is None else 1.0 / std.float().clamp_min(1e-3)
-        )
+        register_standardisation(self, channels, mean, std)
         self.context = context
         self.seg_classes = seg_classes
         self.reduce = nn.Conv2d(channels, width, 1)
