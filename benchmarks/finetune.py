@@ -88,17 +88,7 @@ def run(
         if variant == "frozen":
             runner = make_runner(embedder, h, w, "auto")
         else:
-
-            class Stride8(nn.Module):
-                def __init__(self, t: nn.Module):
-                    super().__init__()
-                    self.t = t
-
-                def forward(self, x: torch.Tensor) -> torch.Tensor:
-                    x = F.relu6(self.t._bn0(self.t._conv_stem(x)))
-                    for block in self.t._blocks[: self.t.tap8 + 1]:
-                        x = block(x)
-                    return x
+            from flawscope.models.finetune import Stride8
 
             runner = make_runner(Stride8(trunk).eval(), h, w, "auto")
         parts = []

@@ -118,7 +118,7 @@ def tuned_state(trunk: LiteTrunk, mode: str) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trunk.state_dict().items() if k.startswith(prefixes)}
 
 
-class _Stride8(nn.Module):
+class Stride8(nn.Module):
     """The frozen part below the tuned blocks: ``(B, 3, H, W)`` to the stride-8 map."""
 
     def __init__(self, trunk: LiteTrunk):
@@ -126,6 +126,7 @@ class _Stride8(nn.Module):
         self.trunk = trunk
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` image batch to ``(B, C8, H/8, W/8)`` features."""
         x = F.relu6(self.trunk._bn0(self.trunk._conv_stem(x)))
         for block in self.trunk._blocks[: self.trunk.tap8 + 1]:
             x = block(x)
@@ -216,7 +217,7 @@ def finetune_trunk(
         prefix = (
             None
             if config.mode == "full"
-            else make_runner(_Stride8(trunk).eval(), pre.height, pre.width, engine)
+            else make_runner(Stride8(trunk).eval(), pre.height, pre.width, engine)
         )
         cached = _cache([*images, *extra], pre, prefix, progress)
     del extra
