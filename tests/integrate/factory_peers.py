@@ -174,6 +174,7 @@ class WebhookReceiver:
         self.port = port or free_port()
         self.requests: list[dict[str, Any]] = []
         self.bad_signatures = 0
+        self.aborted = 0  # requests whose sender went away before the whole body arrived
         self.answer: Callable[[int, dict[str, Any]], tuple[int, dict[str, str]]] = lambda n, body: (200, {})
         self.delay_s = 0.0
         self.lock = threading.Lock()
@@ -194,6 +195,13 @@ class WebhookReceiver:
 
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
+                if len(raw) < length:
+                    # The sender died mid-request (the soak test SIGKILLs the station): an HTTP
+                    # server never hands a cut body to the application, so neither do we.
+                    with receiver.lock:
+                        receiver.aborted += 1
+                    self.close_connection = True
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 ok = verify(receiver.key, headers, raw)
                 body = json.loads(raw) if raw else {}
