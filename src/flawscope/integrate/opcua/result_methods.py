@@ -43,7 +43,21 @@ class Refused(Exception):  # noqa: N818
         self.text = text
 
 
-class ResultMethods:
+class Answers:
+    """How a method answers: ``_ok`` (its outputs and a Good status) or ``_bad`` (raise the refusal)."""
+
+    @staticmethod
+    def _ok(*values: Any) -> list[Any]:
+        ua = ua_module()
+
+        return [*values, ua.Variant(0, ua.VariantType.Int32)]
+
+    @staticmethod
+    def _bad(code: str, text: str) -> Exception:
+        return Refused(code, text)
+
+
+class ResultMethods(Answers):
     """The result-management methods of a camera's ``VisionSystemType`` object.
 
     Expects of the class it is mixed into: ``cameras`` (name -> camera config), ``context`` (the
@@ -55,16 +69,6 @@ class ResultMethods:
     context: Any
     options: Any
     _audit: Any
-
-    @staticmethod
-    def _ok(*values: Any) -> list[Any]:
-        ua = ua_module()
-
-        return [*values, ua.Variant(0, ua.VariantType.Int32)]
-
-    @staticmethod
-    def _bad(code: str, text: str) -> Exception:
-        return Refused(code, text)
 
     async def _record(self, camera: str, result: Any, timeout_ms: int) -> InspectionRecord:
         parsed = parse_result_id(id_of(result))

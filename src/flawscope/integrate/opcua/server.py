@@ -30,8 +30,9 @@ from urllib.parse import urlsplit
 from flawscope.acquire.triggered import Trigger
 from flawscope.config import Problem
 from flawscope.integrate.opcua.handshake import Handshake
+from flawscope.integrate.opcua.job_methods import JobMethods
 from flawscope.integrate.opcua.loop import LoopThread
-from flawscope.integrate.opcua.result_methods import Refused, ResultMethods, id_of, ua_module, value_of
+from flawscope.integrate.opcua.result_methods import ResultMethods, ua_module
 from flawscope.integrate.opcua.results import fields
 from flawscope.integrate.opcua.security import (
     PasswordUsers,
@@ -108,7 +109,7 @@ class OpcuaServerOptions:
 @register_sink(
     "opcua-server", config=OpcuaServerOptions, summary="OPC UA server (OPC 40100-1 Machine Vision)"
 )
-class OpcuaServerSink(ResultMethods, Sink):
+class OpcuaServerSink(JobMethods, ResultMethods, Sink):
     """Serves results and takes triggers as an OPC UA Machine Vision system."""
 
     takes_triggers = True
@@ -401,85 +402,6 @@ class OpcuaServerSink(ResultMethods, Sink):
                 continue
             camera, tag = target
             await self.handshakes[camera].plc_wrote(tag, write.Value.Value.Value)
-
-    # --------------------------------------------------------------------------------- methods
-
-    def _method(self, camera: str, handler: str) -> Any:
-        method = getattr(self, f"_m_{handler}")
-
-        async def call(_parent: Any, *args: Any) -> Any:
-            try:
-                return await method(camera, *[value_of(a) for a in args])
-            except Refused as refused:
-                # asyncua turns a raised exception into BadUnexpectedError: return the status instead.
-                logger.info("OPC UA %s on camera %s refused: %s", handler, camera, refused.text)
-                return ua_module().StatusCode(getattr(ua_module().StatusCodes, refused.code))
-
-        return call
-
-    async def _m_start_single_job(
-        self, camera: str, meas: Any, part: Any, recipe: Any, product: Any, *_: Any
-    ) -> Any:
-        ua = ua_module()
-
-        vision = self.vision[camera]
-        if self.cameras[camera].trigger != "plc":
-            raise self._bad("BadInvalidState", f"camera {camera} is free-running")
-        if vision.auto_state != "Ready":
-            raise self._bad("BadInvalidState", f"camera {camera} is {vision.state}, not Ready")
-        job = self._hub().new_job_id(camera)
-        self._single_job[camera] = job
-        await vision.set_state("Operational", "SingleExecution")
-        self._trigger(
-            camera, id_of(part), job, meas_id=id_of(meas), recipe_id=id_of(recipe), product_id=id_of(product)
-        )
-        return self._ok(ua.Variant(ua.JobIdDataType(Id=job)))
-
-    async def _m_start_continuous(self, camera: str, *_: Any) -> Any:
-        ua = ua_module()
-
-        vision = self.vision[camera]
-        if vision.auto_state != "Ready":
-            raise self._bad("BadInvalidState", f"camera {camera} is {vision.state}, not Ready")
-        if camera not in self.handshakes:
-            raise self._bad(
-                "BadNotSupported", f"camera {camera} takes continuous triggers through the tag handshake"
-            )
-        job = self._hub().new_job_id(camera)
-        self._continuous_job[camera] = job
-        await vision.set_state("Operational", "ContinuousExecution")
-        return self._ok(ua.Variant(ua.JobIdDataType(Id=job)))
-
-    async def _m_stop(self, camera: str, *_: Any) -> Any:
-        vision = self.vision[camera]
-        if self.cameras[camera].trigger == "free":
-            raise self._bad("BadInvalidState", f"camera {camera} is free-running")
-        if vision.auto_state not in ("SingleExecution", "ContinuousExecution"):
-            raise self._bad("BadInvalidState", f"camera {camera} is {vision.state}: nothing to stop")
-        self._single_job.pop(camera, None)
-        await vision.set_state("Operational", "Ready")
-        return self._ok()
-
-    async def _m_abort(self, camera: str, *args: Any) -> Any:
-        return await self._m_stop(camera, *args)
-
-    async def _m_halt(self, camera: str, *_: Any) -> Any:
-        self._single_job.pop(camera, None)
-        await self.vision[camera].set_state("Halted", None)
-        return self._ok()
-
-    async def _m_reset(self, camera: str, *_: Any) -> Any:
-        await self.vision[camera].set_state("Preoperational", None)
-        await self._operational(camera)
-        return self._ok()
-
-    async def _m_select_mode_automatic(self, camera: str, *_: Any) -> Any:
-        vision = self.vision[camera]
-        if vision.main_state == "Halted":
-            raise self._bad("BadInvalidState", f"camera {camera} is Halted: call Reset first")
-        if vision.main_state != "Operational":
-            await self._operational(camera)
-        return self._ok()
 
 
 #: OPC UA event severity (1-1000) of a drift record's level: alarm, warning, cleared.
