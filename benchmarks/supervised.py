@@ -86,7 +86,9 @@ def recall_at_frr(scores: np.ndarray, labels: np.ndarray, frr: float = 0.01) -> 
     return float(evaluate_scores(scores, labels, types, frr=frr).overall.recall_at_frr or 0.0)
 
 
-def run_dataset(name: str, task: str, cache: Path | None, extra: dict[str, Any]) -> dict[str, Any]:
+def run_dataset(
+    name: str, task: str, cache: Path | None, extra: dict[str, Any], save: Path | None = None
+) -> dict[str, Any]:
     import torch
 
     from flawscope.evaluate.crossval import cross_validate
@@ -114,7 +116,8 @@ def run_dataset(name: str, task: str, cache: Path | None, extra: dict[str, Any])
         if cache_file is not None:
             bank.save(cache_file, name)
     extract_s = time.perf_counter() - t1
-    result = cross_validate(base, images, targets, folds, bank, extract_s, name)
+    kept = save / f"{name}-{task}" if save is not None else None
+    result = cross_validate(base, images, targets, folds, bank, extract_s, name, save=kept)
     result = {"dataset": name, "read_seconds": round(read_s, 1), **result, "params": params}
     if name == "elpv":
         result["elpv_test_indices"] = [int(i) for i in folds[0].test]
@@ -219,6 +222,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results" / "supervised.json"))
     parser.add_argument("--param", action="append", default=[], help="KEY=JSON model hyperparameter")
     parser.add_argument("--tasks", default="", help="only these tasks (e.g. classify), default all")
+    parser.add_argument("--save", default=None, help="save each fold's model as DIR/<dataset>-<task>/fold<k>")
     parser.add_argument(
         "--detector", default=TASK_MODEL["detect"], help="the detect task's model (detector, box_detector)"
     )
@@ -244,7 +248,7 @@ def main() -> None:
     for name in filter(None, args.datasets.split(",")):  # --datasets '' --mixed: the ladder only
         for task in [t for t in plan[name] if not args.tasks or t in args.tasks.split(",")]:
             print(f"{name} / {task} ...", flush=True)
-            results.append(run_dataset(name, task, cache, extra))
+            results.append(run_dataset(name, task, cache, extra, Path(args.save) if args.save else None))
     counts: list[int | str] = [int(c) if c.isdigit() else c for c in args.counts.split(",")]
     mixed = run_mixed(cache, counts) if args.mixed else None
     header = (

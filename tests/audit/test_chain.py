@@ -118,6 +118,21 @@ def test_regions_round_trip_through_json_text():
     assert back[1] == regions[1]
 
 
+def test_a_region_s_category_is_kept_and_records_without_one_hash_as_before(make_record):
+    plain = Region(bbox=(0, 1, 2, 3), area_px=4, peak=0.9, centroid=(1.0, 2.0))
+    named = dataclasses.replace(plain, category="crazing")
+    assert decode_regions(encode_regions((named, plain))) == (named, plain)
+    # no category: the canonical text is the one written before regions had categories
+    assert encode_regions((plain,)) == (
+        '[{"area_mm2":null,"area_px":4,"bbox":[0,1,2,3],"centroid":[1.0,2.0],"peak":0.9}]'
+    )
+    record = normalize_record(make_record(0, regions=(named,)))
+    assert record.regions[0].category == "crazing"
+    assert b'"category":"crazing"' in canonical_json(record)
+    with pytest.raises(InputError, match="category"):
+        normalize_record(make_record(0, regions=(dataclasses.replace(plain, category=3),)))
+
+
 def test_verify_rows_on_a_clean_and_a_broken_chain(make_record):
     rows, prev = [], GENESIS_HASH
     for i in range(5):
@@ -215,3 +230,16 @@ def test_a_boolean_must_be_a_boolean(make_record):
 def test_each_kind_s_rules_are_enforced(make_record, fields, problem):
     with pytest.raises(InputError, match=problem):
         normalize_record(make_record(1, **fields))
+
+
+def test_the_result_message_carries_a_region_s_category_within_its_schema(make_record):
+    jsonschema = pytest.importorskip("jsonschema")
+    from flawscope.integrate.payload import schema_path, to_message
+
+    plain = Region(bbox=(0, 1, 2, 3), area_px=4, peak=0.9, centroid=(1.0, 2.0))
+    named = dataclasses.replace(plain, bbox=(4, 4, 9, 9), category="crazing")
+    record = link(normalize_record(make_record(0, regions=(named, plain))), 1, GENESIS_HASH)
+    message = to_message(record, {"line": "l", "station": "s"})
+    jsonschema.validate(message, json.loads(schema_path().read_text()))
+    assert message["regions"][0]["category"] == "crazing"
+    assert "category" not in message["regions"][1]

@@ -157,3 +157,56 @@ def test_every_caller_gives_the_same_outcome(tmp_path: Path):
     result = calibrate(goods, target_frr=0.05, require_bound=False)
     again = outcomes(decide_many(Prediction(goods), result.thresholds))
     assert result.n_false_rejects == int((again == "fail").sum())
+
+
+def _detections() -> Prediction:
+    """Three parts of a box detector: two confident boxes, one faint box, and a good part."""
+    classes = ("good", "crack", "spot")
+    probs = np.array([[0.02, 0.9, 0.08], [0.1, 0.3, 0.6], [0.97, 0.02, 0.01]], np.float32)
+    boxes = (
+        (
+            (10.2, 4.0, 30.7, 12.5, 0.8, "crack"),
+            (40.0, 40.0, 44.0, 46.0, 0.6, "spot"),
+            (1.0, 1.0, 3.0, 3.0, 0.05, "spot"),
+        ),
+        ((5.0, 5.0, 9.0, 9.0, 0.2, "spot"),),
+        (),
+    )
+    return Prediction(1.0 - probs[:, 0], classes=classes, class_probs=probs, boxes=boxes)
+
+
+def test_a_box_detector_s_regions_are_its_confident_boxes():
+    v = decide_many(_detections(), Thresholds.explicit(0.5))
+    assert [x.outcome for x in v] == [Outcome.FAIL, Outcome.FAIL, Outcome.PASS]
+    first = v[0].regions
+    assert [(r.bbox, r.category) for r in first] == [((10, 4, 31, 13), "crack"), ((40, 40, 44, 46), "spot")]
+    assert first[0].area_px == 21 * 9 and first[0].peak == pytest.approx(0.8)
+    assert first[0].centroid == pytest.approx((20.45, 8.25))
+    assert v[1].regions == ()  # its only box (0.2) is below the default box level (0.3)
+    assert v[2].regions == ()  # a passing part gets no regions, as for maps
+    lower = decide_many(_detections(), Thresholds.explicit(0.5, region_level=0.1, mm_per_px=0.5))
+    assert [r.category for r in lower[1].regions] == ["spot"]
+    assert lower[0].regions[0].area_mm2 == pytest.approx(21 * 9 * 0.25)
+
+
+def test_region_rules_measure_a_box_detector_s_boxes():
+    prediction = _detections()
+    # the area rule reads the boxes (no map is needed to measure a defect): the first part's
+    # largest box has 189 px, the second part's box is below the level, so nothing to measure
+    v = decide_many(prediction, Thresholds.explicit(0.5, min_area_px=100))
+    assert v[0].outcome is Outcome.FAIL and "189 px" in v[0].reason
+    assert v[1].outcome is Outcome.REVIEW and "no region" in v[1].reason
+    v = decide_many(prediction, Thresholds.explicit(0.5, min_area_px=200))
+    assert v[0].outcome is Outcome.REVIEW
+    assert decide_many(prediction, Thresholds.explicit(0.5, max_regions=1))[0].outcome is Outcome.FAIL
+    assert "2 regions" in decide_many(prediction, Thresholds.explicit(0.5, max_regions=1))[0].reason
+
+
+def test_a_box_that_is_not_finite_is_an_error():
+    prediction = _detections()
+    bad = ((0.0, 0.0, float("nan"), 5.0, 0.9, "crack"),)
+    from dataclasses import replace
+
+    v = decide_many(replace(prediction, boxes=(bad, *prediction.boxes[1:])), Thresholds.explicit(0.5))
+    assert v[0].outcome is Outcome.ERROR and "box" in v[0].reason
+    assert v[1].outcome is Outcome.FAIL

@@ -93,12 +93,15 @@ def _norm_region(region: Any, where: str) -> Region:
     if len(region.bbox) != 4 or len(region.centroid) != 2:
         raise InputError(where, "a region needs a 4-value bbox and a 2-value centroid")
     area_mm2 = None if region.area_mm2 is None else _norm_float(region.area_mm2, where)
+    if region.category is not None and not isinstance(region.category, str):
+        raise InputError(where, f"a region's category must be text, got {region.category!r}")
     return Region(
         bbox=tuple(_norm_int(v, where) for v in region.bbox),  # type: ignore[arg-type]
         area_px=_norm_int(region.area_px, where),
         peak=_norm_float(region.peak, where),
         centroid=tuple(_norm_float(v, where) for v in region.centroid),  # type: ignore[arg-type]
         area_mm2=area_mm2,
+        category=region.category,
     )
 
 
@@ -185,6 +188,8 @@ def _canon_float(value: float) -> float | str:
 
 
 def _canon_regions(regions: tuple[Region, ...]) -> list[dict[str, Any]]:
+    # A region's category (a segmenter's or box detector's class) is written only when there is
+    # one, so the canonical form, and the hash, of every record without one is unchanged.
     return [
         {
             "bbox": [int(v) for v in r.bbox],
@@ -192,6 +197,7 @@ def _canon_regions(regions: tuple[Region, ...]) -> list[dict[str, Any]]:
             "peak": _canon_float(float(r.peak)),
             "centroid": [_canon_float(float(v)) for v in r.centroid],
             "area_mm2": None if r.area_mm2 is None else _canon_float(float(r.area_mm2)),
+            **({} if r.category is None else {"category": r.category}),
         }
         for r in regions
     ]
@@ -268,6 +274,7 @@ def decode_regions(text: str) -> tuple[Region, ...]:
                 peak=_decanon_float(item["peak"]),
                 centroid=(cx, cy),
                 area_mm2=None if area_mm2 is None else _decanon_float(area_mm2),
+                category=item.get("category"),
             )
         )
     return tuple(out)

@@ -77,11 +77,16 @@ def export_command(
         from flawscope.runtime.inspector import int8_warning
 
         checked = deploy.int8.validation if deploy.int8 is not None else None
-        if checked:
+        if checked and "image_auroc_int8" in checked:
             console.print(
                 f"INT8 image AUROC {checked['image_auroc_int8']:.4f} vs fp32 "
                 f"{checked['image_auroc_fp32']:.4f} on {checked['n_good']} good + "
                 f"{checked['n_defect']} defective parts"
+            )
+        if checked and "map_int8" in checked:
+            console.print(
+                f"INT8 mAP@0.5 {checked['map_int8']:.4f} vs fp32 {checked['map_fp32']:.4f} on "
+                f"{checked['n_images']} parts with {checked['n_boxes']} true boxes"
             )
         warning = int8_warning(deploy)
         if warning:

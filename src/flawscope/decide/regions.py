@@ -1,9 +1,11 @@
-"""Defect regions: connected parts of an anomaly map at or above a threshold.
+"""Defect regions: connected parts of an anomaly map at or above a threshold, or detected boxes.
 
 numpy and OpenCV only, for the torch-free runtime.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -74,3 +76,50 @@ def find_regions(
         )
     regions.sort(key=lambda r: (-r.area_px, -r.peak))
     return tuple(regions if max_regions is None else regions[:max_regions])
+
+
+Box = tuple[float, float, float, float, float, str]
+
+
+def regions_from_boxes(
+    boxes: Sequence[Box], level: float, mm_per_px: float | None = None
+) -> tuple[Region, ...]:
+    """Regions of the detected boxes whose confidence is at least ``level``.
+
+    A box's region is its rectangle in whole image pixels (the smallest one holding it:
+    ``floor`` of the start, ``ceil`` of the end, x1/y1 exclusive as for map regions), its area
+    the rectangle's, its peak the box's confidence, its centroid the box's centre and its
+    category the box's class.
+
+    Args:
+        boxes: one image's finished detections ``(x0, y0, x1, y1, confidence, class)`` in its
+            pixels (:func:`flawscope.data.outputs.finish_boxes`).
+        level: lowest confidence of a box that becomes a region.
+        mm_per_px: the station's pixel size; when given, ``Region.area_mm2`` is filled in.
+
+    Returns:
+        Regions sorted largest first (ties: more confident first), as :func:`find_regions`.
+
+    Raises:
+        InputError: for a level that is not finite.
+    """
+    if not np.isfinite(level):
+        raise InputError("level", f"must be finite, got {level}")
+    regions = []
+    for x0, y0, x1, y1, confidence, category in boxes:
+        if not confidence >= level:
+            continue
+        bbox = (int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1)))
+        area = max(bbox[2] - bbox[0], 0) * max(bbox[3] - bbox[1], 0)
+        regions.append(
+            Region(
+                bbox=bbox,
+                area_px=area,
+                peak=float(confidence),
+                centroid=((x0 + x1) / 2, (y0 + y1) / 2),
+                area_mm2=None if mm_per_px is None else area * mm_per_px * mm_per_px,
+                category=category,
+            )
+        )
+    regions.sort(key=lambda r: (-r.area_px, -r.peak))
+    return tuple(regions)

@@ -84,7 +84,9 @@ class Thresholds:
             goes to review ("looks unlike the good parts, yet no defect class is confident");
             for stations that have an anomaly head beside a trained one.
         region_level: level at which regions are cut from a defect-probability map (default
-            0.5); maps on the score's scale are always cut at the reject threshold.
+            0.5), and the confidence a detected box needs to be a region (default 0.3, see
+            :data:`flawscope.decide.verdict.DEFAULT_BOX_LEVEL`); maps on the score's scale are
+            always cut at the reject threshold.
         recall: share of calibration defective parts rejected, if defect scores were given.
         recall_ci: two-sided Clopper-Pearson interval of ``recall`` at ``confidence``.
         note: free text (how the thresholds were chosen, by whom).

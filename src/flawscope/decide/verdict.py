@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from flawscope.decide.regions import find_regions
+from flawscope.decide.regions import find_regions, regions_from_boxes
 from flawscope.decide.thresholds import Thresholds
 from flawscope.declaration import GOOD
 from flawscope.types import Outcome, Prediction, Region, Verdict
@@ -23,6 +23,10 @@ from flawscope.types import Outcome, Prediction, Region, Verdict
 MAX_REPORTED_REGIONS = 50
 # Where regions are cut from a defect-probability map unless the thresholds say otherwise.
 DEFAULT_REGION_LEVEL = 0.5
+# The confidence a detected box needs to be a region unless the thresholds' ``region_level``
+# says otherwise: CenterNet's usual display threshold (its confidences are centre-heatmap
+# peaks, lower than a segmenter's pixel probabilities for the same defect).
+DEFAULT_BOX_LEVEL = 0.3
 
 
 def tell_apart(a: float, b: float, digits: int = 6) -> tuple[str, str]:
@@ -148,6 +152,10 @@ def decide_many(
     Regions are cut from ``prediction.maps`` at the reject threshold when the maps are on the
     score's scale, at ``region_level`` (default 0.5) when they hold probabilities; only for
     parts that do not pass (a passing part's score-scale map has nothing at the threshold).
+    A model without maps but with detected boxes (``prediction.boxes``) has one region per box
+    whose confidence reaches ``region_level`` (default :data:`DEFAULT_BOX_LEVEL`), with the
+    box's class as its category and its confidence as its peak; the region rules (area,
+    count) apply to them alike.
 
     Args:
         prediction: finished model outputs of N parts (scores, maps at image resolution, ...).
@@ -177,6 +185,10 @@ def decide_many(
     area_rule = thresholds.min_area_px > 0 or thresholds.min_area_mm2 is not None
     level = reject if prediction.map_scale == "score" else (thresholds.region_level or DEFAULT_REGION_LEVEL)
     version = thresholds.version
+    boxes = prediction.boxes
+    if boxes and len(boxes) != n:
+        raise ValueError(f"prediction has {n} scores but {len(boxes)} sets of boxes")
+    box_level = thresholds.region_level if thresholds.region_level is not None else DEFAULT_BOX_LEVEL
 
     verdicts = []
     for i in range(n):
@@ -193,6 +205,8 @@ def decide_many(
             problem = (
                 None if found is None else f"anomaly {found}" if prediction.map_scale == "score" else found
             )
+        elif boxes and not all(np.isfinite(b[:5]).all() for b in boxes[i]):
+            problem = "a detected box has NaN or infinite coordinates or confidence"
         if problem is not None:
             verdicts.append(error_verdict(problem, model_hash, version))
             continue
@@ -205,6 +219,8 @@ def decide_many(
                 part_regions = _with_categories(
                     part_regions, amap, level, np.asarray(prediction.class_maps[i]), prediction.classes
                 )
+        elif amap is None and boxes and (fails[i] or bands[i]) and (regions or needs_regions):
+            part_regions = regions_from_boxes(boxes[i], box_level, thresholds.mm_per_px)
         category: str | None = None
         confidence: float | None = None
         if cats.present:
@@ -214,8 +230,9 @@ def decide_many(
                 category, confidence = GOOD, float(cats.good[i])
         elif part_regions and part_regions[0].category is not None:
             category = part_regions[0].category
+        measured = amap is not None or bool(boxes)
         outcome, reason = _rule(
-            i, score, fails[i], bands[i], part_regions, amap, category, confidence, anomaly, thresholds
+            i, score, fails[i], bands[i], part_regions, measured, category, confidence, anomaly, thresholds
         )
         if (
             outcome is Outcome.REVIEW
@@ -255,13 +272,16 @@ def _rule(
     fail: bool,
     band: bool,
     regions: tuple[Region, ...],
-    amap: np.ndarray | None,
+    measured: bool,
     category: str | None,
     confidence: float | None,
     anomaly: np.ndarray | None,
     thresholds: Thresholds,
 ) -> tuple[Outcome, str]:
-    """The outcome of one part whose outputs are all finite, and the sentence saying why."""
+    """The outcome of one part whose outputs are all finite, and the sentence saying why.
+
+    ``measured``: the part has a map or detected boxes, whose regions measure a defect's area.
+    """
     reject, review = thresholds.reject, thresholds.review
     if fail:
         s, r = tell_apart(score, reject)
@@ -272,8 +292,8 @@ def _rule(
                 f"{above}; {len(regions)} regions, more than the maximum {thresholds.max_regions}",
             )
         if thresholds.min_area_px > 0 or thresholds.min_area_mm2 is not None:
-            if amap is None:
-                return Outcome.REVIEW, f"{above}, but there is no map to measure the defect area"
+            if not measured:
+                return Outcome.REVIEW, f"{above}, but there is no map or box to measure the defect area"
             large_enough, why = _area_rule(regions, thresholds)
             if not large_enough:
                 return Outcome.REVIEW, f"{above}; {why}"

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ def cross_validate(
     bank: FeatureBank,
     extract_seconds: float = 0.0,
     name: str = "",
+    save: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Train ``base``'s configuration on each fold and measure it on the fold's test images.
 
@@ -55,6 +57,8 @@ def cross_validate(
         bank: the images' cached features (clean view first, then augmented views).
         extract_seconds: time the bank took, to report a training run's full cost.
         name: label for log lines.
+        save: a folder to save each fold's fitted model in (``fold<k>``, a trained bundle), for
+            exporting or inspecting it later; ``None`` saves nothing.
 
     Returns:
         JSON-ready metrics, pooled and per fold.
@@ -83,6 +87,10 @@ def cross_validate(
         t2, c2 = time.perf_counter(), time.process_time()
         model.fit_bank(bank, targets, list(split.train), list(split.validation), geometries=geometries)
         fit_s, fit_cpu = time.perf_counter() - t2, time.process_time() - c2
+        if save is not None:
+            from flawscope.models.io import save_model
+
+            save_model(model, Path(save) / f"fold{fold}")
         test = np.array(split.test)
         t3 = time.perf_counter()
         pred = model.predict_bank(bank, bank.rows(test, views=False), [geometries[i] for i in test])

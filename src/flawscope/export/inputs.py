@@ -34,6 +34,8 @@ class Int8Inputs:
         holdout: held-out good images (not fitted on) to map INT8 scores onto the fp32 scale;
             empty when a folder replaced the training set.
         validation: labelled ``(images, labels)``, 1 = defective, or ``None``.
+        validation_boxes: the true boxes of each validation image, for a model that detects
+            boxes (empty otherwise).
         skipped: ``(path, problem)`` of unreadable files.
         notes: what the user should know (a changed training set, no labelled parts).
     """
@@ -44,6 +46,9 @@ class Int8Inputs:
     validation: tuple[list[np.ndarray], list[int]] | None = field(repr=False)
     skipped: list[tuple[str, str]]
     notes: list[str]
+    validation_boxes: list[tuple[tuple[float, float, float, float, str], ...]] = field(
+        default_factory=list, repr=False
+    )
 
     def export_args(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~flawscope.export.onnx_export.export_bundle` for these images."""
@@ -53,6 +58,7 @@ class Int8Inputs:
             "refit_images": self.refit,
             "validation": self.validation,
             "good_images": self.holdout,
+            "validation_boxes": self.validation_boxes,
         }
 
 
@@ -66,9 +72,12 @@ def _supervised_inputs(manifest: Manifest, validation_folder: str | os.PathLike[
 
     Good images it was trained on refit its anomaly head (a station's); the good images held out
     for calibration map the scores; the data's labelled test side (or ``validation_folder``'s
-    test split) measures the AUROC loss.
+    test split) measures the AUROC loss, and a detector's mAP@0.5 loss on its true boxes. A model
+    that knows no good parts (every class a defect, as NEU's) calibrates the activation ranges
+    on its training images of every class.
     """
     from flawscope.data.labelled import load_labelled
+    from flawscope.declaration import OutputKind
     from flawscope.models.train_supervised import calibration_holdout, read_labelled
 
     training = manifest.training
@@ -82,10 +91,23 @@ def _supervised_inputs(manifest: Manifest, validation_folder: str | os.PathLike[
     kept = read_labelled([train_side[i] for i in held_idx], masks=False)
     skipped = fitted.skipped + kept.skipped
     notes: list[str] = []
-    if not fitted.images:
+    declaration = manifest.model.declaration
+    knows_good = declaration is None or "good" in declaration.classes
+    detects = declaration is not None and any(s.kind is OutputKind.BOXES for s in declaration.outputs)
+    if not fitted.images and not knows_good:
+        # Activation ranges need typical parts, not good ones; spread over the classes.
+        step = max(1, len(train_idx) // CALIBRATION_LIMIT)
+        spread = read_labelled([train_side[i] for i in train_idx[::step]], masks=False)
+        skipped += spread.skipped
+        calibration = spread.images[:CALIBRATION_LIMIT]
+        if not calibration:
+            raise InputError(training.dataset, "no readable training image for INT8 calibration")
+    elif not fitted.images:
         raise InputError(training.dataset, "no readable good training image for INT8 calibration")
-    calibration = (kept.images or fitted.images)[:CALIBRATION_LIMIT]
+    else:
+        calibration = (kept.images or fitted.images)[:CALIBRATION_LIMIT]
     validation = None
+    validation_boxes: list[tuple[tuple[float, float, float, float, str], ...]] = []
     if validation_folder is not None:
         images, classes, bad = _labelled(validation_folder)
         skipped += bad
@@ -94,10 +116,12 @@ def _supervised_inputs(manifest: Manifest, validation_folder: str | os.PathLike[
         test = read_labelled([s for s in labelled.samples if s.split == "test"], masks=False)
         skipped += test.skipped
         classes = [0 if s.cls == "good" else 1 for s in test.samples]
-        validation = (test.images, classes) if len(set(classes)) == 2 else None
+        if detects and any(s.boxes for s in test.samples):
+            validation_boxes = [tuple(s.boxes) for s in test.samples]
+        validation = (test.images, classes) if len(set(classes)) == 2 or validation_boxes else None
     if validation is None:
         notes.append("no labelled test parts (good and defective) to check INT8 on: give --validation-data")
-    return Int8Inputs(calibration, fitted.images, kept.images, validation, skipped, notes)
+    return Int8Inputs(calibration, fitted.images, kept.images, validation, skipped, notes, validation_boxes)
 
 
 def int8_inputs(

@@ -26,19 +26,22 @@ from typing import Any
 
 import numpy as np
 
-from flawscope.data.outputs import concat_predictions, finish_outputs
-from flawscope.data.preprocess import Preprocessing, to_batch
+from flawscope.data.preprocess import to_batch
 from flawscope.decide.thresholds import Thresholds
 from flawscope.decide.verdict import decide_many
-from flawscope.declaration import ModelDeclaration, anomaly_declaration
 from flawscope.export.graph import clean_graph
+from flawscope.export.int8_check import (
+    INT8_MAX_AUROC_LOSS,
+    TruthBox,
+    predict_images,
+    rank_agreement,
+    validate,
+)
 from flawscope.models.base import STRIDE, Model
-from flawscope.models.engine import onnx_runner, ort_session, trace_to_onnx
+from flawscope.models.engine import onnx_runner, trace_to_onnx
 from flawscope.types import Outcome, Prediction
 
 log = logging.getLogger(__name__)
-# Image AUROC the INT8 graph may lose against fp32 on labelled parts (issue 4's budget).
-INT8_MAX_AUROC_LOSS = 0.005
 
 
 def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
@@ -185,31 +188,6 @@ def score_map(reference: np.ndarray, raw: np.ndarray, reject: float | None) -> t
     return scale, 0.0, "median ratio"
 
 
-def predict_images(
-    model_bytes: bytes, images: Sequence[np.ndarray], pre: Preprocessing, declaration: ModelDeclaration
-) -> Prediction:
-    """Finished outputs of an ONNX scorer, as the runtime computes them (batches of 8)."""
-    session = ort_session(model_bytes)
-    names = declaration.output_names
-    parts = []
-    for start in range(0, len(images), 8):
-        batch, geometries = to_batch(images[start : start + 8], pre)
-        raw = dict(zip(names, session.run(names, {"image": batch}), strict=True))
-        parts.append(finish_outputs(raw, geometries, pre, declaration))
-    return concat_predictions(parts)
-
-
-def score_images(
-    model_bytes: bytes,
-    images: Sequence[np.ndarray],
-    pre: Preprocessing,
-    declaration: ModelDeclaration | None = None,
-) -> np.ndarray:
-    """``(N,)`` decision scores under an ONNX scorer, as the runtime computes them."""
-    found = predict_images(model_bytes, images, pre, declaration or anomaly_declaration(STRIDE))
-    return np.asarray(found.scores, dtype=np.float64)
-
-
 def count_fails(prediction: Prediction, thresholds: Thresholds) -> int:
     """Parts that fail under ``thresholds``, decided by :func:`~flawscope.decide.verdict.decide_many`."""
     return int(sum(v.outcome is Outcome.FAIL for v in decide_many(prediction, thresholds, regions=False)))
@@ -250,40 +228,6 @@ def embedder_graph(model: Model) -> bytes:
     return clean_graph(trace_to_onnx(model._embedder(), pre.height, pre.width, "features"))
 
 
-def _rank_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman correlation of two score vectors (``None`` when either is constant or too short)."""
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return None
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
-def _validate(
-    fp32: bytes,
-    int8: bytes,
-    pre: Preprocessing,
-    declaration: ModelDeclaration,
-    images: Sequence[np.ndarray],
-    labels: Sequence[int],
-) -> dict[str, Any] | None:
-    """Image AUROC of both graphs' decision scores on labelled parts; ``None`` without both classes."""
-    y = np.asarray(labels, dtype=int)
-    if len(images) != len(y) or len(set(y.tolist())) < 2:
-        return None
-    from sklearn.metrics import roc_auc_score
-
-    auroc_fp32 = float(roc_auc_score(y, score_images(fp32, images, pre, declaration)))
-    auroc_int8 = float(roc_auc_score(y, score_images(int8, images, pre, declaration)))
-    return {
-        "n_good": int((y == 0).sum()),
-        "n_defect": int((y == 1).sum()),
-        "image_auroc_fp32": auroc_fp32,
-        "image_auroc_int8": auroc_int8,
-        "auroc_loss": auroc_fp32 - auroc_int8,
-    }
-
-
 def build_int8(
     model: Model,
     fp32: bytes,
@@ -292,6 +236,7 @@ def build_int8(
     validation: tuple[Sequence[np.ndarray], Sequence[int]] | None = None,
     good_images: Sequence[np.ndarray] = (),
     thresholds: Thresholds | None = None,
+    validation_boxes: Sequence[Sequence[TruthBox]] = (),
 ) -> tuple[bytes, dict[str, Any]]:
     """The INT8 graph of a fitted model and what was measured about it (for the manifest).
 
@@ -308,6 +253,9 @@ def build_int8(
         thresholds: the bundle's active thresholds: the anomaly threshold they hold (the reject
             threshold of a good-parts model, ``anomaly_reject`` of a station) anchors that map,
             and both graphs' false rejects on the good images are counted with them.
+        validation_boxes: for a model that detects boxes, the true boxes of each validation
+            image ``(x0, y0, x1, y1, class)`` in its pixels: both graphs' mAP@0.5 is measured
+            on them (:func:`~flawscope.export.int8_check.validate`).
 
     Returns:
         The ONNX bytes and the ``int8_*`` manifest entries.
@@ -353,8 +301,12 @@ def build_int8(
             np.asarray(mapped.scores, np.float64),
         )
     deviation = np.abs(int8_scores - ref_scores) / np.maximum(np.abs(ref_scores), 1e-12)
-    checked = _validate(fp32, graph, pre, declaration, *validation) if validation is not None else None
-    within = None if checked is None else bool(checked["auroc_loss"] <= INT8_MAX_AUROC_LOSS)
+    checked = (
+        validate(fp32, graph, pre, declaration, *validation, boxes=validation_boxes)
+        if validation is not None
+        else None
+    )
+    within = None if checked is None else bool(checked.pop("within"))
 
     info = {
         "int8_calibration_images": len(calibration_images),
@@ -367,7 +319,7 @@ def build_int8(
             "reject": anchor,
         },
         "int8_score_deviation": {"median": float(np.median(deviation)), "max": float(deviation.max())},
-        "int8_rank_agreement": _rank_agreement(ref_scores, int8_scores),
+        "int8_rank_agreement": rank_agreement(ref_scores, int8_scores),
         "int8_false_rejects": None
         if thresholds is None
         else {
@@ -382,10 +334,7 @@ def build_int8(
     if checked is None:
         log.warning("INT8 graph not validated on labelled parts: its accuracy is unknown")
     elif not within:
-        log.warning(
-            "INT8 graph loses %.3f image AUROC on %d labelled parts (budget %.3f)",
-            checked["auroc_loss"],
-            checked["n_good"] + checked["n_defect"],
-            INT8_MAX_AUROC_LOSS,
-        )
+        from flawscope.runtime.inspector import int8_loss
+
+        log.warning("INT8 graph loses %s", int8_loss(checked, INT8_MAX_AUROC_LOSS))
     return graph, info

@@ -73,6 +73,7 @@ def export_bundle(
     refit_images: Sequence[np.ndarray] = (),
     validation: tuple[Sequence[np.ndarray], Sequence[int]] | None = None,
     good_images: Sequence[np.ndarray] = (),
+    validation_boxes: Sequence[Sequence[tuple[float, float, float, float, str]]] = (),
 ) -> Bundle:
     """Write a deployable bundle: ONNX graph(s), thresholds and the manifest.
 
@@ -89,6 +90,8 @@ def export_bundle(
         good_images: held-out good images on which INT8 scores are mapped to the fp32 scale, so
             the active thresholds keep their false-reject rate (default: the calibration images;
             export again after a new calibration).
+        validation_boxes: the true boxes of each validation image, for a model that detects
+            boxes: the INT8 graph's mAP@0.5 loss is measured on them.
 
     Returns:
         The deployable bundle.
@@ -144,7 +147,7 @@ def export_bundle(
             log.warning("INT8 calibration on %d images; at least 16 are recommended", len(calibration_images))
         active = source.manifest.select_thresholds()
         files[ONNX_INT8], info = build_int8(
-            model, fp32, calibration_images, refit_images, validation, good_images, active
+            model, fp32, calibration_images, refit_images, validation, good_images, active, validation_boxes
         )
         int8_info = Int8Section(**{k.removeprefix("int8_"): v for k, v in info.items()})
     deploy = DeploySection(

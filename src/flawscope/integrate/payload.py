@@ -114,6 +114,7 @@ def to_message(record: InspectionRecord, place: dict[str, str]) -> dict[str, Any
                 "peak": _num(r.peak),
                 "centroid": [_num(c) for c in r.centroid],
                 "area_mm2": _num(r.area_mm2),
+                **({} if r.category is None else {"category": r.category}),
             }
             for r in record.regions
         ],

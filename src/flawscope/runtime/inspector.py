@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,11 +214,26 @@ def int8_warning(deploy: DeploySection) -> str | None:
         )
     if within is False:
         return (
-            f"the INT8 graph lost {checked['auroc_loss']:.3f} image AUROC against fp32 on "
-            f"{checked['n_good'] + checked['n_defect']} labelled parts at export (budget "
-            f"{info.max_auroc_loss:.3f}); expect lower accuracy than the fp32 graph"
+            f"the INT8 graph lost {int8_loss(checked, info.max_auroc_loss)} against fp32 at export; "
+            "expect lower accuracy than the fp32 graph"
         )
     return None
+
+
+def int8_loss(checked: Mapping[str, Any], max_auroc_loss: float) -> str:
+    """What an INT8 graph lost on labelled parts (its manifest's validation), in words."""
+    parts = []
+    if "auroc_loss" in checked:
+        parts.append(
+            f"{checked['auroc_loss']:.3f} image AUROC on {checked['n_good'] + checked['n_defect']} "
+            f"labelled parts (budget {max_auroc_loss:.3f})"
+        )
+    if "map_loss" in checked:
+        parts.append(
+            f"{checked['map_loss']:.3f} mAP@0.5 on {checked['n_images']} parts with true boxes "
+            f"(budget {checked['max_map_loss']:.3f})"
+        )
+    return " and ".join(parts)
 
 
 class Inspector:

@@ -1,0 +1,131 @@
+"""A saved NEU ``box_detector``: its verdict regions per box level, and its INT8 graph's mAP loss.
+
+    python benchmarks/neu_boxes.py BUNDLE [--out benchmarks/results/neu_boxes.json]
+
+BUNDLE is a trained bundle of a ``box_detector`` fitted on neu_surface's ``splits.csv``
+(``python benchmarks/supervised.py --datasets neu_surface --tasks detect --save DIR`` writes one
+as ``DIR/neu_surface-detect/fold0``). Two measurements, with the deployed graphs (ONNX Runtime,
+as a station runs them):
+
+* Regions: the verdicts' regions (``decide_many``, one region per box at or above the box level)
+  on the **validation** images, matched to the true boxes (same class, IoU >= 0.5): precision,
+  recall and F1 per level. The level is a rule of the thresholds (``region_level``), so it is
+  chosen here on validation images only.
+* INT8: the bundle exported with an INT8 graph (activation ranges from 64 training images of
+  every class), both graphs' mAP@0.5 on the 360 **test** images (``int8_check.validate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def region_matches(verdicts: list[Any], truth: list[tuple[Any, ...]]) -> dict[str, float]:
+    """Precision, recall, F1 of verdict regions against true boxes (greedy, one match each)."""
+    hits = n_regions = n_truth = 0
+    for verdict, boxes in zip(verdicts, truth, strict=True):
+        free = list(boxes)
+        n_truth += len(boxes)
+        for region in sorted(verdict.regions, key=lambda r: -r.peak):
+            n_regions += 1
+            scored = [(_iou(region.bbox, t[:4]), j) for j, t in enumerate(free) if t[4] == region.category]
+            best = max(scored, default=(0.0, -1))
+            if best[0] >= 0.5:
+                hits += 1
+                free.pop(best[1])
+    precision = hits / n_regions if n_regions else 0.0
+    recall = hits / n_truth if n_truth else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"regions": n_regions, "true_boxes": n_truth, "precision": precision, "recall": recall, "f1": f1}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("bundle")
+    parser.add_argument("--out", default=str(HERE / "results" / "neu_boxes.json"))
+    args = parser.parse_args()
+    import torch
+
+    from flawscope.data.splits import fixed
+    from flawscope.decide.thresholds import Thresholds
+    from flawscope.decide.verdict import decide_many
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.runtime import Inspector
+    from supervised import load
+
+    torch.set_num_threads(1)
+    started, load0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), os.getloadavg()
+    c0 = time.process_time()
+    samples, images, _ = load("neu_surface")
+    split = fixed(samples, seed=0)
+    boxes = [tuple(s.boxes) for s in samples]
+    out: dict[str, Any] = {"bundle": args.bundle, "started": started, "load_average_before": load0}
+    with tempfile.TemporaryDirectory() as tmp:
+        train = list(split.train)
+        calibration = [images[i] for i in train[:: max(1, len(train) // 64)]][:64]
+        test = list(split.test)
+        t0 = time.perf_counter()
+        deployed = export_bundle(
+            args.bundle, Path(tmp) / "deployed", int8=True, calibration_images=calibration,
+            validation=([images[i] for i in test], [1] * len(test)),
+            validation_boxes=[boxes[i] for i in test],
+        )  # fmt: skip
+        assert deployed.manifest.deploy is not None and deployed.manifest.deploy.int8 is not None
+        info = deployed.manifest.deploy.int8
+        out["int8"] = {
+            "validation": dict(info.validation or {}),
+            "within_tolerance": info.within_tolerance,
+            "calibration_images": info.calibration_images,
+            "export_seconds": round(time.perf_counter() - t0, 1),
+        }
+        checked = out["int8"]["validation"]
+        print(
+            f"INT8 mAP@0.5 {checked['map_int8']:.4f} vs fp32 {checked['map_fp32']:.4f} on {len(test)} test "
+            f"images (loss {checked['map_loss']:.4f}, budget {checked['max_map_loss']})",
+            flush=True,
+        )
+        val = list(split.validation)
+        prediction = Inspector.load(deployed.path, threads=1).score_many([images[i] for i in val])
+        rows = []
+        for level in LEVELS:
+            verdicts = decide_many(prediction, Thresholds.explicit(0.5, region_level=level))
+            rows.append({"level": level, **region_matches(verdicts, [boxes[i] for i in val])})
+            r = rows[-1]
+            print(
+                f"box level {level}: {r['regions']} regions on {len(val)} validation images, precision "
+                f"{r['precision']:.3f}, recall {r['recall']:.3f}, F1 {r['f1']:.3f}",
+                flush=True,
+            )
+        out["validation_regions"] = rows
+        out["best_level_by_validation_f1"] = max(rows, key=lambda r: r["f1"])["level"]
+    out["cpu_seconds"] = round(time.process_time() - c0, 1)
+    out["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    out["load_average_after"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2, default=float))
+    best = out["best_level_by_validation_f1"]
+    print(f"best box level on validation F1: {best}; {out['cpu_seconds']} s CPU")
+
+
+if __name__ == "__main__":
+    main()
