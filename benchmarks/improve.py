@@ -974,6 +974,8 @@ def candidates_of(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
         found.append(("anomaly", {}))
     if args.task:
         params: dict[str, Any] = {"anomaly": "padim"} if args.station else {}
+        if args.seed is not None:  # the candidate's seed (validation split, heads' weights, batches)
+            params["seed"] = args.seed
         found.append((args.task, {"task": args.task, "params": params, "band_rule": args.band_rule}))
     found.append(("worse", {}))
     return found
@@ -1079,6 +1081,9 @@ def main() -> None:
         help="Loop part: judge an earlier run's candidates again (same --work), no line, no retraining.",
     )
     parser.add_argument("--gates", type=Path, default=None, help="Loop part: gates as a JSON file.")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="Loop part, --task: the candidate's seed (default: the model's)."
+    )
     parser.add_argument("--images", type=int, default=10_000, help="Archive size of the ray part.")
     parser.add_argument(
         "--work", type=Path, default=None, help="Working folder (kept; reused if it has a model)."
@@ -1098,6 +1103,7 @@ def main() -> None:
         name += "_anomaly_band" if args.task and args.station and args.band_rule == "anomaly" else ""
         name += "_recompared" if args.compare_only else ""  # never over an earlier full run's file
         name += f"_{args.gates.stem}" if args.gates else ""
+        name += f"_seed{args.seed}" if args.seed is not None and args.task else ""
     target = HERE / "results" / f"improve_{name}.json"
     target.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {target}")

@@ -35,6 +35,12 @@ from flawscope.models.base import ModelConfig
 
 logger = logging.getLogger(__name__)
 TASKS = ("classify", "segment", "mixed")
+# A candidate is judged against the live model on a few hundred parts, so its own run-to-run
+# variation is noise in the gates: three heads of consecutive seeds averaged inside the head, each
+# early-stopped on its validation loss averaged over 3 epochs (flawscope.models.ensemble). Chosen
+# before any comparison was run with them; measured on the retraining's validation images
+# (benchmarks/head_variance.py). A base model's own larger values, or the caller's, win.
+RETRAIN_DEFAULTS: dict[str, int] = {"ensemble": 3, "smooth": 3}
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,8 @@ def candidate_params(
     """Hyperparameters of the candidate: the base model's preprocessing, so that both see the same input.
 
     A base model of the same task passes on all of its hyperparameters; an anomaly base passes on
-    what the shared trunk needs (backbone, canvas, resize mode, pooling, seed).
+    what the shared trunk needs (backbone, canvas, resize mode, pooling, seed). The trained head
+    is an ensemble of at least :data:`RETRAIN_DEFAULTS` unless ``extra`` says otherwise.
     """
     base = dict(manifest.model.hyperparameters)
     if base_task == str(task):
@@ -86,6 +93,8 @@ def candidate_params(
         params = {k: v for k, v in base.items() if k in ModelConfig.__dataclass_fields__}
     pre = manifest.preprocessing
     params.update(canvas=(pre.height, pre.width), resize_mode=pre.mode)
+    for name, least in RETRAIN_DEFAULTS.items():
+        params[name] = max(int(params.get(name) or 1), least)
     params.update(extra or {})
     return params
 

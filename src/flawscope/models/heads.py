@@ -118,7 +118,7 @@ class SupervisedHead(nn.Module):
     int64 (0 background, ``k`` the k-th class of ``classes``).
 
     Args:
-        head: the trained :class:`DefectHead`.
+        head: the trained :class:`DefectHead` (or a :class:`~flawscope.models.ensemble.HeadEnsemble`).
         temperature: divides the class logits before the softmax (fitted on validation data).
         good_index: column of ``"good"`` in the class probabilities, or ``None``.
         seg_to_class: ``(S,)`` class index of each segmentation class (0 for background).
@@ -134,7 +134,7 @@ class SupervisedHead(nn.Module):
 
     def __init__(
         self,
-        head: DefectHead,
+        head: nn.Module,
         temperature: float,
         good_index: int | None,
         seg_to_class: torch.Tensor | None,

@@ -37,12 +37,13 @@ from flawscope.errors import InputError
 from flawscope.features.cache import FeatureBank, extract_bank
 from flawscope.models.base import STRIDE, Model, Progress
 from flawscope.models.engine import make_runner
+from flawscope.models.ensemble import HeadEnsemble, member_count, train_ensemble
 from flawscope.models.finetune import FINETUNE_MODES, FinetuneConfig, finetune_trunk, load_tuned, tuned_state
 from flawscope.models.heads import DefectHead, SupervisedHead
 from flawscope.models.registry import register
 from flawscope.models.station import fit_anomaly_head, load_anomaly_head, refit_anomaly_head
 from flawscope.models.supervised_targets import DEFECT, classes_for, pixel_targets, with_pasted
-from flawscope.models.training import TrainConfig, TrainLog, train_head
+from flawscope.models.training import TrainConfig, TrainLog
 from flawscope.types import Prediction, Targets
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,10 @@ class SupervisedModel(Model):
     Hyperparameters (besides :class:`~flawscope.models.base.ModelConfig`):
         width: decoder channels.
         context: 3x3 convolutions and a coarse context branch (else pointwise).
-        epochs, train_batch, lr, weight_decay, patience, seg_weight: see
+        epochs, train_batch, lr, weight_decay, patience, seg_weight, smooth: see
             :class:`~flawscope.models.training.TrainConfig`.
+        ensemble: trained heads from seeds ``seed``, ``seed + 1``, ..., their logits averaged
+            inside the head (:mod:`flawscope.models.ensemble`); 1: a single head.
         synthetic: probability that a good training image gets a synthetic feature anomaly.
         views: augmented views cached per training image (albumentations, :data:`augment`).
         augment: albumentations transforms and their arguments (``None``: the defaults).
@@ -97,6 +100,8 @@ class SupervisedModel(Model):
             "weight_decay": 1e-4,
             "patience": 5,
             "seg_weight": 1.0,
+            "smooth": 1,
+            "ensemble": 1,
             "synthetic": cls.default_synthetic,
             "views": 1,
             "augment": None,
@@ -112,7 +117,7 @@ class SupervisedModel(Model):
 
     def check_params(self) -> None:  # noqa: D102
         p = self.params
-        for name in ("width", "epochs", "train_batch"):
+        for name in ("width", "epochs", "train_batch", "smooth", "ensemble"):
             if not isinstance(p[name], int) or p[name] < 1:
                 raise InputError(name, f"must be a whole number >= 1, got {p[name]!r}")
         for name in ("views", "rare_below", "patience"):
@@ -346,15 +351,18 @@ class SupervisedModel(Model):
         mean, std = features.mean(dim=(0, 2, 3)), features.std(dim=(0, 2, 3))
         p = self.params
         shape = (bank.features.shape[1], int(p["width"]), len(self.classes_), self._seg_classes())
-        self.head_module_ = DefectHead(*shape, bool(p["context"]), mean, std)
         config = TrainConfig(
             p["epochs"], p["train_batch"], float(p["lr"]), float(p["weight_decay"]), p["patience"],
             float(p["seg_weight"]), float(p["synthetic"]), True, self.config.seed, p["threads"],
+            int(p["smooth"]),
         )  # fmt: skip
         synthetic = self._image_class(DEFECT) if self.binary and float(p["synthetic"]) > 0 else None
-        train_log: TrainLog = train_head(
-            self.head_module_, bank, train_rows, val_rows, labels, config, synthetic, progress
-        )
+        self.head_module_: nn.Module
+        train_log: TrainLog
+        self.head_module_, train_log = train_ensemble(
+            lambda: DefectHead(*shape, bool(p["context"]), mean, std), int(p["ensemble"]),
+            bank, train_rows, val_rows, labels, config, synthetic, progress,
+        )  # fmt: skip
         self.temperature_ = float(train_log.temperature)
         self.anomaly_: Any = None
         if p["anomaly"] == "padim":
@@ -462,14 +470,16 @@ class SupervisedModel(Model):
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: D102
         head = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
-        channels = int(head["mean"].shape[0])
-        self.head_module_ = DefectHead(
-            channels,
-            int(self.params["width"]),
-            len(self.classes_),
-            self._seg_classes(),
-            bool(self.params["context"]),
-        )
+        members = member_count(head)
+        channels = int(head["members.0.mean" if members else "mean"].shape[0])
+
+        def new_head() -> DefectHead:
+            return DefectHead(
+                channels, int(self.params["width"]), len(self.classes_), self._seg_classes(),
+                bool(self.params["context"]),
+            )  # fmt: skip
+
+        self.head_module_ = HeadEnsemble([new_head() for _ in range(members)]) if members else new_head()
         self.head_module_.load_state_dict(head)
         self.head_module_.eval()
         self.temperature_ = float(tensors["temperature"][0])

@@ -5,8 +5,11 @@ optional synthetic anomalies in feature space (SuperSimpleNet, Rolih et al. 2024
 to the standardised features of good parts inside random blobs, which become defect cells and a
 defective image), the image loss on every image and the segmentation loss (cross-entropy + Dice
 on the defect probability) where the cell targets are known. Early stopping keeps the state with
-the lowest validation loss; a temperature for the class probabilities is then fitted on the
-validation images, and their expected calibration error (ECE) is reported before and after.
+the lowest validation loss (optionally averaged over the last few epochs: on 91 validation
+images of a retrained station the loss jumped by 0.4 from one epoch to the next, and the raw
+minimum chose epoch 14 in one retraining, 19 in the next); a temperature for the class
+probabilities is then fitted on the validation images, and their expected calibration error
+(ECE) is reported before and after.
 
 Torch runs on one thread when the machine is busier than its cores (os.getloadavg): on a shared
 two-core machine two torch threads ran 11x slower than one (their OpenMP workers wait on each
@@ -50,8 +53,11 @@ class TrainConfig:
         seg_weight: weight of the segmentation loss against the image loss.
         synthetic: probability that a good training image gets a synthetic feature anomaly.
         flips: flip feature maps (and targets) at random, horizontally and vertically.
-        seed: seed of every random choice.
+        seed: seed of every random choice, the head's initial weights included (same data and
+            seed, same head).
         threads: torch threads (``None``: 1 on a busy machine, else all cores).
+        smooth: early stopping and the choice of the kept state judge the validation loss
+            averaged over the last ``smooth`` epochs (1: the epoch's own loss).
     """
 
     epochs: int = 20
@@ -64,6 +70,7 @@ class TrainConfig:
     flips: bool = True
     seed: int = 0
     threads: int | None = None
+    smooth: int = 1
 
 
 @dataclass
@@ -80,11 +87,14 @@ class TrainLog:
     seconds: float = 0.0
     threads: int = 1
     notes: list[str] = field(default_factory=list)
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
         data = asdict(self)
         data["train_loss"] = [round(v, 5) for v in self.train_loss]
         data["validation_loss"] = [round(v, 5) for v in self.validation_loss]
+        if not self.members:
+            del data["members"]  # a single head: its log is this one
         return data
 
 
@@ -124,7 +134,7 @@ def blob_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
 
 
 def _losses(
-    head: DefectHead,
+    head: torch.nn.Module,
     x: torch.Tensor,
     labels: torch.Tensor,
     cells: torch.Tensor,
@@ -145,6 +155,74 @@ def _losses(
             dice = 1.0 - (2.0 * (prob * target).sum() + 1.0) / (prob.sum() + target.sum() + 1.0)
             loss = loss + seg_weight * (ce + dice)
     return loss, logits
+
+
+def seeded_init(head: torch.nn.Module, seed: int) -> None:
+    """Draw the head's initial weights from ``seed`` (the global torch generator left as it was).
+
+    A head built with ``torch``'s global generator started from whatever the process had drawn
+    before: the same data and seed gave two different heads in two processes.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in head.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+
+
+def loss_weights(
+    head: DefectHead,
+    bank: FeatureBank,
+    train_rows: np.ndarray,
+    labels: np.ndarray,
+    synthetic_class: int | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class weights of the image loss and (segmenting heads) of the cell loss, from the training rows."""
+    n_classes = head.classify.out_features
+    class_weights = _balanced_weights(np.bincount(labels[train_rows], minlength=n_classes).astype(float))
+    seg_weights = None
+    if head.seg is not None:
+        cells = bank.cells[torch.from_numpy(train_rows)]
+        counts = np.bincount(cells[cells >= 0].numpy().astype(np.int64), minlength=head.seg_classes).astype(
+            float
+        )
+        if synthetic_class is not None and counts[1:].sum() == 0:
+            counts[1:] = counts[0] * 0.02  # only synthetic defects: a typical blob share
+        # Defect cells are 1-5% of the cells: fully balanced weights (up to ~100x) made the maps
+        # call most of a part defective (Dice 0.03 on a generated set); the square root keeps the
+        # maps' probabilities usable as such (regions at 0.5) while still favouring the rare cells.
+        seg_weights = _balanced_weights(counts, cap=10.0, power=0.5)
+    return class_weights, seg_weights
+
+
+def calibrate_head(
+    head: torch.nn.Module,
+    bank: FeatureBank,
+    validation_rows: np.ndarray,
+    labels: np.ndarray,
+    class_weights: torch.Tensor,
+    seg_weights: torch.Tensor | None,
+    seg_weight: float,
+    log_out: TrainLog,
+) -> None:
+    """Fit the temperature (and measure the ECE) on the validation rows, into ``log_out``."""
+    if not len(validation_rows) or len(np.unique(labels[validation_rows])) < 2:
+        return
+    if len(validation_rows) < MIN_TEMPERATURE_IMAGES:
+        # A temperature fitted on a handful of images is noise; at the grid's end (0.2) it
+        # saturated a retrained station's defect scores at 1.0 for 5% of good parts.
+        log_out.notes.append(
+            f"{len(validation_rows)} validation images (< {MIN_TEMPERATURE_IMAGES}): no temperature"
+        )
+        return
+    _, logits = _evaluate(head, bank, validation_rows, labels, class_weights, seg_weights, seg_weight)
+    truth = torch.from_numpy(labels[validation_rows]).long()
+    log_out.temperature = fit_temperature(logits, truth)
+    log_out.ece_before = expected_calibration_error(torch.softmax(logits, 1).numpy(), truth.numpy())
+    log_out.ece_after = expected_calibration_error(
+        torch.softmax(logits / log_out.temperature, 1).numpy(), truth.numpy()
+    )
 
 
 def _balanced_weights(counts: np.ndarray, cap: float = 20.0, power: float = 1.0) -> torch.Tensor:
@@ -200,21 +278,9 @@ def train_head(
         )
         validation_rows = validation_rows[:0]
     rng = np.random.default_rng(config.seed)
+    seeded_init(head, config.seed)
     torch.manual_seed(config.seed)
-    n_classes = head.classify.out_features
-    class_weights = _balanced_weights(np.bincount(labels[train_rows], minlength=n_classes).astype(float))
-    seg_weights = None
-    if head.seg is not None:
-        cells = bank.cells[torch.from_numpy(train_rows)]
-        counts = np.bincount(cells[cells >= 0].numpy().astype(np.int64), minlength=head.seg_classes).astype(
-            float
-        )
-        if synthetic_class is not None and counts[1:].sum() == 0:
-            counts[1:] = counts[0] * 0.02  # only synthetic defects: a typical blob share
-        # Defect cells are 1-5% of the cells: fully balanced weights (up to ~100x) made the maps
-        # call most of a part defective (Dice 0.03 on a generated set); the square root keeps the
-        # maps' probabilities usable as such (regions at 0.5) while still favouring the rare cells.
-        seg_weights = _balanced_weights(counts, cap=10.0, power=0.5)
+    class_weights, seg_weights = loss_weights(head, bank, train_rows, labels, synthetic_class)
     good_rows = labels[train_rows] != synthetic_class if synthetic_class is not None else None
     # Class-balanced over images: each row's weight is shared among its image's views.
     per_image = np.bincount(bank.image[train_rows], minlength=int(bank.image.max()) + 1)
@@ -267,6 +333,8 @@ def train_head(
                 head, bank, validation_rows, labels, class_weights, seg_weights, config.seg_weight
             )
             log_out.validation_loss.append(val_loss)
+            window = log_out.validation_loss[-max(1, config.smooth) :]
+            val_loss = sum(window) / len(window)
             if val_loss < best_loss - 1e-4:
                 best_state, best_loss, stale, log_out.best_epoch = (
                     copy.deepcopy(head.state_dict()),
@@ -280,22 +348,9 @@ def train_head(
                     break
         head.load_state_dict(best_state)
         head.eval()
-        if 0 < len(validation_rows) < MIN_TEMPERATURE_IMAGES:
-            # A temperature fitted on a handful of images is noise; at the grid's end (0.2) it
-            # saturated a retrained station's defect scores at 1.0 for 5% of good parts.
-            log_out.notes.append(
-                f"{len(validation_rows)} validation images (< {MIN_TEMPERATURE_IMAGES}): no temperature"
-            )
-        elif len(validation_rows):
-            _, logits = _evaluate(
-                head, bank, validation_rows, labels, class_weights, seg_weights, config.seg_weight
-            )
-            truth = torch.from_numpy(labels[validation_rows]).long()
-            log_out.temperature = fit_temperature(logits, truth)
-            log_out.ece_before = expected_calibration_error(torch.softmax(logits, 1).numpy(), truth.numpy())
-            log_out.ece_after = expected_calibration_error(
-                torch.softmax(logits / log_out.temperature, 1).numpy(), truth.numpy()
-            )
+        calibrate_head(
+            head, bank, validation_rows, labels, class_weights, seg_weights, config.seg_weight, log_out
+        )
     log_out.seconds = time.perf_counter() - start
     return log_out
 
@@ -324,7 +379,7 @@ def _add_synthetic(
 
 
 def _evaluate(
-    head: DefectHead,
+    head: torch.nn.Module,
     bank: FeatureBank,
     rows: np.ndarray,
     labels: np.ndarray,
