@@ -1081,9 +1081,7 @@ def main() -> None:
         help="Loop part: judge an earlier run's candidates again (same --work), no line, no retraining.",
     )
     parser.add_argument("--gates", type=Path, default=None, help="Loop part: gates as a JSON file.")
-    parser.add_argument(
-        "--seed", type=int, default=None, help="Loop part, --task: the candidate's seed (default: the model's)."
-    )
+    parser.add_argument("--seed", type=int, default=None, help="Loop part, --task: the candidate's seed.")
     parser.add_argument("--images", type=int, default=10_000, help="Archive size of the ray part.")
     parser.add_argument(
         "--work", type=Path, default=None, help="Working folder (kept; reused if it has a model)."

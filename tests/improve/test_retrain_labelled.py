@@ -28,6 +28,11 @@ def test_a_mixed_candidate_learns_the_new_type_with_lineage(plant, tmp_path: Pat
     assert plant.conflict in lineage.excluded and lineage.new_classes == ("crack",)
     assert any("learnt from the reviews (crack)" in n for n in lineage.notes)
     assert manifest.training.task == "mixed" and manifest.preprocessing == live.preprocessing
+    # A retrained head is an ensemble of three seeds, each stopped on a smoothed validation loss.
+    hyper = manifest.model.hyperparameters
+    assert hyper["ensemble"] == 3 and hyper["smooth"] == 3
+    log = manifest.training.log
+    assert log is not None and [m["seed"] for m in log["members"]] == [0, 1, 2]
     assert manifest.select_thresholds() is not None and manifest.signature is not None
     # Calibrated on the base model's own calibration images: fitted on every good image it was.
     base_held = read_bundle(plant.trained).manifest.training.holdout
@@ -95,3 +100,16 @@ def test_cli_retrain_task_station_needs_a_task(plant, tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "--station" in done.stderr and "--task" in done.stderr
+
+
+def test_cli_retrain_ensemble_needs_a_task(plant, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flawscope.cli", "retrain", str(plant.trained), "--feedback",
+         str(plant.feedback), "-o", str(tmp_path / "c"), "--ensemble", "3"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--ensemble" in done.stderr and "--task" in done.stderr

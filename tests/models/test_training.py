@@ -56,3 +56,41 @@ def test_a_handful_of_validation_images_stops_early_but_sets_no_temperature():
     log = train_head(head, bank, train, val, labels, config)
     assert len(log.validation_loss) == 6 and log.temperature == 1.0
     assert log.notes and "no temperature" in log.notes[0]
+
+
+def _state(head: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([v.float().flatten() for v in head.state_dict().values()])
+
+
+def test_the_same_data_and_seed_give_the_same_head_whatever_was_drawn_before():
+    # A head built from torch's global generator started from whatever the process had drawn
+    # before: two retrainings of the same data and seed gave different stations.
+    bank, labels = _bank(48)
+    val = np.arange(24)
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    config = TrainConfig(4, 4, 1e-2, 0.0, 0, 1.0, 0.0, True, 7, 1)
+    heads = []
+    for before in (1, 2):
+        torch.manual_seed(before)  # another history of the global generator
+        head = DefectHead(8, 8, 2, 0, False)
+        train_head(head, bank, train, val, labels, config)
+        heads.append(head)
+    other = DefectHead(8, 8, 2, 0, False)
+    train_head(other, bank, train, val, labels, TrainConfig(4, 4, 1e-2, 0.0, 0, 1.0, 0.0, True, 8, 1))
+    assert torch.equal(_state(heads[0]), _state(heads[1]))
+    assert not torch.equal(_state(heads[0]), _state(other))
+
+
+def test_early_stopping_judges_the_smoothed_validation_loss():
+    bank, labels = _bank(48)
+    val = np.arange(24)
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    for smooth in (1, 3):
+        config = TrainConfig(12, 4, 5e-2, 0.0, 2, 1.0, 0.0, True, 0, 1, smooth)
+        log = train_head(DefectHead(8, 8, 2, 0, False), bank, train, val, labels, config)
+        raw = log.validation_loss
+        smoothed = [float(np.mean(raw[max(0, i - smooth + 1) : i + 1])) for i in range(len(raw))]
+        best = int(np.argmin(smoothed))
+        assert log.best_epoch == best + 1
+        # It stopped 2 epochs after the smoothed loss last improved, or at the last epoch.
+        assert log.epochs_run == min(12, best + 1 + 2) or log.epochs_run == 12

@@ -60,6 +60,14 @@ def retrain_command(
             help="With --task: also learn the labelled defects of the base set's test split (old types)."
         ),
     ] = True,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="The candidate's seed (default: the base model's); same seed, same model."),
+    ] = None,
+    ensemble: Annotated[
+        int | None,
+        typer.Option(help="With --task: heads of consecutive seeds averaged in the head (default 3)."),
+    ] = None,
 ) -> None:
     """Retrain a candidate from the base model's training set plus the reviewed feedback, with lineage."""
     from flawscope.errors import InputError
@@ -67,10 +75,16 @@ def retrain_command(
 
     if station and task is None:
         raise InputError("--station", "adds an anomaly head to a model that learns from labels: give --task")
-    params = {"anomaly": "padim"} if station else None
+    if ensemble is not None and (task is None or ensemble < 1):
+        raise InputError("--ensemble", "averages heads trained on labels: give --task and a number >= 1")
+    params: dict[str, object] = {"anomaly": "padim"} if station else {}
+    if seed is not None:
+        params["seed"] = seed
+    if ensemble is not None:
+        params["ensemble"] = ensemble
     with console.status("retraining (fit, calibrate, export)"):
         result = retrain(
-            bundle, feedback, output, data=data, target_frr=target_frr, task=task, params=params,
+            bundle, feedback, output, data=data, target_frr=target_frr, task=task, params=params or None,
             base_defects=base_defects,
         )  # fmt: skip
     lineage, fb = result.lineage, result.feedback

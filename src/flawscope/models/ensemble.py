@@ -118,6 +118,7 @@ def train_ensemble(
         train_loss=first.train_loss,
         validation_loss=first.validation_loss,
         threads=first.threads,
+        seed=config.seed,
         notes=list(dict.fromkeys(n for log in logs for n in log.notes)),
     )
     out.members = [log.to_dict() for log in logs]

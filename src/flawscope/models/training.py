@@ -87,6 +87,7 @@ class TrainLog:
     seconds: float = 0.0
     threads: int = 1
     notes: list[str] = field(default_factory=list)
+    seed: int = 0
     members: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
@@ -267,7 +268,7 @@ def train_head(
     Returns:
         The training log; the head holds the best state found.
     """
-    log_out = TrainLog(threads=choose_threads(config.threads))
+    log_out = TrainLog(threads=choose_threads(config.threads), seed=config.seed)
     start = time.perf_counter()
     if len(validation_rows) and len(np.unique(labels[validation_rows])) < 2:
         # Good parts only (a mixed model with a few labelled defects): the lowest validation loss
