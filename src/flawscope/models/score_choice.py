@@ -23,7 +23,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from flawscope.features.cache import STRIDE, FeatureBank
-from flawscope.models.heads import DefectHead, SupervisedHead, defect_probability
+from flawscope.models.heads import SupervisedHead, defect_probability
 
 # Candidate areas in canvas pixels (0: the peak); 64 pixels is one stride-8 cell.
 AREAS = (0, 64, 256, 1024)
@@ -48,13 +48,13 @@ class ScoreChoice:
 
 
 def candidate_scores(
-    head: DefectHead, temperature: float, good_index: int, bank: FeatureBank, rows: np.ndarray,
+    head: torch.nn.Module, temperature: float, good_index: int, bank: FeatureBank, rows: np.ndarray,
     areas: Sequence[int] = AREAS,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Every candidate image score of bank rows: ``"class"`` and ``"map@AREA"``.
 
     Args:
-        head: the trained head (with a segmentation output).
+        head: the trained head or ensemble (with a segmentation output).
         temperature: the class probabilities' temperature.
         good_index: column of ``"good"`` in the class logits.
         bank: the feature bank.
