@@ -103,10 +103,13 @@ def test_the_dashboard_follows_the_line_without_reloading(browser, live: Served,
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
     assert page.locator("#last-parts .card").count() == 8
     dots = (
-        "() => Array.from(document.querySelectorAll('#trend path.dots'))"
+        "Array.from(document.querySelectorAll('#trend path.dots'))"
         ".reduce((n, p) => n + p.getAttribute('d').split('M').length - 1, 0)"
     )
-    assert page.evaluate(dots) == 95
+    # The charts and the strip follow at most every 2 s and 5 s: the last update is drawn after.
+    wait_until(page, f"{dots} == 95", 10)
+    strip = "Array.from(document.querySelectorAll('#last-parts .card')).map((c) => c.dataset.seq).join()"
+    wait_until(page, f"{strip} == '95,94,93,92,91,90,89,88'", 10)
     assert page.inner_text("#t-n") == "95 parts this shift"
     page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
     assert not errors, errors
@@ -158,8 +161,13 @@ def test_a_defect_is_drawn_and_kept_as_a_mask(browser, live: Served, shots: Path
     page, errors = new_page(browser, live)
     page.goto(live.url + "/review")
     part = page.inner_text("h1.pid")
+    # The drawing layer has no pixels of its own until the reviewer draws (a canvas's default size).
+    size = "() => { const c = document.getElementById('draw'); return [c.width, c.height]; }"
+    assert page.evaluate(size) == [300, 150]
     page.keyboard.press("m")
     box = page.locator("#draw").bounding_box()
+    assert box is not None
+    assert page.evaluate(size) == [round(box["width"]), round(box["height"])]  # as shown (1 px a pixel)
     page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.2 * box["height"])
     page.mouse.down()
     for fx, fy in ((0.6, 0.25), (0.55, 0.7), (0.25, 0.65)):

@@ -41,6 +41,9 @@ def serve_command(
     insecure_cookies: Annotated[
         bool, typer.Option(help="Send the session cookie over plain HTTP (trusted networks without TLS).")
     ] = False,
+    nice: Annotated[
+        int, typer.Option(help="Run this many nice levels below the caller (0-19): the line comes first.")
+    ] = 5,
 ) -> None:
     """Serve the dashboard, the review queue and the REST API of an audit database and image store."""
     from flawscope.web import WebConfig, serve
@@ -56,6 +59,7 @@ def serve_command(
         categories=tuple(c.strip() for c in categories.split(",") if c.strip()),
         secure_cookies=not insecure_cookies,
         status_file=station_status,
+        nice=nice,
     )
     err_console.print(f"flawscope web app on http://{host}:{port} (Ctrl-C stops it)")
     serve(config)

@@ -43,7 +43,7 @@ from flawscope.web.uploads import NoInspectorError
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
-PRIME = 64  # queued parts whose pictures are drawn when the app starts
+HEAD = 16  # the first queued parts, whose pictures are kept drawn ahead
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
@@ -222,8 +222,11 @@ def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI
     if active is not None and active.reject > 0:
         # Drawn on the score trend, where scores are divided by the reject threshold.
         review_ratio = float(active.review) / float(active.reject)
-    # Draws the review page's pictures when a part enters the queue (``state`` is made below).
-    prerender = Prerenderer(lambda seq: pictures.prepare(state, seq))
+    # Keeps the pictures of the queue's head drawn (``state`` is made below).
+    prerender = Prerenderer(
+        lambda seq: pictures.prepare(state, seq),
+        head=lambda: [i.record.seq or 0 for i in review_queue.pending(db, limit=HEAD)],
+    )
     feed = Feed(
         db,
         shifts=parse_shifts(config.shifts),
@@ -231,7 +234,7 @@ def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI
         poll_s=config.poll_s,
         review_threshold=review_ratio,
         sinks=sinks if sinks is not None else SinkReader(db, config.status_file),
-        on_queued=prerender.want,
+        on_queued=lambda _seqs: prerender.top_up(),
     )
     state = WebState(
         config=config,
@@ -250,9 +253,7 @@ def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         prerender.start()
         feed.start()
-        # The parts already waiting when the app starts: the first of the queue, drawn ahead too.
-        with db.read():
-            prerender.want(i.record.seq or 0 for i in review_queue.pending(db, limit=PRIME))
+        prerender.top_up()  # the parts already waiting when the app starts
         try:
             yield
         finally:

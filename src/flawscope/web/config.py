@@ -36,6 +36,9 @@ class WebConfig:
         poll_s: seconds between reads of the audit log by the live feed.
         status_file: the running station's status file, for its sinks' live state (connected,
             last error); backlogs come from the audit database either way.
+        nice: how many ``nice`` levels below the process that starts it the web app's threads run
+            (Linux, 0-19; 0: the same priority): on the line PC the line must win a core over the
+            web app. Its own background work (drawing pictures ahead) runs at 19 whatever this says.
     """
 
     audit_url: str
@@ -53,6 +56,7 @@ class WebConfig:
     max_upload_megapixels: float = 40.0
     poll_s: float = 1.0
     status_file: Path | None = None
+    nice: int = 5
 
     def checked(self) -> WebConfig:
         """The config, if every value is usable.
@@ -67,6 +71,8 @@ class WebConfig:
                 raise InputError("host", f"{self.host!r} is not an IP address to listen on") from None
         if not 0 <= self.port <= 65535:
             raise InputError("port", f"must be 0-65535, got {self.port}")
+        if not 0 <= self.nice <= 19:
+            raise InputError("nice", f"must be 0-19 (Linux CPU priority), got {self.nice}")
         if not 0.0 <= self.sample_rate <= 1.0:
             raise InputError("sample_rate", f"must be a fraction in [0, 1], got {self.sample_rate}")
         parse_shifts(self.shifts)

@@ -2,11 +2,18 @@
 
 uvicorn serves the app on one event loop; request handlers that read the database run in its
 thread pool. The app listens on 127.0.0.1 unless another address is configured, and says so.
+
+The line has priority over the web app: the thread that runs uvicorn lowers its own CPU priority
+(``WebConfig.nice``) before it starts, and on Linux every thread it creates (the event loop's
+worker threads, the live feed) inherits it, so beside a station the web app's threads yield a core
+to the line's, and ``flawscope serve`` on the line PC does the same for the whole process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -61,13 +68,32 @@ def _server(config: WebConfig, sinks: SinkStatus | None) -> uvicorn.Server:
     return _Server(settings, app.state.web.feed)
 
 
+def lower_priority(steps: int) -> int:
+    """Lower the calling thread's CPU priority by ``steps`` nice levels (at most to 19).
+
+    The threads it starts inherit it. Relative, so the web app stays below a line started under
+    ``nice``.
+
+    Returns:
+        The thread's nice value now (0 where the platform has none).
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        me = threading.get_native_id()  # Linux: a thread's own priority
+        current = os.getpriority(os.PRIO_PROCESS, me)
+        if steps > 0 and current < 19:
+            os.setpriority(os.PRIO_PROCESS, me, min(19, current + steps))
+        return os.getpriority(os.PRIO_PROCESS, me)
+    return 0
+
+
 def serve(config: WebConfig, *, sinks: SinkStatus | None = None) -> None:
-    """Serve the app until interrupted (Ctrl-C, SIGTERM).
+    """Serve the app until interrupted (Ctrl-C, SIGTERM), at the configured CPU priority.
 
     Raises:
         InputError: an unusable setting, database, image store or bundle, or a port in use.
     """
     _check_port(config)
+    lower_priority(config.nice)  # before the app or uvicorn starts any thread: they all inherit it
     _server(config, sinks).run()
 
 
@@ -126,7 +152,12 @@ def start_server(
     """
     _check_port(config)
     server = _server(config, sinks)
-    thread = threading.Thread(target=server.run, name="flawscope-web", daemon=True)
+
+    def run() -> None:
+        lower_priority(config.nice)  # this thread and those it starts; the station's stay as they are
+        server.run()
+
+    thread = threading.Thread(target=run, name="flawscope-web", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s
     while not server.started:

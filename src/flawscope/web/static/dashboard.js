@@ -7,6 +7,19 @@
   const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
   let lastStrip = "";
   let lastStripAt = 0;
+  let chartsAt = 0;
+  // How often the heavy parts follow the stream (the numbers follow every update, once a second):
+  // at full line speed the strip's eight pictures were all new at each refresh, and fetching,
+  // decoding and drawing them was most of what the dashboard cost the line PC's CPU; nobody reads
+  // eight parts going by faster than this. The charts are redrawn at most every CHARTS_MS.
+  const STRIP_MS = 5000;
+  const CHARTS_MS = 2000;
+  // A snapshot held back by those limits is drawn when they allow (the last one is never lost).
+  let trail = null;
+  function later(s, wait) {
+    if (trail) clearTimeout(trail);
+    trail = setTimeout(() => { trail = null; update(s); }, Math.max(50, wait));
+  }
   window.flawscopeUpdates = 0;
 
   const drawn = {};
@@ -36,9 +49,10 @@
   function strip(last) {
     const key = last.map((p) => p.seq).join(",");
     const now = Date.now();
-    // At most every 2 s: enough to watch the line, cheap for the line's CPU. Cards already shown
-    // are moved, not rebuilt, and new ones go in once their pictures are decoded: no empty boxes.
-    if (pending || key === lastStrip || now - lastStripAt < 2000) return;
+    // At most every STRIP_MS. Cards already shown are moved, not rebuilt, and new ones go in once
+    // their pictures are decoded: no empty boxes.
+    if (key === lastStrip) return;
+    if (pending || now - lastStripAt < STRIP_MS) return Math.max(50, STRIP_MS - (now - lastStripAt));
     lastStrip = key; lastStripAt = now;
     const box = $("last-parts");
     const shown = new Map(Array.from(box.children).map((el) => [el.dataset.seq, el]));
@@ -64,9 +78,18 @@
     $("shift-label").textContent = s.shift.label;
     $("last-seq").textContent = s.head;
     $("feed-error").textContent = s.error || "";
-    if (changed("trend", s.trend)) drawTrend($("trend"), s.trend);
-    if (changed("control", s.control)) drawControl($("control"), s.control);
-    strip(s.last);
+    const now = Date.now();
+    let wait = 0;
+    if (now - chartsAt >= CHARTS_MS) {
+      chartsAt = now;
+      if (changed("trend", s.trend)) drawTrend($("trend"), s.trend);
+      if (changed("control", s.control)) drawControl($("control"), s.control);
+    } else if (drawn.trend !== JSON.stringify(s.trend) || drawn.control !== JSON.stringify(s.control)) {
+      wait = CHARTS_MS - (now - chartsAt);
+    }
+    const stripWait = strip(s.last);
+    if (stripWait) wait = wait ? Math.min(wait, stripWait) : stripWait;
+    if (wait) later(s, wait);
     if (changed("by_shift", s.by_shift)) rows($("by-shift").tBodies[0], s.by_shift.map((r) =>
       `<tr><td>${esc(r.shift)}</td><td class="cam">${esc(r.camera)}</td><td class="num">${r.n}</td><td class="num">${pct(r.yield)}</td><td class="num">${pct(r.review_rate)}</td><td class="num">${pct(r.reject_rate)}</td></tr>`).join(""), "No parts yet.", 6);
     if (changed("latency", s.latency)) rows($("latency").tBodies[0], Object.entries(s.latency).map(([cam, l]) =>
@@ -78,7 +101,7 @@
   /* Start on the dashboard: draw what the page brought, open the stream; stopping closes it. */
   function start() {
     for (const name of Object.keys(drawn)) delete drawn[name];
-    lastStrip = ""; lastStripAt = 0; pending = false;
+    lastStrip = ""; lastStripAt = 0; chartsAt = 0; pending = false;
     const initial = JSON.parse($("initial").textContent);
     update(initial);
     const live = $("live");
@@ -99,7 +122,11 @@
       window.flawscopeSeenAt = Date.now();
     });
     // Leaving the dashboard (another page swapped in, or another document) closes the stream at once.
-    return () => { source.close(); if (window.flawscopeStream === source) window.flawscopeStream = null; };
+    return () => {
+      source.close();
+      if (window.flawscopeStream === source) window.flawscopeStream = null;
+      if (trail) { clearTimeout(trail); trail = null; }
+    };
   }
   window.flawscopePage("dashboard", start);
 })();

@@ -15,6 +15,7 @@
   let stops = [];
   let visiting = null;
   const PICTURES_WAIT_MS = 1000; // the longest a swap waits for the new page's pictures
+  const SLOW_MS = 300; // a visit longer than this shows the progress cursor
   // Paths that are files, streams or the API, never pages.
   const NOT_PAGES = /^\/(static|assets|api|store|events)\/|\/(image|heat\.png|thumb\.jpg)$/;
   window.flawscopeNavs = 0;
@@ -112,7 +113,9 @@
     if (visiting) visiting.abort();
     const control = new AbortController();
     visiting = control;
-    document.documentElement.classList.add("visiting");
+    // The progress cursor only when a page is slow to come: a class on <html> makes Chromium
+    // recompute the style of the whole page, twice per visit, for feedback nobody sees in 0.1 s.
+    const slow = setTimeout(() => document.documentElement.classList.add("visiting"), SLOW_MS);
     try {
       const answer = await fetch(href, {
         method: how.method,
@@ -140,9 +143,11 @@
       fallback(href, how);
       return false;
     } finally {
+      clearTimeout(slow);
       if (visiting === control) {
         visiting = null;
-        document.documentElement.classList.remove("visiting");
+        const root = document.documentElement.classList;
+        if (root.contains("visiting")) root.remove("visiting");
       }
     }
   }
