@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.web.conftest import Served
+from tests.web.conftest import Served, Station, serve
 
 from flawscope.errors import InputError
 from flawscope.web import WebConfig
 from flawscope.web.prerender import Prerenderer
-from flawscope.web.server import lower_priority
+from flawscope.web.priority import lower_priority
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
 
@@ -44,16 +44,21 @@ def test_a_thread_lowers_its_own_priority_and_its_new_threads_inherit_it() -> No
 
 
 @linux
-def test_the_web_apps_threads_run_below_the_caller(served: Served) -> None:
-    """The test process is the station here: the app's feed runs five levels below it."""
+def test_the_web_apps_threads_run_below_the_caller(station: Station) -> None:
+    """The test process is the station here: pages served 3 levels below it (``nice = 3``), the
+    live feed 5 levels below the pages, the pictures drawn ahead at 19; the caller's unchanged."""
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    feeds = [t for t in threading.enumerate() if t.name == "web-feed"]
-    drawing = [t for t in threading.enumerate() if t.name == "web-prerender"]
-    assert feeds and drawing
-    assert {_nice_of(t) for t in feeds} == {min(19, mine + 5)}
-    assert {_nice_of(t) for t in drawing} == {19}
-    with served.client("alice") as api:
-        assert api.get("/api/v1/inspections", params={"limit": 1}).status_code == 200
+    earlier = {t.ident for t in threading.enumerate()}  # other apps' threads may still be there
+    for served in serve(station, nice=3):
+        with served.client("alice") as api:  # a request: the event loop's worker threads exist
+            assert api.get("/api/v1/inspections", params={"limit": 1}).status_code == 200
+        new = [t for t in threading.enumerate() if t.ident not in earlier]
+        named = {t.name: t for t in new}
+        workers = [t for t in new if t.name == "AnyIO worker thread"]
+        assert workers and {_nice_of(t) for t in workers} == {min(19, mine + 3)}
+        assert _nice_of(named["web-feed"]) == min(19, mine + 3 + 5)
+        assert _nice_of(named["web-prerender"]) == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
 
 
 def test_an_impossible_priority_is_refused(tmp_path: Path) -> None:
@@ -117,3 +122,23 @@ def test_a_failing_queue_read_does_not_stop_the_drawing() -> None:
         assert drawn == [7]
     finally:
         pre.stop()
+
+
+def test_the_dashboard_snapshot_is_encoded_once_for_every_page_and_stream(served: Served) -> None:
+    import json
+
+    feed = served.app.state.web.feed  # type: ignore[attr-defined]
+    snap, text = feed.snapshot_json()
+    again, same = feed.snapshot_json()
+    if again is snap:  # no part arrived in between: the very same text, not encoded again
+        assert same is text
+    with served.client("alice") as api, api.stream("GET", "/events/stream") as events:
+        assert events.status_code == 200
+        lines: list[str] = []
+        for line in events.iter_lines():
+            lines.append(line)
+            if line.startswith("data: "):
+                break
+    update = json.loads(lines[-1].removeprefix("data: "))
+    assert f"id: {update['head']}" in lines and "event: update" in lines
+    assert update["head"] == feed.head and "trend" in update and "new_parts" not in update

@@ -41,9 +41,7 @@ def serve_command(
     insecure_cookies: Annotated[
         bool, typer.Option(help="Send the session cookie over plain HTTP (trusted networks without TLS).")
     ] = False,
-    nice: Annotated[
-        int, typer.Option(help="Run this many nice levels below the caller (0-19): the line comes first.")
-    ] = 5,
+    nice: Annotated[int, typer.Option(help="Serve pages this many nice levels below the caller (0-19).")] = 0,
 ) -> None:
     """Serve the dashboard, the review queue and the REST API of an audit database and image store."""
     from flawscope.web import WebConfig, serve

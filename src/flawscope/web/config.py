@@ -36,9 +36,9 @@ class WebConfig:
         poll_s: seconds between reads of the audit log by the live feed.
         status_file: the running station's status file, for its sinks' live state (connected,
             last error); backlogs come from the audit database either way.
-        nice: how many ``nice`` levels below the process that starts it the web app's threads run
-            (Linux, 0-19; 0: the same priority): on the line PC the line must win a core over the
-            web app. Its own background work (drawing pictures ahead) runs at 19 whatever this says.
+        nice: how many ``nice`` levels below the thread that starts it the web app serves pages
+            (Linux, 0-19; 0: the same priority). Its background work runs lower whatever this says:
+            the live feed 5 levels below the pages, the pictures drawn ahead at 19.
     """
 
     audit_url: str
@@ -56,7 +56,7 @@ class WebConfig:
     max_upload_megapixels: float = 40.0
     poll_s: float = 1.0
     status_file: Path | None = None
-    nice: int = 5
+    nice: int = 0
 
     def checked(self) -> WebConfig:
         """The config, if every value is usable.

@@ -9,6 +9,7 @@ review queue as they are seen.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -24,6 +25,7 @@ from flawscope.audit.schema import inspections
 from flawscope.web import queue as review_queue
 from flawscope.web.database import WebDB
 from flawscope.web.errors import DatabaseError
+from flawscope.web.priority import BACKGROUND_STEPS, lower_priority
 from flawscope.web.stats import BUCKET_S, OUTCOMES, by_shift, control_chart, percentiles, rates
 
 logger = logging.getLogger(__name__)
@@ -128,6 +130,7 @@ class Feed:
         self.categories: Counter[str] = Counter()
         self.cameras: set[str] = set()
         self._snapshot: tuple[int, float, dict[str, Any]] | None = None
+        self._snapshot_json: tuple[int, str] | None = None  # (id of the snapshot, its JSON)
 
     # ------------------------------------------------------------------------------ reading
 
@@ -236,6 +239,8 @@ class Feed:
         self._thread.start()
 
     def _run(self) -> None:
+        # Nobody waits on a read of the log: a core goes to the line, then the pages, then this.
+        lower_priority(BACKGROUND_STEPS)
         while not self._stop.is_set():
             try:
                 n = self.poll_once()
@@ -271,11 +276,17 @@ class Feed:
 
     # ------------------------------------------------------------------------------ showing
 
-    def parts_after(self, seq: int, limit: int = 60) -> list[dict[str, Any]]:
-        """The latest parts with ``seq`` above ``seq`` (at most ``limit``, oldest first)."""
+    def snapshot_json(self) -> tuple[dict[str, Any], str]:
+        """The snapshot and its JSON, safe inside a ``<script>`` element.
+
+        Encoded once per snapshot, shared by every page and event stream that shows it.
+        """
+        snap = self.snapshot()
         with self._lock:
-            parts = [p for p in self.recent if p.seq > seq]
-        return [p.to_dict() for p in parts[-limit:]]
+            if self._snapshot_json is None or self._snapshot_json[0] != id(snap):
+                text = json.dumps(snap, allow_nan=False, default=str).replace("<", "\\u003c")
+                self._snapshot_json = (id(snap), text)
+            return snap, self._snapshot_json[1]
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the dashboard draws, JSON-ready (made once per change, shared by every client)."""

@@ -69,10 +69,6 @@ def _local(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
 
 
-def _json_for_script(data: Any) -> str:
-    return json.dumps(data, allow_nan=False, default=str).replace("<", "\\u003c")
-
-
 # ---------------------------------------------------------------------------------- sessions
 
 
@@ -171,17 +167,15 @@ def logout(request: Request, who: Operator) -> Response:
 @router.get("/")
 def dashboard(request: Request, who: Operator) -> Response:
     """The live dashboard."""
-    snap = _state(request).feed.snapshot()
+    snap, text = _state(request).feed.snapshot_json()
     return render(
-        request,
-        "dashboard.html",
-        {"principal": who, "nav": "dashboard", "snap": snap, "snap_json": _json_for_script(snap)},
+        request, "dashboard.html", {"principal": who, "nav": "dashboard", "snap": snap, "snap_json": text}
     )
 
 
 @router.get("/events/stream")
 async def stream(request: Request) -> Response:
-    """Server-sent events: an ``update`` (dashboard snapshot and new parts) when anything changed."""
+    """Server-sent events: an ``update`` (the dashboard's snapshot) when anything changed."""
     principal = identify(request)
     if principal is None:
         raise Denied(401, "log in first")
@@ -195,13 +189,11 @@ async def stream(request: Request) -> Response:
         version, quiet = -1, 0.0
         yield "retry: 2000\n\n"
         while not feed.stopping and not await request.is_disconnected():
-            snap = feed.snapshot()
+            snap, payload = feed.snapshot_json()  # encoded once for every stream
             nonlocal seen
             if snap["version"] != version:
                 version = snap["version"]
-                parts = feed.parts_after(seen)
                 seen = snap["head"]
-                payload = _json_for_script({**snap, "new_parts": parts})
                 yield f"id: {seen}\nevent: update\ndata: {payload}\n\n"
                 quiet = 0.0
             elif quiet >= 15:

@@ -25,6 +25,10 @@ WAITING = 512  # parts waiting to be drawn; older ones are dropped (they are dra
 DONE = 256  # record numbers remembered as drawn (the review pictures' cache holds 256 pictures)
 
 
+def _own_nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
 class Prerenderer:
     """A queue of record numbers whose pictures one background thread draws.
 
@@ -90,7 +94,7 @@ class Prerenderer:
     def _run(self) -> None:
         # This thread only (on Linux a thread's id is a process id for setpriority).
         with contextlib.suppress(AttributeError, OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(self.nice, _own_nice()))
         while True:
             with self._wake:
                 while not self._waiting and not self._top_up and not self._stop:

@@ -3,17 +3,15 @@
 uvicorn serves the app on one event loop; request handlers that read the database run in its
 thread pool. The app listens on 127.0.0.1 unless another address is configured, and says so.
 
-The line has priority over the web app: the thread that runs uvicorn lowers its own CPU priority
-(``WebConfig.nice``) before it starts, and on Linux every thread it creates (the event loop's
-worker threads, the live feed) inherits it, so beside a station the web app's threads yield a core
-to the line's, and ``flawscope serve`` on the line PC does the same for the whole process.
+The thread that runs uvicorn can lower its own CPU priority (``WebConfig.nice``, default 0: the
+pages a person waits for are served at the caller's priority) before it starts; on Linux every
+thread it creates (the event loop's worker threads, the live feed) inherits it. The live feed
+runs 5 levels lower still and the pictures drawn ahead at nice 19 (:mod:`flawscope.web.priority`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import socket
 import threading
 import time
@@ -26,6 +24,7 @@ from flawscope.errors import InputError
 from flawscope.web.app import create_app
 from flawscope.web.config import WebConfig
 from flawscope.web.live import SinkStatus
+from flawscope.web.priority import lower_priority
 
 logger = logging.getLogger(__name__)
 
@@ -66,24 +65,6 @@ def _server(config: WebConfig, sinks: SinkStatus | None) -> uvicorn.Server:
         proxy_headers=False,
     )
     return _Server(settings, app.state.web.feed)
-
-
-def lower_priority(steps: int) -> int:
-    """Lower the calling thread's CPU priority by ``steps`` nice levels (at most to 19).
-
-    The threads it starts inherit it. Relative, so the web app stays below a line started under
-    ``nice``.
-
-    Returns:
-        The thread's nice value now (0 where the platform has none).
-    """
-    with contextlib.suppress(AttributeError, OSError):
-        me = threading.get_native_id()  # Linux: a thread's own priority
-        current = os.getpriority(os.PRIO_PROCESS, me)
-        if steps > 0 and current < 19:
-            os.setpriority(os.PRIO_PROCESS, me, min(19, current + steps))
-        return os.getpriority(os.PRIO_PROCESS, me)
-    return 0
 
 
 def serve(config: WebConfig, *, sinks: SinkStatus | None = None) -> None:
