@@ -55,7 +55,10 @@
   function pictures(body) {
     const shown = Array.from(body.querySelectorAll("img[src]")).filter((img) => img.loading !== "lazy");
     const decoded = Promise.allSettled(shown.map((img) => img.decode()));
-    return Promise.race([decoded, new Promise((done) => setTimeout(done, PICTURES_WAIT_MS))]);
+    let timer = null;
+    const late = new Promise((done) => { timer = setTimeout(done, PICTURES_WAIT_MS); });
+    // The timer is cleared once the pictures are in: no stray wake-up a second after each visit.
+    return Promise.race([decoded, late]).finally(() => clearTimeout(timer));
   }
 
   // Where each history entry was scrolled to, kept here: one history call per swap (a second one,
