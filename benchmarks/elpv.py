@@ -65,6 +65,13 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--out", default=str(HERE / "results" / "elpv.json"))
     parser.add_argument(
+        "--subset",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="smoke run: keep this random fraction (seed 0) of the train, validation and test parts",
+    )
+    parser.add_argument(
         "--write-csv",
         metavar="DIR",
         help="only write the cells as PNG files and DIR/labels.csv (path,label,split) for the CLI",
@@ -87,9 +94,14 @@ def main() -> None:
     started, load0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), os.getloadavg()
     samples, images, targets = load("elpv")
     split = splits("elpv", samples)[0]
-    train = sorted([*split.train, *split.validation])
-    validation = {int(i) for i in split.validation}
-    test = [int(i) for i in split.test]
+    parts = [[int(i) for i in part] for part in (split.train, split.validation, split.test)]
+    if args.subset is not None:  # a smoke run of the whole pipeline: its accuracy means nothing
+        rng = np.random.default_rng(0)
+        parts = [sorted(rng.permutation(part)[: max(8, round(len(part) * args.subset))].tolist())
+                 for part in parts]  # fmt: skip
+    train = sorted([*parts[0], *parts[1]])
+    validation = set(parts[1])
+    test = parts[2]
     params: dict[str, Any] = {"backbone": args.backbone, "image_size": args.image_size}
     params |= {k: json.loads(v) for k, _, v in (p.partition("=") for p in args.param)}
     model = get_model_class("classifier")(**params)
@@ -116,7 +128,8 @@ def main() -> None:
     result = {
         "command": "python benchmarks/elpv.py "
         + " ".join(f"--param {p}" for p in args.param)
-        + f" --backbone {args.backbone} --image-size {args.image_size}",
+        + f" --backbone {args.backbone} --image-size {args.image_size}"
+        + (f" --subset {args.subset}" if args.subset is not None else ""),
         "started": started,
         "hyperparameters": model.hyperparameters(),
         "accuracy": cm.accuracy,
