@@ -84,11 +84,44 @@ def test_full_fine_tuning_changes_the_stem(tiny_labelled):
         ("box_detector", {"finetune": "last"}, "implemented for the classifier"),
         ("classifier", {"finetune_epochs": 0}, "finetune_epochs"),
         ("classifier", {"finetune_lr": 0}, "finetune_lr"),
+        ("classifier", {"finetune_patience": -1}, "finetune_patience"),
     ],
 )
 def test_bad_finetune_settings_name_the_field(name, params, message):
     with pytest.raises(InputError, match=message):
         get_model_class(name)(**params)
+
+
+@pytest.mark.parametrize("patience", [{}, {"finetune_patience": 0}])
+def test_fine_tuning_runs_every_epoch_by_default_and_keeps_the_best(tiny_labelled, patience):
+    # Early stopping inside a one-cycle schedule stopped ELPV at its high learning rate (epoch 3 of 6).
+    model = get_model_class("classifier")(
+        **{**FAST, "views": 0, "epochs": 2}, finetune="last", finetune_epochs=4, validation=0.25, **patience
+    )
+    model.fit(tiny_labelled["images"], Targets(tiny_labelled["classes"]))
+    log = model.training_["log"]["finetune"]
+    assert log["epochs_run"] == 4
+    accuracy = log["validation_accuracy"]
+    assert len(accuracy) == 4
+    assert accuracy[log["best_epoch"] - 1] == max(accuracy)
+
+
+def test_finetune_patience_reaches_the_fine_tuning(tiny_labelled, monkeypatch):
+    import flawscope.models.supervised as supervised
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(args[8].patience)  # the FinetuneConfig
+        return real(*args, **kwargs)
+
+    real = supervised.finetune_trunk
+    monkeypatch.setattr(supervised, "finetune_trunk", recording)
+    model = get_model_class("classifier")(
+        **{**FAST, "views": 0, "epochs": 1}, finetune="last", finetune_epochs=1, finetune_patience=3
+    )
+    model.fit(tiny_labelled["images"], Targets(tiny_labelled["classes"]))
+    assert seen == [3]
 
 
 def test_a_backbone_that_cannot_be_tuned_is_refused_before_training(tiny_labelled):

@@ -73,6 +73,9 @@ class SupervisedModel(Model):
             (classifier only; :mod:`flawscope.models.finetune`); the tuned weights are saved.
         finetune_epochs: most fine-tuning epochs (the best validation accuracy is kept).
         finetune_lr: the trunk's fine-tuning learning rate.
+        finetune_patience: stop fine-tuning after this many epochs without a better validation
+            accuracy (0, the default: run every epoch, since stopping inside the one-cycle
+            schedule stops at its high learning rate; the best epoch is kept either way).
         score: what the thresholds judge: ``"class"``, the image head's ``1 - P(good)``;
             ``"map"`` (segmenting models), the defect-probability map inside the image, its
             peak or (``score_area`` > 0) the mean of its ``score_area`` highest pixels on the
@@ -113,6 +116,7 @@ class SupervisedModel(Model):
             "finetune": "none",
             "finetune_epochs": 6,
             "finetune_lr": 3e-4,
+            "finetune_patience": 0,
         }
 
     def check_params(self) -> None:  # noqa: D102
@@ -143,6 +147,10 @@ class SupervisedModel(Model):
             raise InputError("finetune_epochs", f"must be a whole number >= 1, got {p['finetune_epochs']!r}")
         if not 0.0 < float(p["finetune_lr"]) < 1.0:
             raise InputError("finetune_lr", f"must be in (0, 1), got {p['finetune_lr']!r}")
+        if not isinstance(p["finetune_patience"], int) or p["finetune_patience"] < 0:
+            raise InputError(
+                "finetune_patience", f"must be a whole number >= 0, got {p['finetune_patience']!r}"
+            )
         if p["augment"] is not None and not isinstance(p["augment"], dict):
             raise InputError("augment", "must be a mapping of albumentations transform name to its arguments")
 
@@ -278,7 +286,7 @@ class SupervisedModel(Model):
         pre = self._make_preprocessing([images[i] for i in train_idx] or list(images))
         labels = np.array([self._image_class(c) for c in targets.classes])
         p = self.params
-        config = FinetuneConfig(mode, p["finetune_epochs"], float(p["finetune_lr"]),
+        config = FinetuneConfig(mode, p["finetune_epochs"], float(p["finetune_lr"]), p["finetune_patience"],
                                 seed=self.config.seed, threads=p["threads"])  # fmt: skip
         spec = self.augment_spec()
         done = finetune_trunk(
