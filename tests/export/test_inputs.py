@@ -98,3 +98,42 @@ def test_an_empty_good_folder_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError):
         int8_inputs(_bare(), calibration_folder=tmp_path / "empty")
+
+
+def test_a_detector_without_good_parts_calibrates_on_every_class_and_validates_on_boxes(tmp_path):
+    """NEU's layout: defect classes only, ``splits.csv``, VOC boxes in ``annotations/``."""
+    import cv2
+    import numpy as np
+
+    from flawscope.data.preprocess import Preprocessing
+    from flawscope.declaration import GOOD
+    from flawscope.manifest import BackboneSection, HoldoutSection, Manifest, ModelSection, TrainingSection
+    from flawscope.models import get_model_class
+
+    root = tmp_path / "neu"
+    (root / "annotations").mkdir(parents=True)
+    rows = ["path,class,split"]
+    for cls in ("crazing", "patches"):
+        for i in range(8):
+            name = f"{cls}_{i}"
+            (root / "images").mkdir(exist_ok=True)
+            cv2.imwrite(str(root / "images" / f"{name}.png"), np.full((40, 40), 50 + 10 * i, np.uint8))
+            (root / "annotations" / f"{name}.xml").write_text(
+                f"<annotation><object><name>{cls}</name><bndbox><xmin>2</xmin><ymin>3</ymin><xmax>20</xmax>"
+                "<ymax>30</ymax></bndbox></object></annotation>"
+            )
+            rows.append(f"images/{name}.png,{cls},{'test' if i >= 6 else 'train'}")
+    (root / "splits.csv").write_text("\n".join(rows) + "\n")
+    model = get_model_class("box_detector")()
+    model.classes_ = ("crazing", "patches")
+    assert GOOD not in model.classes_
+    training = TrainingSection(str(root), task="detect", holdout=HoldoutSection(fraction=0.0))
+    section = ModelSection("box_detector", declaration=model.declaration())
+    manifest = Manifest(section, BackboneSection("x"), Preprocessing(), "", training=training)
+    inputs = int8_inputs(manifest)
+    assert len(inputs.calibration) == 12 and inputs.refit == []  # every training image, no good ones
+    assert inputs.validation is not None and len(inputs.validation[0]) == 4
+    assert inputs.validation_boxes == [
+        ((1.0, 2.0, 20.0, 30.0, c),) for c in ("crazing",) * 2 + ("patches",) * 2
+    ]
+    assert inputs.export_args()["validation_boxes"] == inputs.validation_boxes
