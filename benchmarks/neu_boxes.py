@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ def region_matches(verdicts: list[Any], truth: list[tuple[Any, ...]]) -> dict[st
     recall = hits / n_truth if n_truth else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"regions": n_regions, "true_boxes": n_truth, "precision": precision, "recall": recall, "f1": f1}
+
+
+def _plain(value: Any) -> Any:
+    """JSON for the manifest's read-only mappings and numpy numbers."""
+    return dict(value) if isinstance(value, Mapping) else float(value)
 
 
 def main() -> None:
@@ -122,7 +128,7 @@ def main() -> None:
     out["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     out["load_average_after"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2, default=float))
+    Path(args.out).write_text(json.dumps(out, indent=2, default=_plain))
     best = out["best_level_by_validation_f1"]
     print(f"best box level on validation F1: {best}; {out['cpu_seconds']} s CPU")
 

@@ -270,7 +270,8 @@ def build_int8(
         # its (large) tensors stay as they are.
         head = copy.copy(model)
         head.fit_head(refit_images, onnx_runner(embedder))
-    else:
+    elif "patch_scores" in model.declaration().output_names:
+        # Only a good-parts head is refitted (trained heads never are), so only its absence costs.
         log.warning(
             "INT8 head not refitted on quantised features (no training images): expect a loss of accuracy"
         )

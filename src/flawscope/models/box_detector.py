@@ -114,7 +114,7 @@ class BoxDetector(SupervisedModel):
     def default_params(cls) -> dict[str, Any]:  # noqa: D102
         return super().default_params() | {
             "box_width": 32,
-            "box_epochs": 40,
+            "box_epochs": 80,
             "box_batch": 16,
             "box_lr": 2e-3,
             "box_patience": 10,
