@@ -1,6 +1,7 @@
 """A saved NEU ``box_detector``: its verdict regions per box level, and its INT8 graph's mAP loss.
 
-    python benchmarks/neu_boxes.py BUNDLE [--out benchmarks/results/neu_boxes.json]
+    python benchmarks/neu_boxes.py BUNDLE [--int8-on test|validation] [--calibration 64]
+                                          [--out benchmarks/results/neu_boxes.json]
 
 BUNDLE is a trained bundle of a ``box_detector`` fitted on neu_surface's ``splits.csv``
 (``python benchmarks/supervised.py --datasets neu_surface --tasks detect --save DIR`` writes one
@@ -11,8 +12,9 @@ as a station runs them):
   on the **validation** images, matched to the true boxes (same class, IoU >= 0.5): precision,
   recall and F1 per level. The level is a rule of the thresholds (``region_level``), so it is
   chosen here on validation images only.
-* INT8: the bundle exported with an INT8 graph (activation ranges from 64 training images of
-  every class), both graphs' mAP@0.5 on the 360 **test** images (``int8_check.validate``).
+* INT8: the bundle exported with an INT8 graph (activation ranges from ``--calibration``
+  training images of every class), both graphs' mAP@0.5 on the 360 **test** images
+  (``int8_check.validate``), or on the 206 validation images with ``--int8-on validation``.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("bundle")
     parser.add_argument("--out", default=str(HERE / "results" / "neu_boxes.json"))
+    parser.add_argument("--int8-on", choices=("test", "validation"), default="test")
+    parser.add_argument("--calibration", type=int, default=64, help="training images for INT8 ranges")
     args = parser.parse_args()
     import torch
 
@@ -88,8 +92,10 @@ def main() -> None:
     out: dict[str, Any] = {"bundle": args.bundle, "started": started, "load_average_before": load0}
     with tempfile.TemporaryDirectory() as tmp:
         train = list(split.train)
-        calibration = [images[i] for i in train[:: max(1, len(train) // 64)]][:64]
-        test = list(split.test)
+        n_cal = args.calibration
+        calibration = [images[i] for i in train[:: max(1, len(train) // n_cal)]][:n_cal]
+        test = list(split.test if args.int8_on == "test" else split.validation)
+        out["int8_on"] = args.int8_on
         t0 = time.perf_counter()
         deployed = export_bundle(
             args.bundle, Path(tmp) / "deployed", int8=True, calibration_images=calibration,
@@ -106,8 +112,8 @@ def main() -> None:
         }
         checked = out["int8"]["validation"]
         print(
-            f"INT8 mAP@0.5 {checked['map_int8']:.4f} vs fp32 {checked['map_fp32']:.4f} on {len(test)} test "
-            f"images (loss {checked['map_loss']:.4f}, budget {checked['max_map_loss']})",
+            f"INT8 mAP@0.5 {checked['map_int8']:.4f} vs fp32 {checked['map_fp32']:.4f} on {len(test)} "
+            f"{args.int8_on} images (loss {checked['map_loss']:.4f}, budget {checked['max_map_loss']})",
             flush=True,
         )
         val = list(split.validation)
