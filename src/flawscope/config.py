@@ -10,6 +10,7 @@ keys, values out of range, a sink type nobody registered)::
     [delivery]                # retry/cursor defaults of every sink
     [sink.NAME]               # one table per sink; type = a registered sink ("mqtt", "webhook"...)
     [sink.NAME.delivery]      # this sink's own retry settings
+    [web]                     # optional: the operators' web app, started beside the line
 
 A sink type's options are the fields of the dataclass its module registered (see
 :mod:`flawscope.integrate.registry`), so a new protocol brings its own options without touching
@@ -194,6 +195,8 @@ class StationConfig:
         cameras: ``[[camera]]`` tables, in order.
         delivery: ``[delivery]`` defaults.
         sinks: ``[sink.NAME]`` tables, in file order.
+        web: ``[web]``, the web app's settings (:class:`flawscope.web.config.WebConfig`, its audit
+            store, image store and status file those of the station), or None without the table.
     """
 
     path: Path
@@ -201,6 +204,7 @@ class StationConfig:
     cameras: tuple[CameraConfig, ...]
     delivery: DeliveryConfig
     sinks: tuple[SinkConfig, ...]
+    web: Any = None
 
     def camera(self, name: str) -> CameraConfig:
         """The camera called ``name``.
@@ -339,11 +343,14 @@ class _Reader:
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         values: dict[str, Any] = dict(given)
         bad: set[str] = set()
+        refused = False
         for key, value in data.items():
             if key in given or key not in fields:
                 known = ", ".join(k for k in fields if k not in given)
                 self.problem((*path, key), f"unknown key (known keys: {known})")
-                bad.add(key)
+                refused = True
+                if key not in given:  # a given field keeps its given value
+                    bad.add(key)
                 continue
             converted = self.value(hints[key], value, (*path, key), fields[key].metadata)
             if converted is _BAD:
@@ -367,7 +374,7 @@ class _Reader:
         found = [p for p in validate() if _split_key(p.where)[0] not in bad] if callable(validate) else []
         for p in found:
             self.problem((*path, *_split_key(p.where)), p.message)
-        return None if bad or found else instance
+        return None if bad or found or refused else instance
 
     def value(self, tp: Any, value: Any, path: tuple[str | int, ...], meta: Mapping[str, Any]) -> Any:
         origin = typing.get_origin(tp)
@@ -483,7 +490,7 @@ def load_config(path: str | Path) -> StationConfig:
         line = int(found.group(1)) if found else None
         raise ConfigError(file, [Problem("", f"not valid TOML: {exc}", line)]) from None
     reader = _Reader(file.parent, key_lines(text))
-    known = {"station", "camera", "delivery", "sink"}
+    known = {"station", "camera", "delivery", "sink", "web"}
     for key in data:
         if key not in known:
             reader.problem((key,), f"unknown table (known: {', '.join(sorted(known))})")
@@ -509,13 +516,37 @@ def load_config(path: str | Path) -> StationConfig:
         for camera_name in sink.cameras:
             if names and camera_name not in names:
                 reader.problem(("sink", sink.name, "cameras"), f"no camera {camera_name!r} in this station")
+    web = _read_web(reader, data["web"], station) if "web" in data else None
     if reader.problems or station is None or delivery is None:
         raise ConfigError(file, reader.problems)
     station = dataclasses.replace(station, audit=_audit_url(station.audit, file.parent))
     from flawscope.acquire.uri import resolve_source
 
     cameras = [dataclasses.replace(c, source=resolve_source(c.source, file.parent)) for c in cameras]
-    return StationConfig(file, station, tuple(cameras), delivery, tuple(sinks))
+    loaded = StationConfig(file, station, tuple(cameras), delivery, tuple(sinks))
+    if web is None:
+        return loaded
+    # The app reads what the line writes: the same audit store, image store and status file.
+    web = dataclasses.replace(web, audit_url=station.audit, status_file=loaded.status_path)
+    return dataclasses.replace(loaded, web=web)
+
+
+def _read_web(reader: _Reader, data: Any, station: StationSection | None) -> Any:
+    """``[web]`` as a :class:`~flawscope.web.config.WebConfig` (None when it has problems)."""
+    if station is None:
+        return None
+    try:
+        from flawscope.web.config import WebConfig
+    except ModuleNotFoundError as exc:
+        reader.problem(("web",), f"needs the web app's packages: pip install 'flawscope[web]' ({exc})")
+        return None
+    if station.store_images is None:
+        reader.problem(
+            ("web",), "the web app shows the stored images: set store_images in [station] (a folder)"
+        )
+        return None
+    given = {"audit_url": "", "images": station.store_images, "station": f"{station.name}/web"}
+    return reader.table(WebConfig, data, ("web",), **given, status_file=None)
 
 
 def _read_sinks(

@@ -80,7 +80,7 @@ def run_command(
     from rich.live import Live
 
     from flawscope.config import load_config
-    from flawscope.station import Station, status_line
+    from flawscope.station import Station
 
     loaded = load_config(config)
     station = Station(loaded)
@@ -92,7 +92,7 @@ def run_command(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, request_stop)
     with station, Live(console=err_console, transient=True) as live:
-        summary = station.run(drain_s=drain_timeout, on_status=lambda s: live.update(escape(status_line(s))))
+        summary = station.run(drain_s=drain_timeout, on_status=lambda s: live.update(_live_line(station, s)))
     table = Table(title=f"Station {loaded.station.name}")
     for column in ("camera", "recorded", "pass", "rejected", "dropped", "missed", "parts/s", "stop reason"):
         table.add_column(column)
@@ -115,6 +115,13 @@ def run_command(
         for name, error in summary.errors.items():
             err_console.print(f"[red]camera {escape(name)}:[/red] {escape(error)}", soft_wrap=True)
         raise typer.Exit(2)
+
+
+def _live_line(station: Any, status: Any) -> str:
+    from flawscope.station import status_line
+
+    web = f"  web app: {station.web.url}" if station.web is not None else ""
+    return escape(status_line(status) + web)
 
 
 @station_app.command("status")

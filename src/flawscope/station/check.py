@@ -43,6 +43,11 @@ def check_station(
         where = f"camera[{index}] ({camera.name})"
         line = lines.get(("camera", index))
         problems += [Problem(where, p, line) for p in _check_camera(config, index)]
+    if config.web is not None:
+        try:
+            config.web.checked()
+        except FlawscopeError as exc:
+            problems.append(Problem("web", str(exc), lines.get(("web",))))
     if reach_peers:
         from flawscope.integrate.registry import SinkContext, make_sink
 

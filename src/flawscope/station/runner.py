@@ -15,6 +15,7 @@ and closes the sinks; whatever is left is delivered by the next run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -116,6 +117,7 @@ class Station:
         self.cursors: CursorStore | None = None
         self.cameras: list[_Camera] = []
         self.forwarders: list[Forwarder] = []
+        self.web: Any = None  # the running web app (``[web]``), while the station runs
         triggered = [c.name for c in config.cameras if c.trigger == "plc"]
         self.triggers = TriggerHub(triggered)
         try:
@@ -279,6 +281,7 @@ class Station:
         # interval (5 ms by default) while another runs Python. 1 ms bounds that wait per hand-over.
         switch = sys.getswitchinterval()
         sys.setswitchinterval(min(switch, 0.001))
+        self.web = self._start_web()  # first: an unusable [web] stops the run before parts flow
         for forwarder in self.forwarders:
             forwarder.start()
         deadline = time.monotonic() + sinks_open_s
@@ -311,12 +314,30 @@ class Station:
                     self._emit(self.status(running=True), on_status, path if write_status_file else None)
             for forwarder in self.forwarders:
                 forwarder.stop()
+            if self.web is not None:
+                self.web.stop()
+                self.web = None
         sys.setswitchinterval(switch)
         final = self.status(running=False)
         self._emit(final, on_status, path if write_status_file else None)
         errors = {c.config.name: str(c.error) for c in self.cameras if c.error is not None}
         cameras = {name: summary for name, summary in final.cameras.items()}
         return StationSummary(cameras, final, errors)
+
+    def _start_web(self) -> Any:
+        """The ``[web]`` app in a thread of this process, showing the sinks' live states (or None).
+
+        Raises:
+            InputError: an unusable web setting (the image store missing, the port taken).
+        """
+        if self.config.web is None:
+            return None
+        from flawscope.web import start_server
+
+        def sinks() -> list[dict[str, Any]]:
+            return [dataclasses.asdict(f.status()) for f in self.forwarders]
+
+        return start_server(self.config.web.checked(), sinks=sinks)
 
     def _emit(
         self, snapshot: StationStatus, on_status: Callable[[StationStatus], object] | None, path: Any
@@ -333,7 +354,10 @@ class Station:
                 logger.warning("cannot write the status file %s (%s)", path, exc)
 
     def close(self) -> None:
-        """Close the sources, the cursor store and the audit log."""
+        """Close the web app (if still up), the sources, the cursor store and the audit log."""
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
         for camera in self.cameras:
             camera.source.close()
         if self.cursors is not None:
