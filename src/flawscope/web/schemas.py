@@ -301,7 +301,14 @@ class UserChangeIn(BaseModel):
 class TokenIn(BaseModel):
     """A new API token."""
 
-    label: str = Field(min_length=1, max_length=200, pattern=r"\S", description="what the token is for")
+    label: str = Field(
+        min_length=1,
+        max_length=200,
+        # One printable character at least: NUL is removed before storing and the label is
+        # stripped, so a label of spaces and control characters would be empty.
+        pattern=r"[^\s\x00-\x1f\x7f-\x9f]",
+        description="what the token is for",
+    )
 
 
 class TokenOut(BaseModel):
