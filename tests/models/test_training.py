@@ -89,8 +89,20 @@ def test_early_stopping_judges_the_smoothed_validation_loss():
         config = TrainConfig(12, 4, 5e-2, 0.0, 2, 1.0, 0.0, True, 0, 1, smooth)
         log = train_head(DefectHead(8, 8, 2, 0, False), bank, train, val, labels, config)
         raw = log.validation_loss
-        smoothed = [float(np.mean(raw[max(0, i - smooth + 1) : i + 1])) for i in range(len(raw))]
-        best = int(np.argmin(smoothed))
-        assert log.best_epoch == best + 1
-        # It stopped 2 epochs after the smoothed loss last improved, or at the last epoch.
-        assert log.epochs_run == min(12, best + 1 + 2) or log.epochs_run == 12
+        # The average of fewer than `smooth` epochs is never the best (a head kept at epoch 1).
+        smoothed = [float(np.mean(raw[i - smooth + 1 : i + 1])) for i in range(smooth - 1, len(raw))]
+        best = int(np.argmin(smoothed)) + smooth - 1
+        assert log.best_epoch == best + 1 >= smooth
+        # It stopped 2 epochs after the smoothed loss last improved (never in the 4-epoch
+        # warm-up), or at the last epoch.
+        assert log.epochs_run in (max(4 + 1, best + 1 + 2), 12)
+
+
+def test_no_early_stop_in_the_warm_up_even_when_the_first_epoch_was_best():
+    bank, labels = _bank(48)
+    val = np.arange(24)
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    # A learning rate far too high: the validation loss rises after the first epoch.
+    config = TrainConfig(20, 4, 5.0, 0.0, 1, 1.0, 0.0, True, 0, 1)
+    log = train_head(DefectHead(8, 8, 2, 0, False), bank, train, val, labels, config)
+    assert log.epochs_run > 6  # the warm-up is the first 6 of 20 epochs

@@ -49,7 +49,8 @@ class TrainConfig:
         batch_size: images per step.
         lr: peak learning rate (one-cycle schedule).
         weight_decay: AdamW weight decay.
-        patience: stop after this many epochs without a better validation loss (0: never).
+        patience: stop after this many epochs without a better validation loss (0: never), and
+            never during the schedule's warm-up (its first 30%, the learning rate rising).
         seg_weight: weight of the segmentation loss against the image loss.
         synthetic: probability that a good training image gets a synthetic feature anomaly.
         flips: flip feature maps (and targets) at random, horizontally and vertically.
@@ -57,7 +58,8 @@ class TrainConfig:
             seed, same head).
         threads: torch threads (``None``: 1 on a busy machine, else all cores).
         smooth: early stopping and the choice of the kept state judge the validation loss
-            averaged over the last ``smooth`` epochs (1: the epoch's own loss).
+            averaged over the last ``smooth`` epochs (1: the epoch's own loss), from the first
+            epoch whose window is full.
     """
 
     epochs: int = 20
@@ -232,6 +234,7 @@ def _balanced_weights(counts: np.ndarray, cap: float = 20.0, power: float = 1.0)
     return torch.tensor(np.minimum(weights, cap), dtype=torch.float32)
 
 
+WARM_UP = 0.3  # share of the one-cycle schedule whose learning rate rises (torch's default)
 MIN_TEMPERATURE_IMAGES = 20  # validation images needed to fit a temperature at all
 
 
@@ -293,9 +296,10 @@ def train_head(
     steps_per_epoch = max(1, math.ceil(n_images / config.batch_size))
     optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, config.lr, total_steps=config.epochs * steps_per_epoch
+        optimiser, config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=WARM_UP
     )
     best_state, best_loss, stale = copy.deepcopy(head.state_dict()), math.inf, 0
+    warm_up = math.ceil(WARM_UP * config.epochs)
     with torch_threads(log_out.threads):
         for epoch in range(config.epochs):
             head.train()
@@ -335,6 +339,11 @@ def train_head(
             )
             log_out.validation_loss.append(val_loss)
             window = log_out.validation_loss[-max(1, config.smooth) :]
+            if len(window) < config.smooth and epoch + 1 < config.epochs:
+                # An average of fewer epochs is not comparable with the later ones: with the
+                # first epoch's loss alone as the best, a retrained head (magnetic_tile, seed 40)
+                # was kept at epoch 1 while its loss rose in the warm-up.
+                continue
             val_loss = sum(window) / len(window)
             if val_loss < best_loss - 1e-4:
                 best_state, best_loss, stale, log_out.best_epoch = (
@@ -345,7 +354,9 @@ def train_head(
                 )
             else:
                 stale += 1
-                if config.patience and stale >= config.patience:
+                # The one-cycle schedule raises the learning rate over its first 30%, where the
+                # validation loss may rise too: no stop before the peak.
+                if config.patience and stale >= config.patience and epoch + 1 > warm_up:
                     break
         head.load_state_dict(best_state)
         head.eval()
