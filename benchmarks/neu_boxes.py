@@ -116,6 +116,18 @@ def main() -> None:
             f"{args.int8_on} images (loss {checked['map_loss']:.4f}, budget {checked['max_map_loss']})",
             flush=True,
         )
+        # Same-run speed of the two graphs (64 images, one thread, best of two passes).
+        timed = [images[i] for i in test[:64]]
+        for name, int8 in (("fp32", False), ("int8", True)):
+            inspector = Inspector.load(deployed.path, int8=int8, threads=1)
+            passes = []
+            for _ in range(2):
+                t1 = time.perf_counter()
+                inspector.score_many(timed)
+                passes.append(time.perf_counter() - t1)
+            out["int8"][f"{name}_ms_per_image"] = round(1000 * min(passes) / len(timed), 2)
+        speed = out["int8"]
+        print(f"ms per image, fp32 {speed['fp32_ms_per_image']}, INT8 {speed['int8_ms_per_image']}")
         val = list(split.validation)
         prediction = Inspector.load(deployed.path, threads=1).score_many([images[i] for i in val])
         rows = []

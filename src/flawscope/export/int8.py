@@ -29,6 +29,7 @@ import numpy as np
 from flawscope.data.preprocess import to_batch
 from flawscope.decide.thresholds import Thresholds
 from flawscope.decide.verdict import decide_many
+from flawscope.declaration import OutputKind
 from flawscope.export.graph import clean_graph
 from flawscope.export.int8_check import (
     INT8_MAX_AUROC_LOSS,
@@ -42,9 +43,14 @@ from flawscope.models.engine import onnx_runner, trace_to_onnx
 from flawscope.types import Outcome, Prediction
 
 log = logging.getLogger(__name__)
+# Share of the embedder's convolutions, the first ones, that stay float in a box detector's INT8
+# graph: box sides regressed from 8-bit early features lost 0.057 mAP@0.5 on NEU's validation
+# images with all of them quantised, 0.019 with the first quarter in float and none with the
+# first 40% (13 of 33; measured, see benchmarks/RESULTS.md "neu_surface detection").
+DETECTOR_FLOAT_SHARE = 0.4
 
 
-def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
+def quantize_int8(model_bytes: bytes, calibration: np.ndarray, float_share: float = 0.0) -> bytes:
     """Static INT8 quantisation (QDQ, per-channel weights) of an embedder graph.
 
     Convolutions run in 8 bits end to end (their outputs are quantised too, so ONNX Runtime
@@ -58,6 +64,8 @@ def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
         model_bytes: fp32 ONNX embedder with one input, ``image``; no scoring head in it, since
             every supported operator is quantised.
         calibration: ``(N, 3, H, W)`` float32 preprocessed good images.
+        float_share: share of the convolutions, the first in the graph, kept in float
+            (:data:`DETECTOR_FLOAT_SHARE` for a box detector).
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -81,6 +89,8 @@ def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
         graph = onnx.load(str(prepared), load_external_data=False).graph
         inputs = {i.name for i in graph.input}
         stems = [n.name for n in graph.node if n.op_type == "Conv" and n.input[0] in inputs]
+        convs = [n.name for n in graph.node if n.op_type == "Conv"]
+        early = convs[: int(len(convs) * float_share)]
         # ONNX Runtime's QLinearAveragePool is a slow scalar kernel on x86: 8.6 ms per batch of 8
         # at 256 px (16% of the INT8 graph) against 0.8 ms for the float pool.
         pools = [n.name for n in graph.node if n.op_type == "AveragePool"]
@@ -94,7 +104,7 @@ def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
             str(target),
             Reader(),
             quant_format=QuantFormat.QDQ,
-            nodes_to_exclude=stems + pools + after,
+            nodes_to_exclude=stems + early + pools + after,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -263,7 +273,9 @@ def build_int8(
     pre = model.preprocessing_
     assert pre is not None
     calibration, _ = to_batch(list(calibration_images), pre)
-    embedder = quantize_int8(embedder_graph(model), calibration)
+    declaration = model.declaration()
+    detects = any(s.kind is OutputKind.BOXES for s in declaration.outputs)
+    embedder = quantize_int8(embedder_graph(model), calibration, DETECTOR_FLOAT_SHARE if detects else 0.0)
     head = model
     if len(refit_images):
         # A shallow copy: fit_head rebinds the learned attributes, so the caller's model and
@@ -276,7 +288,6 @@ def build_int8(
             "INT8 head not refitted on quantised features (no training images): expect a loss of accuracy"
         )
     quantised = join_graphs(embedder, head)
-    declaration = model.declaration()
     has_anomaly = "patch_scores" in declaration.output_names
     # INT8 anomaly scores are mapped onto the fp32 scale so that the bundle's thresholds
     # (calibrated on fp32 scores) keep their meaning for the INT8 graph. Trained heads give
