@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from tests.models.test_box_detector import PARAMS, _scenes
+from tests.models.test_box_detector import fitted_on_scenes
 
 
 @pytest.fixture(scope="module")
 def box_int8(tmp_path_factory: pytest.TempPathFactory):
-    import torch
-
     from flawscope.export.onnx_export import export_bundle
-    from flawscope.models import get_model_class
     from flawscope.models.io import save_model
-    from flawscope.types import Targets
 
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    train, train_boxes = _scenes(rng, 40)
-    test, test_boxes = _scenes(rng, 12)
-    model = get_model_class("box_detector")(**PARAMS)
-    model.fit(train, Targets(tuple(b[0][4] for b in train_boxes), (), tuple(train_boxes)))
+    fitted = fitted_on_scenes()
+    model, train, test, test_boxes = fitted.model, fitted.train, fitted.test, fitted.test_boxes
     folder = tmp_path_factory.mktemp("box_int8")
     save_model(model, folder / "trained")
     deployed = export_bundle(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -34,12 +38,33 @@ PARAMS = {
 }  # fmt: skip
 
 
-def test_it_finds_the_boxes_of_scenes_it_did_not_train_on():
+@dataclass(frozen=True)
+class FittedScenes:
+    """A ``box_detector`` fitted on 40 generated scenes, and 12 scenes it did not train on."""
+
+    model: Any
+    train: list[np.ndarray]
+    test: list[np.ndarray]
+    test_boxes: list[tuple]
+
+
+@functools.cache
+def fitted_on_scenes() -> FittedScenes:
+    """Fitted once per test process (the export and runtime tests deploy the same model)."""
+    import torch
+
+    torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     train, train_boxes = _scenes(rng, 40)
     test, test_boxes = _scenes(rng, 12)
     model = get_model_class("box_detector")(**PARAMS)
     model.fit(train, Targets(tuple(b[0][4] for b in train_boxes), (), tuple(train_boxes)))
+    return FittedScenes(model, train, test, test_boxes)
+
+
+def test_it_finds_the_boxes_of_scenes_it_did_not_train_on():
+    fitted = fitted_on_scenes()
+    model, test, test_boxes = fitted.model, fitted.test, fitted.test_boxes
     prediction = model.predict(test)
     found = detection_map(prediction.boxes, test_boxes, model.classes_)
     # 30 training scenes, 30 epochs: 0.50 measured; boxes placed at random score about 0

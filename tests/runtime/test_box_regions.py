@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.models.test_box_detector import PARAMS, _scenes
+from tests.models.test_box_detector import fitted_on_scenes
 from tests.runtime.test_torch_free import _run, torch_free_python  # noqa: F401  (the fixture)
 
 THRESHOLDS = {"reject": 0.5, "region_level": 0.3, "mm_per_px": 0.1}
@@ -26,20 +26,12 @@ class BoxBundle:
 
 @pytest.fixture(scope="module")
 def box_bundle(tmp_path_factory: pytest.TempPathFactory) -> BoxBundle:
-    import torch
-
     from flawscope.decide.thresholds import ThresholdHistory, Thresholds
     from flawscope.export.onnx_export import export_bundle
-    from flawscope.models import get_model_class
     from flawscope.models.io import save_model
-    from flawscope.types import Targets
 
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    train, train_boxes = _scenes(rng, 40)
-    test, test_boxes = _scenes(rng, 6)
-    model = get_model_class("box_detector")(**PARAMS)
-    model.fit(train, Targets(tuple(b[0][4] for b in train_boxes), (), tuple(train_boxes)))
+    fitted = fitted_on_scenes()
+    model, test, test_boxes = fitted.model, fitted.test[:6], fitted.test_boxes[:6]
     folder = tmp_path_factory.mktemp("box_bundle")
     history = ThresholdHistory().add(Thresholds.explicit(THRESHOLDS["reject"], **{
         k: v for k, v in THRESHOLDS.items() if k != "reject"}))  # fmt: skip
