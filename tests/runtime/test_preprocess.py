@@ -38,6 +38,7 @@ def test_preprocess_is_bit_identical_to_the_shared_code(deployed):
 
 def test_shortcut_steps_aside_when_preprocessing_is_not_per_pixel(deployed, monkeypatch):
     """If the shared preprocessing ever stops being a per-pixel map, the runtime must follow it."""
+    import flawscope.runtime.canvas as canvas
     import flawscope.runtime.inspector as module
     from flawscope.data.preprocess import to_canvas
 
@@ -45,7 +46,8 @@ def test_shortcut_steps_aside_when_preprocessing_is_not_per_pixel(deployed, monk
         tensor, geometry = to_canvas(image, config)
         return tensor - tensor.mean(), geometry
 
-    monkeypatch.setattr(module, "to_canvas", centred)
+    monkeypatch.setattr(module, "to_canvas", centred)  # the general path
+    monkeypatch.setattr(canvas, "to_canvas", centred)  # what the lookup tables are built from
     inspector = module.Inspector.load(deployed.path, threads=2)
     image = _variants(inspector.preprocessing.height)["uint8 gray"]
     batch, _ = inspector.preprocess([image])

@@ -74,7 +74,7 @@ def export_command(
     signer = deployed.manifest.signature.key_id if deployed.manifest.signature else "nobody"
     console.print(f"deployable bundle: {deployed.path} (graphs: {graphs}; signed by key {signer})")
     if int8:
-        from flawscope.runtime.inspector import int8_warning
+        from flawscope.runtime.int8_notice import int8_warning
 
         checked = deploy.int8.validation if deploy.int8 is not None else None
         if checked and "image_auroc_int8" in checked:

@@ -346,7 +346,7 @@ def build_int8(
     if checked is None:
         log.warning("INT8 graph not validated on labelled parts: its accuracy is unknown")
     elif not within:
-        from flawscope.runtime.inspector import int8_loss
+        from flawscope.runtime.int8_notice import int8_loss
 
         log.warning("INT8 graph loses %s", int8_loss(checked, INT8_MAX_AUROC_LOSS))
     return graph, info

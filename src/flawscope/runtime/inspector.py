@@ -14,11 +14,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -32,7 +31,9 @@ from flawscope.decide.thresholds import Thresholds
 from flawscope.decide.verdict import decide_many, error_verdict
 from flawscope.declaration import OUTPUT_RANK, ModelDeclaration, OutputKind, declaration_of
 from flawscope.errors import BundleError, FlawscopeError, InputError
-from flawscope.manifest import DeploySection, SearchSection
+from flawscope.manifest import SearchSection
+from flawscope.runtime.canvas import CanvasLookup
+from flawscope.runtime.int8_notice import int8_warning
 from flawscope.search.ivf import IvfIndex, arrays_from_bytes
 from flawscope.types import Prediction, Provenance, Verdict
 
@@ -118,122 +119,6 @@ def _load_search(bundle: Bundle, section: SearchSection | None) -> IvfIndex | No
     ):
         raise BundleError(f"{bundle.path / section.file}: arrays do not match the manifest's search section")
     return index
-
-
-class CanvasLookup:
-    """A bit-identical shortcut of :func:`~flawscope.data.preprocess.to_canvas` for the usual case.
-
-    A uint8/uint16 image that already has the canvas size is not resized or padded, so each output
-    value depends only on the pixel's level and channel. The tables are made by running
-    ``to_canvas`` itself on images holding every level, and are used only after they reproduce
-    ``to_canvas`` exactly on a random image; otherwise the shared code path is used. On a 256 x 256
-    part this takes preprocessing from about 1.5-3 ms to 0.3 ms, a sizeable share of a 10 ms budget.
-    """
-
-    def __init__(self, config: Preprocessing):
-        self.config = config
-        self.tables: dict[str, np.ndarray | None] = {}
-        self.geometry: Geometry | None = None
-
-    def prepare(self, dtype: np.dtype[Any]) -> None:
-        """Build the table for one pixel type now rather than on its first image."""
-        self._table(dtype)
-
-    def _table(self, dtype: np.dtype[Any]) -> np.ndarray | None:
-        key = dtype.str
-        if key not in self.tables:
-            self.tables[key] = self._build(dtype)
-        return self.tables[key]
-
-    def _build(self, dtype: np.dtype[Any]) -> np.ndarray | None:
-        height, width = self.config.height, self.config.width
-        levels = int(np.iinfo(dtype).max) + 1
-        table = np.empty((3, levels), dtype=np.float32)
-        for start in range(0, levels, height * width):
-            chunk = np.arange(start, min(start + height * width, levels))
-            flat = np.zeros(height * width, dtype=dtype)
-            flat[: len(chunk)] = chunk
-            tensor, self.geometry = to_canvas(
-                np.repeat(flat.reshape(height, width, 1), 3, axis=2), self.config
-            )
-            table[:, chunk] = tensor.reshape(3, -1)[:, : len(chunk)]
-        probe = np.random.default_rng(0).integers(0, levels, (height, width, 3), dtype=dtype)
-        expected, _ = to_canvas(probe, self.config)
-        got = np.empty_like(expected)
-        self._apply(table, probe, got)
-        if not np.array_equal(got, expected):
-            log.warning(
-                "preprocessing is not a per-pixel lookup for %s images; using the general path", dtype
-            )
-            return None
-        return table
-
-    @staticmethod
-    def _apply(table: np.ndarray, image: np.ndarray, out: np.ndarray) -> None:
-        for channel in range(3):
-            plane = image if image.ndim == 2 else image[:, :, channel]
-            if plane.dtype == np.uint8:  # OpenCV's table lookup is ~3x faster than np.take
-                cv2.LUT(plane, table[channel], dst=out[channel])
-            else:  # cv2.LUT takes 8-bit images only
-                np.take(table[channel], plane, out=out[channel])
-
-    def fill(self, image: np.ndarray, out: np.ndarray) -> Geometry | None:
-        """Write the network input of ``image`` into ``out`` ``(3, H, W)`` if the shortcut applies.
-
-        Returns:
-            The image's geometry, or None when the shortcut does not apply (nothing written).
-        """
-        if image.dtype not in (np.uint8, np.uint16) or image.shape[:2] != (
-            self.config.height,
-            self.config.width,
-        ):
-            return None
-        image = check_image(image)
-        table = self._table(image.dtype)
-        if table is None:
-            return None
-        self._apply(table, image, out)
-        return self.geometry
-
-
-def int8_warning(deploy: DeploySection) -> str | None:
-    """What a user should know before trusting a bundle's INT8 graph (``None``: it was validated).
-
-    Args:
-        deploy: the manifest's ``deploy`` section.
-    """
-    if deploy.graph_int8 is None:
-        return None
-    info = deploy.int8
-    checked = info.validation if info is not None else None
-    within = info.within_tolerance if info is not None else None
-    if info is None or within is None or not checked:
-        return (
-            "the INT8 graph was not validated on labelled parts at export, so its accuracy is unknown; "
-            "deploy the fp32 graph (the default) or validate the INT8 one first"
-        )
-    if within is False:
-        return (
-            f"the INT8 graph lost {int8_loss(checked, info.max_auroc_loss)} against fp32 at export; "
-            "expect lower accuracy than the fp32 graph"
-        )
-    return None
-
-
-def int8_loss(checked: Mapping[str, Any], max_auroc_loss: float) -> str:
-    """What an INT8 graph lost on labelled parts (its manifest's validation), in words."""
-    parts = []
-    if "auroc_loss" in checked:
-        parts.append(
-            f"{checked['auroc_loss']:.3f} image AUROC on {checked['n_good'] + checked['n_defect']} "
-            f"labelled parts (budget {max_auroc_loss:.3f})"
-        )
-    if "map_loss" in checked:
-        parts.append(
-            f"{checked['map_loss']:.3f} mAP@0.5 on {checked['n_images']} parts with true boxes "
-            f"(budget {checked['max_map_loss']:.3f})"
-        )
-    return " and ".join(parts)
 
 
 class Inspector:
