@@ -81,10 +81,10 @@ def test_a_candidate_that_loses_many_old_parts_is_refused_and_noise_is_not() -> 
     assert _gate(evaluate_gates(live, cand, None, config, labels), "recall on break").passed
     strict = GateConfig(type_rule="non_inferiority", type_margin=0.10)
     assert not _gate(evaluate_gates(live, cand, None, strict, labels), "recall on break").passed
-    # More good parts stopped: the false-reject bound refuses it whatever its recall.
+    # More good parts stopped: the false-reject gate refuses it whatever its recall.
     live, cand, labels = _plant(lost=0, gained=8, good_extra=26)
     gates = evaluate_gates(live, cand, None, config, labels)
-    assert not _gate(gates, "false-reject bound on good parts").passed
+    assert not _gate(gates, "false rejects on good parts (paired)").passed
     assert _gate(gates, "recall on all labelled defects").passed
 
 
@@ -95,10 +95,10 @@ def test_the_paired_false_reject_rule() -> None:
     cand.stopped["g8"] = cand.stopped["g9"] = True
     cand.stopped["g0"] = False
     cand = _results("cand", cand.stopped, labels)
-    assert not _gate(
-        evaluate_gates(live, cand, None, GateConfig(), labels), "false-reject bound on good parts"
-    ).passed
-    paired = GateConfig(frr_rule="paired")
+    by_bound = evaluate_gates(live, cand, None, GateConfig(frr_rule="bound"), labels)
+    assert not _gate(by_bound, "false-reject bound on good parts").passed
+    paired = GateConfig()
+    assert paired.frr_rule == "paired"  # the default
     gates = evaluate_gates(live, cand, None, paired, labels)
     frr = _gate(gates, "false rejects on good parts (paired)")
     assert frr.passed and frr.test is not None and "2 by the candidate only" in frr.detail
@@ -112,6 +112,35 @@ def test_the_paired_false_reject_rule() -> None:
     assert _gate(capped, "false-reject bound on good parts").passed
     with pytest.raises(InputError, match="frr_rule"):
         GateConfig(frr_rule="sometimes")
+
+
+def test_false_reject_rules_on_equally_good_and_worse_candidates() -> None:
+    """Why ``paired`` is the default: ``bound`` refuses an equally good candidate a third of the time."""
+    from flawscope.decide.calibration import clopper_pearson_upper
+
+    rng = np.random.default_rng(11)
+    n, live_k, runs = 95, 8, 2000
+
+    def refusals(p_drop: float, p_add: float) -> tuple[float, float]:
+        # The live model stops parts 0-7; the candidate drops each with p_drop and stops each
+        # other good part with p_add (equally good when 8 * p_drop == 87 * p_add).
+        dropped = (rng.random((runs, live_k)) < p_drop).sum(axis=1)
+        added = (rng.random((runs, n - live_k)) < p_add).sum(axis=1)
+        bound = paired = 0
+        for live_only, cand_only in zip(dropped, added, strict=True):
+            cand_k = live_k - int(live_only) + int(cand_only)
+            bound += bool(clopper_pearson_upper(cand_k, n) > clopper_pearson_upper(live_k, n) + 1e-12)
+            test = paired_test(live_k - int(live_only), int(cand_only), int(live_only), n, margin=0.0,
+                               rule="inferiority")  # fmt: skip
+            paired += not test.passed
+        return bound / runs, paired / runs
+
+    bound, paired = refusals(0.3, 0.3 * 8 / 87)  # equally good: 2.4 parts discordant each way
+    assert bound > 0.25 and paired <= 0.025, (bound, paired)  # 0.36 and 0.002 with this seed
+    bound, paired = refusals(0.1, 0.1)  # stops about twice as many good parts (8.7 more, 0.8 fewer)
+    assert paired >= 0.6 and bound >= paired, (bound, paired)  # paired 0.70 with this seed
+    bound, paired = refusals(0.1, 0.2)  # three times as many
+    assert paired >= 0.95, (bound, paired)
 
 
 def test_the_overall_gate_needs_non_inferiority_shown() -> None:

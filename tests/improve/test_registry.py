@@ -45,7 +45,7 @@ def test_comparison_with_intervals_and_a_refused_preprocessing(plant, candidate,
     assert rate.n == 24 and rate.low <= rate.rate <= rate.high and result.candidate.frr.n == 20
     assert result.agreement is not None and result.agreement.n == 10
     names = [g.name for g in result.gates]
-    assert "recall on crack" in names and "false-reject bound on good parts" in names
+    assert "recall on crack" in names and "false rejects on good parts (paired)" in names
     json.dumps(result.to_dict())
     # Parts whose review the candidate was retrained from are left out of the evidence.
     lineage = read_bundle(candidate).manifest.lineage
@@ -96,7 +96,7 @@ def test_promotion_is_gated_overrides_need_an_engineer_and_rollback_returns(
         # The worse candidate fails its gates and is refused; an operator cannot override.
         comparison = compare_models(registry.path_of(live), registry.path_of(bad), labelled, config=gates)
         assert not comparison.passed
-        assert any(not g.passed and "false-reject" in g.name for g in comparison.gates)
+        assert any(not g.passed and g.name.startswith("false rejects") for g in comparison.gates)
         registry.save_comparison(bad, comparison, "ann")
         with pytest.raises(PromotionRefusedError, match="failed the gate"):
             registry.promote(bad, "ann", "try")
@@ -110,7 +110,7 @@ def test_promotion_is_gated_overrides_need_an_engineer_and_rollback_returns(
         event = registry.promote(
             bad, "erin", "line trial", override=True, authorise=web_authoriser(url, "correct horse battery")
         )
-        assert registry.live_version() == bad and "false-reject" in event.details["override"]
+        assert registry.live_version() == bad and "false rejects" in event.details["override"]
         rolled = registry.rollback("erin", "too many false rejects")
         assert rolled.version == live and registry.live_version() == live
         actions = [(e.action, e.version) for e in registry.events()]
