@@ -343,12 +343,10 @@ class _Reader:
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         values: dict[str, Any] = dict(given)
         bad: set[str] = set()
-        refused = False
         for key, value in data.items():
             if key in given or key not in fields:
                 known = ", ".join(k for k in fields if k not in given)
                 self.problem((*path, key), f"unknown key (known keys: {known})")
-                refused = True
                 if key not in given:  # a given field keeps its given value
                     bad.add(key)
                 continue
@@ -374,7 +372,7 @@ class _Reader:
         found = [p for p in validate() if _split_key(p.where)[0] not in bad] if callable(validate) else []
         for p in found:
             self.problem((*path, *_split_key(p.where)), p.message)
-        return None if bad or found or refused else instance
+        return None if bad or found or given.keys() & data.keys() else instance
 
     def value(self, tp: Any, value: Any, path: tuple[str | int, ...], meta: Mapping[str, Any]) -> Any:
         origin = typing.get_origin(tp)
