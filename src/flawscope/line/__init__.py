@@ -5,8 +5,9 @@ audit log (and stores the image), and only then publishes it.
 """
 
 from flawscope.line.errors import LineStopped
-from flawscope.line.loop import BACKPRESSURE, check_line_settings, run_line
+from flawscope.line.loop import run_line
 from flawscope.line.records import DROPPED_REASON, InspectorLike, Publisher
+from flawscope.line.settings import BACKPRESSURE, LineSettings, check_line_settings
 from flawscope.line.stats import STAGES, LineStats, LineSummary, StageLatency
 from flawscope.line.store import ImageStore
 
@@ -16,6 +17,7 @@ __all__ = [
     "STAGES",
     "ImageStore",
     "InspectorLike",
+    "LineSettings",
     "LineStats",
     "LineStopped",
     "LineSummary",

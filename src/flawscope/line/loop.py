@@ -30,7 +30,7 @@ from typing import Any
 
 from flawscope.acquire.base import Source
 from flawscope.audit import AuditLog
-from flawscope.errors import BundleError, InputError
+from flawscope.errors import BundleError
 from flawscope.line.errors import LineStopped
 from flawscope.line.records import (
     DROPPED_REASON,
@@ -42,13 +42,13 @@ from flawscope.line.records import (
     judge,
     make_record,
 )
+from flawscope.line.settings import LineSettings, check_line_settings
 from flawscope.line.stats import LineStats, LineSummary
 from flawscope.line.store import ImageStore, image_sha256, write_map
 from flawscope.types import Frame, InspectionRecord, Outcome, Verdict
 
 logger = logging.getLogger(__name__)
 
-BACKPRESSURE = ("block", "drop")
 _STOP = object()  # end of stream, passed down the queues after the last part
 
 
@@ -69,21 +69,16 @@ class _Line:
         source: Source,
         inspector: InspectorLike,
         audit: AuditLog,
+        settings: LineSettings,
         *,
-        station: str,
         store: ImageStore | None,
-        batch_size: int,
-        queue_size: int,
-        drop: bool,
         publishers: Sequence[Publisher],
         on_status: Callable[[LineSummary], object] | None,
         stop_event: threading.Event | None,
-        status_interval_s: float,
-        keep_maps: Collection[str] = (),
-        review_sample: float = 0.0,
         monitor: PartObserver | None = None,
         on_commit: Publisher | None = None,
     ) -> None:
+        station, batch_size, queue_size = settings.station, settings.batch_size, settings.queue_size
         self.source = source
         self.inspector = inspector
         self.audit = audit
@@ -91,14 +86,14 @@ class _Line:
         self.store = store
         self.batch_size = batch_size
         self.max_transaction = max(batch_size, 64)
-        self.drop = drop
+        self.drop = settings.drop
         self.publishers = tuple(publishers)
         self.on_commit = on_commit
         self.on_status = on_status
         self.stop_event = stop_event
-        self.status_interval_s = status_interval_s
-        self.keep_maps = frozenset(keep_maps) if store is not None else frozenset()
-        self.review_sample = review_sample if store is not None else 0.0
+        self.status_interval_s = settings.status_interval_s
+        self.keep_maps = settings.keep_maps if store is not None else frozenset()
+        self.review_sample = settings.review_sample if store is not None else 0.0
         self.monitor = monitor
         self.stats = LineStats(station)
         self.q_infer: queue.Queue[Any] = queue.Queue(queue_size)
@@ -397,38 +392,6 @@ class _Line:
         return summary
 
 
-def check_line_settings(
-    *,
-    station: str = "station",
-    batch_size: int = 8,
-    queue_size: int = 64,
-    backpressure: str = "block",
-    status_interval_s: float = 0.5,
-    review_sample: float = 0.0,
-    keep_maps: Collection[str] = (),
-) -> None:
-    """Refuse line settings :func:`run_line` cannot run with, before anything is opened or created.
-
-    Raises:
-        InputError: naming the setting and the values it takes.
-    """
-    if not isinstance(station, str) or not station.strip():
-        raise InputError("station", "a station name is required")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError("batch_size", f"must be a whole number >= 1, got {batch_size!r}")
-    if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-        raise InputError("queue_size", f"must be a whole number >= 1, got {queue_size!r}")
-    if backpressure not in BACKPRESSURE:
-        raise InputError("backpressure", f"must be one of {', '.join(BACKPRESSURE)}, got {backpressure!r}")
-    if not status_interval_s > 0:
-        raise InputError("status_interval_s", f"must be > 0, got {status_interval_s}")
-    if not 0.0 <= review_sample <= 1.0:
-        raise InputError("review_sample", f"must be a fraction in [0, 1], got {review_sample}")
-    unknown = set(keep_maps) - {o.value for o in Outcome}
-    if unknown:
-        raise InputError("keep_maps", f"{sorted(unknown)} are not outcomes")
-
-
 def run_line(
     source: Source,
     inspector: InspectorLike,
@@ -486,7 +449,7 @@ def run_line(
         LineStopped: when the audit log or the image store failed, the source failed, or the
             inspector cannot judge parts; it says which parts, if any, are not recorded.
     """
-    check_line_settings(
+    settings = check_line_settings(
         station=station,
         batch_size=batch_size,
         queue_size=queue_size,
@@ -503,17 +466,11 @@ def run_line(
         source,
         inspector,
         audit,
-        station=station,
+        settings,
         store=store,
-        batch_size=batch_size,
-        queue_size=queue_size,
-        drop=backpressure == "drop",
         publishers=publishers,
         on_status=on_status,
         stop_event=stop_event,
-        status_interval_s=status_interval_s,
-        keep_maps=keep_maps,
-        review_sample=review_sample,
         monitor=monitor,
         on_commit=on_commit,
     )
