@@ -7,76 +7,21 @@ disagree; pictures are inlined as ``data:image/png;base64`` URIs and every text 
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Mapping, Sequence
 from html import escape
+from importlib import resources
 from pathlib import PurePath
 from typing import Any
 
 from flawscope.evaluate.gallery import HeatScale, Tile
 
-_CSS = """
-:root { --ink:#1d2733; --muted:#5b6775; --line:#d9dee4; --bg:#f5f7f9; --accent:#1f4e79;
-  --ok:#e3f1e6; --ok-ink:#1e6b34; --bad:#fbe4e2; --bad-ink:#a3231a; --rev:#fdf0d8; --rev-ink:#8a5a00; }
-* { box-sizing: border-box; }
-body { margin:0; background:var(--bg); color:var(--ink); font:14px/1.45 "Segoe UI", "Helvetica Neue", Arial,
-  "Liberation Sans", sans-serif; -webkit-print-color-adjust:exact; print-color-adjust:exact; }
-main { max-width:1120px; margin:0 auto; padding:0 24px 40px; }
-header.top { background:var(--accent); color:#fff; padding:22px 0 18px; }
-header.top .inner { max-width:1120px; margin:0 auto; padding:0 24px; }
-header.top h1 { margin:0; font-size:24px; font-weight:600; }
-header.top p { margin:4px 0 0; opacity:.85; }
-header.top p.flag { display:inline-block; margin-top:10px; padding:2px 10px; border-radius:3px; opacity:1;
-  background:#fdf0d8; color:#8a5a00; font-weight:600; font-size:13px; }
-section { background:#fff; border:1px solid var(--line); border-radius:6px; margin:18px 0;
-  padding:16px 20px; }
-h2 { font-size:17px; margin:0 0 10px; color:var(--accent); }
-p.lead { color:var(--muted); margin:0 0 12px; }
-table { border-collapse:collapse; width:100%; font-variant-numeric:tabular-nums; }
-th, td { padding:6px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
-th { background:#eef1f4; font-weight:600; }
-td.num, th.num { text-align:right; }
-table.confusion { width:auto; min-width:520px; }
-table.confusion td, table.confusion th.num { min-width:110px; }
-tr.total td { font-weight:600; border-top:2px solid var(--ink); }
-table.meta th { width:190px; background:none; color:var(--muted); font-weight:500; }
-code, .mono { font-family:"DejaVu Sans Mono", Consolas, monospace; font-size:12.5px; word-break:break-all; }
-h3 { font-size:13px; margin:16px 0 0; color:var(--muted); text-transform:uppercase; letter-spacing:.04em; }
-.cards { display:grid; gap:12px; margin:8px 0 4px; }
-.card { border:1px solid var(--line); border-radius:6px; padding:10px 14px; background:#fbfcfd; }
-.card .label { color:var(--muted); font-size:12.5px; }
-.card .value { font-size:26px; font-weight:600; margin-top:2px; }
-.card .sub { color:var(--muted); font-size:12px; }
-.notes { border-left:4px solid #e0a100; background:var(--rev); padding:10px 14px; border-radius:4px;
-  margin:12px 0 0; }
-.notes.info { border-color:var(--accent); background:#eaf1f8; }
-.notes ul { margin:4px 0 0 18px; padding:0; }
-td.ok { background:var(--ok); color:var(--ok-ink); } td.bad { background:var(--bad); color:var(--bad-ink); }
-td.rev { background:var(--rev); color:var(--rev-ink); }
-img.figure { display:block; max-width:100%; height:auto; margin:6px auto; }
-.gallery { display:grid; grid-template-columns:repeat(4, 1fr); gap:12px; }
-figure.tile { margin:0; border:1px solid var(--line); border-radius:6px; padding:6px; background:#fbfcfd;
-  break-inside:avoid; }
-figure.tile img { display:block; width:100%; height:auto; margin:0 auto; }
-figure.tile .missing { height:120px; display:flex; align-items:center; justify-content:center;
-  text-align:center; color:var(--bad-ink); background:var(--bad); font-size:12px; padding:8px; }
-figcaption { font-size:12px; margin-top:6px; }
-figcaption .name { font-weight:600; word-break:break-all; }
-figcaption .problem { color:var(--bad-ink); }
-.badge { display:inline-block; padding:0 6px; border-radius:3px; font-size:11px; font-weight:700;
-  text-transform:uppercase; letter-spacing:.03em; }
-.badge.pass { background:var(--ok); color:var(--ok-ink); }
-.badge.fail { background:var(--bad); color:var(--bad-ink); }
-.badge.review { background:var(--rev); color:var(--rev-ink); }
-.legend { display:flex; align-items:center; gap:10px; font-size:12px; color:var(--muted); margin:0 0 12px;
-  flex-wrap:wrap; }
-.legend .bar { width:220px; height:12px; border:1px solid var(--line); }
-.legend .swatch { display:inline-block; width:18px; height:0; border-top:2px solid; vertical-align:middle; }
-table.signoff td { height:42px; }
-footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px; }
-@media print { body { background:#fff; } section { break-inside:avoid; border:none; padding:8px 0; }
-  .gallery { grid-template-columns:repeat(4, 1fr); } }
-@page { size:A4; margin:14mm; }
-"""
+
+@functools.cache
+def _css() -> str:
+    """The report's style sheet (``report.css`` beside this module), inlined into every page."""
+    return resources.files("flawscope.evaluate").joinpath("report.css").read_text(encoding="utf-8")
+
 
 _TITLES = {
     "false_rejects": "Worst false rejects",
@@ -450,7 +395,7 @@ def render_html(
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
-        f"<style>{_CSS}</style></head><body>{_header(content)}<main>{''.join(sections)}"
+        f"<style>{_css()}</style></head><body>{_header(content)}<main>{''.join(sections)}"
         f"<footer>{escape(content['report']['generator'])} · model hash "
         f"{escape(str(content['model'].get('model_hash', '—')))}</footer></main></body></html>\n"
     )
