@@ -64,7 +64,7 @@ def features(model, runner, images, batch: int = 16):
         x, g = to_batch(images[start : start + batch], pre)
         f = runner(x)
         with torch.inference_mode():
-            grids.append(model.scorer().score_features(f).numpy())
+            grids.append(model.head()(f).numpy())  # the head alone on the features
         feats.append(f.numpy())
         valid.append(canvas_valid_mask(g, pre, STRIDE))
         geoms += g

@@ -40,6 +40,7 @@ from flawscope.export.int8_check import (
 )
 from flawscope.models.base import STRIDE, Model
 from flawscope.models.engine import onnx_runner, trace_to_onnx
+from flawscope.models.views import ViewExpand, ViewHead
 from flawscope.types import Outcome, Prediction
 
 log = logging.getLogger(__name__)
@@ -120,14 +121,20 @@ def join_graphs(embedder: bytes, model: Model) -> bytes:
     pre = model.preprocessing_
     assert pre is not None
     channels = model._embedder().channels
+    views = model.views()
+    # With test-time views the head regroups the views' features and averages their outputs
+    # (models/views.py), and a small graph in front makes the views: the same graph as fp32's.
+    kinds = [spec.kind for spec in model.declaration().outputs]
+    head_module = model.head() if views == (0,) else ViewHead(model.head(), views, kinds)
     head = clean_graph(
         trace_to_onnx(
-            model.head(),
+            head_module,
             pre.height // STRIDE,
             pre.width // STRIDE,
             model.declaration().output_names,
             channels=channels,
             input_name="features",
+            batch=2 * len(views),
         )
     )
     first, second = onnx.load_from_string(embedder), onnx.load_from_string(head)
@@ -135,6 +142,14 @@ def join_graphs(embedder: bytes, model: Model) -> bytes:
     # Both graphs come from the same exporter, so internal names collide; the head's get a prefix.
     second = compose.add_prefix(second, "head/", rename_inputs=False, rename_outputs=False)
     joined = compose.merge_models(first, second, io_map=[("features", "features")])
+    if views != (0,):
+        front = onnx.load_from_string(
+            clean_graph(trace_to_onnx(ViewExpand(views), pre.height, pre.width, "views"))
+        )
+        front.ir_version = joined.ir_version = max(front.ir_version, joined.ir_version)
+        joined = compose.add_prefix(joined, "trunk/", rename_inputs=True, rename_outputs=False)
+        front = compose.add_prefix(front, "views/", rename_inputs=False, rename_outputs=False)
+        joined = compose.merge_models(front, joined, io_map=[("views", "trunk/image")])
     onnx.checker.check_model(joined)
     return joined.SerializeToString()
 

@@ -40,6 +40,7 @@ from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, OutputKind,
 from flawscope.errors import InputError
 from flawscope.features.backbones import BACKBONES, load_backbone
 from flawscope.models.engine import ENGINES, make_runner
+from flawscope.models.views import ViewScorer, combine, expand
 from flawscope.search.ivf import IvfIndex
 from flawscope.types import Prediction, Targets
 
@@ -293,8 +294,15 @@ class Model(ABC):
         """True once :meth:`fit` or a load has set the learned state."""
         return getattr(self, "preprocessing_", None) is not None
 
-    def scorer(self) -> Scorer:
-        """The exported module: embedder and head (:class:`Scorer`)."""
+    def views(self) -> tuple[int, ...]:
+        """Test-time views the outputs are averaged over (:mod:`flawscope.models.views`; 0: as given)."""
+        return (0,)
+
+    def scorer(self) -> nn.Module:
+        """The exported module: embedder and head (:class:`Scorer`), over the test-time views if any."""
+        if self.views() != (0,):
+            kinds = [spec.kind for spec in self.declaration().outputs]
+            return ViewScorer(self._embedder(), self.head(), self.views(), kinds).eval()
         return Scorer(self._embedder(), self.head()).eval()
 
     def host_search(self) -> IvfIndex | None:
@@ -319,11 +327,14 @@ class Model(ABC):
         """The declared outputs of a preprocessed ``(B, 3, H, W)`` batch, by name."""
         # Only the frozen network goes through the engine; the learned head stays in torch, so
         # its large buffers (Gaussians, memory bank) are held once.
+        views, declaration = self.views(), self.declaration()
+        if views != (0,):  # the same views and averaging as the exported graph (ViewScorer)
+            batch = expand(torch.from_numpy(batch), views).contiguous().numpy()
         features = self._runner()(batch)
         with torch.inference_mode():
-            out = self.head()(features)
+            out = combine(self.head()(features), views, [spec.kind for spec in declaration.outputs])
         values = (out,) if isinstance(out, torch.Tensor) else tuple(out)
-        names = self.declaration().output_names
+        names = declaration.output_names
         return {name: value.numpy() for name, value in zip(names, values, strict=True)}
 
     def _embedder(self) -> Embedder:

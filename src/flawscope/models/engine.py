@@ -33,6 +33,7 @@ def trace_to_onnx(
     opset: int = 17,
     channels: int = 3,
     input_name: str = "image",
+    batch: int = 2,
 ) -> bytes:
     """Trace ``module`` taking ``(B, channels, height, width)`` to ONNX bytes with a dynamic batch axis.
 
@@ -44,9 +45,11 @@ def trace_to_onnx(
         opset: ONNX opset.
         channels: input channels.
         input_name: the graph input's name.
+        batch: the example batch traced with (a multiple of the test-time views for a module
+            that regroups its batch by view, :class:`~flawscope.models.views.ViewHead`).
     """
     outputs = [output] if isinstance(output, str) else list(output)
-    example = torch.zeros(2, channels, height, width)
+    example = torch.zeros(batch, channels, height, width)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # The TorchScript exporter's notes on constant folding are about its internals, not ours.
         warnings.simplefilter("ignore", UserWarning)

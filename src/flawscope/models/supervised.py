@@ -44,6 +44,7 @@ from flawscope.models.registry import register
 from flawscope.models.station import fit_anomaly_head, load_anomaly_head, refit_anomaly_head
 from flawscope.models.supervised_targets import DEFECT, classes_for, pixel_targets, with_pasted
 from flawscope.models.training import TrainConfig, TrainLog
+from flawscope.models.views import check_canvas, view_set
 from flawscope.types import Prediction, Targets
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,10 @@ class SupervisedModel(Model):
             models with ``anomaly="padim"``) sums the head's defect log-odds, the anomaly map's
             peak and the defect map's peak, each standardised on the validation good parts;
             ``"auto"`` then has it among its candidates.
+        tta: test-time views whose outputs are averaged inside the graph
+            (:mod:`flawscope.models.views`): ``"none"``, ``"flips"`` (4 views) or ``"d4"`` (8, the
+            quarter turns too; square canvas). Fitting does not use them (validation choices
+            see the image as given); every prediction costs that many trunk passes.
     """
 
     segments: ClassVar[bool] = False
@@ -117,6 +122,7 @@ class SupervisedModel(Model):
             "finetune_epochs": 6,
             "finetune_lr": 3e-4,
             "finetune_patience": 0,
+            "tta": "none",
         }
 
     def check_params(self) -> None:  # noqa: D102
@@ -151,6 +157,7 @@ class SupervisedModel(Model):
             raise InputError(
                 "finetune_patience", f"must be a whole number >= 0, got {p['finetune_patience']!r}"
             )
+        check_canvas(view_set(p["tta"]), *(self.config.canvas or (32, 32)))
         if p["augment"] is not None and not isinstance(p["augment"], dict):
             raise InputError("augment", "must be a mapping of albumentations transform name to its arguments")
 
@@ -253,6 +260,8 @@ class SupervisedModel(Model):
         if validation_index is not None:
             val_idx = sorted(int(i) for i in validation_index)
             train_idx = [i for i in range(len(images)) if i not in set(val_idx)]
+        pre = self._make_preprocessing([images[i] for i in train_idx] or list(images))
+        check_canvas(self.views(), pre.height, pre.width)  # before any training time is spent
         images, targets, train_idx = self._with_pasted(images, targets, train_idx)
         tuned = self._finetune(images, targets, train_idx, val_idx, progress)
         bank = self.make_bank(images, targets, train_idx, progress)
@@ -296,6 +305,9 @@ class SupervisedModel(Model):
         self.trunk_tuned_ = True
         self.runner_ = None
         return done.to_dict()
+
+    def views(self) -> tuple[int, ...]:  # noqa: D102
+        return view_set(str(self.params["tta"]))
 
     def augment_spec(self) -> AugmentSpec:
         """The augmentation this model trains with (recorded in the manifest)."""
