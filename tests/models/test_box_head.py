@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from flawscope.models.box_head import BoxDecoder, box_targets, flip_targets, side_boxes
+from flawscope.models.box_head import BoxDecoder, box_targets, flip_targets, side_boxes, suppression
 
 STRIDE = 8
 
@@ -84,6 +84,34 @@ def test_decoder_pads_empty_rows_with_zeros():
     assert float(out[0, 0, 4]) > 0.9 and (out[0, 1:] == 0).all()
 
 
+def test_suppression_drops_a_lower_box_of_its_class_that_overlaps_a_higher_one():
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0],  # best
+                           [1.0, 0.0, 11.0, 10.0],  # IoU 0.82 with the best, same class: dropped
+                           [1.0, 0.0, 11.0, 10.0],  # the same box of another class: kept
+                           [0.0, 0.0, 10.0, 20.0],  # IoU 0.5 with the best: kept at 0.6
+                           [30.0, 30.0, 40.0, 40.0]]])  # fmt: skip
+    cls = torch.tensor([[0, 0, 1, 0, 0]])
+    assert suppression(boxes, cls, 0.6).tolist() == [[1.0, 0.0, 1.0, 1.0, 1.0]]
+    assert suppression(boxes, cls, 0.4).tolist() == [[1.0, 0.0, 1.0, 0.0, 1.0]]
+    # order matters: only an earlier (higher-scored) box drops a later one
+    assert suppression(boxes.flip(1), cls.flip(1), 0.6).tolist() == [[1.0, 1.0, 1.0, 1.0, 0.0]]
+
+
+def test_decoder_with_nms_zeroes_the_overlapping_peak_and_keeps_the_apart_one():
+    logits = torch.full((1, 1, 8, 8), -10.0)
+    logits[0, 0, 2, 2] = 2.0
+    logits[0, 0, 2, 4] = 1.0  # a peak two cells away: its 8-cell-wide box overlaps the first's
+    logits[0, 0, 6, 6] = 0.5  # farther: IoU 0.14
+    sides = torch.full((1, 4, 8, 8), float(np.log(4.0)))
+    fixed, features = _Fixed(logits, sides), torch.zeros(1, 3, 8, 8)
+    kept = BoxDecoder(fixed, STRIDE, 4, torch.tensor([1]), nms_iou=1.0)(features)  # type: ignore[arg-type]
+    nms = BoxDecoder(fixed, STRIDE, 4, torch.tensor([1]), nms_iou=0.5)(features)  # type: ignore[arg-type]
+    assert (kept[0, :3, 4] > 0.3).all()
+    assert float(nms[0, 0, 4]) == pytest.approx(float(kept[0, 0, 4]))
+    assert (nms[0, 1] == 0).all()  # IoU 0.6 with the best: dropped, its row zeroed
+    torch.testing.assert_close(nms[0, 2], kept[0, 2])
+
+
 def test_side_boxes_grow_with_the_logits():
     sides = torch.tensor([0.0, 0.0, float(np.log(3.0)), float(np.log(2.0))]).reshape(1, 4, 1, 1)
     box = side_boxes(sides, STRIDE)[0, :, 0, 0]
@@ -98,7 +126,7 @@ def test_decoding_in_onnx_runtime_gives_torch_s_boxes(tmp_path):
 
     torch.manual_seed(0)
     head = CenterBoxHead(24, 16, 3).eval()
-    decoder = BoxDecoder(head, STRIDE, 50, torch.tensor([1, 2, 3])).eval()
+    decoder = BoxDecoder(head, STRIDE, 50, torch.tensor([1, 2, 3]), nms_iou=0.6).eval()
     features = torch.randn(2, 24, 12, 16)
     path = tmp_path / "decoder.onnx"
     torch.onnx.export(decoder, (features,), str(path), input_names=["features"], output_names=["boxes"],

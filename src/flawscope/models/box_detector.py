@@ -104,6 +104,8 @@ class BoxDetector(SupervisedModel):
         box_patience: stop after this many epochs without a better validation mAP@0.5 (0: never).
         box_flips: flip feature maps and boxes at random while training.
         top_k: boxes the graph gives per image (highest confidence first).
+        box_nms: the graph drops a box whose IoU with a higher-scored box of its class is above
+            this (fast NMS, :func:`~flawscope.models.box_head.suppression`); 1.0 keeps all peaks.
     """
 
     task: ClassVar[Task] = Task.DETECT
@@ -120,7 +122,13 @@ class BoxDetector(SupervisedModel):
             "box_patience": 10,
             "box_flips": True,
             "top_k": 100,
+            "box_nms": 0.6,
         }
+
+    @classmethod
+    def saved_params(cls, params: dict[str, Any]) -> dict[str, Any]:  # noqa: D102
+        # Bundles saved before "box_nms" existed kept every peak (their ONNX graphs have no NMS).
+        return super().saved_params({"box_nms": 1.0} | params)
 
     def check_params(self) -> None:  # noqa: D102
         super().check_params()
@@ -130,6 +138,8 @@ class BoxDetector(SupervisedModel):
                 raise InputError(name, f"must be a whole number >= 1, got {p[name]!r}")
         if not isinstance(p["box_patience"], int) or p["box_patience"] < 0:
             raise InputError("box_patience", f"must be a whole number >= 0, got {p['box_patience']!r}")
+        if not 0.0 < float(p["box_nms"]) <= 1.0:
+            raise InputError("box_nms", f"must be in (0, 1], got {p['box_nms']!r}")
         if not float(p["box_lr"]) > 0:
             raise InputError("box_lr", f"must be > 0, got {p['box_lr']!r}")
 
@@ -197,7 +207,9 @@ class BoxDetector(SupervisedModel):
     def decoder(self) -> BoxDecoder:
         """The box head with its in-graph decoding."""
         index = torch.tensor([self.classes_.index(c) for c in self._box_classes()], dtype=torch.long)
-        return BoxDecoder(self.box_module_, STRIDE, int(self.params["top_k"]), index).eval()
+        return BoxDecoder(
+            self.box_module_, STRIDE, int(self.params["top_k"]), index, float(self.params["box_nms"])
+        ).eval()
 
     def head(self) -> nn.Module:  # noqa: D102
         if getattr(self, "head_", None) is None:

@@ -9,9 +9,10 @@ cells inside each box's Gaussian, weighted by it: every such cell learns the who
 trains faster on a few hundred images than regressing the size at the centre cell alone).
 
 Decoding (:class:`BoxDecoder`) is part of the exported graph: 3x3 max-pool peak extraction, the
-``top_k`` highest peaks over all classes, their boxes; so the torch-free runtime gives the same
-boxes as torch. Shapes: ``B`` images, ``C`` feature channels, ``K`` defect classes, ``h x w`` the
-stride-8 grid, ``N = top_k``.
+``top_k`` highest peaks over all classes, their boxes, and YOLACT's fast NMS among them (Bolya et
+al. 2019: a box is dropped when a higher-scored box of its class overlaps it above ``nms_iou``);
+so the torch-free runtime gives the same boxes as torch. Shapes: ``B`` images, ``C`` feature
+channels, ``K`` defect classes, ``h x w`` the stride-8 grid, ``N = top_k``.
 """
 
 from __future__ import annotations
@@ -107,15 +108,20 @@ class BoxDecoder(nn.Module):
         stride: canvas pixels per cell.
         top_k: boxes kept per image ``N``.
         class_index: ``(K,)`` index in the model's ``classes`` of each heatmap channel.
+        nms_iou: a box whose IoU with a higher-scored box of its class is above this is dropped
+            (its row zeroed); 1.0 keeps every peak.
     """
 
     class_index: torch.Tensor
 
-    def __init__(self, head: CenterBoxHead, stride: int, top_k: int, class_index: torch.Tensor):
+    def __init__(
+        self, head: CenterBoxHead, stride: int, top_k: int, class_index: torch.Tensor, nms_iou: float = 1.0
+    ):
         super().__init__()
         self.head = head
         self.stride = stride
         self.top_k = top_k
+        self.nms_iou = nms_iou
         self.register_buffer("class_index", class_index.float().clone())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -138,12 +144,33 @@ class BoxDecoder(nn.Module):
         cell = index - cls * (h * w)
         boxes = side_boxes(sides, self.stride).reshape(-1, 4, h * w)
         picked = torch.gather(boxes, 2, cell[:, None, :].expand(-1, 4, n)).transpose(1, 2)
+        if self.nms_iou < 1.0:
+            scores = scores * suppression(picked, cls, self.nms_iou)
         out = torch.cat([picked, scores[..., None], self.class_index[cls][..., None]], dim=2)
         if n < self.top_k:
             out = F.pad(out, (0, 0, 0, self.top_k - n))
         # Empty rows (no peak left) are zeros, so that which of several tied zeros topk picked
         # does not matter (torch and ONNX Runtime may pick differently).
         return out * (out[..., 4:5] > 0).to(out.dtype)
+
+
+def suppression(boxes: torch.Tensor, cls: torch.Tensor, iou: float) -> torch.Tensor:
+    """Fast NMS's keep mask ``(B, N)`` of ``(B, N, 4)`` boxes sorted by falling score, classes ``(B, N)``.
+
+    Unlike greedy NMS a dropped box still drops the boxes below it; it needs no loop, so the
+    exported graph has a fixed shape (Bolya et al. 2019, "YOLACT").
+    """
+    n = boxes.shape[1]
+    x0, y0, x1, y1 = boxes.unbind(dim=2)
+    iw = torch.minimum(x1[:, :, None], x1[:, None]) - torch.maximum(x0[:, :, None], x0[:, None])
+    ih = torch.minimum(y1[:, :, None], y1[:, None]) - torch.maximum(y0[:, :, None], y0[:, None])
+    inter = iw.clamp_min(0) * ih.clamp_min(0)
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    overlap = inter / (area[:, :, None] + area[:, None, :] - inter).clamp_min(1e-6)
+    # Only a higher-scored box (earlier row) of the same class can drop a box.
+    earlier = torch.ones(n, n).triu(1)
+    overlap = overlap * earlier * (cls[:, :, None] == cls[:, None, :]).to(overlap.dtype)
+    return (overlap.amax(dim=1) <= iou).to(boxes.dtype)
 
 
 def box_targets(
