@@ -81,7 +81,17 @@ def test_it_refuses_images_without_boxes():
         model.fit(images, Targets(tuple(("bright", "dark")[i % 2] for i in range(12))))
 
 
-@pytest.mark.parametrize(("field", "value"), [("box_epochs", 0), ("top_k", -1), ("box_lr", 0.0)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("box_epochs", 0), ("top_k", -1), ("box_lr", 0.0), ("box_nms", 0.0), ("box_nms", 1.5)],
+)
 def test_box_hyperparameters_name_the_field(field, value):
     with pytest.raises(InputError, match=field):
         get_model_class("box_detector")(**{field: value})
+
+
+def test_a_bundle_saved_before_box_nms_keeps_every_peak():
+    cls = get_model_class("box_detector")
+    assert cls.saved_params({"box_epochs": 40})["box_nms"] == 1.0  # its graph had no NMS
+    assert cls.saved_params({"box_nms": 0.6})["box_nms"] == 0.6
+    assert cls.default_params()["box_nms"] < 1.0
