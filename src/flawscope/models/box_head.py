@@ -144,6 +144,9 @@ class BoxDecoder(nn.Module):
         cell = index - cls * (h * w)
         boxes = side_boxes(sides, self.stride).reshape(-1, 4, h * w)
         picked = torch.gather(boxes, 2, cell[:, None, :].expand(-1, 4, n)).transpose(1, 2)
+        # Clipped to the canvas before the overlap test (the image's own edges are applied later).
+        canvas = torch.tensor([w, h, w, h], dtype=picked.dtype) * self.stride
+        picked = torch.minimum(picked.clamp_min(0.0), canvas)
         if self.nms_iou < 1.0:
             scores = scores * suppression(picked, cls, self.nms_iou)
         out = torch.cat([picked, scores[..., None], self.class_index[cls][..., None]], dim=2)
