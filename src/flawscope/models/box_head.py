@@ -148,7 +148,10 @@ class BoxDecoder(nn.Module):
         canvas = torch.tensor([w, h, w, h], dtype=picked.dtype) * self.stride
         picked = torch.minimum(picked.clamp_min(0.0), canvas)
         if self.nms_iou < 1.0:
-            scores = scores * suppression(picked, cls, self.nms_iou)
+            # Dropped boxes get confidence 0 and move behind the kept ones (best first, as declared).
+            scores, order = torch.topk(scores * suppression(picked, cls, self.nms_iou), n, dim=1)
+            picked = torch.gather(picked, 1, order[..., None].expand(-1, -1, 4))
+            cls = torch.gather(cls, 1, order)
         out = torch.cat([picked, scores[..., None], self.class_index[cls][..., None]], dim=2)
         if n < self.top_k:
             out = F.pad(out, (0, 0, 0, self.top_k - n))
