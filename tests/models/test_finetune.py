@@ -81,7 +81,7 @@ def test_full_fine_tuning_changes_the_stem(tiny_labelled):
     [
         ("classifier", {"finetune": "some"}, "finetune"),
         ("segmenter", {"finetune": "last"}, "implemented for the classifier"),
-        ("box_detector", {"finetune": "last"}, "implemented for the classifier"),
+        ("detector", {"finetune": "last"}, "implemented for the classifier"),
         ("classifier", {"finetune_epochs": 0}, "finetune_epochs"),
         ("classifier", {"finetune_lr": 0}, "finetune_lr"),
         ("classifier", {"finetune_patience": -1}, "finetune_patience"),

@@ -15,6 +15,7 @@ with a one-cycle schedule, and the state with the best mAP@0.5 on the validation
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import time
@@ -40,6 +41,8 @@ from flawscope.models.box_head import (
     giou_loss,
     side_boxes,
 )
+from flawscope.models.finetune import FinetuneConfig
+from flawscope.models.finetune_boxes import BoxTuning, finetune_for_boxes
 from flawscope.models.registry import register
 from flawscope.models.supervised import SupervisedModel
 from flawscope.models.training import choose_threads, torch_threads
@@ -111,6 +114,8 @@ class BoxDetector(SupervisedModel):
     task: ClassVar[Task] = Task.DETECT
     labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.IMAGE, LabelKind.BOX)
     from_boxes: ClassVar[bool] = True
+    tunable: ClassVar[bool] = True  # finetune="last": the stride-16 blocks learn with the box head
+    _tuned_head: CenterBoxHead | None = None  # set by fine-tuning, taken by fit_bank
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:  # noqa: D102
@@ -138,6 +143,10 @@ class BoxDetector(SupervisedModel):
                 raise InputError(name, f"must be a whole number >= 1, got {p[name]!r}")
         if not isinstance(p["box_patience"], int) or p["box_patience"] < 0:
             raise InputError("box_patience", f"must be a whole number >= 0, got {p['box_patience']!r}")
+        if p["finetune"] == "full":
+            raise InputError(
+                "finetune", "a box_detector tunes the trunk's stride-16 blocks: use 'last' or 'none'"
+            )
         if not 0.0 < float(p["box_nms"]) <= 1.0:
             raise InputError("box_nms", f"must be in (0, 1], got {p['box_nms']!r}")
         if not float(p["box_lr"]) > 0:
@@ -191,18 +200,53 @@ class BoxDetector(SupervisedModel):
                  for i in range(len(targets))]  # fmt: skip
         train_rows, val_rows = bank.rows(train_idx, views=False), bank.rows(val_idx, views=False)
         sample = bank.features[torch.from_numpy(train_rows[:: max(1, len(train_rows) // 256)])].float()
-        self.box_module_ = CenterBoxHead(
-            int(bank.features.shape[1]), int(self.params["box_width"]), len(classes),
-            sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3)),
-        )  # fmt: skip
-        box_log = train_box_head(self, bank, train_rows, val_rows, boxes, progress)
-        self.training_["box_log"] = box_log.to_dict()
+        tuned = getattr(self, "_tuned_head", None)
+        if tuned is not None and getattr(self, "trunk_tuned_", False):
+            # The head trained with the tuned trunk, at the epoch validation chose for both.
+            self.box_module_, self._tuned_head = tuned, None
+            self.training_["box_log"] = {"trained_with": "finetune", "seconds": 0.0}
+        else:
+            self.box_module_ = CenterBoxHead(
+                int(bank.features.shape[1]), int(self.params["box_width"]), len(classes),
+                sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3)),
+            )  # fmt: skip
+            self.training_["box_log"] = train_box_head(
+                self, bank, train_rows, val_rows, boxes, progress
+            ).to_dict()
         self.training_["augmentation"] = {
             **self.training_["augmentation"],
             "box_head": {"flips": bool(self.params["box_flips"]), "views": "clean views only"},
         }
         self.head_ = None
         return self
+
+    def _finetune(self, images: Sequence[np.ndarray], targets: Targets, train_idx: list[int],
+                  val_idx: list[int], progress: Progress | None) -> dict[str, Any] | None:  # fmt: skip
+        """``finetune="last"``: the stride-16 blocks learn with a box head (:mod:`.finetune_boxes`)."""
+        self.trunk_tuned_ = False
+        if self.params["finetune"] == "none":
+            return None
+        self.classes_ = self._classes_for(targets)
+        pre = self._make_preprocessing([images[i] for i in train_idx] or list(images))
+        classes = self._box_classes()
+        boxes = [canvas_boxes(targets.boxes[i] if targets.boxes else (), geometry_of(im.shape, pre), classes)
+                 for i, im in enumerate(images)]  # fmt: skip
+        if not any(boxes[i] for i in train_idx):
+            raise InputError("targets.boxes", f"a {self.name} model needs boxes on its training images")
+        p = self.params
+        config = FinetuneConfig("last", p["finetune_epochs"], float(p["finetune_lr"]), p["finetune_patience"],
+                                p["box_batch"], self.config.seed, p["threads"])  # fmt: skip
+        score = functools.partial(_canvas_map, classes)
+        tuning = BoxTuning(boxes, len(classes), int(p["box_width"]), float(p["box_lr"]), STRIDE,
+                           float(p["box_nms"]), bool(p["box_flips"]), score)  # fmt: skip
+        done, tuned = finetune_for_boxes(
+            self._embedder(), self.config.backbone, images, train_idx, val_idx, pre, config, tuning,
+            self.config.engine, progress,
+        )  # fmt: skip
+        self._tuned_head = tuned
+        self.trunk_tuned_ = True
+        self.runner_ = None
+        return done.to_dict()
 
     def decoder(self) -> BoxDecoder:
         """The box head with its in-graph decoding."""
@@ -230,6 +274,19 @@ class BoxDetector(SupervisedModel):
         self.box_module_.load_state_dict(box)
         self.box_module_.eval()
         self.head_ = None
+
+
+def _canvas_map(classes: Sequence[str], found: list[list[tuple[float, ...]]],
+                truth: list[list[CanvasBox]]) -> float:  # fmt: skip
+    """mAP@0.5 of canvas boxes ``(x0, y0, x1, y1, conf, k)`` against ``(x0, y0, x1, y1, k)``."""
+    from flawscope.data.outputs import MIN_BOX_CONFIDENCE
+    from flawscope.evaluate.supervised import detection_map
+
+    named = [[(d[0], d[1], d[2], d[3], d[4], classes[int(d[5])]) for d in dets if d[4] >= MIN_BOX_CONFIDENCE]
+             for dets in found]  # fmt: skip
+    true = [[(t[0], t[1], t[2], t[3], classes[t[4]]) for t in boxes] for boxes in truth]
+    value = detection_map(named, true, classes)["map"]
+    return float(value) if value is not None else 0.0
 
 
 def _validation_map(model: BoxDetector, bank: FeatureBank, rows: np.ndarray,

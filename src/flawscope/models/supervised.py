@@ -96,6 +96,8 @@ class SupervisedModel(Model):
     from_boxes: ClassVar[bool] = False
     binary: ClassVar[bool] = False
     default_synthetic: ClassVar[float] = 0.0
+    # Whether ``finetune`` may tune the trunk (its objective: image labels, or boxes for a box_detector).
+    tunable: ClassVar[bool] = False
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:  # noqa: D102
@@ -147,8 +149,11 @@ class SupervisedModel(Model):
             raise InputError("score", f"'map' needs a defect map, which a {self.name} model does not give")
         if p["finetune"] not in FINETUNE_MODES:
             raise InputError("finetune", f"must be one of {list(FINETUNE_MODES)}, got {p['finetune']!r}")
-        if p["finetune"] != "none" and self.task is not Task.CLASSIFY:
-            raise InputError("finetune", f"fine-tuning is implemented for the classifier, not a {self.name}")
+        if p["finetune"] != "none" and not self.tunable:
+            raise InputError(
+                "finetune",
+                f"fine-tuning is implemented for the classifier and box_detector, not a {self.name}",
+            )
         if not isinstance(p["finetune_epochs"], int) or p["finetune_epochs"] < 1:
             raise InputError("finetune_epochs", f"must be a whole number >= 1, got {p['finetune_epochs']!r}")
         if not 0.0 < float(p["finetune_lr"]) < 1.0:
@@ -541,6 +546,7 @@ class Classifier(SupervisedModel):
 
     task: ClassVar[Task] = Task.CLASSIFY
     labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.IMAGE,)
+    tunable: ClassVar[bool] = True
 
 
 @register("segmenter")
