@@ -95,3 +95,26 @@ def test_a_bundle_saved_before_box_nms_keeps_every_peak():
     assert cls.saved_params({"box_epochs": 40})["box_nms"] == 1.0  # its graph had no NMS
     assert cls.saved_params({"box_nms": 0.6})["box_nms"] == 0.6
     assert cls.default_params()["box_nms"] < 1.0
+
+
+def test_iou_aware_boxes_are_learnt_and_survive_save_load(tmp_path):
+    import torch
+
+    from flawscope.models.io import load_model, save_model
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    train, train_boxes = _scenes(rng, 40)
+    test, test_boxes = _scenes(rng, 12)
+    model = get_model_class("box_detector")(**PARAMS, box_quality=True)
+    model.fit(train, Targets(tuple(b[0][4] for b in train_boxes), (), tuple(train_boxes)))
+    assert "box.quality.weight" in model.state_tensors()
+    prediction = model.predict(test)
+    assert detection_map(prediction.boxes, test_boxes, model.classes_)["map"] >= 0.3
+    save_model(model, tmp_path / "b")
+    loaded, _ = load_model(tmp_path / "b")
+    again = loaded.predict(test).boxes
+    assert [len(b) for b in again] == [len(b) for b in prediction.boxes]
+    np.testing.assert_allclose(
+        [d[4] for b in again for d in b], [d[4] for b in prediction.boxes for d in b], atol=1e-6
+    )

@@ -7,7 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from flawscope.models.box_head import BoxDecoder, box_targets, flip_targets, side_boxes, suppression
+from flawscope.models.box_head import (
+    BoxDecoder,
+    box_targets,
+    flip_targets,
+    quality_loss,
+    side_boxes,
+    suppression,
+)
 
 STRIDE = 8
 
@@ -114,6 +121,46 @@ def test_decoder_with_nms_zeroes_the_overlapping_peak_and_keeps_the_apart_one():
     assert (torch.diff(nms[0, :, 4]) <= 0).all()  # best first, as the output is declared
 
 
+class _WithQuality(_Fixed):
+    def __init__(self, logits: torch.Tensor, sides: torch.Tensor, quality: torch.Tensor):
+        super().__init__(logits, sides)
+        self.q = quality
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (*super().forward(features), self.q.expand(len(features), -1, -1, -1))
+
+
+def test_quality_reorders_peaks_by_their_box_s_quality():
+    logits = torch.full((1, 1, 8, 8), -10.0)
+    logits[0, 0, 1, 1], logits[0, 0, 6, 6] = 2.0, 1.0  # the first peak is the stronger centre
+    quality = torch.zeros(1, 1, 8, 8)
+    quality[0, 0, 1, 1], quality[0, 0, 6, 6] = -3.0, 3.0  # but its box is judged poor
+    sides = torch.zeros(1, 4, 8, 8)
+    plain = BoxDecoder(_Fixed(logits, sides), STRIDE, 2, torch.tensor([1]))(torch.zeros(1, 3, 8, 8))  # type: ignore[arg-type]
+    aware = BoxDecoder(_WithQuality(logits, sides, quality), STRIDE, 2, torch.tensor([1]))(
+        torch.zeros(1, 3, 8, 8)
+    )  # type: ignore[arg-type]
+    assert float(plain[0, 0, 0]) < float(plain[0, 1, 0])  # centre order: the (1, 1) box first
+    torch.testing.assert_close(aware[0, 0, :4], plain[0, 1, :4])  # quality order: the (6, 6) box first
+    expected = torch.sigmoid(torch.tensor(1.0)) * torch.sigmoid(torch.tensor(3.0))
+    assert float(aware[0, 0, 4]) == pytest.approx(float(expected))
+
+
+def test_quality_loss_is_lowest_when_the_quality_says_the_box_s_iou():
+    target = torch.tensor([0.0, 0.0, 16.0, 16.0]).reshape(1, 4, 1, 1).expand(1, 4, 2, 2).clone()
+    pred = target.clone()
+    pred[:, 2:, 0, 0] = 8.0  # one cell's box covers a quarter of its target: IoU 0.25, the rest 1.0
+    weight = torch.ones(1, 2, 2)
+    iou = torch.tensor([[0.25, 1.0], [1.0, 1.0]]).reshape(1, 1, 2, 2)
+    right = quality_loss(torch.logit(iou.clamp(1e-4, 1 - 1e-4)), pred, target, weight)
+    for wrong in (
+        torch.zeros(1, 1, 2, 2),
+        torch.full((1, 1, 2, 2), 4.0),
+        -torch.logit(iou.clamp(1e-4, 1 - 1e-4)),
+    ):
+        assert float(quality_loss(wrong, pred, target, weight)) > float(right)
+
+
 def test_side_boxes_grow_with_the_logits():
     sides = torch.tensor([0.0, 0.0, float(np.log(3.0)), float(np.log(2.0))]).reshape(1, 4, 1, 1)
     box = side_boxes(sides, STRIDE)[0, :, 0, 0]
@@ -127,7 +174,7 @@ def test_decoding_in_onnx_runtime_gives_torch_s_boxes(tmp_path):
     from flawscope.models.box_head import CenterBoxHead
 
     torch.manual_seed(0)
-    head = CenterBoxHead(24, 16, 3).eval()
+    head = CenterBoxHead(24, 16, 3, quality=True).eval()
     decoder = BoxDecoder(head, STRIDE, 50, torch.tensor([1, 2, 3]), nms_iou=0.6).eval()
     features = torch.randn(2, 24, 12, 16)
     path = tmp_path / "decoder.onnx"

@@ -37,9 +37,7 @@ from flawscope.models.box_head import (
     CenterBoxHead,
     box_targets,
     flip_targets,
-    focal_loss,
-    giou_loss,
-    side_boxes,
+    head_loss,
 )
 from flawscope.models.finetune import FinetuneConfig
 from flawscope.models.finetune_boxes import BoxTuning, finetune_for_boxes
@@ -107,6 +105,8 @@ class BoxDetector(SupervisedModel):
         box_patience: stop after this many epochs without a better validation mAP@0.5 (0: never).
         box_flips: flip feature maps and boxes at random while training.
         top_k: boxes the graph gives per image (highest confidence first).
+        box_quality: a third head output learns each cell's box IoU; confidences are centre x
+            quality (:class:`~flawscope.models.box_head.CenterBoxHead`).
         box_nms: the graph drops a box whose IoU with a higher-scored box of its class is above
             this (fast NMS, :func:`~flawscope.models.box_head.suppression`); 1.0 keeps all peaks.
     """
@@ -128,12 +128,13 @@ class BoxDetector(SupervisedModel):
             "box_flips": True,
             "top_k": 100,
             "box_nms": 0.6,
+            "box_quality": False,
         }
 
     @classmethod
     def saved_params(cls, params: dict[str, Any]) -> dict[str, Any]:  # noqa: D102
         # Bundles saved before "box_nms" existed kept every peak (their ONNX graphs have no NMS).
-        return super().saved_params({"box_nms": 1.0} | params)
+        return super().saved_params({"box_nms": 1.0, "box_quality": False} | params)
 
     def check_params(self) -> None:  # noqa: D102
         super().check_params()
@@ -147,6 +148,8 @@ class BoxDetector(SupervisedModel):
             raise InputError(
                 "finetune", "a box_detector tunes the trunk's stride-16 blocks: use 'last' or 'none'"
             )
+        if not isinstance(p["box_quality"], bool):
+            raise InputError("box_quality", f"must be true or false, got {p['box_quality']!r}")
         if not 0.0 < float(p["box_nms"]) <= 1.0:
             raise InputError("box_nms", f"must be in (0, 1], got {p['box_nms']!r}")
         if not float(p["box_lr"]) > 0:
@@ -208,7 +211,7 @@ class BoxDetector(SupervisedModel):
         else:
             self.box_module_ = CenterBoxHead(
                 int(bank.features.shape[1]), int(self.params["box_width"]), len(classes),
-                sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3)),
+                sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3)), bool(self.params["box_quality"]),
             )  # fmt: skip
             self.training_["box_log"] = train_box_head(
                 self, bank, train_rows, val_rows, boxes, progress
@@ -238,7 +241,8 @@ class BoxDetector(SupervisedModel):
                                 p["box_batch"], self.config.seed, p["threads"])  # fmt: skip
         score = functools.partial(_canvas_map, classes)
         tuning = BoxTuning(boxes, len(classes), int(p["box_width"]), float(p["box_lr"]), STRIDE,
-                           float(p["box_nms"]), bool(p["box_flips"]), score)  # fmt: skip
+                           float(p["box_nms"]), bool(p["box_flips"]), score,
+                           bool(p["box_quality"]))  # fmt: skip
         done, tuned = finetune_for_boxes(
             self._embedder(), self.config.backbone, images, train_idx, val_idx, pre, config, tuning,
             self.config.engine, progress,
@@ -269,7 +273,10 @@ class BoxDetector(SupervisedModel):
         super().load_state_tensors({k: v for k, v in tensors.items() if not k.startswith("box.")})
         box = {k.removeprefix("box."): v for k, v in tensors.items() if k.startswith("box.")}
         self.box_module_ = CenterBoxHead(
-            int(box["mean"].shape[0]), int(self.params["box_width"]), len(self._box_classes())
+            int(box["mean"].shape[0]),
+            int(self.params["box_width"]),
+            len(self._box_classes()),
+            quality=bool(self.params["box_quality"]),
         )
         self.box_module_.load_state_dict(box)
         self.box_module_.eval()
@@ -371,8 +378,7 @@ def train_box_head(
                     if rng.random() < 0.5:
                         x = x.flip(-2)
                         t_heat, t_box, t_weight = flip_targets(t_heat, t_box, t_weight, h * STRIDE, -2)
-                logits, sides = head(x)
-                loss = focal_loss(logits, t_heat) + giou_loss(side_boxes(sides, STRIDE), t_box, t_weight)
+                loss = head_loss(head(x), t_heat, t_box, t_weight, STRIDE)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()

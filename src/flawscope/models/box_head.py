@@ -44,6 +44,9 @@ class CenterBoxHead(nn.Module):
         n_classes: defect classes ``K``.
         mean: ``(C,)`` feature means (standardisation, folded into the first convolution).
         std: ``(C,)`` feature standard deviations.
+        quality: also predict per cell the IoU of its box with the true one (``(B, 1, h, w)``
+            logits, a third output); the decoder ranks peaks by centre x quality (IoU-aware
+            scoring, as FCOS's centre-ness and VarifocalNet: a well-placed box outranks a poor one).
     """
 
     mean: torch.Tensor
@@ -56,6 +59,7 @@ class CenterBoxHead(nn.Module):
         n_classes: int,
         mean: torch.Tensor | None = None,
         std: torch.Tensor | None = None,
+        quality: bool = False,
     ):
         super().__init__()
         register_standardisation(self, channels, mean, std)
@@ -70,11 +74,12 @@ class CenterBoxHead(nn.Module):
         self.coarse = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
         self.heat = nn.Conv2d(width, n_classes, 1)
         self.sides = nn.Conv2d(width, 4, 1)
+        self.quality = nn.Conv2d(width, 1, 1) if quality else None
         assert self.heat.bias is not None and self.sides.bias is not None
         nn.init.constant_(self.heat.bias, HEAT_PRIOR)
         nn.init.constant_(self.sides.bias, 1.0)  # e^1 = 2.7 cells to each side at the start
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: D102
         weight = self.reduce.weight * self.inv_std[None, :, None, None]
         assert self.reduce.bias is not None
         bias = self.reduce.bias - (weight[:, :, 0, 0] * self.mean[None, :]).sum(dim=1)
@@ -82,7 +87,9 @@ class CenterBoxHead(nn.Module):
         x = self.body(x)
         coarse = self.coarse(F.avg_pool2d(x, 4, ceil_mode=True))
         x = x + F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.heat(x), self.sides(x)
+        if self.quality is None:
+            return self.heat(x), self.sides(x)
+        return self.heat(x), self.sides(x), self.quality(x)
 
 
 def cell_centres(h: int, w: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,8 +139,11 @@ class BoxDecoder(nn.Module):
             return self._decode(features)
 
     def _decode(self, features: torch.Tensor) -> torch.Tensor:
-        logits, sides = self.head(features)
+        out = self.head(features)
+        logits, sides = out[0], out[1]
         heat = torch.sigmoid(logits)
+        if len(out) > 2:  # IoU-aware: a peak's confidence is its centre score x its box's quality
+            heat = heat * torch.sigmoid(out[2])
         k, h, w = heat.shape[1:]
         # A peak is a cell no neighbour beats (CenterNet's max-pool NMS, no box overlap test).
         peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).to(heat.dtype)
@@ -234,14 +244,8 @@ def focal_loss(logits: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
     return (pos + neg) / centre.sum().clamp_min(1)
 
 
-def giou_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Weighted mean of ``1 - GIoU`` over cells: boxes ``(B, 4, h, w)``, weights ``(B, h, w)``."""
-    keep = weight > 0
-    if not bool(keep.any()):
-        return pred.sum() * 0.0
-    p = pred.permute(0, 2, 3, 1)[keep]
-    t = target.permute(0, 2, 3, 1)[keep]
-    wgt = weight[keep]
+def _aligned_iou(p: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """IoU and GIoU of ``(M, 4)`` box pairs."""
     iw = (torch.minimum(p[:, 2], t[:, 2]) - torch.maximum(p[:, 0], t[:, 0])).clamp_min(0)
     ih = (torch.minimum(p[:, 3], t[:, 3]) - torch.maximum(p[:, 1], t[:, 1])).clamp_min(0)
     inter = iw * ih
@@ -251,5 +255,43 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) ->
     hull = (torch.maximum(p[:, 2], t[:, 2]) - torch.minimum(p[:, 0], t[:, 0])) * (
         torch.maximum(p[:, 3], t[:, 3]) - torch.minimum(p[:, 1], t[:, 1])
     )
-    giou = inter / union.clamp_min(1e-6) - (hull - union) / hull.clamp_min(1e-6)
+    iou = inter / union.clamp_min(1e-6)
+    return iou, iou - (hull - union) / hull.clamp_min(1e-6)
+
+
+def giou_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of ``1 - GIoU`` over cells: boxes ``(B, 4, h, w)``, weights ``(B, h, w)``."""
+    keep = weight > 0
+    if not bool(keep.any()):
+        return pred.sum() * 0.0
+    p = pred.permute(0, 2, 3, 1)[keep]
+    t = target.permute(0, 2, 3, 1)[keep]
+    wgt = weight[keep]
+    _, giou = _aligned_iou(p, t)
     return ((1 - giou) * wgt).sum() / wgt.sum()
+
+
+def quality_loss(
+    logits: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Weighted BCE of ``(B, 1, h, w)`` quality logits against the IoU of each cell's box with its target.
+
+    The IoU is taken from the boxes without their gradient: the quality learns to judge the
+    sides, not to move them.
+    """
+    keep = weight > 0
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    iou, _ = _aligned_iou(pred.detach().permute(0, 2, 3, 1)[keep], target.permute(0, 2, 3, 1)[keep])
+    loss = F.binary_cross_entropy_with_logits(logits[:, 0][keep], iou.clamp(0, 1), reduction="none")
+    return (loss * weight[keep]).sum() / weight[keep].sum()
+
+
+def head_loss(out: Sequence[torch.Tensor], heat: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+              stride: int) -> torch.Tensor:  # fmt: skip
+    """The box head's training loss: centre focal loss, GIoU of the sides, and the quality's BCE if any."""
+    boxes = side_boxes(out[1], stride)
+    loss = focal_loss(out[0], heat) + giou_loss(boxes, target, weight)
+    if len(out) > 2:
+        loss = loss + quality_loss(out[2], boxes, target, weight)
+    return loss

@@ -28,9 +28,7 @@ from flawscope.models.box_head import (
     CenterBoxHead,
     box_targets,
     flip_targets,
-    focal_loss,
-    giou_loss,
-    side_boxes,
+    head_loss,
 )
 from flawscope.models.engine import make_runner
 from flawscope.models.finetune import (
@@ -89,6 +87,7 @@ class BoxTuning:
         nms_iou: the decoder's overlap suppression while choosing the epoch.
         flips: flip the stride-8 maps and the targets at random.
         score: ``(found, truth) -> mAP@0.5`` of per-image ``(x0, y0, x1, y1, conf, k)`` boxes.
+        quality: the head also learns each cell's box IoU (IoU-aware confidences).
     """
 
     boxes: Sequence[Sequence[CanvasBox]]
@@ -99,6 +98,7 @@ class BoxTuning:
     nms_iou: float
     flips: bool
     score: Callable[[list[list[tuple[float, ...]]], list[list[CanvasBox]]], float]
+    quality: bool = False
 
 
 def finetune_for_boxes(
@@ -144,7 +144,7 @@ def finetune_for_boxes(
     with torch_threads(threads), torch.no_grad():
         sample = features(cached[torch.as_tensor(train_idx[:: max(1, len(train_idx) // 256)])].float())
     head = CenterBoxHead(int(sample.shape[1]), tuning.width, tuning.n_classes,
-                         sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3)))  # fmt: skip
+                         sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3)), tuning.quality)  # fmt: skip
     h, w = int(sample.shape[2]), int(sample.shape[3])
     made = [box_targets(tuning.boxes[i], tuning.n_classes, h, w, tuning.stride) for i in train_idx]
     heat, target, weight = (torch.from_numpy(np.stack([m[j] for m in made])) for j in range(3))
@@ -182,10 +182,7 @@ def finetune_for_boxes(
                     if tuning.flips and rng.random() < 0.5:
                         x = x.flip(-2)
                         t_heat, t_box, t_weight = flip_targets(t_heat, t_box, t_weight, h * tuning.stride, -2)
-                    logits, sides = head(features(x))
-                    loss = focal_loss(logits, t_heat) + giou_loss(
-                        side_boxes(sides, tuning.stride), t_box, t_weight
-                    )
+                    loss = head_loss(head(features(x)), t_heat, t_box, t_weight, tuning.stride)
                     optimiser.zero_grad()
                     loss.backward()
                     optimiser.step()
