@@ -135,3 +135,56 @@ def test_a_feature_bank_alone_cannot_fine_tune(tiny_labelled):
     targets = Targets(tiny_labelled["classes"])
     with pytest.raises(InputError, match="fine-tuned by fit"):
         model.make_bank(tiny_labelled["images"], targets, list(range(len(targets))))
+
+
+def test_finetune_head_keep_uses_the_head_trained_with_the_trunk(tiny_labelled, monkeypatch, tmp_path):
+    import flawscope.models.supervised as supervised
+    from flawscope.models.io import load_model, save_model
+
+    heads = []
+
+    def recording(*args, **kwargs):
+        done = real(*args, **kwargs)
+        heads.append({k: v.clone() for k, v in done.head.state_dict().items()})
+        return done
+
+    real = supervised.finetune_trunk
+    monkeypatch.setattr(supervised, "finetune_trunk", recording)
+    model = get_model_class("classifier")(
+        **FAST, finetune="last", finetune_epochs=2, validation=0.25, finetune_head="keep"
+    )
+    model.fit(tiny_labelled["images"], Targets(tiny_labelled["classes"]))
+    kept = model.head_module_.state_dict()
+    assert heads and all(torch.equal(kept[k], v) for k, v in heads[0].items())
+    assert model.training_["log"]["epochs_run"] == 0  # no second head was trained
+    assert any("kept" in note for note in model.training_["log"]["notes"])
+    good = model.predict(tiny_labelled["good_test"]).scores
+    assert np.median(model.predict(tiny_labelled["bad"]).scores) > np.median(good)
+    save_model(model, tmp_path / "b")
+    loaded, _ = load_model(tmp_path / "b")
+    np.testing.assert_allclose(
+        loaded.predict(tiny_labelled["bad"]).scores, model.predict(tiny_labelled["bad"]).scores, atol=1e-6
+    )
+
+
+def test_finetune_head_best_keeps_the_better_head_on_validation(tiny_labelled):
+    model = get_model_class("classifier")(
+        **FAST, finetune="last", finetune_epochs=2, validation=0.25, finetune_head="best"
+    )
+    model.fit(tiny_labelled["images"], Targets(tiny_labelled["classes"]))
+    choice = model.training_["head_choice"]
+    other = "keep" if choice["chosen"] == "retrain" else "retrain"
+
+    def rank(name):
+        return choice[name]["validation_accuracy"], -choice[name]["validation_log_loss"]
+
+    assert rank(choice["chosen"]) >= rank(other)
+    assert (model.training_["log"]["epochs_run"] == 0) == (choice["chosen"] == "keep")
+
+
+def test_finetune_head_is_checked_and_means_nothing_for_a_frozen_trunk(tiny_labelled):
+    with pytest.raises(InputError, match="finetune_head"):
+        get_model_class("classifier")(finetune_head="both")
+    model = get_model_class("classifier")(**FAST, finetune_head="keep")  # frozen: a head is trained
+    model.fit(tiny_labelled["images"], Targets(tiny_labelled["classes"]))
+    assert model.training_["log"]["epochs_run"] > 0 and "head_choice" not in model.training_

@@ -21,6 +21,7 @@ Only the EfficientNet-Lite trunks can be fine-tuned (their blocks are what this 
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ class FinetuneConfig:
         batch_size: images per step.
         seed: seed of every random choice.
         threads: torch threads (``None``: 1 on a busy machine, else all cores).
+        width: the temporary head's decoder channels (the model's ``width``, so that the model
+            can keep it as its head: ``finetune_head``).
+        context: the temporary head's 3x3 convolutions and context branch (the model's ``context``).
     """
 
     mode: str = "last"
@@ -64,6 +68,8 @@ class FinetuneConfig:
     batch_size: int = 16
     seed: int = 0
     threads: int | None = None
+    width: int = 32
+    context: bool = True
 
 
 @dataclass
@@ -79,6 +85,8 @@ class FinetuneLog:
     validation_accuracy: list[float] = field(default_factory=list)
     cache_seconds: float = 0.0
     seconds: float = 0.0
+    # The temporary head of the epoch kept (on the tuned trunk's features); not in the manifest.
+    head: DefectHead | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
         return {
@@ -241,8 +249,9 @@ def finetune_trunk(
     with torch_threads(threads), torch.no_grad():
         sample = features(train_idx[: min(64, len(train_idx))])
     head = DefectHead(
-        sample.shape[1], 32, n_classes, 0, True, sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3))
-    )
+        sample.shape[1], config.width, n_classes, 0, config.context,
+        sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3)),
+    )  # fmt: skip
     prefixes = tuned_prefixes(trunk, config.mode)
     params = [p for name, p in trunk.named_parameters() if name.startswith(prefixes)]
     result.tuned_tensors = len(tuned_state(trunk, config.mode))
@@ -260,6 +269,7 @@ def finetune_trunk(
     )
     best: tuple[float, float] | None = None
     best_state = tuned_state(trunk, config.mode)
+    best_head = copy.deepcopy(head.state_dict())
     stale = 0
     trunk.eval()  # batch norm keeps its ImageNet statistics; only the weights learn
     try:
@@ -285,6 +295,7 @@ def finetune_trunk(
                 result.epochs_run = epoch
                 if not val_idx:
                     result.best_epoch, best_state = epoch, tuned_state(trunk, config.mode)
+                    best_head = copy.deepcopy(head.state_dict())
                     continue
                 accuracy, val_loss = _evaluate(head, features, val_idx, labels)
                 result.validation_accuracy.append(accuracy)
@@ -292,6 +303,7 @@ def finetune_trunk(
                 if best is None or (accuracy, -val_loss) > best:
                     best, stale = (accuracy, -val_loss), 0
                     result.best_epoch, best_state = epoch, tuned_state(trunk, config.mode)
+                    best_head = copy.deepcopy(head.state_dict())
                 else:
                     stale += 1
                     if config.patience and stale >= config.patience:
@@ -301,6 +313,8 @@ def finetune_trunk(
         for p in trunk.parameters():
             p.requires_grad_(False)
         trunk.eval()
+        head.load_state_dict(best_head)
+        result.head = head.eval()
     result.seconds = time.perf_counter() - start
     return result
 

@@ -44,6 +44,7 @@ from flawscope.models.registry import register
 from flawscope.models.station import fit_anomaly_head, load_anomaly_head, refit_anomaly_head
 from flawscope.models.supervised_targets import DEFECT, classes_for, pixel_targets, with_pasted
 from flawscope.models.training import TrainConfig, TrainLog
+from flawscope.models.tuned_head import HEAD_CHOICES, choose_head
 from flawscope.models.views import check_canvas, view_set
 from flawscope.types import Prediction, Targets
 
@@ -86,6 +87,9 @@ class SupervisedModel(Model):
             models with ``anomaly="padim"``) sums the head's defect log-odds, the anomaly map's
             peak and the defect map's peak, each standardised on the validation good parts;
             ``"auto"`` then has it among its candidates.
+        finetune_head: after fine-tuning, ``"retrain"`` a head on the tuned features, ``"keep"``
+            the head trained with the trunk, or keep the ``"best"`` of both on the validation
+            images (:mod:`flawscope.models.tuned_head`).
         tta: test-time views whose outputs are averaged inside the graph
             (:mod:`flawscope.models.views`): ``"none"``, ``"flips"`` (4 views) or ``"d4"`` (8, the
             quarter turns too; square canvas). Fitting does not use them (validation choices
@@ -125,6 +129,7 @@ class SupervisedModel(Model):
             "finetune_lr": 3e-4,
             "finetune_patience": 0,
             "tta": "none",
+            "finetune_head": "retrain",
         }
 
     def check_params(self) -> None:  # noqa: D102
@@ -163,6 +168,10 @@ class SupervisedModel(Model):
                 "finetune_patience", f"must be a whole number >= 0, got {p['finetune_patience']!r}"
             )
         check_canvas(view_set(p["tta"]), *(self.config.canvas or (32, 32)))
+        if p["finetune_head"] not in HEAD_CHOICES:
+            raise InputError(
+                "finetune_head", f"must be one of {list(HEAD_CHOICES)}, got {p['finetune_head']!r}"
+            )
         if p["augment"] is not None and not isinstance(p["augment"], dict):
             raise InputError("augment", "must be a mapping of albumentations transform name to its arguments")
 
@@ -293,6 +302,7 @@ class SupervisedModel(Model):
                   val_idx: list[int], progress: Progress | None) -> dict[str, Any] | None:  # fmt: skip
         """``finetune`` != ``"none"``: tune the trunk in place (:mod:`flawscope.models.finetune`)."""
         self.trunk_tuned_ = False
+        self._tuned_head: nn.Module | None = None
         mode = self.params["finetune"]
         if mode == "none":
             return None
@@ -301,7 +311,8 @@ class SupervisedModel(Model):
         labels = np.array([self._image_class(c) for c in targets.classes])
         p = self.params
         config = FinetuneConfig(mode, p["finetune_epochs"], float(p["finetune_lr"]), p["finetune_patience"],
-                                seed=self.config.seed, threads=p["threads"])  # fmt: skip
+                                seed=self.config.seed, threads=p["threads"], width=int(p["width"]),
+                                context=bool(p["context"]))  # fmt: skip
         spec = self.augment_spec()
         done = finetune_trunk(
             self._embedder(), self.config.backbone, images, labels, train_idx, val_idx, pre,
@@ -309,6 +320,7 @@ class SupervisedModel(Model):
         )  # fmt: skip
         self.trunk_tuned_ = True
         self.runner_ = None
+        self._tuned_head = done.head
         return done.to_dict()
 
     def views(self) -> tuple[int, ...]:  # noqa: D102
@@ -384,10 +396,17 @@ class SupervisedModel(Model):
         synthetic = self._image_class(DEFECT) if self.binary and float(p["synthetic"]) > 0 else None
         self.head_module_: nn.Module
         train_log: TrainLog
-        self.head_module_, train_log = train_ensemble(
-            lambda: DefectHead(*shape, bool(p["context"]), mean, std), int(p["ensemble"]),
-            bank, train_rows, val_rows, labels, config, synthetic, progress,
-        )  # fmt: skip
+        kept = getattr(self, "_tuned_head", None)
+        head_mode = p["finetune_head"] if kept is not None else "retrain"
+        retrained = None
+        if head_mode != "keep":
+            retrained = train_ensemble(
+                lambda: DefectHead(*shape, bool(p["context"]), mean, std), int(p["ensemble"]),
+                bank, train_rows, val_rows, labels, config, synthetic, progress,
+            )  # fmt: skip
+        self.head_module_, train_log, head_choice = choose_head(
+            head_mode, retrained, kept, bank, val_rows, labels
+        )
         self.temperature_ = float(train_log.temperature)
         self.anomaly_: Any = None
         if p["anomaly"] == "padim":
@@ -418,6 +437,8 @@ class SupervisedModel(Model):
             "augmentation": self.augment_spec().to_dict(),
             "notes": [*getattr(self, "_paste_notes", []), *self._score_notes],
         }
+        if head_choice is not None:
+            self.training_["head_choice"] = head_choice
         return self
 
     def _choose_score(self, bank: FeatureBank, val_rows: np.ndarray, labels: np.ndarray) -> str:
