@@ -77,3 +77,15 @@ def test_a_fused_score_runs_in_the_graph_and_survives_export(tiny_labelled, tmp_
     export_bundle(tmp_path / "b", tmp_path / "d")
     runtime = Inspector.load(tmp_path / "d", allow_unsigned=True).score_many(images)
     np.testing.assert_allclose(runtime.scores, prediction.scores, atol=1e-3)
+
+
+def test_a_bundle_trained_with_its_own_augmentation_loads(tiny_labelled, tmp_path):
+    from flawscope.models.io import load_model, save_model
+
+    augment = {"HorizontalFlip": {"p": 0.5}, "RandomRotate90": {"p": 1.0}}
+    model = get_model_class("classifier")(**{**FAST, "views": 1, "epochs": 2}, augment=augment)
+    model.fit(tiny_labelled["images"], Targets(tiny_labelled["classes"]))
+    save_model(model, tmp_path / "b")
+    loaded, bundle = load_model(tmp_path / "b")  # the manifest gives the mapping back read-only
+    assert dict(bundle.manifest.model.hyperparameters["augment"]) == augment
+    assert loaded.augment_spec().to_dict() == model.augment_spec().to_dict()

@@ -21,7 +21,7 @@ then runs the trunk once for both (its verdict sends unknown-looking parts to re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -132,6 +132,14 @@ class SupervisedModel(Model):
             "finetune_head": "retrain",
         }
 
+    @classmethod
+    def saved_params(cls, params: dict[str, Any]) -> dict[str, Any]:  # noqa: D102
+        # The manifest gives nested mappings back read-only; albumentations' arguments are copied.
+        def thaw(value: Any) -> Any:
+            return {k: thaw(v) for k, v in value.items()} if isinstance(value, Mapping) else value
+
+        return params | {"augment": thaw(params["augment"])} if "augment" in params else params
+
     def check_params(self) -> None:  # noqa: D102
         p = self.params
         for name in ("width", "epochs", "train_batch", "smooth", "ensemble"):
@@ -172,7 +180,7 @@ class SupervisedModel(Model):
             raise InputError(
                 "finetune_head", f"must be one of {list(HEAD_CHOICES)}, got {p['finetune_head']!r}"
             )
-        if p["augment"] is not None and not isinstance(p["augment"], dict):
+        if p["augment"] is not None and not isinstance(p["augment"], Mapping):
             raise InputError("augment", "must be a mapping of albumentations transform name to its arguments")
 
     # --- declaration -----------------------------------------------------------------------
