@@ -188,8 +188,10 @@ def finetune_for_boxes(
                     optimiser.step()
                     schedule.step()
                     total += float(loss.detach())
-                    if progress is not None:
+                    if progress is not None and step + 1 < steps:
                         progress(f"fine-tuning epoch {epoch}", step + 1, steps)
+                if progress is not None:  # also when the last, one-image batch was skipped
+                    progress(f"fine-tuning epoch {epoch}", steps, steps)
                 result.train_loss.append(total / steps)
                 result.epochs_run = epoch
                 head.eval()
