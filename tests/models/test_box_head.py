@@ -142,7 +142,7 @@ def test_quality_reorders_peaks_by_their_box_s_quality():
     )  # type: ignore[arg-type]
     assert float(plain[0, 0, 0]) < float(plain[0, 1, 0])  # centre order: the (1, 1) box first
     torch.testing.assert_close(aware[0, 0, :4], plain[0, 1, :4])  # quality order: the (6, 6) box first
-    expected = torch.sigmoid(torch.tensor(1.0)) * torch.sigmoid(torch.tensor(3.0))
+    expected = torch.sqrt(torch.sigmoid(torch.tensor(1.0)) * torch.sigmoid(torch.tensor(3.0)))
     assert float(aware[0, 0, 4]) == pytest.approx(float(expected))
 
 

@@ -76,8 +76,8 @@ class BoxDetector(SupervisedModel):
         box_patience: stop after this many epochs without a better validation mAP@0.5 (0: never).
         box_flips: flip feature maps and boxes at random while training.
         top_k: boxes the graph gives per image (highest confidence first).
-        box_quality: a third head output learns each cell's box IoU; confidences are centre x
-            quality (:class:`~flawscope.models.box_head.CenterBoxHead`).
+        box_quality: a third head output learns each cell's box IoU; a box's confidence is the
+            geometric mean of centre and quality (:class:`~flawscope.models.box_head.CenterBoxHead`).
         box_nms: the graph drops a box whose IoU with a higher-scored box of its class is above
             this (fast NMS, :func:`~flawscope.models.box_head.suppression`); 1.0 keeps all peaks.
     """

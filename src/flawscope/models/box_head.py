@@ -45,8 +45,9 @@ class CenterBoxHead(nn.Module):
         mean: ``(C,)`` feature means (standardisation, folded into the first convolution).
         std: ``(C,)`` feature standard deviations.
         quality: also predict per cell the IoU of its box with the true one (``(B, 1, h, w)``
-            logits, a third output); the decoder ranks peaks by centre x quality (IoU-aware
-            scoring, as FCOS's centre-ness and VarifocalNet: a well-placed box outranks a poor one).
+            logits, a third output); the decoder's confidence is the geometric mean of centre
+            and quality (IoU-aware scoring, as FCOS's centre-ness and VarifocalNet: a well-placed
+            box outranks a poorly placed one).
     """
 
     mean: torch.Tensor
@@ -142,8 +143,10 @@ class BoxDecoder(nn.Module):
         out = self.head(features)
         logits, sides = out[0], out[1]
         heat = torch.sigmoid(logits)
-        if len(out) > 2:  # IoU-aware: a peak's confidence is its centre score x its box's quality
-            heat = heat * torch.sigmoid(out[2])
+        if len(out) > 2:
+            # IoU-aware: peaks ranked by centre score x box quality; the geometric mean keeps the
+            # confidences on the centre score's scale (the verdict's box level reads them).
+            heat = torch.sqrt(heat * torch.sigmoid(out[2]))
         k, h, w = heat.shape[1:]
         # A peak is a cell no neighbour beats (CenterNet's max-pool NMS, no box overlap test).
         peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).to(heat.dtype)
