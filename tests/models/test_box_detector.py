@@ -95,6 +95,8 @@ def test_a_bundle_saved_before_box_nms_keeps_every_peak():
     assert cls.saved_params({"box_epochs": 40})["box_nms"] == 1.0  # its graph had no NMS
     assert cls.saved_params({"box_nms": 0.6})["box_nms"] == 0.6
     assert cls.default_params()["box_nms"] < 1.0
+    assert cls.saved_params({})["box_quality"] is False  # nor a quality output
+    assert cls.default_params()["box_quality"] is True
 
 
 def test_iou_aware_boxes_are_learnt_and_survive_save_load(tmp_path):
@@ -106,7 +108,7 @@ def test_iou_aware_boxes_are_learnt_and_survive_save_load(tmp_path):
     rng = np.random.default_rng(0)
     train, train_boxes = _scenes(rng, 40)
     test, test_boxes = _scenes(rng, 12)
-    model = get_model_class("box_detector")(**PARAMS, box_quality=True)
+    model = get_model_class("box_detector")(**PARAMS)  # box_quality by default
     model.fit(train, Targets(tuple(b[0][4] for b in train_boxes), (), tuple(train_boxes)))
     assert "box.quality.weight" in model.state_tensors()
     prediction = model.predict(test)

@@ -99,7 +99,7 @@ class BoxDetector(SupervisedModel):
             "box_flips": True,
             "top_k": 100,
             "box_nms": 0.6,
-            "box_quality": False,
+            "box_quality": True,
         }
 
     @classmethod
