@@ -86,7 +86,7 @@ class BoxDetector(SupervisedModel):
     labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.IMAGE, LabelKind.BOX)
     from_boxes: ClassVar[bool] = True
     tunable: ClassVar[bool] = True  # finetune="last": the stride-16 blocks learn with the box head
-    _tuned_head: CenterBoxHead | None = None  # set by fine-tuning, taken by fit_bank
+    _tuned_box_head: CenterBoxHead | None = None  # set by fine-tuning, taken by fit_bank
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:  # noqa: D102
@@ -174,10 +174,10 @@ class BoxDetector(SupervisedModel):
                  for i in range(len(targets))]  # fmt: skip
         train_rows, val_rows = bank.rows(train_idx, views=False), bank.rows(val_idx, views=False)
         sample = bank.features[torch.from_numpy(train_rows[:: max(1, len(train_rows) // 256)])].float()
-        tuned = getattr(self, "_tuned_head", None)
+        tuned = getattr(self, "_tuned_box_head", None)
         if tuned is not None and getattr(self, "trunk_tuned_", False):
             # The head trained with the tuned trunk, at the epoch validation chose for both.
-            self.box_module_, self._tuned_head = tuned, None
+            self.box_module_, self._tuned_box_head = tuned, None
             self.training_["box_log"] = {"trained_with": "finetune", "seconds": 0.0}
         else:
             self.box_module_ = CenterBoxHead(
@@ -218,7 +218,7 @@ class BoxDetector(SupervisedModel):
             self._embedder(), self.config.backbone, images, train_idx, val_idx, pre, config, tuning,
             self.config.engine, progress,
         )  # fmt: skip
-        self._tuned_head = tuned
+        self._tuned_box_head = tuned
         self.trunk_tuned_ = True
         self.runner_ = None
         return done.to_dict()
