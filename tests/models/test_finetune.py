@@ -188,3 +188,11 @@ def test_finetune_head_is_checked_and_means_nothing_for_a_frozen_trunk(tiny_labe
     model = get_model_class("classifier")(**FAST, finetune_head="keep")  # frozen: a head is trained
     model.fit(tiny_labelled["images"], Targets(tiny_labelled["classes"]))
     assert model.training_["log"]["epochs_run"] > 0 and "head_choice" not in model.training_
+
+
+def test_by_default_the_head_is_chosen_on_validation_and_older_bundles_read_as_retrained(tuned):
+    choice = tuned.training_["head_choice"]  # the fixture keeps every finetune_head default
+    assert choice["chosen"] in ("retrain", "keep") and set(choice) == {"chosen", "retrain", "keep"}
+    cls = type(tuned)
+    assert cls.saved_params({"finetune": "last"})["finetune_head"] == "retrain"  # saved before it existed
+    assert cls.saved_params({"finetune_head": "keep"})["finetune_head"] == "keep"

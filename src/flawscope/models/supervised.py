@@ -89,7 +89,7 @@ class SupervisedModel(Model):
             ``"auto"`` then has it among its candidates.
         finetune_head: after fine-tuning, ``"retrain"`` a head on the tuned features, ``"keep"``
             the head trained with the trunk, or keep the ``"best"`` of both on the validation
-            images (:mod:`flawscope.models.tuned_head`).
+            images (the default; :mod:`flawscope.models.tuned_head`).
         tta: test-time views whose outputs are averaged inside the graph
             (:mod:`flawscope.models.views`): ``"none"``, ``"flips"`` (4 views) or ``"d4"`` (8, the
             quarter turns too; square canvas). Fitting does not use them (validation choices
@@ -129,7 +129,7 @@ class SupervisedModel(Model):
             "finetune_lr": 3e-4,
             "finetune_patience": 0,
             "tta": "none",
-            "finetune_head": "retrain",
+            "finetune_head": "best",
         }
 
     @classmethod
@@ -138,6 +138,8 @@ class SupervisedModel(Model):
         def thaw(value: Any) -> Any:
             return {k: thaw(v) for k, v in value.items()} if isinstance(value, Mapping) else value
 
+        # Bundles from before finetune_head retrained the head after fine-tuning.
+        params = {"finetune_head": "retrain"} | params
         return params | {"augment": thaw(params["augment"])} if "augment" in params else params
 
     def check_params(self) -> None:  # noqa: D102
