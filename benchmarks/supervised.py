@@ -86,6 +86,24 @@ def recall_at_frr(scores: np.ndarray, labels: np.ndarray, frr: float = 0.01) -> 
     return float(evaluate_scores(scores, labels, types, frr=frr).overall.recall_at_frr or 0.0)
 
 
+def bank_key(model: Any) -> str:
+    """A short hash of what changes a feature bank: the trunk, the canvas, the augmented views.
+
+    Cached banks are named by it, so a run with another backbone, canvas or ``views`` extracts
+    its own features instead of reading another configuration's.
+    """
+    import dataclasses
+    import hashlib
+
+    config = dataclasses.asdict(model.config)
+    for ignored in ("engine", "batch_size", "score_area"):  # same features either way
+        config.pop(ignored, None)
+    spec = model.augment_spec().to_dict()
+    text = json.dumps({"config": config, "augment": spec, "finetune": model.params.get("finetune")},
+                      sort_keys=True, default=str)  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
 def run_dataset(
     name: str, task: str, cache: Path | None, extra: dict[str, Any], save: Path | None = None
 ) -> dict[str, Any]:
@@ -104,7 +122,7 @@ def run_dataset(
     base = cls(**params)
     read_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    cache_file = cache / f"{name}-{task}-bank.safetensors" if cache else None
+    cache_file = cache / f"{name}-{task}-{bank_key(base)}-bank.safetensors" if cache else None
     everything = list(range(len(images)))
     if cache_file is not None and cache_file.is_file():
         bank = FeatureBank.load(cache_file)
@@ -263,6 +281,7 @@ def main() -> None:
         "defect-type acc",
         "ECE",
         "mAP@0.5",
+        "val pAUROC@5%",
         "fold fit s",
         "extract s",
         "total s",
@@ -284,6 +303,7 @@ def main() -> None:
                     _fmt(r.get("defect_type_accuracy"), 4),
                     _fmt(cat.get("ece")),
                     _fmt((r.get("detection") or {}).get("map")),
+                    _fmt(r.get("validation_pauroc_mean"), 4),
                     "/".join(str(f["fit_seconds"]) for f in r["per_fold"]),
                     _fmt(r["extract_seconds"], 0),
                     _fmt(r["total_seconds"], 0),

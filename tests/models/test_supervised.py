@@ -89,3 +89,17 @@ def test_a_bundle_trained_with_its_own_augmentation_loads(tiny_labelled, tmp_pat
     loaded, bundle = load_model(tmp_path / "b")  # the manifest gives the mapping back read-only
     assert dict(bundle.manifest.model.hyperparameters["augment"]) == augment
     assert loaded.augment_spec().to_dict() == model.augment_spec().to_dict()
+
+
+def test_the_segmenters_good_weight_default_and_older_bundles_keep_theirs():
+    seg, clf = get_model_class("segmenter"), get_model_class("classifier")
+    assert seg().params["good_weight"] == 16.0 and clf().params["good_weight"] == 1.0
+    old = {k: v for k, v in seg().hyperparameters().items() if k != "good_weight"}
+    assert seg(**seg.saved_params(old)).params["good_weight"] == 1.0  # trained before it existed
+    assert seg.saved_params({**old, "good_weight": 4.0})["good_weight"] == 4.0
+    import pytest
+
+    from flawscope.errors import InputError
+
+    with pytest.raises(InputError, match="good_weight"):
+        seg(good_weight=0)

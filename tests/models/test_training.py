@@ -106,3 +106,29 @@ def test_no_early_stop_in_the_warm_up_even_when_the_first_epoch_was_best():
     config = TrainConfig(20, 4, 5.0, 0.0, 1, 1.0, 0.0, True, 0, 1)
     log = train_head(DefectHead(8, 8, 2, 0, False), bank, train, val, labels, config)
     assert log.epochs_run > 6  # the warm-up is the first 6 of 20 epochs
+
+
+def test_a_heavier_good_class_makes_the_head_surer_of_good_parts():
+    # Overlapping classes: how much the loss counts the good parts moves where the head settles.
+    rng = np.random.default_rng(3)
+    n = 96
+    labels = np.array([i % 4 == 0 for i in range(n)], dtype=np.int64)
+    features = rng.normal(size=(n, 8, 4, 4)).astype(np.float32)
+    features[labels == 1, 0] += 1.0
+    bank = FeatureBank(
+        torch.from_numpy(features).half(),
+        torch.ones(n, 4, 4, dtype=torch.bool),
+        torch.zeros(n, 4, 4, dtype=torch.int16),
+        np.arange(n),
+        np.zeros(n, dtype=np.int64),
+    )
+    train = np.arange(n)
+    p_good = []
+    for weight in (1.0, 8.0):
+        head = DefectHead(8, 8, 2, 0, False)
+        config = TrainConfig(8, 8, 1e-2, 0.0, 0, 1.0, 0.0, True, 0, 1, good_class=0, good_weight=weight)
+        train_head(head, bank, train, train[:0], labels, config)
+        with torch.no_grad():
+            _, logits = head(bank.features[torch.from_numpy(train)].float())
+        p_good.append(float(torch.softmax(logits, 1)[torch.from_numpy(labels == 0), 0].mean()))
+    assert p_good[1] > p_good[0] + 0.05

@@ -113,13 +113,18 @@ def cross_validate(
                     if pred.boxes
                     else boxes_from_regions(pred.maps[j], pred.class_maps[j], model.classes_)
                 )
-        # A station's operating point: thresholds calibrated on this fold's validation good parts.
-        val_good = [i for i in split.validation if labels[i] == 0]
+        # The fold's validation images: a criterion to choose configurations by (never the test
+        # folds), and a station's operating point (thresholds calibrated on the validation good parts).
+        val = list(split.validation)
+        vscores = (
+            model.predict_bank(bank, bank.rows(val, views=False), [geometries[i] for i in val]).scores
+            if val
+            else np.zeros(0)
+        )
+        validation = validation_metrics(vscores, labels[val])
+        val_good = vscores[labels[val] == 0]
         if len(val_good) >= 10 and "good" in model.classes_:
-            vpred = model.predict_bank(
-                bank, bank.rows(val_good, views=False), [geometries[i] for i in val_good]
-            )
-            cal = calibrate(vpred.scores, target_frr=0.01, require_bound=False)
+            cal = calibrate(val_good, target_frr=0.01, require_bound=False)
             pooled["calibrated"][test] = outcomes(decide_many(pred, cal.thresholds, regions=False))
         log_ = model.training_["log"]
         box_log = model.training_.get("box_log")
@@ -139,6 +144,7 @@ def cross_validate(
                 "best_epoch": log_["best_epoch"],
                 "temperature": log_["temperature"],
                 "ece_validation_after": log_["ece_after"],
+                **validation,
                 **({"box_head": box_log} if box_log else {}),
             }
         )
@@ -152,6 +158,7 @@ def cross_validate(
         )
         del model
     n_views = int(bank.view.max()) + 1
+    criteria = [r["validation_pauroc"] for r in fold_rows if r.get("validation_pauroc") is not None]
     tested = np.flatnonzero(~np.isnan(pooled["score"]))
     y, s = labels[tested], pooled["score"][tested]
     result: dict[str, Any] = {
@@ -165,6 +172,7 @@ def cross_validate(
         "extract_seconds": round(extract_seconds, 1),
         "per_fold": fold_rows,
         "canvas": [pre.height, pre.width],
+        "validation_pauroc_mean": float(np.mean(criteria)) if criteria else None,
     }
     classes = list(base.classes_)
     if 0 < y.sum() < len(y):
@@ -235,6 +243,29 @@ def cross_validate(
     return result
 
 
+def validation_metrics(scores: np.ndarray, defective: np.ndarray, max_fpr: float = 0.05) -> dict[str, Any]:
+    """How well a fold's validation images rank: the criterion configurations are chosen by.
+
+    Args:
+        scores: ``(N,)`` image scores of the fold's validation images.
+        defective: ``(N,)`` 1 for a defective image, 0 for a good one.
+        max_fpr: the partial AUROC's false-reject limit.
+
+    Returns:
+        ``validation_pauroc``: the standardised partial AUROC up to ``max_fpr`` (McClish; 0.5 is
+        chance, 1 perfect), ``None`` with one class only; ``validation_recall_above_good``: the
+        share of validation defects scoring above every validation good part.
+    """
+    y = np.asarray(defective).astype(int)
+    s = np.asarray(scores, dtype=np.float64)
+    if len(y) == 0 or y.min() == y.max():
+        return {"validation_pauroc": None, "validation_recall_above_good": None}
+    return {
+        "validation_pauroc": float(roc_auc_score(y, s, max_fpr=max_fpr)),
+        "validation_recall_above_good": float((s[y == 1] > s[y == 0].max()).mean()),
+    }
+
+
 def cross_validate_bundle(
     bundle_path: str | os.PathLike[str],
     data: str | os.PathLike[str],
@@ -272,7 +303,7 @@ def cross_validate_bundle(
     loaded = read_labelled(labelled.samples, masks=bool(getattr(cls, "segments", False)))
     if loaded.skipped:
         raise InputError(loaded.skipped[0][0], f"cannot be read for cross-validation: {loaded.skipped[0][1]}")
-    base = cls(**manifest.model.hyperparameters)
+    base = cls(**cls.saved_params(dict(manifest.model.hyperparameters)))
     assert isinstance(base, SupervisedModel)
     start = time.perf_counter()
     bank = base.make_bank(loaded.images, loaded.targets, list(range(len(loaded.images))), progress)

@@ -86,7 +86,11 @@ def candidate_params(
     what the shared trunk needs (backbone, canvas, resize mode, pooling, seed). The trained head
     is an ensemble of at least :data:`RETRAIN_DEFAULTS` unless ``extra`` says otherwise.
     """
+    from flawscope.models.registry import MODELS
+
     base = dict(manifest.model.hyperparameters)
+    if manifest.model.name in MODELS:  # a bundle from before a newer default keeps its old value
+        base = MODELS[manifest.model.name].saved_params(base)
     if base_task == str(task):
         params = base
     else:

@@ -31,6 +31,7 @@ from flawscope.models.training import (
     calibrate_head,
     loss_weights,
     train_head,
+    weigh_good,
 )
 
 
@@ -123,6 +124,7 @@ def train_ensemble(
     )
     out.members = [log.to_dict() for log in logs]
     class_weights, seg_weights = loss_weights(heads[0], bank, train_rows, labels, synthetic_class)
+    class_weights = weigh_good(class_weights, config)
     calibrate_head(
         ensemble, bank, validation_rows, labels, class_weights, seg_weights, config.seg_weight, out
     )

@@ -60,6 +60,9 @@ class TrainConfig:
         smooth: early stopping and the choice of the kept state judge the validation loss
             averaged over the last ``smooth`` epochs (1: the epoch's own loss), from the first
             epoch whose window is full.
+        good_class: image class index of the good parts (``None``: no such class).
+        good_weight: multiplies the good class's weight in the image loss (training and
+            validation); sampling stays class-balanced. 1 keeps every class's loss balanced.
     """
 
     epochs: int = 20
@@ -73,6 +76,8 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     smooth: int = 1
+    good_class: int | None = None
+    good_weight: float = 1.0
 
 
 @dataclass
@@ -199,6 +204,15 @@ def loss_weights(
     return class_weights, seg_weights
 
 
+def weigh_good(class_weights: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """The image loss's class weights with the good class's scaled by ``config.good_weight``."""
+    if config.good_class is None or config.good_weight == 1.0:
+        return class_weights
+    scaled = class_weights.clone()
+    scaled[config.good_class] *= float(config.good_weight)
+    return scaled
+
+
 def calibrate_head(
     head: torch.nn.Module,
     bank: FeatureBank,
@@ -290,6 +304,7 @@ def train_head(
     per_image = np.bincount(bank.image[train_rows], minlength=int(bank.image.max()) + 1)
     sample_p = class_weights.numpy()[labels[train_rows]] / per_image[bank.image[train_rows]]
     sample_p = sample_p / sample_p.sum()
+    class_weights = weigh_good(class_weights, config)
     # An epoch is one image's worth of steps per training image; augmented views are alternatives
     # drawn in their image's place, not extra passes (which would multiply the training time).
     n_images = len(np.unique(bank.image[train_rows]))
