@@ -1,0 +1,156 @@
+"""The supervised models' hyperparameters: their meaning, defaults, checks and reading from older bundles.
+
+Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (besides
+:class:`~flawscope.models.base.ModelConfig`):
+
+    width: decoder channels.
+    context: 3x3 convolutions and a coarse context branch (else pointwise).
+    epochs, train_batch, lr, weight_decay, patience, seg_weight, smooth, good_weight: see
+        :class:`~flawscope.models.training.TrainConfig` (``good_weight``: 16 for the
+        segmenter, chosen on validation images; 1 for the others).
+    ensemble: trained heads from seeds ``seed``, ``seed + 1``, ..., their logits averaged
+        inside the head (:mod:`flawscope.models.ensemble`); 1: a single head.
+    synthetic: probability that a good training image gets a synthetic feature anomaly.
+    views: augmented views cached per training image (albumentations, :data:`augment`).
+    augment: albumentations transforms and their arguments (``None``: the defaults).
+    rare_below: classes with fewer training images get synthetic pasted defects up to this.
+    validation: share of the training groups held out for early stopping and temperature.
+    anomaly: ``"padim"`` adds a good-parts anomaly head on the same features (a station).
+    threads: torch threads while training (``None``: 1 on a busy machine, else all cores).
+    finetune: ``"none"`` (frozen ImageNet trunk), ``"last"`` (its stride-16 blocks) or
+        ``"full"`` (every trunk weight), trained on the image labels before the head
+        (classifier and box_detector; :mod:`flawscope.models.finetune`); the tuned weights are saved.
+    finetune_epochs: most fine-tuning epochs (the best validation accuracy is kept).
+    finetune_lr: the trunk's fine-tuning learning rate.
+    finetune_patience: stop fine-tuning after this many epochs without a better validation
+        accuracy (0, the default: run every epoch, since stopping inside the one-cycle
+        schedule stops at its high learning rate; the best epoch is kept either way).
+    score: what the thresholds judge: ``"class"``, the image head's ``1 - P(good)``;
+        ``"map"`` (segmenting models), the defect-probability map inside the image, its
+        peak or (``score_area`` > 0) the mean of its ``score_area`` highest pixels on the
+        canvas, so a defect must cover that area to score high; ``"auto"`` (segmenting
+        models) chooses among the image head and the map at several areas on the
+        validation images (:mod:`flawscope.models.score_choice`); ``"fused"`` (segmenting
+        models with ``anomaly="padim"``) sums the head's defect log-odds, the anomaly map's
+        peak and the defect map's peak, each standardised on the validation good parts;
+        ``"auto"`` then has it among its candidates.
+    finetune_head: after fine-tuning, ``"retrain"`` a head on the tuned features, ``"keep"``
+        the head trained with the trunk, or keep the ``"best"`` of both on the validation
+        images (the default; :mod:`flawscope.models.tuned_head`).
+    tta: test-time views whose outputs are averaged inside the graph
+        (:mod:`flawscope.models.views`): ``"none"``, ``"flips"`` (4 views) or ``"d4"`` (8, the
+        quarter turns too; square canvas). Fitting does not use them (validation choices
+        see the image as given); every prediction costs that many trunk passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flawscope.errors import InputError
+from flawscope.models.finetune import FINETUNE_MODES
+from flawscope.models.tuned_head import HEAD_CHOICES
+from flawscope.models.views import check_canvas, view_set
+
+# What the thresholds judge (``score``; also saved, by index, with the weights).
+SCORES = ("class", "map", "fused")
+
+
+def default_params(*, good_weight: float, synthetic: float) -> dict[str, Any]:
+    """Every hyperparameter's default (``good_weight`` and ``synthetic`` differ by model)."""
+    return {
+        "width": 32,
+        "context": True,
+        "epochs": 20,
+        "train_batch": 16,
+        "lr": 2e-3,
+        "weight_decay": 1e-4,
+        "patience": 5,
+        "seg_weight": 1.0,
+        "smooth": 1,
+        "good_weight": good_weight,
+        "ensemble": 1,
+        "synthetic": synthetic,
+        "views": 1,
+        "augment": None,
+        "rare_below": 0,
+        "validation": 0.15,
+        "anomaly": None,
+        "threads": None,
+        "score": "class",
+        "finetune": "none",
+        "finetune_epochs": 6,
+        "finetune_lr": 3e-4,
+        "finetune_patience": 0,
+        "tta": "none",
+        "finetune_head": "best",
+    }
+
+
+def saved_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters as a bundle's manifest gave them, in today's form."""
+
+    # The manifest gives nested mappings back read-only; albumentations' arguments are copied.
+    def thaw(value: Any) -> Any:
+        return {k: thaw(v) for k, v in value.items()} if isinstance(value, Mapping) else value
+
+    # Bundles from before finetune_head retrained the head after fine-tuning, and those from
+    # before good_weight trained with the balanced loss (1).
+    params = {"finetune_head": "retrain", "good_weight": 1.0} | params
+    return params | {"augment": thaw(params["augment"])} if "augment" in params else params
+
+
+def check_params(
+    p: Mapping[str, Any], name: str, *, segments: bool, tunable: bool, canvas: tuple[int, int]
+) -> None:
+    """Refuse hyperparameters model ``name`` cannot train with, before any training time is spent.
+
+    Args:
+        p: the hyperparameters.
+        name: the registered model's name (in messages).
+        segments: the model gives a defect map.
+        tunable: the model may fine-tune the trunk.
+        canvas: (height, width) of the network input.
+
+    Raises:
+        InputError: naming the hyperparameter.
+    """
+    for name in ("width", "epochs", "train_batch", "smooth", "ensemble"):
+        if not isinstance(p[name], int) or p[name] < 1:
+            raise InputError(name, f"must be a whole number >= 1, got {p[name]!r}")
+    for name in ("views", "rare_below", "patience"):
+        if not isinstance(p[name], int) or p[name] < 0:
+            raise InputError(name, f"must be a whole number >= 0, got {p[name]!r}")
+    if not 0.0 <= float(p["synthetic"]) <= 1.0:
+        raise InputError("synthetic", f"must be in [0, 1], got {p['synthetic']!r}")
+    if not isinstance(p["good_weight"], int | float) or not 0.0 < float(p["good_weight"]) <= 100.0:
+        raise InputError("good_weight", f"must be a number in (0, 100], got {p['good_weight']!r}")
+    if not 0.0 <= float(p["validation"]) < 0.9:
+        raise InputError("validation", f"must be in [0, 0.9), got {p['validation']!r}")
+    if p["anomaly"] not in (None, "padim"):
+        raise InputError("anomaly", f"must be 'padim' or None, got {p['anomaly']!r}")
+    if p["score"] not in (*SCORES, "auto"):
+        raise InputError("score", f"must be one of {[*SCORES, 'auto']}, got {p['score']!r}")
+    if p["score"] == "fused" and p["anomaly"] != "padim":
+        raise InputError("score", "'fused' needs the anomaly head: anomaly='padim'")
+    if p["score"] != "class" and not segments:
+        raise InputError("score", f"'map' needs a defect map, which a {name} model does not give")
+    if p["finetune"] not in FINETUNE_MODES:
+        raise InputError("finetune", f"must be one of {list(FINETUNE_MODES)}, got {p['finetune']!r}")
+    if p["finetune"] != "none" and not tunable:
+        raise InputError(
+            "finetune",
+            f"fine-tuning is implemented for the classifier and box_detector, not a {name}",
+        )
+    if not isinstance(p["finetune_epochs"], int) or p["finetune_epochs"] < 1:
+        raise InputError("finetune_epochs", f"must be a whole number >= 1, got {p['finetune_epochs']!r}")
+    if not 0.0 < float(p["finetune_lr"]) < 1.0:
+        raise InputError("finetune_lr", f"must be in (0, 1), got {p['finetune_lr']!r}")
+    if not isinstance(p["finetune_patience"], int) or p["finetune_patience"] < 0:
+        raise InputError("finetune_patience", f"must be a whole number >= 0, got {p['finetune_patience']!r}")
+    check_canvas(view_set(p["tta"]), *canvas)
+    if p["finetune_head"] not in HEAD_CHOICES:
+        raise InputError("finetune_head", f"must be one of {list(HEAD_CHOICES)}, got {p['finetune_head']!r}")
+    if p["augment"] is not None and not isinstance(p["augment"], Mapping):
+        raise InputError("augment", "must be a mapping of albumentations transform name to its arguments")
