@@ -126,6 +126,42 @@ def tuned_state(trunk: LiteTrunk, mode: str) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trunk.state_dict().items() if k.startswith(prefixes)}
 
 
+class EpochKeeper:
+    """The tuned trunk weights and the head of the best epoch so far, put back when tuning ends.
+
+    Args:
+        trunk: the trunk being tuned (in place).
+        head: the temporary head trained with it.
+        mode: which trunk weights are tuned (:data:`FINETUNE_MODES`).
+        patience: :meth:`miss` says stop after this many epochs in a row without a better one
+            (0: never).
+    """
+
+    def __init__(self, trunk: LiteTrunk, head: nn.Module, mode: str, patience: int) -> None:
+        self.trunk, self.head, self.mode, self.patience = trunk, head, mode, patience
+        self.keep(0)
+
+    def keep(self, epoch: int) -> None:
+        """This epoch is the best so far: remember its weights."""
+        self.best_epoch, self.stale = epoch, 0
+        self._trunk = tuned_state(self.trunk, self.mode)
+        self._head = copy.deepcopy(self.head.state_dict())
+
+    def miss(self) -> bool:
+        """This epoch was not better; True when patience has run out."""
+        self.stale += 1
+        return bool(self.patience) and self.stale >= self.patience
+
+    def restore(self) -> None:
+        """Put the best epoch's weights back, freeze the trunk again, both in evaluation mode."""
+        self.trunk.load_state_dict(self._trunk, strict=False)
+        for p in self.trunk.parameters():
+            p.requires_grad_(False)
+        self.trunk.eval()
+        self.head.load_state_dict(self._head)
+        self.head.eval()
+
+
 class Stride8(nn.Module):
     """The frozen part below the tuned blocks: ``(B, 3, H, W)`` to the stride-8 map."""
 
@@ -268,9 +304,7 @@ def finetune_trunk(
         optimiser, [config.lr, 10 * config.lr], total_steps=steps, pct_start=0.15
     )
     best: tuple[float, float] | None = None
-    best_state = tuned_state(trunk, config.mode)
-    best_head = copy.deepcopy(head.state_dict())
-    stale = 0
+    keeper = EpochKeeper(trunk, head, config.mode, config.patience)
     trunk.eval()  # batch norm keeps its ImageNet statistics; only the weights learn
     try:
         with torch_threads(threads):
@@ -294,27 +328,19 @@ def finetune_trunk(
                 result.train_loss.append(total / max(seen, 1))
                 result.epochs_run = epoch
                 if not val_idx:
-                    result.best_epoch, best_state = epoch, tuned_state(trunk, config.mode)
-                    best_head = copy.deepcopy(head.state_dict())
+                    keeper.keep(epoch)
                     continue
                 accuracy, val_loss = _evaluate(head, features, val_idx, labels)
                 result.validation_accuracy.append(accuracy)
                 result.validation_loss.append(val_loss)
                 if best is None or (accuracy, -val_loss) > best:
-                    best, stale = (accuracy, -val_loss), 0
-                    result.best_epoch, best_state = epoch, tuned_state(trunk, config.mode)
-                    best_head = copy.deepcopy(head.state_dict())
-                else:
-                    stale += 1
-                    if config.patience and stale >= config.patience:
-                        break
+                    best = (accuracy, -val_loss)
+                    keeper.keep(epoch)
+                elif keeper.miss():
+                    break
     finally:
-        trunk.load_state_dict(best_state, strict=False)
-        for p in trunk.parameters():
-            p.requires_grad_(False)
-        trunk.eval()
-        head.load_state_dict(best_head)
-        result.head = head.eval()
+        keeper.restore()
+        result.best_epoch, result.head = keeper.best_epoch, head
     result.seconds = time.perf_counter() - start
     return result
 

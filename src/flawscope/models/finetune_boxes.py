@@ -11,7 +11,6 @@ deploys the very pair that was chosen. Only the EfficientNet-Lite trunks can be 
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from flawscope.models.box_head import (
 )
 from flawscope.models.engine import make_runner
 from flawscope.models.finetune import (
+    EpochKeeper,
     FinetuneConfig,
     Stride8,
     _cache,
@@ -161,8 +161,8 @@ def finetune_for_boxes(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, [config.lr, tuning.head_lr], total_steps=steps * config.epochs, pct_start=0.15
     )
-    best_map, stale = -1.0, 0
-    best_state, best_head = tuned_state(trunk, "last"), copy.deepcopy(head.state_dict())
+    best_map = -1.0
+    keeper = EpochKeeper(trunk, head, "last", config.patience)
     trunk.eval()  # batch norm keeps its ImageNet statistics; only the weights learn
     try:
         with torch_threads(threads):
@@ -196,25 +196,18 @@ def finetune_for_boxes(
                 result.epochs_run = epoch
                 head.eval()
                 if not val_idx:
-                    result.best_epoch, best_state = epoch, tuned_state(trunk, "last")
-                    best_head = copy.deepcopy(head.state_dict())
+                    keeper.keep(epoch)
                     continue
                 value = _score(head, features, cached, val_idx, tuning)
                 result.validation_map.append(value)
                 if value > best_map + 1e-4:
-                    best_map, stale, result.best_epoch = value, 0, epoch
-                    best_state, best_head = tuned_state(trunk, "last"), copy.deepcopy(head.state_dict())
-                else:
-                    stale += 1
-                    if config.patience and stale >= config.patience:
-                        break
+                    best_map = value
+                    keeper.keep(epoch)
+                elif keeper.miss():
+                    break
     finally:
-        trunk.load_state_dict(best_state, strict=False)
-        for p in trunk.parameters():
-            p.requires_grad_(False)
-        trunk.eval()
-    head.load_state_dict(best_head)
-    head.eval()
+        keeper.restore()
+    result.best_epoch = keeper.best_epoch
     result.seconds = time.perf_counter() - start
     return result, head
 
