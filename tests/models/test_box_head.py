@@ -15,6 +15,7 @@ from flawscope.models.box_head import (
     side_boxes,
     suppression,
 )
+from flawscope.models.engine import trace_to_onnx
 
 STRIDE = 8
 
@@ -167,7 +168,7 @@ def test_side_boxes_grow_with_the_logits():
     torch.testing.assert_close(box, torch.tensor([4.0 - 8, 4.0 - 8, 4.0 + 24, 4.0 + 16]))
 
 
-def test_decoding_in_onnx_runtime_gives_torch_s_boxes(tmp_path):
+def test_decoding_in_onnx_runtime_gives_torch_s_boxes():
     """Boxes equal within 1e-3 and the same classes, with a randomly initialised head."""
     import onnxruntime as ort
 
@@ -176,12 +177,8 @@ def test_decoding_in_onnx_runtime_gives_torch_s_boxes(tmp_path):
     torch.manual_seed(0)
     head = CenterBoxHead(24, 16, 3, quality=True).eval()
     decoder = BoxDecoder(head, STRIDE, 50, torch.tensor([1, 2, 3]), nms_iou=0.6).eval()
-    features = torch.randn(2, 24, 12, 16)
-    path = tmp_path / "decoder.onnx"
-    torch.onnx.export(decoder, (features,), str(path), input_names=["features"], output_names=["boxes"],
-                      dynamic_axes={"features": {0: "batch"}, "boxes": {0: "batch"}}, opset_version=17,
-                      dynamo=False)  # fmt: skip
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    graph = trace_to_onnx(decoder, 12, 16, "boxes", channels=24, input_name="features")  # traced at batch 2
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     other = torch.randn(3, 24, 12, 16)  # another batch size than the traced one
     got = session.run(None, {"features": other.numpy()})[0]
     with torch.inference_mode():
