@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,33 +73,45 @@ class FinetuneConfig:
 
 
 @dataclass
-class FinetuneLog:
-    """What fine-tuning did (recorded in the manifest under ``training.finetune``)."""
+class TuningLog:
+    """What any fine-tuning did (recorded in the manifest under ``training.finetune``)."""
 
     mode: str
     tuned_tensors: int = 0
     epochs_run: int = 0
     best_epoch: int = 0
     train_loss: list[float] = field(default_factory=list)
-    validation_loss: list[float] = field(default_factory=list)
-    validation_accuracy: list[float] = field(default_factory=list)
     cache_seconds: float = 0.0
     seconds: float = 0.0
-    # The temporary head of the epoch kept (on the tuned trunk's features); not in the manifest.
-    head: DefectHead | None = field(default=None, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+    def _as_dict(self, tag: Mapping[str, str], validation: Mapping[str, list[float]]) -> dict[str, Any]:
+        """The manifest's form: ``tag`` after the mode, the validation curves after the training loss."""
         return {
             "mode": self.mode,
+            **tag,
             "tuned_tensors": self.tuned_tensors,
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
             "train_loss": [round(v, 5) for v in self.train_loss],
-            "validation_loss": [round(v, 5) for v in self.validation_loss],
-            "validation_accuracy": [round(v, 5) for v in self.validation_accuracy],
+            **{name: [round(v, 5) for v in curve] for name, curve in validation.items()},
             "cache_seconds": round(self.cache_seconds, 1),
             "seconds": round(self.seconds, 1),
         }
+
+
+@dataclass
+class FinetuneLog(TuningLog):
+    """What fine-tuning for a classifier did."""
+
+    validation_loss: list[float] = field(default_factory=list)
+    validation_accuracy: list[float] = field(default_factory=list)
+    # The temporary head of the epoch kept (on the tuned trunk's features); not in the manifest.
+    head: DefectHead | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+        return self._as_dict(
+            {}, {"validation_loss": self.validation_loss, "validation_accuracy": self.validation_accuracy}
+        )
 
 
 def check_trunk(trunk: nn.Module, backbone: str) -> LiteTrunk:

@@ -34,6 +34,7 @@ from flawscope.models.finetune import (
     EpochKeeper,
     FinetuneConfig,
     Stride8,
+    TuningLog,
     _cache,
     _Tuned,
     check_trunk,
@@ -47,30 +48,13 @@ CanvasBox = tuple[float, float, float, float, int]
 
 
 @dataclass
-class BoxFinetuneLog:
-    """What fine-tuning for boxes did (recorded in the manifest under ``training.finetune``)."""
+class BoxFinetuneLog(TuningLog):
+    """What fine-tuning for boxes did."""
 
-    mode: str
-    tuned_tensors: int = 0
-    epochs_run: int = 0
-    best_epoch: int = 0
-    train_loss: list[float] = field(default_factory=list)
     validation_map: list[float] = field(default_factory=list)
-    cache_seconds: float = 0.0
-    seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
-        return {
-            "mode": self.mode,
-            "objective": "boxes",
-            "tuned_tensors": self.tuned_tensors,
-            "epochs_run": self.epochs_run,
-            "best_epoch": self.best_epoch,
-            "train_loss": [round(v, 5) for v in self.train_loss],
-            "validation_map": [round(v, 5) for v in self.validation_map],
-            "cache_seconds": round(self.cache_seconds, 1),
-            "seconds": round(self.seconds, 1),
-        }
+        return self._as_dict({"objective": "boxes"}, {"validation_map": self.validation_map})
 
 
 @dataclass(frozen=True)
