@@ -10,11 +10,14 @@ from flawscope.models.heads import DefectHead
 from flawscope.models.training import TrainConfig, train_head
 
 
-def _bank(n: int = 24, channels: int = 8) -> tuple[FeatureBank, np.ndarray]:
-    rng = np.random.default_rng(0)
-    labels = np.array([i % 3 == 0 for i in range(n)], dtype=np.int64)  # a third are defects
+def _bank(
+    n: int = 24, channels: int = 8, *, every: int = 3, shift: float = 3.0, seed: int = 0
+) -> tuple[FeatureBank, np.ndarray]:
+    """``n`` parts, every ``every``-th a defect whose first channel is ``shift`` higher."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([i % every == 0 for i in range(n)], dtype=np.int64)
     features = rng.normal(size=(n, channels, 4, 4)).astype(np.float32)
-    features[labels == 1, 0] += 3.0  # defects differ in one channel
+    features[labels == 1, 0] += shift  # defects differ in one channel
     bank = FeatureBank(
         torch.from_numpy(features).half(),
         torch.ones(n, 4, 4, dtype=torch.bool),
@@ -110,19 +113,8 @@ def test_no_early_stop_in_the_warm_up_even_when_the_first_epoch_was_best():
 
 def test_a_heavier_good_class_makes_the_head_surer_of_good_parts():
     # Overlapping classes: how much the loss counts the good parts moves where the head settles.
-    rng = np.random.default_rng(3)
-    n = 96
-    labels = np.array([i % 4 == 0 for i in range(n)], dtype=np.int64)
-    features = rng.normal(size=(n, 8, 4, 4)).astype(np.float32)
-    features[labels == 1, 0] += 1.0
-    bank = FeatureBank(
-        torch.from_numpy(features).half(),
-        torch.ones(n, 4, 4, dtype=torch.bool),
-        torch.zeros(n, 4, 4, dtype=torch.int16),
-        np.arange(n),
-        np.zeros(n, dtype=np.int64),
-    )
-    train = np.arange(n)
+    bank, labels = _bank(96, every=4, shift=1.0, seed=3)
+    train = np.arange(len(labels))
     p_good = []
     for weight in (1.0, 8.0):
         head = DefectHead(8, 8, 2, 0, False)
