@@ -62,7 +62,7 @@ def run(
 
     from flawscope.data.preprocess import to_batch
     from flawscope.features.backbones import BACKBONES, load_backbone
-    from flawscope.models.base import Embedder
+    from flawscope.features.embedder import Embedder
     from flawscope.models.heads import DefectHead
     from flawscope.models.training import choose_threads
 

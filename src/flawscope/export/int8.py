@@ -6,7 +6,7 @@ float32. Quantisation alone is not enough: 8-bit rounding moves every feature a 
 head fitted on fp32 features (a Gaussian per position, a memory bank) reads that shift as
 anomaly; on magnetic_tile PaDiM lost 0.077 image AUROC that way. So the head is fitted again on
 the features the quantised embedder produces, from the good images the model was trained on
-(:meth:`~flawscope.models.base.AnomalyModel.fit_head`), and the deployed graph runs that very
+(:meth:`~flawscope.models.anomaly.AnomalyModel.fit_head`), and the deployed graph runs that very
 quantised embedder. Its scores are then mapped onto the fp32 scale (:func:`score_map`), so the
 bundle's thresholds keep the false-reject rate they were calibrated for.
 
@@ -38,7 +38,8 @@ from flawscope.export.int8_check import (
     rank_agreement,
     validate,
 )
-from flawscope.models.base import STRIDE, Model
+from flawscope.features.embedder import STRIDE
+from flawscope.models.base import Model
 from flawscope.models.engine import onnx_runner, trace_to_onnx
 from flawscope.models.views import ViewExpand, ViewHead
 from flawscope.types import Outcome, Prediction

@@ -17,7 +17,7 @@ import numpy as np
 from flawscope.data.outputs import concat_predictions, finish_outputs
 from flawscope.data.preprocess import Preprocessing, to_batch
 from flawscope.declaration import ModelDeclaration, OutputKind, anomaly_declaration
-from flawscope.models.base import STRIDE
+from flawscope.features.embedder import STRIDE
 from flawscope.models.engine import ort_session
 from flawscope.types import Prediction
 

@@ -6,16 +6,18 @@ in :mod:`flawscope.decide`). Learned state ends in ``_``.
 
 **The contract.** A model declares (:meth:`Model.declaration`, a
 :class:`~flawscope.declaration.ModelDeclaration`) its task, the labels it learns from, its class
-names and its named outputs. Its torch graph is two parts: the shared frozen :class:`Embedder`
-(backbone + multi-scale fusion, ``(B, 3, H, W)`` to ``(B, C, H/8, W/8)``) and the model's
-:meth:`Model.head`, which maps those features to the declared outputs in declared order.
+names and its named outputs. Its torch graph is two parts: the shared frozen
+:class:`~flawscope.features.embedder.Embedder` (backbone + multi-scale fusion,
+``(B, 3, H, W)`` to ``(B, C, H/8, W/8)``) and the model's :meth:`Model.head`, which maps
+those features to the declared outputs in declared order.
 :meth:`Model.scorer` joins them (:class:`Scorer`); that module is what is exported to ONNX, with
 the graph outputs named as declared, so one trunk pass feeds every head. The shared numpy
 preprocessing (:mod:`flawscope.data.preprocess`) makes the input and the shared
 :func:`~flawscope.data.outputs.finish_outputs` turns the named outputs into a prediction at each
 image's size, in training, evaluation and the torch-free runtime alike.
 
-:class:`AnomalyModel` is the base of the good-parts-only models (one ``patch_scores`` output).
+:class:`~flawscope.models.anomaly.AnomalyModel` is the base of the good-parts-only models (one
+``patch_scores`` output).
 """
 
 from __future__ import annotations
@@ -23,22 +25,22 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from flawscope.data.imageio import ImageLike, as_images, is_path
 from flawscope.data.outputs import concat_predictions, finish_outputs
-from flawscope.data.preprocess import Preprocessing, canvas_valid_mask, check_tiling, choose_canvas, to_batch
-from flawscope.data.tiling import layout, score_tiled, tile_batches
-from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, OutputKind, Task, anomaly_declaration
+from flawscope.data.preprocess import Preprocessing, check_tiling, choose_canvas, to_batch
+from flawscope.data.tiling import layout, score_tiled
+from flawscope.declaration import LabelKind, ModelDeclaration, OutputKind, Task
 from flawscope.errors import InputError
 from flawscope.features.backbones import BACKBONES, load_backbone
+from flawscope.features.embedder import Embedder
 from flawscope.models.engine import ENGINES, make_runner
 from flawscope.models.views import ViewScorer, combine, expand
 from flawscope.search.ivf import IvfIndex
@@ -46,39 +48,6 @@ from flawscope.types import Prediction, Targets
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
-STRIDE = 8
-
-
-class Embedder(nn.Module):
-    """Backbone plus multi-scale fusion: ``(B, 3, H, W)`` to ``(B, C8 + C16, H/8, W/8)``.
-
-    The stride-16 map is upsampled to stride 8 and concatenated; a ``aggregate`` x ``aggregate``
-    average pool then gives each cell its neighbourhood's context, as in PatchCore. With
-    ``per_level`` each level is pooled on its own grid before the upsampling (what PatchCore's
-    authors and anomalib do), so the stride-16 level averages a neighbourhood twice as wide.
-    """
-
-    def __init__(self, backbone: nn.Module, aggregate: int, per_level: bool = False):
-        super().__init__()
-        self.backbone = backbone
-        self.aggregate = aggregate
-        self.per_level = per_level
-        self.channels = int(sum(backbone.channels))  # type: ignore[arg-type]
-
-    def _pool(self, features: torch.Tensor) -> torch.Tensor:
-        if self.aggregate <= 1:
-            return features
-        return F.avg_pool2d(
-            features, self.aggregate, stride=1, padding=self.aggregate // 2, count_include_pad=False
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        f8, f16 = self.backbone(x)
-        if self.per_level:
-            f8, f16 = self._pool(f8), self._pool(f16)
-        f16 = F.interpolate(f16, size=f8.shape[-2:], mode="bilinear", align_corners=False)
-        features = torch.cat([f8, f16], dim=1)
-        return features if self.per_level else self._pool(features)
 
 
 class Scorer(nn.Module):
@@ -279,7 +248,8 @@ class Model(ABC):
         """Re-learn what can be re-learnt cheaply on another extractor's features (INT8 export).
 
         The default keeps the learned heads as they are and only runs on ``extract`` from now
-        on; good-parts models re-learn their statistics (:meth:`AnomalyModel.fit_head`).
+        on; good-parts models re-learn their statistics
+        (:meth:`~flawscope.models.anomaly.AnomalyModel.fit_head`).
         """
         self.runner_ = extract
         return self
@@ -421,120 +391,3 @@ class Model(ABC):
             if progress:
                 progress("predict", min(start + size, len(images)), len(images))
         return Prediction(np.concatenate(scores).astype(np.float32), tuple(maps), "score")
-
-
-class AnomalyModel(Model):
-    """Base of the good-parts-only models: one ``patch_scores`` output on the stride-8 grid."""
-
-    task: ClassVar[Task] = Task.ANOMALY
-    labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.GOOD_PARTS,)
-    tiles: ClassVar[bool] = True
-
-    @abstractmethod
-    def _fit_features(
-        self, batches: Iterator[tuple[torch.Tensor, np.ndarray]], n_images: int, progress: Progress | None
-    ) -> None:
-        """Learn from ``(features (B, C, h, w), valid (B, h, w) bool)`` batches of good images."""
-
-    def declaration(self) -> ModelDeclaration:  # noqa: D102
-        return anomaly_declaration(STRIDE)
-
-    def fit(
-        self, images: Sequence[ImageLike], targets: Targets | None = None, progress: Progress | None = None
-    ) -> AnomalyModel:
-        """Learn what good parts look like.
-
-        Args:
-            images: part images, ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` uint8/uint16 arrays of
-                any sizes, or paths of image files (then kept in :attr:`training_files_`).
-            targets: optional labels; only the images labelled ``"good"`` are learnt from.
-            progress: optional callback ``(stage, done, total)``.
-
-        Returns:
-            ``self``.
-
-        Raises:
-            InputError: naming the file, for a path that cannot be read as an image.
-        """
-        if is_path(images) or isinstance(images, np.ndarray):
-            raise InputError("images", "expected a list of images or file paths, got a single one")
-        if targets is not None:
-            if len(targets) != len(images):
-                raise InputError("targets", f"{len(targets)} labels for {len(images)} images")
-            images = [im for im, c in zip(images, targets.classes, strict=True) if c == GOOD]
-        if len(images) == 0:
-            raise ValueError("fit needs at least one good image")
-        arrays = self._read_training_images(images)
-        torch.manual_seed(self.config.seed)
-        pre = self._make_preprocessing(arrays)
-        self.preprocessing_ = pre
-        extract = make_runner(self._embedder(), pre.height, pre.width, self.config.engine)
-        self.runner_ = extract
-        self._learn(arrays, extract, progress)
-        return self
-
-    def fit_head(
-        self,
-        images: Sequence[np.ndarray],
-        extract: Callable[[np.ndarray], torch.Tensor],
-        progress: Progress | None = None,
-    ) -> AnomalyModel:
-        """Re-learn the state (Gaussians, memory bank) on another extractor's features.
-
-        The preprocessing stays as fitted. INT8 export uses this so that the head describes the
-        features the quantised backbone really produces: 8-bit rounding moves every feature a
-        little, and a head fitted on fp32 features reads that as anomaly (on magnetic_tile PaDiM
-        lost 0.077 image AUROC without this, none with it).
-
-        Args:
-            images: good-part images, as for :meth:`fit`.
-            extract: ``(B, 3, H, W)`` preprocessed canvas to ``(B, C, H/8, W/8)`` features.
-            progress: optional callback ``(stage, done, total)``.
-
-        Returns:
-            ``self``; :meth:`predict` then runs on ``extract`` too.
-        """
-        if not self.is_fitted:
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load a bundle")
-        if len(images) == 0:
-            raise ValueError("fit_head needs at least one good image")
-        torch.manual_seed(self.config.seed)
-        self._learn(images, extract, progress)
-        self.runner_ = extract
-        return self
-
-    def _learn(
-        self,
-        images: Sequence[np.ndarray],
-        extract: Callable[[np.ndarray], torch.Tensor],
-        progress: Progress | None,
-    ) -> None:
-        pre = self.preprocessing_
-        assert pre is not None
-
-        def tiles() -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-            size = self.config.batch_size
-            for batch, where in tile_batches(images, pre, size):
-                if progress:
-                    progress("features", where[-1][0] + 1, len(images))
-                yield extract(batch), np.ones((len(batch), pre.tile // STRIDE, pre.tile // STRIDE), bool)
-
-        def batches() -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-            size = self.config.batch_size
-            for start in range(0, len(images), size):
-                batch, geometries = to_batch(images[start : start + size], pre)
-                features = extract(batch)
-                valid = canvas_valid_mask(geometries, pre, STRIDE)
-                if progress:
-                    progress("features", min(start + size, len(images)), len(images))
-                yield features, valid
-
-        if pre.tile:
-            n_tiles = sum(len(layout(im.shape, pre).origins) for im in images)
-            self._fit_features(tiles(), n_tiles, progress)
-        else:
-            self._fit_features(batches(), len(images), progress)
-
-    def patch_scores(self, batch: np.ndarray) -> np.ndarray:
-        """Run the scorer on a preprocessed ``(B, 3, H, W)`` batch; returns ``(B, H/8, W/8)``."""
-        return self.raw_outputs(batch)["patch_scores"]

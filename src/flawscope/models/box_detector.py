@@ -29,7 +29,8 @@ from flawscope.data.preprocess import Geometry, geometry_of
 from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, OutputKind, OutputSpec, Task
 from flawscope.errors import InputError
 from flawscope.features.cache import FeatureBank
-from flawscope.models.base import STRIDE, Progress
+from flawscope.features.embedder import STRIDE
+from flawscope.models.base import Progress
 from flawscope.models.box_head import BoxDecoder, CenterBoxHead
 from flawscope.models.box_training import CanvasBox, canvas_map, train_box_head
 from flawscope.models.finetune import FinetuneConfig

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from flawscope.features.cache import FeatureBank
-from flawscope.models.base import STRIDE, Progress
+from flawscope.features.embedder import STRIDE
+from flawscope.models.base import Progress
 from flawscope.models.box_head import box_targets, flip_targets, head_loss
 from flawscope.models.training import choose_threads, torch_threads
 

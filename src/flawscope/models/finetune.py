@@ -241,7 +241,7 @@ def finetune_trunk(
     """Fine-tune ``embedder.backbone`` in place on image labels (see the module docstring).
 
     Args:
-        embedder: the :class:`~flawscope.models.base.Embedder` whose trunk is tuned.
+        embedder: the :class:`~flawscope.features.embedder.Embedder` whose trunk is tuned.
         backbone: the trunk's name (for messages).
         images: all images (training and validation).
         labels: ``(N,)`` class index of each image.

@@ -19,8 +19,9 @@ from flawscope.decide.thresholds import ThresholdHistory
 from flawscope.declaration import declaration_of
 from flawscope.errors import BundleError, FlawscopeError
 from flawscope.features.backbones import BACKBONES
+from flawscope.features.embedder import STRIDE
 from flawscope.manifest import BackboneSection, Manifest, ModelSection, TrainingSection
-from flawscope.models.base import STRIDE, Model
+from flawscope.models.base import Model
 from flawscope.models.registry import get_model_class
 
 WEIGHTS = "model.safetensors"

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from flawscope.errors import InputError
-from flawscope.models.base import AnomalyModel, Progress
+from flawscope.models.anomaly import AnomalyModel
+from flawscope.models.base import Progress
 from flawscope.models.registry import register
 
 log = logging.getLogger(__name__)

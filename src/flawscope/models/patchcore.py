@@ -24,7 +24,9 @@ from torch import nn
 from flawscope.data.tiling import available_memory
 from flawscope.errors import InputError
 from flawscope.features.backbones import load_backbone
-from flawscope.models.base import AnomalyModel, Embedder, Progress
+from flawscope.features.embedder import Embedder
+from flawscope.models.anomaly import AnomalyModel
+from flawscope.models.base import Progress
 from flawscope.models.coreset import greedy_coreset
 from flawscope.models.registry import register
 from flawscope.search.ivf import IvfArrays, IvfIndex, train_ivf

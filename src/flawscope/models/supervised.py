@@ -35,7 +35,8 @@ from flawscope.data.preprocess import Geometry
 from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, OutputKind, OutputSpec, Task
 from flawscope.errors import InputError
 from flawscope.features.cache import FeatureBank, extract_bank
-from flawscope.models.base import STRIDE, Model, Progress
+from flawscope.features.embedder import STRIDE
+from flawscope.models.base import Model, Progress
 from flawscope.models.engine import make_runner
 from flawscope.models.ensemble import HeadEnsemble, member_count, train_ensemble
 from flawscope.models.finetune import FinetuneConfig, finetune_trunk, load_tuned, tuned_state
