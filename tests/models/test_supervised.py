@@ -7,7 +7,9 @@ import numpy as np
 from flawscope.models import get_model_class
 from flawscope.types import Targets
 
-FAST = {"image_size": 64, "engine": "torch", "epochs": 12, "views": 0, "patience": 0, "width": 16}
+QUICK = {"image_size": 64, "engine": "torch", "views": 0, "patience": 0, "threads": 1}
+# One head: these tests are about the scores, not the segmenter's default ensemble.
+FAST = {**QUICK, "epochs": 12, "width": 16, "ensemble": 1}
 
 
 def test_a_map_score_is_the_top_area_mean_of_the_defect_map(tiny_labelled):
@@ -91,15 +93,34 @@ def test_a_bundle_trained_with_its_own_augmentation_loads(tiny_labelled, tmp_pat
     assert loaded.augment_spec().to_dict() == model.augment_spec().to_dict()
 
 
-def test_the_segmenters_good_weight_default_and_older_bundles_keep_theirs():
+def test_the_segmenters_good_weight_and_ensemble_defaults_and_older_bundles_keep_theirs():
     seg, clf = get_model_class("segmenter"), get_model_class("classifier")
-    assert seg().params["good_weight"] == 16.0 and clf().params["good_weight"] == 1.0
-    old = {k: v for k, v in seg().hyperparameters().items() if k != "good_weight"}
-    assert seg(**seg.saved_params(old)).params["good_weight"] == 1.0  # trained before it existed
+    assert seg().params["good_weight"] == 32.0 and clf().params["good_weight"] == 1.0
+    assert seg().params["ensemble"] == 3 and clf().params["ensemble"] == 1
+    old = {k: v for k, v in seg().hyperparameters().items() if k not in ("good_weight", "ensemble")}
+    before = seg(**seg.saved_params(old)).params  # trained before either existed
+    assert before["good_weight"] == 1.0 and before["ensemble"] == 1
     assert seg.saved_params({**old, "good_weight": 4.0})["good_weight"] == 4.0
+    assert seg.saved_params({**old, "ensemble": 2})["ensemble"] == 2
     import pytest
 
     from flawscope.errors import InputError
 
     with pytest.raises(InputError, match="good_weight"):
         seg(good_weight=0)
+
+
+def test_a_default_segmenter_trains_three_heads_and_a_classifier_one(tiny_labelled):
+    from flawscope.models.ensemble import HeadEnsemble
+    from flawscope.models.heads import DefectHead
+
+    targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
+    quick = {**QUICK, "epochs": 3, "width": 8}
+    seg = get_model_class("segmenter")(**quick).fit(tiny_labelled["images"], targets)
+    labels = Targets(tiny_labelled["classes"])
+    clf = get_model_class("classifier")(**quick).fit(tiny_labelled["images"], labels)
+    assert isinstance(seg.head_module_, HeadEnsemble) and len(seg.head_module_.members) == 3
+    assert len(seg.training_["log"]["members"]) == 3
+    assert isinstance(clf.head_module_, DefectHead) and "members" not in clf.training_["log"]
+    scores = seg.predict([*tiny_labelled["good_test"], *tiny_labelled["bad"]]).scores
+    assert np.isfinite(scores).all()

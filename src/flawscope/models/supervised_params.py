@@ -6,10 +6,12 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
     width: decoder channels.
     context: 3x3 convolutions and a coarse context branch (else pointwise).
     epochs, train_batch, lr, weight_decay, patience, seg_weight, smooth, good_weight: see
-        :class:`~flawscope.models.training.TrainConfig` (``good_weight``: 16 for the
+        :class:`~flawscope.models.training.TrainConfig` (``good_weight``: 32 for the
         segmenter, chosen on validation images; 1 for the others).
     ensemble: trained heads from seeds ``seed``, ``seed + 1``, ..., their logits averaged
-        inside the head (:mod:`flawscope.models.ensemble`); 1: a single head.
+        inside the head (:mod:`flawscope.models.ensemble`); 1: a single head. 3 for the
+        segmenter (chosen with its ``good_weight`` on validation images: averaging lowers
+        the few good parts that one head scores high), 1 for the others.
     synthetic: probability that a good training image gets a synthetic feature anomaly.
     views: augmented views cached per training image (albumentations, :data:`augment`).
     augment: albumentations transforms and their arguments (``None``: the defaults).
@@ -57,8 +59,8 @@ from flawscope.models.views import check_canvas, view_set
 SCORES = ("class", "map", "fused")
 
 
-def default_params(*, good_weight: float, synthetic: float) -> dict[str, Any]:
-    """Every hyperparameter's default (``good_weight`` and ``synthetic`` differ by model)."""
+def default_params(*, good_weight: float, synthetic: float, ensemble: int = 1) -> dict[str, Any]:
+    """Every hyperparameter's default (``good_weight``, ``synthetic`` and ``ensemble`` differ by model)."""
     return {
         "width": 32,
         "context": True,
@@ -70,7 +72,7 @@ def default_params(*, good_weight: float, synthetic: float) -> dict[str, Any]:
         "seg_weight": 1.0,
         "smooth": 1,
         "good_weight": good_weight,
-        "ensemble": 1,
+        "ensemble": ensemble,
         "synthetic": synthetic,
         "views": 1,
         "augment": None,
@@ -95,9 +97,10 @@ def saved_params(params: dict[str, Any]) -> dict[str, Any]:
     def thaw(value: Any) -> Any:
         return {k: thaw(v) for k, v in value.items()} if isinstance(value, Mapping) else value
 
-    # Bundles from before finetune_head retrained the head after fine-tuning, and those from
-    # before good_weight trained with the balanced loss (1).
-    params = {"finetune_head": "retrain", "good_weight": 1.0} | params
+    # Bundles from before finetune_head retrained the head after fine-tuning, those from
+    # before good_weight trained with the balanced loss (1), and those from before ensemble
+    # trained a single head.
+    params = {"finetune_head": "retrain", "good_weight": 1.0, "ensemble": 1} | params
     return params | {"augment": thaw(params["augment"])} if "augment" in params else params
 
 
