@@ -15,7 +15,7 @@ the 75% training part (stratified, seed 0) as the validation split that early st
 temperature and every fine-tuning choice see. **The 25% test part is only predicted, once, at
 the end**: no setting is chosen on it.
 
-One :class:`flawscope.models.supervised.Classifier` is fitted with the given hyperparameters
+One :class:`flawscope.models.tasks.Classifier` is fitted with the given hyperparameters
 (``--param finetune="last"``, ``--param views=4`` ...) on the training part, exactly as the CLI
 fits it, and predicts the validation and test parts; the table row gives accuracy, AUROC, AP and
 ECE, the training time (wall and CPU) and the load average. ``--tta none,flips,d4`` predicts

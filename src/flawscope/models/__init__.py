@@ -4,7 +4,7 @@ A fitted model is saved with :func:`save_model` (a bundle folder: safetensors we
 manifest) and read back with :func:`load_model`.
 """
 
-from flawscope.models import box_detector, padim, patchcore, supervised  # noqa: F401
+from flawscope.models import box_detector, padim, patchcore, tasks  # noqa: F401
 from flawscope.models.io import load_model, save_model
 from flawscope.models.registry import MODELS, get_model_class, register
 

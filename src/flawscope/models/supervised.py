@@ -1,7 +1,7 @@
 """Models that learn from labelled defects, on the shared frozen trunk.
 
-Four registered models, one implementation (:class:`SupervisedModel`), differing in what they
-learn from and what they output:
+Four registered models (:mod:`flawscope.models.tasks`), one implementation
+(:class:`SupervisedModel`), differing in what they learn from and what they output:
 
 * ``classifier`` (task ``classify``): image labels -> the category (good or a defect class).
 * ``segmenter`` (task ``segment``): masks where there are any, image labels otherwise -> a
@@ -32,7 +32,7 @@ from flawscope.data.augment import DEFAULT_TRANSFORMS, AugmentSpec
 from flawscope.data.imageio import ImageLike
 from flawscope.data.outputs import concat_predictions, finish_outputs
 from flawscope.data.preprocess import Geometry
-from flawscope.declaration import GOOD, LabelKind, ModelDeclaration, OutputKind, OutputSpec, Task
+from flawscope.declaration import GOOD, ModelDeclaration, OutputKind, OutputSpec, Task
 from flawscope.errors import InputError
 from flawscope.features.cache import FeatureBank, extract_bank
 from flawscope.features.embedder import STRIDE
@@ -41,7 +41,6 @@ from flawscope.models.engine import make_runner
 from flawscope.models.ensemble import HeadEnsemble, member_count, train_ensemble
 from flawscope.models.finetune import FinetuneConfig, finetune_trunk, load_tuned, tuned_state
 from flawscope.models.heads import DefectHead, SupervisedHead
-from flawscope.models.registry import register
 from flawscope.models.station import fit_anomaly_head, load_anomaly_head, refit_anomaly_head
 from flawscope.models.supervised_params import SCORES, check_params, default_params, saved_params
 from flawscope.models.supervised_targets import DEFECT, classes_for, pixel_targets, with_pasted
@@ -473,46 +472,3 @@ class SupervisedModel(Model):
             self.head_ = None
         self.runner_ = extract
         return self
-
-
-@register("classifier")
-class Classifier(SupervisedModel):
-    """Learns the category of each image (good or a defect class) from image labels."""
-
-    task: ClassVar[Task] = Task.CLASSIFY
-    labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.IMAGE,)
-    tunable: ClassVar[bool] = True
-
-
-@register("segmenter")
-class Segmenter(SupervisedModel):
-    """Learns where defects are from masks (image labels where a mask is missing), and their category."""
-
-    task: ClassVar[Task] = Task.SEGMENT
-    labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.IMAGE, LabelKind.MASK)
-    segments: ClassVar[bool] = True
-    # Both chosen together on magnetic_tile's validation images (partial AUROC to 5% FRR, mean
-    # over 5 folds) and checked on kolektorsdd's; the runs are in benchmarks/RESULTS.md (issue 13).
-    default_good_weight: ClassVar[float] = 32.0
-    default_ensemble: ClassVar[int] = 3
-
-
-@register("detector")
-class Detector(SupervisedModel):
-    """Learns class-labelled boxes (as box masks); its regions are the detected boxes."""
-
-    task: ClassVar[Task] = Task.DETECT
-    labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.IMAGE, LabelKind.BOX)
-    segments: ClassVar[bool] = True
-    from_boxes: ClassVar[bool] = True
-
-
-@register("mixed")
-class Mixed(SupervisedModel):
-    """Good / defect from good parts alone (synthetic anomalies), better with image labels and masks."""
-
-    task: ClassVar[Task] = Task.MIXED
-    labels: ClassVar[tuple[LabelKind, ...]] = (LabelKind.GOOD_PARTS, LabelKind.IMAGE, LabelKind.MASK)
-    segments: ClassVar[bool] = True
-    binary: ClassVar[bool] = True
-    default_synthetic: ClassVar[float] = 0.5
