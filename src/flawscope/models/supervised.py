@@ -21,7 +21,7 @@ then runs the trunk once for both (its verdict sends unknown-looking parts to re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -62,22 +62,14 @@ class SupervisedModel(Model):
     segments: ClassVar[bool] = False
     from_boxes: ClassVar[bool] = False
     binary: ClassVar[bool] = False
-    default_synthetic: ClassVar[float] = 0.0
     # Whether ``finetune`` may tune the trunk (its objective: image labels, or boxes for a box_detector).
     tunable: ClassVar[bool] = False
-    # Sampling is class-balanced and so is the image loss, so a balanced loss counts each good
-    # part far less than a defect; the segmenter's default was chosen on validation images.
-    default_good_weight: ClassVar[float] = 1.0
-    # Heads of consecutive seeds averaged inside the head (1: one head).
-    default_ensemble: ClassVar[int] = 1
+    # The defaults in which this model differs from the shared ones (supervised_params).
+    own_defaults: ClassVar[Mapping[str, Any]] = {}
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:  # noqa: D102
-        return default_params(
-            good_weight=cls.default_good_weight,
-            synthetic=cls.default_synthetic,
-            ensemble=cls.default_ensemble,
-        )
+        return default_params(cls.own_defaults)
 
     @classmethod
     def saved_params(cls, params: dict[str, Any]) -> dict[str, Any]:  # noqa: D102

@@ -59,9 +59,9 @@ from flawscope.models.views import check_canvas, view_set
 SCORES = ("class", "map", "fused")
 
 
-def default_params(*, good_weight: float, synthetic: float, ensemble: int = 1) -> dict[str, Any]:
-    """Every hyperparameter's default (``good_weight``, ``synthetic`` and ``ensemble`` differ by model)."""
-    return {
+def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter's default, with the model's ``own`` defaults (keys of these) over them."""
+    shared: dict[str, Any] = {
         "width": 32,
         "context": True,
         "epochs": 20,
@@ -71,9 +71,9 @@ def default_params(*, good_weight: float, synthetic: float, ensemble: int = 1) -
         "patience": 5,
         "seg_weight": 1.0,
         "smooth": 1,
-        "good_weight": good_weight,
-        "ensemble": ensemble,
-        "synthetic": synthetic,
+        "good_weight": 1.0,
+        "ensemble": 1,
+        "synthetic": 0.0,
         "views": 1,
         "augment": None,
         "rare_below": 0,
@@ -88,6 +88,10 @@ def default_params(*, good_weight: float, synthetic: float, ensemble: int = 1) -
         "tta": "none",
         "finetune_head": "best",
     }
+    unknown = set(own) - set(shared)
+    if unknown:  # a misspelt default would otherwise add a hyperparameter nobody reads
+        raise KeyError(f"own defaults of unknown hyperparameters: {sorted(unknown)}")
+    return shared | dict(own)
 
 
 def saved_params(params: dict[str, Any]) -> dict[str, Any]:
