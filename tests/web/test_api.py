@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 import zlib
@@ -44,6 +45,19 @@ def test_nobody_gets_in_without_credentials_and_it_is_audited(served: Served) ->
         assert anonymous.get("/parts/1/image").status_code == 303
     seen = denials(served)
     assert ("-", "/api/v1/inspections", 401) in seen and ("-", "/api/v1/me", 401) in seen
+
+
+def test_an_event_stream_without_a_session_says_signed_out_in_its_own_format(served: Served) -> None:
+    """A dashboard whose session lapsed gets an event it can act on (not a login page as HTML, which
+    an EventSource cannot read and would reconnect to forever); the refusal is audited."""
+    with served.client() as anonymous, anonymous.stream("GET", "/events/stream?after=3") as events:
+        assert events.status_code == 200
+        assert events.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in events.iter_lines() if line]
+    assert "event: signed-out" in lines and "event: update" not in lines
+    data = next(line for line in lines if line.startswith("data: "))
+    assert json.loads(data.removeprefix("data: ")) == {"login": "/login?next=/"}
+    assert ("-", "/events/stream", 401) in denials(served)
 
 
 def test_roles_are_enforced_and_refusals_audited(served: Served) -> None:

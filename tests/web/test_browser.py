@@ -279,6 +279,9 @@ def test_a_lapsed_session_logs_in_again_in_place_and_forms_keep_their_tokens(bro
     """A link followed after the session is gone: the login page (with where to go next), then the
     page asked for; a form of a swapped-in page (its CSRF token from the new session) is accepted."""
     page, errors = new_page(browser, live)
+    # The dashboard's stream is open before the session goes (else its first request could go out
+    # without the cookie: that case is the next test's).
+    page.wait_for_selector("#live.on", timeout=15000)
     page.evaluate("window.flawscopeMark = 1")
     page.context.clear_cookies()
     page.click("nav a[href='/inspections']")
@@ -307,4 +310,20 @@ def test_a_lapsed_session_logs_in_again_in_place_and_forms_keep_their_tokens(bro
     page.click("a.brand")
     page.wait_for_url(f"{live.url}/login?next=/")
     assert page.evaluate("window.flawscopeMark") == 1
+    assert not errors, errors
+
+
+def test_a_dashboard_whose_stream_is_refused_opens_the_login_page_in_place(browser, live: Served) -> None:  # type: ignore[no-untyped-def]
+    """The session lapses while the dashboard (re)connects its stream: the stream says so, and the
+    login page comes in the same document, with no console error and no reconnecting forever."""
+    page, errors = new_page(browser, live)
+    page.wait_for_selector("#live.on", timeout=15000)
+    page.evaluate("window.flawscopeMark = 1")
+    page.context.clear_cookies()
+    # The server ends every stream (as on shutdown); the browser reconnects, now without a session.
+    live.app.state.web.feed.stop()  # type: ignore[attr-defined]
+    page.wait_for_url(f"{live.url}/login?next=/", timeout=15000)
+    page.wait_for_selector("input[name=username]")
+    assert page.evaluate("window.flawscopeMark") == 1
+    assert page.evaluate("window.flawscopeStream") is None
     assert not errors, errors

@@ -26,6 +26,7 @@ from flawscope.web.auth import (
     SESSION_COOKIE,
     Denied,
     Principal,
+    audit_denial,
     client_address,
     identify,
     require,
@@ -178,7 +179,16 @@ async def stream(request: Request) -> Response:
     """Server-sent events: an ``update`` (the dashboard's snapshot) when anything changed."""
     principal = identify(request)
     if principal is None:
-        raise Denied(401, "log in first")
+        # An EventSource cannot follow a redirect to the login page (it would get HTML and the
+        # browser would reconnect forever): say so in the stream's own format and end it; the
+        # dashboard then opens the login page. The refusal is recorded like any other.
+        audit_denial(request, Denied(401, "log in first"))
+        login = json.dumps({"login": "/login?next=/"})
+        return StreamingResponse(
+            iter([f"retry: 60000\nevent: signed-out\ndata: {login}\n\n"]),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store"},
+        )
     feed = _state(request).feed
     try:
         seen = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)

@@ -113,6 +113,15 @@
       if (source.readyState === EventSource.CLOSED) return;
       live.textContent = "DISCONNECTED — retrying"; live.className = "live off";
     });
+    // The session lapsed (logged out elsewhere, expired): the stream says so and ends; the login
+    // page comes back to the dashboard.
+    source.addEventListener("signed-out", (event) => {
+      source.close();
+      live.textContent = "SIGNED OUT"; live.className = "live off";
+      const login = JSON.parse(event.data).login;
+      if (window.flawscopeVisit) window.flawscopeVisit(login, { history: "replace" });
+      else window.location.assign(login);
+    });
     source.addEventListener("update", (event) => {
       const s = JSON.parse(event.data);
       live.textContent = "LIVE"; live.className = "live on";
