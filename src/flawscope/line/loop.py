@@ -14,53 +14,42 @@ reject) and the line goes on. An audit write failure or an image store that cann
 stops the line: it stops acquiring, records what it still can, and raises :class:`LineStopped`
 naming the parts that could not be recorded. A stop request (``stop_event``, Ctrl-C) stops
 acquiring, finishes and records every part already taken, and returns the summary.
+
+This module is the threads and their queues; what becomes of each part (its image, its map, its
+record) is :mod:`flawscope.line.parts`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 from flawscope.acquire.base import Source
 from flawscope.audit import AuditLog
 from flawscope.errors import BundleError
 from flawscope.line.errors import LineStopped
+from flawscope.line.parts import Part, PartRecorder
 from flawscope.line.records import (
     DROPPED_REASON,
     InspectorLike,
     PartObserver,
     Publisher,
     error,
-    in_review_sample,
     judge,
-    make_record,
 )
 from flawscope.line.settings import LineSettings, check_line_settings
 from flawscope.line.stats import LineStats, LineSummary
-from flawscope.line.store import ImageStore, image_sha256, write_map
-from flawscope.types import Frame, InspectionRecord, Outcome, Verdict
+from flawscope.line.store import ImageStore
+from flawscope.types import InspectionRecord, Outcome
 
 logger = logging.getLogger(__name__)
 
 _STOP = object()  # end of stream, passed down the queues after the last part
-
-
-@dataclass(eq=False)
-class _Part:
-    """A part on its way through the line (private, mutable)."""
-
-    frame: Frame
-    acquired: float  # perf_counter when taken from the source
-    verdict: Verdict | None = None
-    judged: float = math.nan
-    dropped: bool = False
 
 
 class _Line:
@@ -83,7 +72,7 @@ class _Line:
         self.inspector = inspector
         self.audit = audit
         self.station = station
-        self.store = store
+        self.parts = PartRecorder(inspector, settings, store, self._fail)
         self.batch_size = batch_size
         self.max_transaction = max(batch_size, 64)
         self.drop = settings.drop
@@ -92,8 +81,6 @@ class _Line:
         self.on_status = on_status
         self.stop_event = stop_event
         self.status_interval_s = settings.status_interval_s
-        self.keep_maps = settings.keep_maps if store is not None else frozenset()
-        self.review_sample = settings.review_sample if store is not None else 0.0
         self.monitor = monitor
         self.stats = LineStats(station)
         self.q_infer: queue.Queue[Any] = queue.Queue(queue_size)
@@ -103,9 +90,8 @@ class _Line:
         self._lock = threading.Lock()
         self.fatal = ""
         self.stop_reason = ""
-        self.store_error = ""
         self.audit_failed = False
-        self.backlog: list[tuple[_Part, InspectionRecord]] = []
+        self.backlog: list[tuple[Part, InspectionRecord]] = []
         self.unrecorded: list[str] = []
 
     # ------------------------------------------------------------------------------ control
@@ -163,7 +149,7 @@ class _Line:
                 now = time.perf_counter()
                 self.stats.latency("acquire", (now - started) * 1000)
                 self.stats.count("acquired")
-                part = _Part(frame, now)
+                part = Part(frame, now)
                 if not self.drop:
                     self.q_infer.put(part)
                     continue
@@ -184,7 +170,7 @@ class _Line:
                     logger.exception("closing the source %s failed", self.source.uri)
             self.q_infer.put(_STOP)
 
-    def _judge(self, batch: list[_Part]) -> None:
+    def _judge(self, batch: list[Part]) -> None:
         started = time.perf_counter()
         frames = [p.frame for p in batch]
         try:
@@ -208,13 +194,7 @@ class _Line:
         now = time.perf_counter()
         self.stats.latency("infer", (now - started) * 1000)
         for part, verdict in zip(batch, verdicts, strict=True):
-            # Maps nobody will keep are let go here rather than held in the queues.
-            wanted = verdict.outcome.value in self.keep_maps or (
-                self.review_sample > 0 and verdict.outcome is Outcome.PASS
-            )
-            if not wanted and verdict.anomaly_map is not None:
-                verdict = replace(verdict, anomaly_map=None)
-            part.verdict = verdict
+            part.verdict = self.parts.trim(verdict)
             part.judged = now
 
     def infer(self) -> None:
@@ -239,56 +219,7 @@ class _Line:
         finally:
             self.q_record.put(_STOP)
 
-    def _to_record(self, part: _Part) -> InspectionRecord:
-        frame, uri, digest, note = part.frame, "", "", ""
-        if self.store is not None and not part.dropped and not self.store_error:
-            try:
-                uri, digest = self.store.put(frame)
-            except ValueError as exc:  # these pixels cannot be encoded: this part's problem only
-                note = f"image not stored: {exc}"
-            except OSError as exc:
-                self.store_error = (
-                    f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or self.store.root})"
-                )
-                self._fail(f"the image store {self.store.root} cannot be written: {self.store_error}")
-        if self.store is not None and self.store_error and not uri and not part.dropped:
-            note = f"image not stored: {self.store_error}"
-        if not digest:
-            try:
-                digest = image_sha256(frame)
-            except Exception as exc:
-                logger.warning("part %s: cannot hash the image (%s)", frame.part_id, exc)
-        assert part.verdict is not None
-        if uri:
-            note = "; ".join(n for n in (note, self._keep_map(uri, digest, part.verdict)) if n)
-        latency = math.nan if part.dropped else (part.judged - part.acquired) * 1000
-        return make_record(
-            frame,
-            part.verdict,
-            self.inspector,
-            station=self.station,
-            latency_ms=latency,
-            image_uri=uri,
-            image_sha256=digest,
-            note=note,
-        )
-
-    def _keep_map(self, uri: str, digest: str, verdict: Verdict) -> str:
-        """Keep the anomaly map of a part that goes to review; a note for the record if it cannot be."""
-        amap, outcome = verdict.anomaly_map, verdict.outcome
-        if amap is None or not (
-            outcome.value in self.keep_maps
-            or (outcome is Outcome.PASS and in_review_sample(digest, self.review_sample))
-        ):
-            return ""
-        try:
-            write_map(uri, amap, verdict.score / verdict.normalized_score)
-        except (OSError, ValueError, ZeroDivisionError) as exc:
-            logger.warning("anomaly map of %s not kept: %s", uri, exc)
-            return f"anomaly map not kept: {exc}"
-        return ""
-
-    def _commit(self, pairs: list[tuple[_Part, InspectionRecord]]) -> bool:
+    def _commit(self, pairs: list[tuple[Part, InspectionRecord]]) -> bool:
         started = time.perf_counter()
         try:
             committed = self.audit.append_many([r for _, r in pairs])
@@ -326,7 +257,7 @@ class _Line:
                         break
                     parts.extend(more)
                 try:
-                    pairs = [(p, self._to_record(p)) for p in parts]
+                    pairs = [(p, self.parts.to_record(p)) for p in parts]
                 except Exception as exc:  # a bug, not a part's problem: stop rather than guess
                     logger.exception("records of %d parts could not be made", len(parts))
                     self._fail(f"records could not be made: {exc}")
