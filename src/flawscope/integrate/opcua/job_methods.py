@@ -1,8 +1,8 @@
 """OPC 40100-1 job control on the server: StartSingleJob, StartContinuous, Stop, Abort, Halt, Reset.
 
-A mixin of :class:`~flawscope.integrate.opcua.server.OpcuaServerSink` (the lifecycle, the
-triggers and result delivery stay there; result management is in
-:mod:`~flawscope.integrate.opcua.result_methods`). Each method moves the camera's
+A mixin of :class:`~flawscope.integrate.opcua.server.OpcuaServerSink` (the lifecycle and the
+triggers stay there; result management is in :mod:`~flawscope.integrate.opcua.result_methods`,
+result delivery in :mod:`~flawscope.integrate.opcua.delivery`). Each method moves the camera's
 ``VisionSystemType`` state machine as the module docstring of the server describes, and a refused
 call answers with its OPC UA status instead of raising.
 """

@@ -4,9 +4,10 @@ Each camera is a ``VisionSystemType`` object (:mod:`flawscope.integrate.opcua.vi
 either calls the spec's methods (``StartSingleJob`` -> JobId, then a ``ResultReady`` event and
 ``GetResultById``/``GetResultListFiltered``, served from the audit store) or uses the tag handshake
 (:mod:`flawscope.integrate.opcua.handshake`), or both. As a sink it delivers each committed record of
-its cameras in order: ResultReady event, LatestResult variables, and (with tags) the handshake,
-counting a record delivered only once the PLC acknowledged it, so a PLC that is away finds its
-results waiting when it comes back.
+its cameras in order (:mod:`flawscope.integrate.opcua.delivery`): ResultReady event, LatestResult
+variables, and (with tags) the handshake, counting a record delivered only once the PLC
+acknowledged it, so a PLC that is away finds its results waiting when it comes back. This module
+is the lifecycle (start, state machine, stop) and the triggers.
 
 State machine: Preoperational at start, then Operational/Ready once the server runs. A camera with
 ``trigger = "plc"`` goes Ready -> SingleExecution on StartSingleJob and back when the job's result
@@ -21,7 +22,6 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,11 +29,11 @@ from urllib.parse import urlsplit
 
 from flawscope.acquire.triggered import Trigger
 from flawscope.config import Problem
+from flawscope.integrate.opcua.delivery import ResultDelivery
 from flawscope.integrate.opcua.handshake import Handshake
 from flawscope.integrate.opcua.job_methods import JobMethods
 from flawscope.integrate.opcua.loop import LoopThread
 from flawscope.integrate.opcua.result_methods import ResultMethods, ua_module
-from flawscope.integrate.opcua.results import fields
 from flawscope.integrate.opcua.security import (
     PasswordUsers,
     certificate_problems,
@@ -46,9 +46,7 @@ from flawscope.integrate.opcua.vision import (
     VisionSystem,
     load_nodeset,
 )
-from flawscope.integrate.payload import camera_of
 from flawscope.integrate.registry import DeliveryError, Sink, SinkContext, register_sink
-from flawscope.types import InspectionRecord
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +107,7 @@ class OpcuaServerOptions:
 @register_sink(
     "opcua-server", config=OpcuaServerOptions, summary="OPC UA server (OPC 40100-1 Machine Vision)"
 )
-class OpcuaServerSink(JobMethods, ResultMethods, Sink):
+class OpcuaServerSink(JobMethods, ResultMethods, ResultDelivery, Sink):
     """Serves results and takes triggers as an OPC UA Machine Vision system."""
 
     takes_triggers = True
@@ -309,65 +307,6 @@ class OpcuaServerSink(JobMethods, ResultMethods, Sink):
             problems.append(f"cannot listen on {host}:{parts.port} ({exc.strerror or exc})")
         return problems
 
-    # ------------------------------------------------------------------------------- delivery
-
-    def deliver(self, records: Sequence[InspectionRecord]) -> int:
-        """ResultReady event and LatestResult for each record of its cameras; with tags, wait for the ack."""
-        if self._loop is None or self._server is None:
-            raise DeliveryError(f"sink {self.name}: OPC UA server not running")
-        done, problem = self._loop.run(self._deliver(list(records), self.backlog))
-        if problem:
-            raise DeliveryError(f"sink {self.name}: {problem}", delivered=done)
-        return done
-
-    async def _deliver(self, records: list[InspectionRecord], backlog: int) -> tuple[int, str]:
-        for done, record in enumerate(records):
-            camera = camera_of(record)
-            if camera not in self.vision or record.station != self.context.station.record_station(camera):
-                continue  # another camera's or station's record
-            if record.kind == "inspection":
-                handshake = self.handshakes.get(camera)
-                # The PLC's tags first: the ResultReady event and LatestResult (about 0.5 ms of
-                # asyncua work) are for method clients and must not delay the PLC's toggle.
-                if handshake is not None and not await handshake.show(record, backlog - done):
-                    return done, f"camera {camera}: {handshake.error}"
-                await self._publish(camera, record)
-                if handshake is not None and not await handshake.wait_ack():
-                    return done, f"camera {camera}: {handshake.error}"
-            elif record.kind == "drift":
-                await self._diagnostic(camera, record)
-        return len(records), ""
-
-    async def _publish(self, camera: str, record: InspectionRecord) -> None:
-        from flawscope.integrate.opcua.handshake import result_tags
-
-        vision = self.vision[camera]
-        simulated = self.cameras[camera].source.startswith("sim:")
-        values = fields(record, simulated)
-        tags = result_tags(record)
-        latest = {k: tags[v] for k, v in _LATEST_FROM_TAGS.items()}
-        latest["CreationTime"] = values["CreationTime"]
-        await vision.write_values(vision.latest, latest)
-        event = self._events[camera]
-        types = _event_types()
-        for key, value in values.items():
-            # asyncua takes each field's type from its declaration's default value, which the
-            # NodeSet leaves empty for the optional fields: say it explicitly.
-            event.event.add_property(key, value, types.get(key, ua_module().VariantType.ExtensionObject))
-        await event.trigger(
-            message=f"result {tags['ResultId']} of part {record.part_id}: {record.outcome.value}"
-        )
-        single = self._single_job.get(camera)
-        if single is not None and values["JobId"].Id == single:
-            del self._single_job[camera]
-            await vision.set_state("Operational", "Ready")
-
-    async def _diagnostic(self, camera: str, record: InspectionRecord) -> None:
-        """A drift event as a VisionDiagnosticInfoEvent: severity from its level, the monitor's message."""
-        event = self._diagnostics[camera]
-        event.event.Severity = _DRIFT_SEVERITY.get(record.outcome.value, 100)
-        await event.trigger(message=f"drift {record.category}: {record.reason}")
-
     # -------------------------------------------------------------------------------- triggers
 
     def _hub(self) -> Any:
@@ -402,38 +341,6 @@ class OpcuaServerSink(JobMethods, ResultMethods, Sink):
                 continue
             camera, tag = target
             await self.handshakes[camera].plc_wrote(tag, write.Value.Value.Value)
-
-
-#: OPC UA event severity (1-1000) of a drift record's level: alarm, warning, cleared.
-_DRIFT_SEVERITY = {"fail": 700, "review": 400, "pass": 100}
-
-
-def _event_types() -> dict[str, Any]:
-    ua = ua_module()
-    return {
-        "HasTransferableDataOnFile": ua.VariantType.Boolean,
-        "IsPartial": ua.VariantType.Boolean,
-        "IsSimulated": ua.VariantType.Boolean,
-        "ResultState": ua.VariantType.Int32,
-        "CreationTime": ua.VariantType.DateTime,
-        "ResultContent": ua.VariantType.Variant,
-    }
-
-
-_LATEST_FROM_TAGS = {
-    "ResultId": "ResultId",
-    "ResultSeq": "ResultSeq",
-    "PartId": "ResultPartId",
-    "JobId": "ResultJobId",
-    "Outcome": "Outcome",
-    "OutcomeCode": "OutcomeCode",
-    "Accept": "Accept",
-    "Score": "Score",
-    "NormalizedScore": "NormalizedScore",
-    "Category": "Category",
-    "ModelVersion": "ModelVersion",
-    "ThresholdVersion": "ThresholdVersion",
-}
 
 
 class _LocalTags:
