@@ -194,9 +194,9 @@ def test_head_published_earlier_still_verifies_after_more_appends(audit_url, mak
 
 
 def test_verify_streams_page_by_page(audit_url, make_record, run_sql, monkeypatch):
-    import flawscope.audit.store as store
+    import flawscope.audit.queries as queries
 
-    monkeypatch.setattr(store, "_PAGE", 7)
+    monkeypatch.setattr(queries, "_PAGE", 7)
     with AuditLog.open(audit_url) as log:
         log.append_many([make_record(i) for i in range(50)])
         assert log.verify().n_records == 50
