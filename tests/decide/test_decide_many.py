@@ -117,7 +117,8 @@ def test_every_caller_gives_the_same_outcome(tmp_path: Path):
     from flawscope.decide.calibration import calibrate
     from flawscope.evaluate.gallery import HeatScale, make_tiles
     from flawscope.evaluate.metrics import evaluate_scores
-    from flawscope.evaluate.report import ReportData, build_content, decided
+    from flawscope.evaluate.report import ReportData, build_content
+    from flawscope.evaluate.report_point import decided
     from flawscope.evaluate.run import operating_point
     from flawscope.export.int8 import count_fails
 

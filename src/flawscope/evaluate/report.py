@@ -8,7 +8,10 @@ base64: the file opens offline, prints, and can be archived with the bundle.
 The operating point is the given thresholds (calibrated on held-out good parts, or set by hand).
 Without thresholds it is the lowest threshold whose false-reject rate on the *test* good parts
 is at most the summary's FRR target (1% by default), and the report says that this point was
-chosen on the test set itself and is optimistic.
+chosen on the test set itself and is optimistic (:mod:`flawscope.evaluate.report_point`).
+
+This module assembles the content (per defect type, categories, segmentation, notes, galleries,
+figures) and writes the files; the page itself is drawn by :mod:`flawscope.evaluate.report_html`.
 """
 
 from __future__ import annotations
@@ -23,16 +26,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import flawscope
-from flawscope.decide.calibration import clopper_pearson_interval, clopper_pearson_upper
-from flawscope.decide.thresholds import Thresholds
-from flawscope.decide.verdict import decide_many, outcomes
 from flawscope.errors import InputError
 from flawscope.evaluate.gallery import HeatScale, Tile, make_tiles, worst_defects, worst_good
 from flawscope.evaluate.metrics import GOOD, Metrics
 from flawscope.evaluate.plots import OperatingMarker, curves_png, histogram_png
-from flawscope.evaluate.report_data import CONFIDENCE, CalibrationInfo, ReportData, threshold_pair
+from flawscope.evaluate.report_data import CalibrationInfo, ReportData
 from flawscope.evaluate.report_html import render_html
-from flawscope.types import Prediction, Verdict
+from flawscope.evaluate.report_point import decided, point_content
 
 if TYPE_CHECKING:
     from flawscope.bundle import Bundle
@@ -53,109 +53,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _decision_thresholds(data: ReportData) -> tuple[Thresholds, bool]:
-    """The thresholds the report decides with, and whether they were given (not chosen on the test set)."""
-    reject, review = threshold_pair(data.thresholds)
-    overall = data.summary.overall
-    if isinstance(data.thresholds, Thresholds):
-        return data.thresholds, True
-    if reject is None or review is None:
-        if overall.threshold_at_frr is None:
-            raise InputError(
-                "thresholds",
-                "none given, and the test set cannot choose an operating point (it needs good and defective "
-                "images): pass the bundle's thresholds",
-            )
-        reject = review = overall.threshold_at_frr
-        given = False
-    else:
-        given = True
-    return _bare_thresholds(reject, review), given
-
-
-def _bare_thresholds(reject: float, review: float) -> Thresholds:
-    """Score thresholds without rules, as the record ``decide_many`` takes."""
-    return Thresholds.explicit(float(reject), float(review), note="report operating point")
-
-
-def decided(data: ReportData) -> tuple[Thresholds, bool, list[Verdict]]:
-    """The report's thresholds and every part's verdict under them (:func:`decide_many`)."""
-    thresholds, given = _decision_thresholds(data)
-    prediction = data.prediction or Prediction(
-        np.asarray(data.scores, dtype=np.float32), tuple(data.maps) if data.maps is not None else ()
-    )
-    return thresholds, given, decide_many(prediction, thresholds)
-
-
-def _operating_point(data: ReportData) -> dict[str, Any]:
-    """Thresholds, outcome counts and rates at the report's operating point."""
-    overall = data.summary.overall
-    decision, calibrated, verdicts = decided(data)
-    reject, review = decision.reject, decision.review
-    labels = np.asarray(data.labels)
-    found = outcomes(verdicts)
-    counts = {
-        truth: {o: int(((labels == value) & (found == o)).sum()) for o in ("pass", "review", "fail", "error")}
-        for truth, value in (("good", 0), ("defect", 1))
-    }
-    n_good, n_defect = overall.n_good, overall.n_defect
-    false_rejects, caught = counts["good"]["fail"], counts["defect"]["fail"]
-    if calibrated:
-        frr = false_rejects / n_good if n_good else None
-        recall = caught / n_defect if n_defect else None
-        precision = caught / (caught + false_rejects) if caught + false_rejects else None
-    else:
-        # The summary's own numbers: the thresholds were chosen by evaluate_scores.
-        frr, recall, precision = overall.achieved_frr, overall.recall_at_frr, overall.precision_at_frr
-    thresholds = data.thresholds if isinstance(data.thresholds, Thresholds) else None
-    if not calibrated:
-        source = f"chosen on the test set at {overall.frr_target:.2%} FRR (no thresholds given)"
-    elif thresholds is not None and thresholds.version:
-        source = f"thresholds version {thresholds.version} ({thresholds.method})"
-    elif thresholds is not None:
-        source = f"{thresholds.method} thresholds, not yet versioned"
-    else:
-        source = "thresholds given"
-    return {
-        "calibrated": calibrated,
-        "source": source,
-        "reject": reject,
-        "review": review,
-        "has_review_band": review < reject,
-        "threshold_version": thresholds.version if thresholds else None,
-        "method": thresholds.method if thresholds else None,
-        "frr_target": None if calibrated else overall.frr_target,
-        "counts": counts,
-        "false_rejects": false_rejects,
-        "frr": frr,
-        "frr_upper_bound": float(clopper_pearson_upper(false_rejects, n_good, CONFIDENCE))
-        if n_good
-        else None,
-        "frr_confidence": CONFIDENCE,
-        "recall": recall,
-        "recall_ci": list(clopper_pearson_interval(caught, n_defect, CONFIDENCE)) if n_defect else None,
-        "precision": precision,
-        "review_rate": (sum(counts["good"][o] + counts["defect"][o] for o in ("review", "error")))
-        / len(labels),
-        "rules": _rules(thresholds),
-        "outcomes": [str(o) for o in found],
-    }
-
-
-def _rules(thresholds: Thresholds | None) -> list[str]:
-    """The station's region rules, which the score-only outcomes of this report do not apply."""
-    if thresholds is None:
-        return []
-    rules = []
-    if thresholds.min_area_px:
-        rules.append(f"min_area_px={thresholds.min_area_px}")
-    if thresholds.min_area_mm2 is not None:
-        rules.append(f"min_area_mm2={thresholds.min_area_mm2}")
-    if thresholds.max_regions is not None:
-        rules.append(f"max_regions={thresholds.max_regions}")
-    return rules
 
 
 def _per_type(data: ReportData, point: dict[str, Any]) -> list[dict[str, Any]]:
@@ -260,7 +157,7 @@ def build_content(data: ReportData, tiles: Mapping[str, Sequence[Tile]] | None =
         ``calibration``, ``headline``, ``per_type``, ``metrics``, ``galleries`` and ``notes``.
     """
     overall = data.summary.overall
-    point = _operating_point(data)
+    point = point_content(data)
     per_type = _per_type(data, point)
     point = {k: v for k, v in point.items() if k != "outcomes"}
     calibration = data.calibration
@@ -385,7 +282,7 @@ def write_report(data: ReportData, html_path: str | Path) -> Path:
             good or defective images) or the folder cannot be written.
     """
     html_path = Path(html_path)
-    point = _operating_point(data)
+    point = point_content(data)
     tiles, scale = _tiles(data, point)
     content = build_content(data, tiles)
     figures = _figures(data, content)
