@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flawscope.audit import AuditLog, AuditWriteError
 from flawscope.errors import BundleError, FlawscopeError, InputError
-from flawscope.web import admin_pages, api, assets, pages, pictures
+from flawscope.web import admin_pages, api, assets, pages, pictures, review_pages
 from flawscope.web import queue as review_queue
 from flawscope.web.auth import Denied, audit_denial, identify
 from flawscope.web.config import WebConfig
@@ -277,6 +277,7 @@ def create_app(config: WebConfig, *, sinks: SinkStatus | None = None) -> FastAPI
     _install_handlers(app)
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(review_pages.router)
     app.include_router(pictures.router)
     app.include_router(admin_pages.router)
     app.include_router(assets.router)

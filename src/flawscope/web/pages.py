@@ -1,7 +1,8 @@
-"""Pages for people: log in, the live dashboard and its event stream, the review queue, parts.
+"""Pages for people: log in, the live dashboard and its event stream, parts.
 
 Pages are rendered on the server; the dashboard's numbers and charts are then kept current by one
-server-sent event stream (``/events/stream``), and the review page's keys submit its form.
+server-sent event stream (``/events/stream``). The review queue's pages are
+:mod:`flawscope.web.review_pages`, the settings' :mod:`flawscope.web.admin_pages`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import asyncio
 import json
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -33,9 +33,8 @@ from flawscope.web.auth import (
 )
 from flawscope.web.errors import PartNotFoundError
 from flawscope.web.events import record_event
-from flawscope.web.imaging import DISPLAY_SIDE, mask_from_polygons
+from flawscope.web.imaging import DISPLAY_SIDE
 from flawscope.web.queries import Filters, list_records
-from flawscope.web.reviews import reviews_of_part
 from flawscope.web.state import WebState
 from flawscope.web.users import authenticate, end_session, list_users, same_secret, start_session
 
@@ -44,11 +43,6 @@ SeqPath = Annotated[int, Path(ge=1, le=2**53 - 1)]
 Operator = Annotated[Principal, Depends(require("operator"))]
 LOGIN_LIMIT, LOGIN_WINDOW_S = 5, 300.0
 STREAM_TICK_S = 1.0
-REASONS = {
-    "flagged": "flagged by an operator",
-    "review_band": "the model was unsure (review band)",
-    "sample": "random check of a passed part",
-}
 
 
 def _state(request: Request) -> WebState:
@@ -65,7 +59,7 @@ def render(request: Request, name: str, context: dict[str, Any], status: int = 2
     )
 
 
-def _local(target: str) -> str:
+def local_target(target: str) -> str:
     """``target`` if it is a path of this app, else ``/`` (no redirect elsewhere after login)."""
     return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
 
@@ -90,7 +84,7 @@ def login_page(request: Request, next: str = "/", error: str = "") -> Response:
         {
             "principal": None,
             "login_csrf": token,
-            "next": _local(next),
+            "next": local_target(next),
             "error": error,
             "no_users": no_users,
             "audit_url": _state(request).db.url,
@@ -133,12 +127,12 @@ def login(
         state.login_failures[username] = [*failures, now]
         record_event(state.db, "login_failed", actor=username, target="/login", remote=remote)
         return RedirectResponse(
-            f"/login?next={quote(_local(next))}&error=" + quote("Wrong user name or password."), 303
+            f"/login?next={quote(local_target(next))}&error=" + quote("Wrong user name or password."), 303
         )
     state.login_failures.pop(username, None)
     secret, _ = start_session(state.db, user, state.config.session_hours * 3600)
     record_event(state.db, "login", actor=user.username, target="/login", remote=remote)
-    answer = RedirectResponse(_local(next), 303)
+    answer = RedirectResponse(local_target(next), 303)
     answer.set_cookie(
         SESSION_COOKIE,
         secret,
@@ -217,128 +211,6 @@ async def stream(request: Request) -> Response:
         media_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},
     )
-
-
-# ------------------------------------------------------------------------------------ review
-
-
-def _review_page(
-    request: Request,
-    who: Principal,
-    seq: int,
-    item: review_queue.QueueItem | None,
-    left: int,
-    coming: review_queue.QueueItem | None = None,
-) -> Response:
-    state = _state(request)
-    # The queue entry carries its inspection record: no second look-up.
-    record = item.record if item is not None and item.record.seq == seq else state.record(seq)
-    if record is None or record.kind != "inspection":
-        raise PartNotFoundError("seq", f"there is no inspection {seq} in the audit log")
-    image = state.image_of(record)
-    earlier = reviews_of_part(state.db, seq)
-    return render(
-        request,
-        "review.html",
-        {
-            "principal": who,
-            "nav": "review",
-            "record": record,
-            "item": item,
-            "queue_left": left,
-            "reason_text": REASONS.get(item.reason, "") if item else "",
-            "image_ok": image.path is not None,
-            "image_problem": image.problem,
-            "width": image.width,
-            "height": image.height,
-            "has_map": image.has_map,
-            "full_size": max(image.width, image.height) > DISPLAY_SIDE,
-            "confidence": getattr(record, "confidence", None),
-            "categories": state.categories(),
-            "history": state.history(record.part_id),
-            "request_id": uuid.uuid4().hex,
-            "known_review_seq": earlier[-1].seq if earlier else 0,
-            "next_url": "/review",
-            "queue_total": left,
-            # The browser fetches the next part's pictures while this one is looked at.
-            "coming": _coming(state, coming),
-        },
-    )
-
-
-@router.get("/review")
-def review_next(
-    request: Request, who: Operator, after: Annotated[int | None, Query(ge=0)] = None
-) -> Response:
-    """The next part of the queue (``after``: the one that comes after that queue entry)."""
-    db = _state(request).db
-    with db.read():  # one transaction for the page's questions
-        items = review_queue.pending(db, limit=2, after_id=after)
-        if not items and after is not None:  # skipped past the end: start again from the top
-            items = review_queue.pending(db, limit=2)
-        if not items:
-            return render(request, "review_empty.html", {"principal": who, "nav": "review"})
-        left = sum(review_queue.counts(db).values())
-        coming = items[1] if len(items) > 1 else None
-        return _review_page(request, who, items[0].record.seq or 0, items[0], left, coming)
-
-
-def _coming(state: WebState, item: review_queue.QueueItem | None) -> dict[str, Any] | None:
-    """The next part's pictures to prefetch (``None``: nothing to fetch)."""
-    if item is None or item.record.seq is None:
-        return None
-    image = state.image_of(item.record)
-    if state.prerender is not None:  # drawn by now unless it fell out of the cache
-        state.prerender.want([item.record.seq])
-    return {"seq": item.record.seq, "has_map": image.has_map} if image.path is not None else None
-
-
-@router.get("/review/{seq}")
-def review_part(request: Request, who: Operator, seq: SeqPath) -> Response:
-    """Review a given part (from its page), whether or not it is in the queue."""
-    db = _state(request).db
-    with db.read():
-        left = sum(review_queue.counts(db).values())
-        return _review_page(request, who, seq, review_queue.entry_of(db, seq), left)
-
-
-@router.post("/review/{seq}")
-def review_submit(
-    request: Request,
-    who: Operator,
-    seq: SeqPath,
-    verdict: Annotated[str, Form()],
-    request_id: Annotated[str, Form(max_length=64)],
-    known_review_seq: Annotated[int, Form(ge=0)] = 0,
-    category: Annotated[str, Form(max_length=40)] = "",
-    note: Annotated[str, Form(max_length=500)] = "",
-    regions: Annotated[str, Form(max_length=200_000)] = "",
-    next: Annotated[str, Form()] = "/review",
-) -> Response:
-    """Record the verdict and go on to the next part."""
-    state = _state(request)
-    mask = None
-    if regions.strip() and verdict == "defect":
-        try:
-            polygons = json.loads(regions)
-        except json.JSONDecodeError:
-            raise InputError("regions", "the drawn regions are not valid JSON") from None
-        if polygons:
-            record = state.record(seq)
-            image = state.image_of(record) if record is not None else None
-            if image is not None and image.path is not None:
-                mask = mask_from_polygons(polygons, image.width, image.height)
-    state.desk.submit(
-        seq,
-        verdict,
-        who.name,
-        category=category if verdict == "defect" else None,
-        note=note,
-        mask=mask,
-        request_id=request_id,
-        known_review_seq=known_review_seq,
-    )
-    return RedirectResponse(_local(next), 303)
 
 
 # ------------------------------------------------------------------------------------- parts
