@@ -85,6 +85,8 @@ def test_full_fine_tuning_changes_the_stem(tiny_labelled):
         ("classifier", {"finetune_epochs": 0}, "finetune_epochs"),
         ("classifier", {"finetune_lr": 0}, "finetune_lr"),
         ("classifier", {"finetune_patience": -1}, "finetune_patience"),
+        ("classifier", {"finetune_augment": "often"}, "finetune_augment"),
+        ("box_detector", {"finetune": "last", "finetune_augment": "fresh"}, "no fresh views"),
     ],
 )
 def test_bad_finetune_settings_name_the_field(name, params, message):
@@ -104,6 +106,39 @@ def test_fine_tuning_runs_every_epoch_by_default_and_keeps_the_best(tiny_labelle
     accuracy = log["validation_accuracy"]
     assert len(accuracy) == 4
     assert accuracy[log["best_epoch"] - 1] == max(accuracy)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "fresh"])
+def test_fresh_augmentation_draws_new_views_every_epoch(tiny_labelled, monkeypatch, mode):
+    import flawscope.models.finetune as finetune
+
+    made = []  # (views asked for, the augmented images) of each call inside fine-tuning
+
+    def recording(images, masks, spec):
+        out = real(images, masks, spec)
+        made.append((spec.views, [np.array(im, copy=True) for im in out[0]]))
+        return out
+
+    real = finetune.augmented_views
+    monkeypatch.setattr(finetune, "augmented_views", recording)
+    augment = {"HorizontalFlip": {"p": 0.5}, "RandomBrightnessContrast": {"p": 1.0}}
+    model = get_model_class("classifier")(
+        **{**FAST, "epochs": 1}, finetune="last", finetune_epochs=3, validation=0.25,
+        augment=augment, finetune_augment=mode,
+    )  # fmt: skip
+    model.fit(tiny_labelled["images"], Targets(tiny_labelled["classes"]))
+    log = model.training_["log"]["finetune"]
+    assert log["augment"] == mode and log["epochs_run"] == 3
+    drawn = [images for views, images in made if views and images]
+    if mode == "fixed":  # one set of views, made before the cache and drawn from every epoch
+        assert len(drawn) == 1 and "fresh_seconds" not in log
+        return
+    assert len(drawn) == 3 and log["fresh_seconds"] > 0  # one new draw of every training image an epoch
+    n = len(drawn[0])
+    assert all(len(d) == n for d in drawn) and 0 < n < len(tiny_labelled["images"])
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        assert not all(np.array_equal(x, y) for x, y in zip(drawn[a], drawn[b], strict=True))
+    assert model.hyperparameters()["finetune_augment"] == "fresh"
 
 
 def test_finetune_patience_reaches_the_fine_tuning(tiny_labelled, monkeypatch):

@@ -120,6 +120,10 @@ class BoxDetector(SupervisedModel):
             raise InputError(
                 "finetune", "a box_detector tunes the trunk's stride-16 blocks: use 'last' or 'none'"
             )
+        if p["finetune_augment"] != "fixed":  # its fine-tuning flips the cached maps, nothing else
+            raise InputError(
+                "finetune_augment", "a box_detector's fine-tuning takes no fresh views: use 'fixed'"
+            )
         if not isinstance(p["box_quality"], bool):
             raise InputError("box_quality", f"must be true or false, got {p['box_quality']!r}")
         if not 0.0 < float(p["box_nms"]) <= 1.0:

@@ -216,7 +216,7 @@ class SupervisedModel(Model):
         p = self.params
         config = FinetuneConfig(mode, p["finetune_epochs"], float(p["finetune_lr"]), p["finetune_patience"],
                                 seed=self.config.seed, threads=p["threads"], width=int(p["width"]),
-                                context=bool(p["context"]))  # fmt: skip
+                                context=bool(p["context"]), augment=str(p["finetune_augment"]))  # fmt: skip
         spec = self.augment_spec()
         done = finetune_trunk(
             self._embedder(), self.config.backbone, images, labels, train_idx, val_idx, pre,

@@ -27,6 +27,9 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
     finetune_patience: stop fine-tuning after this many epochs without a better validation
         accuracy (0, the default: run every epoch, since stopping inside the one-cycle
         schedule stops at its high learning rate; the best epoch is kept either way).
+    finetune_augment: ``"fixed"`` (the default: fine-tuning draws from the ``views``
+        augmented views made once per training image and the clean one) or ``"fresh"`` (a new
+        albumentations draw of every training image every fine-tuning epoch; classifier only).
     score: what the thresholds judge: ``"class"``, the image head's ``1 - P(good)``;
         ``"map"`` (segmenting models), the defect-probability map inside the image, its
         peak or (``score_area`` > 0) the mean of its ``score_area`` highest pixels on the
@@ -51,7 +54,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flawscope.errors import InputError
-from flawscope.models.finetune import FINETUNE_MODES
+from flawscope.models.finetune import FINETUNE_AUGMENT, FINETUNE_MODES
 from flawscope.models.tuned_head import HEAD_CHOICES
 from flawscope.models.views import check_canvas, view_set
 
@@ -85,6 +88,7 @@ def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
         "finetune_epochs": 6,
         "finetune_lr": 3e-4,
         "finetune_patience": 0,
+        "finetune_augment": "fixed",
         "tta": "none",
         "finetune_head": "best",
     }
@@ -156,6 +160,10 @@ def check_params(
         raise InputError("finetune_lr", f"must be in (0, 1), got {p['finetune_lr']!r}")
     if not isinstance(p["finetune_patience"], int) or p["finetune_patience"] < 0:
         raise InputError("finetune_patience", f"must be a whole number >= 0, got {p['finetune_patience']!r}")
+    if p["finetune_augment"] not in FINETUNE_AUGMENT:
+        raise InputError(
+            "finetune_augment", f"must be one of {list(FINETUNE_AUGMENT)}, got {p['finetune_augment']!r}"
+        )
     check_canvas(view_set(p["tta"]), *canvas)
     if p["finetune_head"] not in HEAD_CHOICES:
         raise InputError("finetune_head", f"must be one of {list(HEAD_CHOICES)}, got {p['finetune_head']!r}")
