@@ -15,23 +15,23 @@ received, results missing (a triggered part without its result at the end), late
 ``deadline_ms``), duplicated (an id received before) and out of order (a lower seq after a higher),
 and the trigger-to-result-readable time of each triggered part. ``record`` appends every result
 received to a JSON-lines file (what the soak benchmark checks across restarts). It reconnects
-after losing the station, as a PLC does.
+after losing the station, as a PLC does. The counting is :mod:`flawscope.integrate.plcsim_ledger`,
+the tags and events :mod:`flawscope.integrate.plcsim_tags`; this module is the PLC's program in
+each mode.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from flawscope.integrate.opcua.handshake import TAGS
+from flawscope.integrate.plcsim_ledger import PlcSimStats, ResultLedger
 from flawscope.integrate.plcsim_tags import ClientTags, Events, ServerTags, result_content
 
 logger = logging.getLogger(__name__)
@@ -88,78 +88,24 @@ class PlcSimOptions:
     record: Path | None = None
 
 
-@dataclass
-class PlcSimStats:
-    """What the simulated PLC saw."""
-
-    triggered: int = 0
-    results: int = 0
-    duplicates: int = 0
-    missed: int = 0
-    late: int = 0
-    out_of_order: int = 0
-    reconnects: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Counts and latency percentiles (ms)."""
-        lat = np.asarray(self.latencies_ms, dtype=np.float64)
-        pct = {f"p{p}": float(np.percentile(lat, p)) for p in (50, 90, 99)} if lat.size else {}
-        return {
-            "triggered": self.triggered,
-            "results": self.results,
-            "duplicates": self.duplicates,
-            "missed": self.missed,
-            "late": self.late,
-            "out_of_order": self.out_of_order,
-            "reconnects": self.reconnects,
-            "latency_ms": {"n": int(lat.size), **pct, "max": float(lat.max()) if lat.size else None},
-        }
-
-
 class PlcSim:
     """The simulated PLC (asyncio; :meth:`run` until done or ``stop``)."""
 
     def __init__(self, options: PlcSimOptions) -> None:
         self.options = options
-        self.stats = PlcSimStats()
-        self.seen: set[str] = set()
-        self.last_seq = 0
-        self.triggered_at: dict[str, float] = {}
-        self.received: dict[str, float] = {}
+        self.ledger = ResultLedger(options.deadline_ms)
         self.stop_event = asyncio.Event()
         self.started = asyncio.Event()
-        self._record: Any = None
 
-    # ------------------------------------------------------------------------------ results
+    @property
+    def stats(self) -> PlcSimStats:
+        """What this PLC saw so far (see :class:`~flawscope.integrate.plcsim_ledger.ResultLedger`)."""
+        return self.ledger.stats
 
-    def _got(self, result_id: str, seq: int, part_id: str, outcome_code: int, extra: dict[str, Any]) -> None:
-        now = time.perf_counter()
-        if result_id in self.seen:
-            self.stats.duplicates += 1
-        else:
-            self.seen.add(result_id)
-            self.stats.results += 1
-            if seq < self.last_seq:
-                self.stats.out_of_order += 1
-            self.last_seq = max(self.last_seq, seq)
-        sent = self.triggered_at.pop(part_id, None)
-        ms: float | None = None
-        if sent is not None:
-            ms = (now - sent) * 1000
-            self.stats.latencies_ms.append(ms)
-            self.received[part_id] = ms
-            if ms > self.options.deadline_ms:
-                self.stats.late += 1
-        if self._record is not None:
-            line = {"id": result_id, "seq": seq, "part_id": part_id, "outcome_code": outcome_code, **extra}
-            if ms is not None:
-                line["trigger_to_result_ms"] = ms
-            self._record.write(json.dumps(line) + "\n")
-            self._record.flush()
-
-    def _finish(self) -> None:
-        self.stats.missed = len(self.triggered_at)
+    @property
+    def seen(self) -> set[str]:
+        """The result ids received."""
+        return self.ledger.seen
 
     def _parts(self) -> Any:
         n = 0
@@ -178,17 +124,14 @@ class PlcSim:
 
     async def run(self) -> PlcSimStats:
         """Run until the parts are done (and their results in, or late) or :meth:`stop`."""
-        if self.options.record is not None:
-            self._record = self.options.record.open("a", encoding="utf-8")
+        self.ledger.open(self.options.record)
         try:
             if self.options.mode == "serve":
                 await self._serve()
             else:
                 await self._client_loop()
         finally:
-            self._finish()
-            if self._record is not None:
-                self._record.close()
+            self.ledger.close()
         return self.stats
 
     def stop(self) -> None:
@@ -284,11 +227,10 @@ class PlcSim:
         end_by = None
         while not self.stop_event.is_set():
             now = time.monotonic()
-            idle = not waiting_ack and not dropping and not self.triggered_at
+            idle = not waiting_ack and not dropping and not self.ledger.triggered_at
             if current is not None and idle and now >= current[1]:
                 part_id = current[0]
-                self.triggered_at[part_id] = time.perf_counter()
-                self.stats.triggered += 1
+                self.ledger.trigger(part_id)
                 await tags.write({"TriggerPartId": part_id, "Trigger": True})
                 waiting_ack = True
                 current = next(parts, None)
@@ -301,7 +243,7 @@ class PlcSim:
                 dropping = False
             ready = bool(values["ResultReady"])
             if ready != acked:
-                self._got(
+                self.ledger.got(
                     str(values["ResultId"]),
                     int(values["ResultSeq"]),
                     str(values["ResultPartId"]),
@@ -311,13 +253,13 @@ class PlcSim:
                 if self.options.ack:
                     await tags.write({"ResultAck": ready})
                     acked = ready
-            if exhausted and not self.triggered_at:
+            if exhausted and not self.ledger.triggered_at:
                 return True
             if exhausted:
                 end_by = end_by or now + self.options.deadline_ms / 1000 * 4
                 if now > end_by:
                     return True
-            ready_to_trigger = not waiting_ack and not dropping and not self.triggered_at
+            ready_to_trigger = not waiting_ack and not dropping and not self.ledger.triggered_at
             if current is not None and ready_to_trigger and time.monotonic() >= current[1]:
                 continue  # the next part is due now: no change to wait for
             await tags.wait(scan)
@@ -345,8 +287,7 @@ class PlcSim:
             if self.stop_event.is_set():
                 return True
             await self._sleep(due - time.monotonic())
-            self.triggered_at[part_id] = time.perf_counter()
-            self.stats.triggered += 1
+            self.ledger.trigger(part_id)
             job = await auto.call_method(
                 start,
                 ua.MeasIdDataType(Id=f"meas-{part_id}"),
@@ -363,7 +304,7 @@ class PlcSim:
                 except TimeoutError:
                     break
                 arrived[event.JobId.Id] = event
-                self._got(
+                self.ledger.got(
                     event.ResultId.Id,
                     int(event.ResultId.Id.split("-")[0]),
                     event.PartId.Id if event.PartId else "",
@@ -392,7 +333,7 @@ class PlcSim:
         )
         for result in out[3] or []:
             part = result.PartId.Id if result.PartId else ""
-            self._got(
+            self.ledger.got(
                 result.ResultId.Id,
                 int(result.ResultId.Id.split("-")[0]),
                 part,
