@@ -44,8 +44,8 @@ def main() -> None:
     from flawscope.data.webs import WebGenerator, WebSpec, plan_defects
     from flawscope.runtime import Inspector
     from flawscope.webscan.merge import DefectMerger
+    from flawscope.webscan.regions import defect_regions
     from flawscope.webscan.register import measure_offset
-    from flawscope.webscan.scan import defect_regions
 
     rows, step = args.frame, args.frame - args.overlap
     spec = WebSpec(length_m=args.metres, width_px=args.width, n_defects=args.defects, seed=args.seed)

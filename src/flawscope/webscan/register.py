@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flawscope.webscan.regions import peak_in
+
 # Dots: dark (a pit), Gaussian of this sigma in pixels, spaced so their anomalies do not touch.
 DOT_SIGMA = 2.0
 DOT_DEPTH = 45.0
@@ -70,8 +72,6 @@ def measure_offset(
         The registration, or None when the frame is too small for four dots or no dot's
         anomaly could be located.
     """
-    from flawscope.webscan.scan import _peak_in
-
     height, width = int(frame.shape[0]), int(frame.shape[1])
     points = _dot_positions(height, width)
     if len(points) < 4:
@@ -88,7 +88,7 @@ def measure_offset(
     offsets = []
     for x, y in points:
         box = (int(x) - half, int(y) - half, int(x) + half, int(y) + half)
-        found = _peak_in(diff, box)
+        found = peak_in(diff, box)
         if found is not None:
             offsets.append((found[0] - x, found[1] - y))
     if not offsets:
