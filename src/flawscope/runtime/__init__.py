@@ -3,6 +3,7 @@
 Needs only numpy, OpenCV, Pillow and ONNX Runtime (``pip install flawscope[runtime]``).
 """
 
-from flawscope.runtime.inspector import Inspector, available_providers
+from flawscope.runtime.inspector import Inspector
+from flawscope.runtime.session import available_providers
 
 __all__ = ["Inspector", "available_providers"]
