@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from flawscope.errors import InputError
-from flawscope.improve.compare import ModelResults, Rate, evaluate_gates
-from flawscope.improve.gates import GateConfig
+from flawscope.improve.compare import ModelResults, Rate
+from flawscope.improve.gates import GateConfig, evaluate_gates
 from flawscope.improve.paired import newcombe_interval, paired_test
 
 

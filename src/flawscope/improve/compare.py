@@ -10,9 +10,10 @@ Both deployable bundles judge the same images with the torch-free runtime:
 * **unlabelled parts**: images of an archive nobody reviewed; the share on which both models take
   the same decision (pass, or stop), with its interval.
 
-The gates (:class:`~flawscope.improve.gates.GateConfig`) decide whether the candidate may be
-promoted. Recall is compared part by part (both models judge the same parts): each recall gate
-is a paired test on the parts the two models judge differently, with its interval, margin and
+The gates (:class:`~flawscope.improve.gates.GateConfig`, judged by
+:func:`~flawscope.improve.gates.evaluate_gates`) decide whether the candidate may be promoted.
+Recall is compared part by part (both models judge the same parts): each recall gate is a paired
+test on the parts the two models judge differently, with its interval, margin and
 confidence (:mod:`flawscope.improve.paired`): by default the candidate must show non-inferiority within 5
 points on all labelled defects, and is refused on any defect type where the live model catches
 parts it misses significantly more often than the reverse (McNemar's exact test). A candidate
@@ -32,8 +33,7 @@ from typing import Any
 from flawscope.decide.calibration import clopper_pearson_interval, clopper_pearson_upper
 from flawscope.decide.thresholds import utc_now_iso
 from flawscope.errors import InputError
-from flawscope.improve.gates import Gate, GateConfig
-from flawscope.improve.paired import paired_test
+from flawscope.improve.gates import Gate, GateConfig, evaluate_gates
 from flawscope.jsonsafe import finite_or_none
 from flawscope.types import Outcome
 
@@ -205,111 +205,6 @@ def _results(
         frr=Rate.of(sum(stopped[i.path] for i in good), len(good), confidence),
         stopped={i.path: stopped[i.path] for i in labelled if i.path in stopped},
     )
-
-
-def paired_counts(
-    live: dict[str, bool], candidate: dict[str, bool], paths: Iterable[str]
-) -> tuple[int, int, int, int]:
-    """``(both, live_only, candidate_only, n)``: parts each model stopped, among ``paths`` both judged."""
-    judged = [p for p in paths if p in live and p in candidate]
-    both = sum(1 for p in judged if live[p] and candidate[p])
-    live_only = sum(1 for p in judged if live[p] and not candidate[p])
-    candidate_only = sum(1 for p in judged if candidate[p] and not live[p])
-    return both, live_only, candidate_only, len(judged)
-
-
-def evaluate_gates(
-    live: ModelResults,
-    candidate: ModelResults,
-    agreement: Rate | None,
-    config: GateConfig,
-    labels: dict[str, str] | None = None,
-) -> tuple[Gate, ...]:
-    """Each gate's verdict (see :class:`GateConfig`).
-
-    Args:
-        live: the live model's results (with ``stopped``).
-        candidate: the candidate's, on the same parts.
-        agreement: agreement on unlabelled parts.
-        config: the gates.
-        labels: image path -> label of the labelled parts (the recall gates' pairs).
-    """
-    labels = labels or {}
-    defects = [p for p, label in labels.items() if label != GOOD]
-    counts = paired_counts(live.stopped, candidate.stopped, defects)
-    test = paired_test(
-        *counts, margin=config.recall_margin, rule=config.recall_rule, confidence=config.confidence,
-        method=config.method,
-    )  # fmt: skip
-    gates = [
-        Gate(
-            "enough labelled parts",
-            candidate.recall.n >= config.min_defects and candidate.frr.n >= config.min_good,
-            f"{candidate.recall.n} defective (need {config.min_defects}), "
-            f"{candidate.frr.n} good (need {config.min_good})",
-        ),
-        Gate(
-            "recall on all labelled defects",
-            test.passed,
-            f"candidate {candidate.recall.rate:.1%} vs live {live.recall.rate:.1%}: {test.describe()}",
-            test,
-        ),
-    ]
-    for kind, rate in candidate.recall_by_type.items():
-        before = live.recall_by_type.get(kind)
-        if before is None or rate.n < config.min_type_parts:
-            continue
-        counts = paired_counts(live.stopped, candidate.stopped, [p for p in defects if labels[p] == kind])
-        test = paired_test(
-            *counts, margin=config.type_margin, rule=config.type_rule, confidence=config.confidence,
-            method=config.method,
-        )  # fmt: skip
-        gates.append(
-            Gate(
-                f"recall on {kind}",
-                test.passed,
-                f"candidate {rate.rate:.1%} vs live {before.rate:.1%}: {test.describe()}",
-                test,
-            )
-        )
-    good_pairs = paired_counts(
-        live.stopped, candidate.stopped, [p for p, label in labels.items() if label == GOOD]
-    )
-    if config.frr_rule == "paired":
-        # Stopping a good part is the loss here: the candidate "loses" the good parts only it stops.
-        both, live_only, cand_only, n = good_pairs
-        test = paired_test(
-            both, cand_only, live_only, n, margin=config.frr_margin, rule="inferiority",
-            confidence=config.confidence, method=config.method,
-        )  # fmt: skip
-        gates.append(
-            Gate(
-                "false rejects on good parts (paired)",
-                test.passed,
-                f"candidate {candidate.frr.k}/{candidate.frr.n} vs live {live.frr.k}/{live.frr.n}: "
-                + test.describe("false-reject rate, live minus candidate,", swapped=True),
-                test,
-            )
-        )
-    bound = live.frr.upper + config.frr_bound_tolerance if config.frr_rule == "bound" else math.inf
-    if config.max_frr_bound is not None:
-        bound = min(bound, config.max_frr_bound)
-    if math.isfinite(bound):
-        gates.append(
-            Gate(
-                "false-reject bound on good parts",
-                candidate.frr.upper <= bound + 1e-12,
-                f"candidate {candidate.frr.k}/{candidate.frr.n} stopped, upper bound "
-                f"{candidate.frr.upper:.2%} vs allowed {bound:.2%} "
-                f"(live {live.frr.k}/{live.frr.n}, bound {live.frr.upper:.2%}); "
-                f"{good_pairs[1]} stopped by live only, {good_pairs[2]} by the candidate only",
-            )
-        )
-    if config.min_agreement is not None:
-        ok = agreement is not None and agreement.rate >= config.min_agreement
-        shown = "no unlabelled parts" if agreement is None else f"{agreement.rate:.1%} of {agreement.n}"
-        gates.append(Gate("agreement on unlabelled parts", ok, f"{shown}; need {config.min_agreement:.1%}"))
-    return tuple(gates)
 
 
 def compare_models(

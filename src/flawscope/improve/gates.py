@@ -1,19 +1,26 @@
 """The promotion gates: when a candidate may replace the live model, and each gate's verdict.
 
 :class:`GateConfig` holds the settings (read from a JSON file of its fields) and :class:`Gate`
-one gate's verdict with the paired test behind it; :func:`flawscope.improve.compare.evaluate_gates`
-judges them on both models' results.
+one gate's verdict with the paired test behind it; :func:`evaluate_gates` judges them on both
+models' results (:func:`flawscope.improve.compare.compare_models` gathers those).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from flawscope.declaration import GOOD
 from flawscope.errors import InputError
-from flawscope.improve.paired import METHODS, RULES, PairedTest
+from flawscope.improve.paired import METHODS, RULES, PairedTest, paired_test
+
+if TYPE_CHECKING:
+    from flawscope.improve.compare import ModelResults, Rate
 
 FRR_RULES = ("bound", "paired")
 
@@ -145,3 +152,108 @@ class Gate:
     passed: bool
     detail: str
     test: PairedTest | None = None
+
+
+def paired_counts(
+    live: dict[str, bool], candidate: dict[str, bool], paths: Iterable[str]
+) -> tuple[int, int, int, int]:
+    """``(both, live_only, candidate_only, n)``: parts each model stopped, among ``paths`` both judged."""
+    judged = [p for p in paths if p in live and p in candidate]
+    both = sum(1 for p in judged if live[p] and candidate[p])
+    live_only = sum(1 for p in judged if live[p] and not candidate[p])
+    candidate_only = sum(1 for p in judged if candidate[p] and not live[p])
+    return both, live_only, candidate_only, len(judged)
+
+
+def evaluate_gates(
+    live: ModelResults,
+    candidate: ModelResults,
+    agreement: Rate | None,
+    config: GateConfig,
+    labels: dict[str, str] | None = None,
+) -> tuple[Gate, ...]:
+    """Each gate's verdict (see :class:`GateConfig`).
+
+    Args:
+        live: the live model's results (with ``stopped``).
+        candidate: the candidate's, on the same parts.
+        agreement: agreement on unlabelled parts.
+        config: the gates.
+        labels: image path -> label of the labelled parts (the recall gates' pairs).
+    """
+    labels = labels or {}
+    defects = [p for p, label in labels.items() if label != GOOD]
+    counts = paired_counts(live.stopped, candidate.stopped, defects)
+    test = paired_test(
+        *counts, margin=config.recall_margin, rule=config.recall_rule, confidence=config.confidence,
+        method=config.method,
+    )  # fmt: skip
+    gates = [
+        Gate(
+            "enough labelled parts",
+            candidate.recall.n >= config.min_defects and candidate.frr.n >= config.min_good,
+            f"{candidate.recall.n} defective (need {config.min_defects}), "
+            f"{candidate.frr.n} good (need {config.min_good})",
+        ),
+        Gate(
+            "recall on all labelled defects",
+            test.passed,
+            f"candidate {candidate.recall.rate:.1%} vs live {live.recall.rate:.1%}: {test.describe()}",
+            test,
+        ),
+    ]
+    for kind, rate in candidate.recall_by_type.items():
+        before = live.recall_by_type.get(kind)
+        if before is None or rate.n < config.min_type_parts:
+            continue
+        counts = paired_counts(live.stopped, candidate.stopped, [p for p in defects if labels[p] == kind])
+        test = paired_test(
+            *counts, margin=config.type_margin, rule=config.type_rule, confidence=config.confidence,
+            method=config.method,
+        )  # fmt: skip
+        gates.append(
+            Gate(
+                f"recall on {kind}",
+                test.passed,
+                f"candidate {rate.rate:.1%} vs live {before.rate:.1%}: {test.describe()}",
+                test,
+            )
+        )
+    good_pairs = paired_counts(
+        live.stopped, candidate.stopped, [p for p, label in labels.items() if label == GOOD]
+    )
+    if config.frr_rule == "paired":
+        # Stopping a good part is the loss here: the candidate "loses" the good parts only it stops.
+        both, live_only, cand_only, n = good_pairs
+        test = paired_test(
+            both, cand_only, live_only, n, margin=config.frr_margin, rule="inferiority",
+            confidence=config.confidence, method=config.method,
+        )  # fmt: skip
+        gates.append(
+            Gate(
+                "false rejects on good parts (paired)",
+                test.passed,
+                f"candidate {candidate.frr.k}/{candidate.frr.n} vs live {live.frr.k}/{live.frr.n}: "
+                + test.describe("false-reject rate, live minus candidate,", swapped=True),
+                test,
+            )
+        )
+    bound = live.frr.upper + config.frr_bound_tolerance if config.frr_rule == "bound" else math.inf
+    if config.max_frr_bound is not None:
+        bound = min(bound, config.max_frr_bound)
+    if math.isfinite(bound):
+        gates.append(
+            Gate(
+                "false-reject bound on good parts",
+                candidate.frr.upper <= bound + 1e-12,
+                f"candidate {candidate.frr.k}/{candidate.frr.n} stopped, upper bound "
+                f"{candidate.frr.upper:.2%} vs allowed {bound:.2%} "
+                f"(live {live.frr.k}/{live.frr.n}, bound {live.frr.upper:.2%}); "
+                f"{good_pairs[1]} stopped by live only, {good_pairs[2]} by the candidate only",
+            )
+        )
+    if config.min_agreement is not None:
+        ok = agreement is not None and agreement.rate >= config.min_agreement
+        shown = "no unlabelled parts" if agreement is None else f"{agreement.rate:.1%} of {agreement.n}"
+        gates.append(Gate("agreement on unlabelled parts", ok, f"{shown}; need {config.min_agreement:.1%}"))
+    return tuple(gates)
