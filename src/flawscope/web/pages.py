@@ -35,7 +35,7 @@ from flawscope.web.errors import PartNotFoundError
 from flawscope.web.events import record_event
 from flawscope.web.imaging import DISPLAY_SIDE
 from flawscope.web.queries import Filters, list_records
-from flawscope.web.state import WebState
+from flawscope.web.state import PartImage, WebState
 from flawscope.web.users import authenticate, end_session, list_users, same_secret, start_session
 
 router = APIRouter(include_in_schema=False)
@@ -57,6 +57,18 @@ def render(request: Request, name: str, context: dict[str, Any], status: int = 2
     return request.app.state.templates.TemplateResponse(
         request, name, {"queue_total": queue_total, **context}, status_code=status
     )
+
+
+def picture_fields(image: PartImage) -> dict[str, Any]:
+    """What a part's page shows of its picture: whether there is one (else why not), its size, its map."""
+    return {
+        "image_ok": image.path is not None,
+        "image_problem": image.problem,
+        "width": image.width,
+        "height": image.height,
+        "has_map": image.has_map,
+        "full_size": max(image.width, image.height) > DISPLAY_SIDE,
+    }
 
 
 def local_target(target: str) -> str:
@@ -238,12 +250,7 @@ def _part_page(request: Request, who: Principal, state: WebState, seq: int) -> R
             "principal": who,
             "nav": "inspections",
             "record": record,
-            "image_ok": image.path is not None,
-            "image_problem": image.problem,
-            "width": image.width,
-            "height": image.height,
-            "has_map": image.has_map,
-            "full_size": max(image.width, image.height) > DISPLAY_SIDE,
+            **picture_fields(image),
             "history": state.history(record.part_id),
             "flash": request.query_params.get("flash", ""),
         },

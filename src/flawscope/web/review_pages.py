@@ -18,8 +18,8 @@ from flawscope.errors import InputError
 from flawscope.web import queue as review_queue
 from flawscope.web.auth import Principal, require
 from flawscope.web.errors import PartNotFoundError
-from flawscope.web.imaging import DISPLAY_SIDE, mask_from_polygons
-from flawscope.web.pages import SeqPath, local_target, render
+from flawscope.web.imaging import mask_from_polygons
+from flawscope.web.pages import SeqPath, local_target, picture_fields, render
 from flawscope.web.reviews import reviews_of_part
 from flawscope.web.state import WebState
 
@@ -61,12 +61,7 @@ def _review_page(
             "item": item,
             "queue_left": left,
             "reason_text": REASONS.get(item.reason, "") if item else "",
-            "image_ok": image.path is not None,
-            "image_problem": image.problem,
-            "width": image.width,
-            "height": image.height,
-            "has_map": image.has_map,
-            "full_size": max(image.width, image.height) > DISPLAY_SIDE,
+            **picture_fields(image),
             "confidence": getattr(record, "confidence", None),
             "categories": state.categories(),
             "history": state.history(record.part_id),
