@@ -19,6 +19,10 @@ Output kinds (``B`` parts, ``h x w`` the canvas grid at the output's stride, ``K
 * ``boxes``: ``(B, N, 6)`` float detections per image, highest confidence first: ``x0, y0, x1,
   y1`` in canvas pixels (x1/y1 exclusive), the confidence in ``[0, 1]`` and the class index into
   ``classes`` (stored as a float); a row whose confidence is 0 is empty (all zeros).
+* ``fusion_maps``: ``(B, 2, h, w)`` float standardised anomaly and defect maps of a fused score:
+  the decision's ``image_score`` is completed by adding each map's highest cell *inside the
+  image* (cells whose centre lies in the image, not in the mirrored padding), so that a graph,
+  which cannot know where the image lies in the canvas, and its finishing give one score.
 
 Pure standard library: the runtime reads declarations without torch.
 """
@@ -63,6 +67,7 @@ class OutputKind(enum.StrEnum):
     DEFECT_MAP = "defect_map"
     CLASS_MAP = "class_map"
     BOXES = "boxes"
+    FUSION_MAPS = "fusion_maps"
 
 
 # Rank of each kind's array in a graph's output, batch axis included.
@@ -73,6 +78,7 @@ OUTPUT_RANK = {
     OutputKind.DEFECT_MAP: 3,
     OutputKind.CLASS_MAP: 3,
     OutputKind.BOXES: 3,
+    OutputKind.FUSION_MAPS: 4,
 }
 MAP_KINDS = (OutputKind.ANOMALY_MAP, OutputKind.DEFECT_MAP, OutputKind.CLASS_MAP)
 

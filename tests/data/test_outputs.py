@@ -75,3 +75,29 @@ def test_boxes_are_finished_in_the_image_s_pixels():
     assert [b[5] for b in boxes] == ["dent", "crack"]
     np.testing.assert_allclose(boxes[0][:5], (0.0, 0.0, 100.0, 50.0, 0.9), rtol=1e-6)
     np.testing.assert_allclose(boxes[1][:4], (156.25, 75.0, 200.0, 100.0), rtol=1e-6)
+
+
+def test_a_fused_score_adds_the_peaks_of_its_maps_inside_the_image_only():
+    # A 64 x 32 image on a 64 x 64 canvas: columns 16-47 are the image, the rest mirrored padding.
+    pre = Preprocessing(64, 64)
+    geometry = geometry_of((64, 32), pre)
+    fusion = np.zeros((1, 2, 8, 8), np.float32)
+    fusion[0, 0, 4, 3] = 2.0  # inside the image (cell centre at x = 28)
+    fusion[0, 1, 5, 4] = 1.5
+    raw = {
+        "defect_score": np.array([0.25], np.float32),
+        "class_probs": np.array([[0.6, 0.4]], np.float32),
+        "defect_map": np.zeros((1, 8, 8), np.float32),
+        "fusion_maps": fusion.copy(),
+    }
+    declaration = ModelDeclaration(
+        Task.SEGMENT, (LabelKind.IMAGE,), (*OUTPUTS, OutputSpec("fusion_maps", OutputKind.FUSION_MAPS, 8)),
+        ("good", "scratch"), "defect_score",
+    )  # fmt: skip
+    score = finish_outputs(raw, [geometry], pre, declaration).scores
+    np.testing.assert_allclose(score, [0.25 + 2.0 + 1.5])
+    raw["fusion_maps"][0, :, :, 0] = 50.0  # a peak in the left padding (cell centre at x = 4) ...
+    raw["fusion_maps"][0, 1, :, 7] = 80.0  # ... and in the right one
+    np.testing.assert_allclose(finish_outputs(raw, [geometry], pre, declaration).scores, score)
+    raw["fusion_maps"][0, 1, 0, 2] = 3.0  # inside again: it counts
+    np.testing.assert_allclose(finish_outputs(raw, [geometry], pre, declaration).scores, [0.25 + 2.0 + 3.0])

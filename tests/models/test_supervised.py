@@ -66,6 +66,8 @@ def test_a_fused_score_runs_in_the_graph_and_survives_export(tiny_labelled, tmp_
     model = get_model_class("segmenter")(**FAST, score="fused", anomaly="padim", validation=0.3)
     model.fit(tiny_labelled["images"], targets)
     assert model.score_ == "fused" and model.fusion_ is not None and model.fusion_.shape == (2, 3)
+    # The maps' peaks are taken inside the image: the graph gives the standardised maps, the finishing their peaks.
+    assert model.declaration().output_names[-1] == "fusion_maps"
     images = [*tiny_labelled["good_test"], *tiny_labelled["bad"]]
     prediction = model.predict(images)
     assert np.isfinite(prediction.scores).all()
@@ -97,17 +99,20 @@ def test_the_segmenters_good_weight_and_ensemble_defaults_and_older_bundles_keep
     seg, clf = get_model_class("segmenter"), get_model_class("classifier")
     assert seg().params["good_weight"] == 32.0 and clf().params["good_weight"] == 1.0
     assert seg().params["ensemble"] == 3 and clf().params["ensemble"] == 1
-    old = {k: v for k, v in seg().hyperparameters().items() if k not in ("good_weight", "ensemble")}
+    old = {k: v for k, v in seg().hyperparameters().items() if k not in ("good_weight", "ensemble", "fused_peaks")}
     before = seg(**seg.saved_params(old)).params  # trained before either existed
     assert before["good_weight"] == 1.0 and before["ensemble"] == 1
     assert seg.saved_params({**old, "good_weight": 4.0})["good_weight"] == 4.0
     assert seg.saved_params({**old, "ensemble": 2})["ensemble"] == 2
+    assert seg().params["fused_peaks"] == "image" and before["fused_peaks"] == "canvas"
     import pytest
 
     from flawscope.errors import InputError
 
     with pytest.raises(InputError, match="good_weight"):
         seg(good_weight=0)
+    with pytest.raises(InputError, match="fused_peaks"):
+        seg(fused_peaks="border")
 
 
 def test_a_default_segmenter_trains_three_heads_and_a_classifier_one(tiny_labelled):
@@ -124,3 +129,16 @@ def test_a_default_segmenter_trains_three_heads_and_a_classifier_one(tiny_labell
     assert isinstance(clf.head_module_, DefectHead) and "members" not in clf.training_["log"]
     scores = seg.predict([*tiny_labelled["good_test"], *tiny_labelled["bad"]]).scores
     assert np.isfinite(scores).all()
+
+
+def test_a_fused_score_over_the_whole_canvas_is_still_one_graph_output(tiny_labelled):
+    # Bundles from before fused_peaks: the graph's defect_score is the whole fused score.
+    targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
+    params = {**FAST, "score": "fused", "anomaly": "padim", "validation": 0.3}
+    canvas = get_model_class("segmenter")(**params, fused_peaks="canvas").fit(tiny_labelled["images"], targets)
+    assert "fusion_maps" not in canvas.declaration().output_names
+    images = tiny_labelled["bad"]
+    from flawscope.data.preprocess import to_batch
+
+    batch, _ = to_batch(images, canvas.preprocessing_)
+    np.testing.assert_allclose(canvas.predict(images).scores, canvas.raw_outputs(batch)["defect_score"], atol=1e-6)

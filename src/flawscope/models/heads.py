@@ -115,7 +115,7 @@ class SupervisedHead(nn.Module):
 
     Outputs (each only when present): ``patch_scores`` (the anomaly head's), ``defect_score``
     ``(B,)``, ``class_probs`` ``(B, K)``, ``defect_map`` ``(B, h, w)``, ``class_map`` ``(B, h, w)``
-    int64 (0 background, ``k`` the k-th class of ``classes``).
+    int64 (0 background, ``k`` the k-th class of ``classes``), ``fusion_maps`` ``(B, 2, h, w)``.
 
     Args:
         head: the trained :class:`DefectHead` (or a :class:`~flawscope.models.ensemble.HeadEnsemble`).
@@ -127,6 +127,12 @@ class SupervisedHead(nn.Module):
         fusion: ``(2, 3)`` means and standard deviations of :meth:`evidence` on good parts, or
             ``None``. When given, ``defect_score`` is the sum of the three standardised pieces
             of evidence (unbounded, higher is more defective) instead of ``1 - P(good)``.
+        in_image: with ``fusion``, the two maps' peaks are taken inside the image only: the
+            graph then gives the standardised log-odds as ``defect_score`` and the standardised
+            maps as a last output, ``fusion_maps`` ``(B, 2, h, w)``, whose in-image peaks the
+            finishing adds (:func:`~flawscope.data.outputs.finish_outputs`; the graph does not
+            know where the image lies in the canvas). ``False``: peaks over the whole canvas,
+            mirrored padding included (bundles from before this rule).
     """
 
     seg_to_class: torch.Tensor
@@ -141,6 +147,7 @@ class SupervisedHead(nn.Module):
         class_map: bool,
         anomaly: nn.Module | None = None,
         fusion: torch.Tensor | None = None,
+        in_image: bool = False,
     ):
         super().__init__()
         self.head = head
@@ -152,24 +159,41 @@ class SupervisedHead(nn.Module):
             "seg_to_class", torch.zeros(1, dtype=torch.long) if seg_to_class is None else seg_to_class
         )
         self.fused = fusion is not None
+        self.in_image = in_image
         self.register_buffer("fusion", torch.zeros(2, 3) if fusion is None else fusion.float().clone())
 
     def evidence(
-        self, logits: torch.Tensor, seg: torch.Tensor | None, anomaly_map: torch.Tensor | None
+        self,
+        logits: torch.Tensor,
+        seg: torch.Tensor | None,
+        anomaly_map: torch.Tensor | None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(B, 3)``: log-odds of a defect, the anomaly map's peak and the defect map's peak.
 
         The log-odds are read from the logits, not from ``1 - P(good)``, which saturates at 1 in
         float32 for confident defects and confident false alarms alike.
+
+        Args:
+            logits: ``(B, K)`` class logits.
+            seg: ``(B, S, h, w)`` segmentation logits.
+            anomaly_map: ``(B, h, w)`` anomaly map.
+            valid: ``(B, h, w)`` bool, the cells inside the image: the peaks are taken there
+                only (``None``: over the whole canvas).
         """
-        assert self.good_index is not None and seg is not None and anomaly_map is not None
+        assert seg is not None and anomaly_map is not None
+        maps = torch.stack([anomaly_map, defect_probability(seg)], dim=1)  # (B, 2, h, w)
+        if valid is not None:
+            maps = maps.masked_fill(~valid[:, None], float("-inf"))
+        return torch.cat([self.log_odds(logits)[:, None], maps.flatten(2).amax(dim=2)], dim=1)
+
+    def log_odds(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` temperature-scaled log-odds of any defect class against ``good``."""
+        assert self.good_index is not None
         scaled = logits / self.temperature
         good = scaled[:, self.good_index]
         others = torch.cat([scaled[:, : self.good_index], scaled[:, self.good_index + 1 :]], dim=1)
-        odds = torch.logsumexp(others, dim=1) - good
-        return torch.stack(
-            [odds, anomaly_map.flatten(1).amax(dim=1), defect_probability(seg).flatten(1).amax(dim=1)], dim=1
-        )
+        return torch.logsumexp(others, dim=1) - good
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: D102
         outputs: list[torch.Tensor] = []
@@ -180,11 +204,19 @@ class SupervisedHead(nn.Module):
         seg, logits = self.head(features)
         probs = torch.softmax(logits / self.temperature, dim=1)
         score = torch.ones_like(probs[:, 0]) if self.good_index is None else 1.0 - probs[:, self.good_index]
-        if self.fused:
+        fusion_maps = None
+        if self.fused and self.in_image:
+            assert seg is not None and anomaly_map is not None
+            score = (self.log_odds(logits) - self.fusion[0, 0]) / self.fusion[1, 0]
+            maps = torch.stack([anomaly_map, defect_probability(seg)], dim=1)
+            fusion_maps = (maps - self.fusion[0, 1:, None, None]) / self.fusion[1, 1:, None, None]
+        elif self.fused:
             score = ((self.evidence(logits, seg, anomaly_map) - self.fusion[0]) / self.fusion[1]).sum(dim=1)
         outputs += [score, probs]
         if seg is not None:
             outputs.append(defect_probability(seg))
             if self.with_class_map:
                 outputs.append(self.seg_to_class[seg.argmax(dim=1)])
+        if fusion_maps is not None:
+            outputs.append(fusion_maps)
         return tuple(outputs)

@@ -95,14 +95,21 @@ def choose_score(scores: dict[str, np.ndarray], defective: np.ndarray) -> ScoreC
 
 
 def evidence(head: SupervisedHead, bank: FeatureBank, rows: np.ndarray) -> torch.Tensor:
-    """``(N, 3)`` evidence of bank rows (:meth:`~flawscope.models.heads.SupervisedHead.evidence`)."""
+    """``(N, 3)`` evidence of bank rows (:meth:`~flawscope.models.heads.SupervisedHead.evidence`).
+
+    The maps' peaks are taken inside each image when the head's fused score takes them there.
+    """
     parts = []
     with torch.inference_mode():
         for start in range(0, len(rows), 32):
-            x = bank.features[torch.from_numpy(np.asarray(rows[start : start + 32]))].float()
+            index = torch.from_numpy(np.asarray(rows[start : start + 32]))
+            x = bank.features[index].float()
             anomaly_map = head.anomaly(x) if head.anomaly is not None else None
             seg, logits = head.head(x)
-            parts.append(head.evidence(logits, seg, anomaly_map))
+            if getattr(head, "in_image", False):
+                parts.append(head.evidence(logits, seg, anomaly_map, bank.valid[index]))
+            else:
+                parts.append(head.evidence(logits, seg, anomaly_map))
     return torch.cat(parts)
 
 

@@ -106,6 +106,8 @@ class SupervisedModel(Model):
             outputs.append(OutputSpec("defect_map", OutputKind.DEFECT_MAP, STRIDE))
             if self._class_map():
                 outputs.append(OutputSpec("class_map", OutputKind.CLASS_MAP, STRIDE))
+        if self._score() == "fused" and self.params["fused_peaks"] == "image":
+            outputs.append(OutputSpec("fusion_maps", OutputKind.FUSION_MAPS, STRIDE))
         return ModelDeclaration(
             task=self.task,
             labels=self.labels,
@@ -400,7 +402,7 @@ class SupervisedModel(Model):
             fusion = getattr(self, "fusion_", None) if self._score() == "fused" else None
             self.head_ = SupervisedHead(
                 self.head_module_, self.temperature_, good, seg_to_class if self.segments else None,
-                self._class_map(), anomaly, fusion,
+                self._class_map(), anomaly, fusion, self.params["fused_peaks"] == "image",
             ).eval()  # fmt: skip
         assert self.head_ is not None
         return self.head_

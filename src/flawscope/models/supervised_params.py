@@ -39,6 +39,10 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
         models with ``anomaly="padim"``) sums the head's defect log-odds, the anomaly map's
         peak and the defect map's peak, each standardised on the validation good parts;
         ``"auto"`` then has it among its candidates.
+    fused_peaks: where a fused score takes its two maps' peaks: ``"image"``, the cells whose
+        centre lies inside the image (the default), or ``"canvas"``, the whole canvas with its
+        mirrored padding (bundles from before this choice). On magnetic_tile many of the good
+        parts that scored highest had their defect-map peak in the padding (benchmarks/RESULTS.md).
     finetune_head: after fine-tuning, ``"retrain"`` a head on the tuned features, ``"keep"``
         the head trained with the trunk, or keep the ``"best"`` of both on the validation
         images (the default; :mod:`flawscope.models.tuned_head`).
@@ -60,6 +64,8 @@ from flawscope.models.views import check_canvas, view_set
 
 # What the thresholds judge (``score``; also saved, by index, with the weights).
 SCORES = ("class", "map", "fused")
+# Where a fused score takes its maps' peaks (``fused_peaks``).
+FUSED_PEAKS = ("image", "canvas")
 
 
 def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,6 +97,7 @@ def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
         "finetune_augment": "fixed",
         "tta": "none",
         "finetune_head": "best",
+        "fused_peaks": "image",
     }
     unknown = set(own) - set(shared)
     if unknown:  # a misspelt default would otherwise add a hyperparameter nobody reads
@@ -107,8 +114,8 @@ def saved_params(params: dict[str, Any]) -> dict[str, Any]:
 
     # Bundles from before finetune_head retrained the head after fine-tuning, those from
     # before good_weight trained with the balanced loss (1), and those from before ensemble
-    # trained a single head.
-    params = {"finetune_head": "retrain", "good_weight": 1.0, "ensemble": 1} | params
+    # trained a single head; a fused score took its peaks over the whole canvas before fused_peaks.
+    params = {"finetune_head": "retrain", "good_weight": 1.0, "ensemble": 1, "fused_peaks": "canvas"} | params
     return params | {"augment": thaw(params["augment"])} if "augment" in params else params
 
 
@@ -143,6 +150,8 @@ def check_params(
         raise InputError("anomaly", f"must be 'padim' or None, got {p['anomaly']!r}")
     if p["score"] not in (*SCORES, "auto"):
         raise InputError("score", f"must be one of {[*SCORES, 'auto']}, got {p['score']!r}")
+    if p["fused_peaks"] not in FUSED_PEAKS:
+        raise InputError("fused_peaks", f"must be one of {list(FUSED_PEAKS)}, got {p['fused_peaks']!r}")
     if p["score"] == "fused" and p["anomaly"] != "padim":
         raise InputError("score", "'fused' needs the anomaly head: anomaly='padim'")
     if p["score"] != "class" and not segments:

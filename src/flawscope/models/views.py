@@ -35,7 +35,7 @@ VIEW_SETS: dict[str, tuple[int, ...]] = {
     "d4": tuple(range(8)),
 }
 AVERAGED = (OutputKind.IMAGE_SCORE, OutputKind.CLASS_PROBS)
-TURNED_BACK = (OutputKind.ANOMALY_MAP, OutputKind.DEFECT_MAP)
+TURNED_BACK = (OutputKind.ANOMALY_MAP, OutputKind.DEFECT_MAP, OutputKind.FUSION_MAPS)
 FIRST_VIEW = (OutputKind.CLASS_MAP,)
 
 
