@@ -21,8 +21,9 @@ Output kinds (``B`` parts, ``h x w`` the canvas grid at the output's stride, ``K
   ``classes`` (stored as a float); a row whose confidence is 0 is empty (all zeros).
 * ``fusion_maps``: ``(B, 2, h, w)`` float standardised anomaly and defect maps of a fused score:
   the decision's ``image_score`` is completed by adding each map's highest cell *inside the
-  image* (cells whose centre lies in the image, not in the mirrored padding), so that a graph,
-  which cannot know where the image lies in the canvas, and its finishing give one score.
+  image* (cells whose centre lies in the image, not in the mirrored padding; the declaration's
+  ``extra["fusion_margin"]`` cells along the seam with the padding left out too), so that a
+  graph, which cannot know where the image lies in the canvas, and its finishing give one score.
 
 Pure standard library: the runtime reads declarations without torch.
 """

@@ -101,3 +101,18 @@ def test_a_fused_score_adds_the_peaks_of_its_maps_inside_the_image_only():
     np.testing.assert_allclose(finish_outputs(raw, [geometry], pre, declaration).scores, score)
     raw["fusion_maps"][0, 1, 0, 2] = 3.0  # inside again: it counts
     np.testing.assert_allclose(finish_outputs(raw, [geometry], pre, declaration).scores, [0.25 + 2.0 + 3.0])
+
+
+def test_inner_cells_leave_out_the_seam_with_the_padding_not_the_canvas_edge():
+    from flawscope.data.preprocess import inner_cells
+
+    valid = np.zeros((2, 6, 8), bool)
+    valid[0, :, 2:6] = True  # an upright image between two padded bands
+    inner = inner_cells(valid, 1)
+    assert inner[0, :, 3:5].all() and not inner[0, :, 2].any() and not inner[0, :, 5].any()
+    assert inner[0, 0, 3] and inner[0, 5, 4]  # the canvas's top and bottom rows are no seam
+    assert inner[1].all()  # no cell inside: the whole canvas
+    thin = np.zeros((1, 6, 8), bool)
+    thin[0, :, 3] = True  # one column: nothing is a cell away from the padding, so all of it stays
+    np.testing.assert_array_equal(inner_cells(thin, 1), thin)
+    np.testing.assert_array_equal(inner_cells(valid[:1], 0), valid[:1])

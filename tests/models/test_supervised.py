@@ -66,8 +66,9 @@ def test_a_fused_score_runs_in_the_graph_and_survives_export(tiny_labelled, tmp_
     model = get_model_class("segmenter")(**FAST, score="fused", anomaly="padim", validation=0.3)
     model.fit(tiny_labelled["images"], targets)
     assert model.score_ == "fused" and model.fusion_ is not None and model.fusion_.shape == (2, 3)
-    # The maps' peaks are taken inside the image: the graph gives the standardised maps, the finishing their peaks.
-    assert model.declaration().output_names[-1] == "fusion_maps"
+    # The maps' peaks are taken inside the image: the graph gives the standardised maps and
+    # the finishing adds their peaks.
+    assert model.declaration().output_names[-1] == "fusion_maps" and not model.declaration().extra
     images = [*tiny_labelled["good_test"], *tiny_labelled["bad"]]
     prediction = model.predict(images)
     assert np.isfinite(prediction.scores).all()
@@ -99,7 +100,11 @@ def test_the_segmenters_good_weight_and_ensemble_defaults_and_older_bundles_keep
     seg, clf = get_model_class("segmenter"), get_model_class("classifier")
     assert seg().params["good_weight"] == 32.0 and clf().params["good_weight"] == 1.0
     assert seg().params["ensemble"] == 3 and clf().params["ensemble"] == 1
-    old = {k: v for k, v in seg().hyperparameters().items() if k not in ("good_weight", "ensemble", "fused_peaks")}
+    old = {
+        k: v
+        for k, v in seg().hyperparameters().items()
+        if k not in ("good_weight", "ensemble", "fused_peaks")
+    }
     before = seg(**seg.saved_params(old)).params  # trained before either existed
     assert before["good_weight"] == 1.0 and before["ensemble"] == 1
     assert seg.saved_params({**old, "good_weight": 4.0})["good_weight"] == 4.0
@@ -135,10 +140,51 @@ def test_a_fused_score_over_the_whole_canvas_is_still_one_graph_output(tiny_labe
     # Bundles from before fused_peaks: the graph's defect_score is the whole fused score.
     targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
     params = {**FAST, "score": "fused", "anomaly": "padim", "validation": 0.3}
-    canvas = get_model_class("segmenter")(**params, fused_peaks="canvas").fit(tiny_labelled["images"], targets)
+    canvas = get_model_class("segmenter")(**params, fused_peaks="canvas").fit(
+        tiny_labelled["images"], targets
+    )
     assert "fusion_maps" not in canvas.declaration().output_names
     images = tiny_labelled["bad"]
     from flawscope.data.preprocess import to_batch
 
     batch, _ = to_batch(images, canvas.preprocessing_)
-    np.testing.assert_allclose(canvas.predict(images).scores, canvas.raw_outputs(batch)["defect_score"], atol=1e-6)
+    np.testing.assert_allclose(
+        canvas.predict(images).scores, canvas.raw_outputs(batch)["defect_score"], atol=1e-6
+    )
+
+
+def test_an_inner_fused_score_declares_its_margin_and_the_runtime_follows_it(tiny_labelled, tmp_path):
+    from flawscope.data.preprocess import canvas_valid_mask, geometry_of, inner_cells, to_batch
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.models.io import load_model, save_model
+    from flawscope.runtime import Inspector
+
+    targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
+    params = {**FAST, "score": "fused", "anomaly": "padim", "validation": 0.3, "fused_peaks": "inner"}
+    model = get_model_class("segmenter")(**params).fit(tiny_labelled["images"], targets)
+    assert model.declaration().extra == {"fusion_margin": 1}
+    # a tall image on the model's canvas: padded left and right, so the seam matters
+    images = [np.ascontiguousarray(np.rot90(im)) for im in tiny_labelled["bad"]]
+    batch, geometries = to_batch(images, model.preprocessing_)
+    raw = model.raw_outputs(batch)
+    cells = inner_cells(canvas_valid_mask(geometries, model.preprocessing_, 8), 1)
+    peaks = (
+        np.where(cells[:, None], raw["fusion_maps"], -np.inf)
+        .reshape(len(images), 2, -1)
+        .max(axis=2)
+        .sum(axis=1)
+    )
+    prediction = model.predict(images)
+    np.testing.assert_allclose(prediction.scores, raw["defect_score"] + peaks, rtol=1e-5, atol=1e-5)
+    save_model(model, tmp_path / "b")
+    again, _ = load_model(tmp_path / "b")
+    assert again.params["fused_peaks"] == "inner"
+    np.testing.assert_allclose(again.predict(images).scores, prediction.scores, atol=1e-5)
+    from flawscope.bundle import read_bundle, update_manifest
+    from flawscope.decide.thresholds import ThresholdHistory, Thresholds
+
+    update_manifest(read_bundle(tmp_path / "b"), thresholds=ThresholdHistory().add(Thresholds.explicit(5.0)))
+    export_bundle(tmp_path / "b", tmp_path / "d")
+    runtime = Inspector.load(tmp_path / "d", allow_unsigned=True).score_many(images)
+    np.testing.assert_allclose(runtime.scores, prediction.scores, atol=1e-3)
+    assert geometry_of(images[0].shape, model.preprocessing_).left > 0

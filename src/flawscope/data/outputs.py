@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 
-from flawscope.data.preprocess import Geometry, Preprocessing, canvas_valid_mask, finish_maps
+from flawscope.data.preprocess import Geometry, Preprocessing, canvas_valid_mask, finish_maps, inner_cells
 from flawscope.declaration import GOOD, ModelDeclaration, OutputKind
 from flawscope.types import Prediction
 
@@ -31,7 +31,7 @@ def class_map_to_image(grid: np.ndarray, geometry: Geometry, config: Preprocessi
 
 
 def in_image_peaks(
-    grids: np.ndarray, geometries: Sequence[Geometry], config: Preprocessing, stride: int
+    grids: np.ndarray, geometries: Sequence[Geometry], config: Preprocessing, stride: int, margin: int = 0
 ) -> np.ndarray:
     """``(B,)`` sum over channels of each channel's highest cell inside the image.
 
@@ -40,15 +40,15 @@ def in_image_peaks(
         geometries: where each image lies in the canvas.
         config: the preprocessing (canvas size).
         stride: canvas pixels per grid cell.
+        margin: cells left out along the seam with the padding
+            (:func:`~flawscope.data.preprocess.inner_cells`).
 
     Cells whose centre lies in the canvas padding are left out (the rule the features' bank
-    uses, :func:`~flawscope.data.preprocess.canvas_valid_mask`); an image too small to hold
-    a cell centre falls back to the whole canvas.
+    uses, :func:`~flawscope.data.preprocess.canvas_valid_mask`).
     """
     grids = np.asarray(grids, dtype=np.float32)
-    valid = canvas_valid_mask(geometries, config, stride)
-    valid[~valid.any(axis=(1, 2))] = True
-    inside = np.where(valid[:, None], grids, -np.inf)
+    cells = inner_cells(canvas_valid_mask(geometries, config, stride), margin)
+    inside = np.where(cells[:, None], grids, -np.inf)
     return inside.reshape(len(grids), grids.shape[1], -1).max(axis=2).sum(axis=1).astype(np.float32)
 
 
@@ -147,7 +147,8 @@ def finish_outputs(
         elif spec.kind is OutputKind.IMAGE_SCORE and spec.name == declaration.decision:
             image_score = value.reshape(-1).astype(np.float32)
         elif spec.kind is OutputKind.FUSION_MAPS:
-            fusion_peaks = in_image_peaks(value, geometries, config, spec.stride or 1)
+            margin = int(declaration.extra.get("fusion_margin", 0))
+            fusion_peaks = in_image_peaks(value, geometries, config, spec.stride or 1, margin)
     kind = declaration.decision_kind
     if kind is OutputKind.ANOMALY_MAP:
         assert anomaly_scores is not None

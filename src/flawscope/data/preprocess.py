@@ -286,6 +286,32 @@ def canvas_valid_mask(geometries: Sequence[Geometry], config: Preprocessing, str
     return masks
 
 
+def inner_cells(valid: np.ndarray, margin: int) -> np.ndarray:
+    """``(N, h, w)`` bool: the cells of ``valid`` at least ``margin`` cells from any cell outside it.
+
+    The canvas edge does not count as outside: only the padding does, so ``margin`` 1 leaves out
+    the band of cells along the seam where an image meets its mirrored padding (a cell there sees
+    the image folded back on itself). An image with no such cell keeps all of ``valid``, and an
+    image with no valid cell at all the whole canvas.
+
+    Args:
+        valid: ``(N, h, w)`` bool, cells inside each image (:func:`canvas_valid_mask`).
+        margin: cells to leave out along the padding (0: ``valid`` itself).
+    """
+    valid = np.asarray(valid, dtype=bool)
+    inner = valid.copy()
+    if margin > 0:
+        h, w = valid.shape[1:]
+        padded = np.pad(valid, ((0, 0), (margin, margin), (margin, margin)), constant_values=True)
+        for dy in range(2 * margin + 1):
+            for dx in range(2 * margin + 1):
+                inner &= padded[:, dy : dy + h, dx : dx + w]
+    empty = ~inner.any(axis=(1, 2))
+    inner[empty] = valid[empty]
+    inner[~inner.any(axis=(1, 2))] = True
+    return inner
+
+
 # Gaussian smoothing of the anomaly map, as in PatchCore and PaDiM (sigma in canvas pixels).
 MAP_SIGMA = 4.0
 

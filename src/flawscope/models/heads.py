@@ -127,12 +127,13 @@ class SupervisedHead(nn.Module):
         fusion: ``(2, 3)`` means and standard deviations of :meth:`evidence` on good parts, or
             ``None``. When given, ``defect_score`` is the sum of the three standardised pieces
             of evidence (unbounded, higher is more defective) instead of ``1 - P(good)``.
-        in_image: with ``fusion``, the two maps' peaks are taken inside the image only: the
-            graph then gives the standardised log-odds as ``defect_score`` and the standardised
-            maps as a last output, ``fusion_maps`` ``(B, 2, h, w)``, whose in-image peaks the
-            finishing adds (:func:`~flawscope.data.outputs.finish_outputs`; the graph does not
-            know where the image lies in the canvas). ``False``: peaks over the whole canvas,
-            mirrored padding included (bundles from before this rule).
+        margin: with ``fusion``, ``None`` takes the two maps' peaks over the whole canvas,
+            mirrored padding included (bundles from before ``fused_peaks``); a number takes them
+            inside the image, that many cells away from the padding: the graph then gives the
+            standardised log-odds as ``defect_score`` and the standardised maps as a last
+            output, ``fusion_maps`` ``(B, 2, h, w)``, whose in-image peaks the finishing adds
+            (:func:`~flawscope.data.outputs.finish_outputs`; the graph does not know where the
+            image lies in the canvas).
     """
 
     seg_to_class: torch.Tensor
@@ -147,7 +148,7 @@ class SupervisedHead(nn.Module):
         class_map: bool,
         anomaly: nn.Module | None = None,
         fusion: torch.Tensor | None = None,
-        in_image: bool = False,
+        margin: int | None = None,
     ):
         super().__init__()
         self.head = head
@@ -159,7 +160,8 @@ class SupervisedHead(nn.Module):
             "seg_to_class", torch.zeros(1, dtype=torch.long) if seg_to_class is None else seg_to_class
         )
         self.fused = fusion is not None
-        self.in_image = in_image
+        self.margin = margin
+        self.in_image = margin is not None
         self.register_buffer("fusion", torch.zeros(2, 3) if fusion is None else fusion.float().clone())
 
     def evidence(

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from flawscope.data.preprocess import inner_cells
 from flawscope.features.cache import STRIDE, FeatureBank
 from flawscope.models.heads import SupervisedHead, defect_probability
 
@@ -97,7 +98,8 @@ def choose_score(scores: dict[str, np.ndarray], defective: np.ndarray) -> ScoreC
 def evidence(head: SupervisedHead, bank: FeatureBank, rows: np.ndarray) -> torch.Tensor:
     """``(N, 3)`` evidence of bank rows (:meth:`~flawscope.models.heads.SupervisedHead.evidence`).
 
-    The maps' peaks are taken inside each image when the head's fused score takes them there.
+    The maps' peaks are taken inside each image (its ``margin`` away from the padding) when
+    the head's fused score takes them there.
     """
     parts = []
     with torch.inference_mode():
@@ -107,7 +109,8 @@ def evidence(head: SupervisedHead, bank: FeatureBank, rows: np.ndarray) -> torch
             anomaly_map = head.anomaly(x) if head.anomaly is not None else None
             seg, logits = head.head(x)
             if getattr(head, "in_image", False):
-                parts.append(head.evidence(logits, seg, anomaly_map, bank.valid[index]))
+                cells = torch.from_numpy(inner_cells(bank.valid[index].numpy(), head.margin or 0))
+                parts.append(head.evidence(logits, seg, anomaly_map, cells))
             else:
                 parts.append(head.evidence(logits, seg, anomaly_map))
     return torch.cat(parts)

@@ -42,7 +42,13 @@ from flawscope.models.ensemble import HeadEnsemble, member_count, train_ensemble
 from flawscope.models.finetune import FinetuneConfig, finetune_trunk, load_tuned, tuned_state
 from flawscope.models.heads import DefectHead, SupervisedHead
 from flawscope.models.station import fit_anomaly_head, load_anomaly_head, refit_anomaly_head
-from flawscope.models.supervised_params import SCORES, check_params, default_params, saved_params
+from flawscope.models.supervised_params import (
+    FUSED_PEAKS_MARGIN,
+    SCORES,
+    check_params,
+    default_params,
+    saved_params,
+)
 from flawscope.models.supervised_targets import DEFECT, classes_for, pixel_targets, with_pasted
 from flawscope.models.training import TrainConfig, TrainLog
 from flawscope.models.tuned_head import choose_head
@@ -106,7 +112,8 @@ class SupervisedModel(Model):
             outputs.append(OutputSpec("defect_map", OutputKind.DEFECT_MAP, STRIDE))
             if self._class_map():
                 outputs.append(OutputSpec("class_map", OutputKind.CLASS_MAP, STRIDE))
-        if self._score() == "fused" and self.params["fused_peaks"] == "image":
+        margin = self._fusion_margin()
+        if self._score() == "fused" and margin is not None:
             outputs.append(OutputSpec("fusion_maps", OutputKind.FUSION_MAPS, STRIDE))
         return ModelDeclaration(
             task=self.task,
@@ -114,7 +121,12 @@ class SupervisedModel(Model):
             outputs=tuple(outputs),
             classes=classes,
             decision="defect_map" if self._score() == "map" else "defect_score",
+            extra={"fusion_margin": margin} if self._score() == "fused" and margin else {},
         )
+
+    def _fusion_margin(self) -> int | None:
+        """Cells a fused score's peaks keep from the padding (``None``: over the whole canvas)."""
+        return FUSED_PEAKS_MARGIN[str(self.params["fused_peaks"])]
 
     def load_declaration(self, declaration: ModelDeclaration) -> None:  # noqa: D102
         self.classes_ = tuple(declaration.classes)
@@ -402,7 +414,7 @@ class SupervisedModel(Model):
             fusion = getattr(self, "fusion_", None) if self._score() == "fused" else None
             self.head_ = SupervisedHead(
                 self.head_module_, self.temperature_, good, seg_to_class if self.segments else None,
-                self._class_map(), anomaly, fusion, self.params["fused_peaks"] == "image",
+                self._class_map(), anomaly, fusion, self._fusion_margin(),
             ).eval()  # fmt: skip
         assert self.head_ is not None
         return self.head_

@@ -40,9 +40,10 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
         peak and the defect map's peak, each standardised on the validation good parts;
         ``"auto"`` then has it among its candidates.
     fused_peaks: where a fused score takes its two maps' peaks: ``"image"``, the cells whose
-        centre lies inside the image (the default), or ``"canvas"``, the whole canvas with its
-        mirrored padding (bundles from before this choice). On magnetic_tile many of the good
-        parts that scored highest had their defect-map peak in the padding (benchmarks/RESULTS.md).
+        centre lies inside the image; ``"inner"``, those cells less the band of one cell along
+        the seam with the mirrored padding; ``"canvas"``, the whole canvas, padding included
+        (bundles from before this choice). On magnetic_tile many of the good parts that scored
+        highest had their defect-map peak in the padding or on that seam (benchmarks/RESULTS.md).
     finetune_head: after fine-tuning, ``"retrain"`` a head on the tuned features, ``"keep"``
         the head trained with the trunk, or keep the ``"best"`` of both on the validation
         images (the default; :mod:`flawscope.models.tuned_head`).
@@ -65,7 +66,9 @@ from flawscope.models.views import check_canvas, view_set
 # What the thresholds judge (``score``; also saved, by index, with the weights).
 SCORES = ("class", "map", "fused")
 # Where a fused score takes its maps' peaks (``fused_peaks``).
-FUSED_PEAKS = ("image", "canvas")
+FUSED_PEAKS = ("image", "inner", "canvas")
+# Cells a fused score's peaks keep from the padding for each ``fused_peaks`` (None: none left out).
+FUSED_PEAKS_MARGIN: dict[str, int | None] = {"image": 0, "inner": 1, "canvas": None}
 
 
 def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
