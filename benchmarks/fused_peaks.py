@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 def main() -> None:
     import torch
     from sklearn.metrics import average_precision_score, roc_auc_score
+
     from flawscope.data.preprocess import geometry_of
     from flawscope.evaluate.crossval import validation_metrics
     from flawscope.features.cache import FeatureBank
