@@ -68,7 +68,8 @@ def test_a_fused_score_runs_in_the_graph_and_survives_export(tiny_labelled, tmp_
     assert model.score_ == "fused" and model.fusion_ is not None and model.fusion_.shape == (2, 3)
     # The maps' peaks are taken inside the image: the graph gives the standardised maps and
     # the finishing adds their peaks.
-    assert model.declaration().output_names[-1] == "fusion_maps" and not model.declaration().extra
+    assert model.declaration().output_names[-1] == "fusion_maps"
+    assert model.declaration().extra == {"fusion_margin": 1}  # the default: "inner"
     images = [*tiny_labelled["good_test"], *tiny_labelled["bad"]]
     prediction = model.predict(images)
     assert np.isfinite(prediction.scores).all()
@@ -109,7 +110,7 @@ def test_the_segmenters_good_weight_and_ensemble_defaults_and_older_bundles_keep
     assert before["good_weight"] == 1.0 and before["ensemble"] == 1
     assert seg.saved_params({**old, "good_weight": 4.0})["good_weight"] == 4.0
     assert seg.saved_params({**old, "ensemble": 2})["ensemble"] == 2
-    assert seg().params["fused_peaks"] == "image" and before["fused_peaks"] == "canvas"
+    assert seg().params["fused_peaks"] == "inner" and before["fused_peaks"] == "canvas"
     import pytest
 
     from flawscope.errors import InputError
@@ -153,21 +154,23 @@ def test_a_fused_score_over_the_whole_canvas_is_still_one_graph_output(tiny_labe
     )
 
 
-def test_an_inner_fused_score_declares_its_margin_and_the_runtime_follows_it(tiny_labelled, tmp_path):
+def test_fused_peaks_inside_the_image_are_what_torch_a_loaded_bundle_and_the_runtime_give(
+    tiny_labelled, tmp_path
+):
     from flawscope.data.preprocess import canvas_valid_mask, geometry_of, inner_cells, to_batch
     from flawscope.export.onnx_export import export_bundle
     from flawscope.models.io import load_model, save_model
     from flawscope.runtime import Inspector
 
     targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
-    params = {**FAST, "score": "fused", "anomaly": "padim", "validation": 0.3, "fused_peaks": "inner"}
+    params = {**FAST, "score": "fused", "anomaly": "padim", "validation": 0.3, "fused_peaks": "image"}
     model = get_model_class("segmenter")(**params).fit(tiny_labelled["images"], targets)
-    assert model.declaration().extra == {"fusion_margin": 1}
-    # a tall image on the model's canvas: padded left and right, so the seam matters
+    assert model.declaration().extra == {}  # no margin: every cell inside the image
+    # a tall image on the model's canvas: padded left and right, so the padding matters
     images = [np.ascontiguousarray(np.rot90(im)) for im in tiny_labelled["bad"]]
     batch, geometries = to_batch(images, model.preprocessing_)
     raw = model.raw_outputs(batch)
-    cells = inner_cells(canvas_valid_mask(geometries, model.preprocessing_, 8), 1)
+    cells = inner_cells(canvas_valid_mask(geometries, model.preprocessing_, 8), 0)
     peaks = (
         np.where(cells[:, None], raw["fusion_maps"], -np.inf)
         .reshape(len(images), 2, -1)
@@ -178,7 +181,7 @@ def test_an_inner_fused_score_declares_its_margin_and_the_runtime_follows_it(tin
     np.testing.assert_allclose(prediction.scores, raw["defect_score"] + peaks, rtol=1e-5, atol=1e-5)
     save_model(model, tmp_path / "b")
     again, _ = load_model(tmp_path / "b")
-    assert again.params["fused_peaks"] == "inner"
+    assert again.params["fused_peaks"] == "image"
     np.testing.assert_allclose(again.predict(images).scores, prediction.scores, atol=1e-5)
     from flawscope.bundle import read_bundle, update_manifest
     from flawscope.decide.thresholds import ThresholdHistory, Thresholds

@@ -39,11 +39,12 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
         models with ``anomaly="padim"``) sums the head's defect log-odds, the anomaly map's
         peak and the defect map's peak, each standardised on the validation good parts;
         ``"auto"`` then has it among its candidates.
-    fused_peaks: where a fused score takes its two maps' peaks: ``"image"``, the cells whose
-        centre lies inside the image; ``"inner"``, those cells less the band of one cell along
-        the seam with the mirrored padding; ``"canvas"``, the whole canvas, padding included
-        (bundles from before this choice). On magnetic_tile many of the good parts that scored
-        highest had their defect-map peak in the padding or on that seam (benchmarks/RESULTS.md).
+    fused_peaks: where a fused score takes its two maps' peaks: ``"inner"`` (the default), the
+        cells whose centre lies inside the image less the band of one cell along the seam with
+        the mirrored padding; ``"image"``, all cells inside the image; ``"canvas"``, the whole
+        canvas, padding included (bundles from before this choice). Chosen on magnetic_tile's
+        validation folds, where several of the good parts that scored highest had a map's peak
+        in the padding or on that seam (benchmarks/RESULTS.md, issue 13).
     finetune_head: after fine-tuning, ``"retrain"`` a head on the tuned features, ``"keep"``
         the head trained with the trunk, or keep the ``"best"`` of both on the validation
         images (the default; :mod:`flawscope.models.tuned_head`).
@@ -100,7 +101,7 @@ def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
         "finetune_augment": "fixed",
         "tta": "none",
         "finetune_head": "best",
-        "fused_peaks": "image",
+        "fused_peaks": "inner",
     }
     unknown = set(own) - set(shared)
     if unknown:  # a misspelt default would otherwise add a hyperparameter nobody reads
