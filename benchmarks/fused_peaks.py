@@ -33,6 +33,8 @@ def main() -> None:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from flawscope.data.preprocess import geometry_of
+    from flawscope.decide.calibration import calibrate
+    from flawscope.decide.verdict import decide_many, outcomes
     from flawscope.evaluate.crossval import validation_metrics
     from flawscope.features.cache import FeatureBank
     from flawscope.models.io import load_model
@@ -57,7 +59,8 @@ def main() -> None:
     defective = np.array([0 if c == "good" else 1 for c in targets.classes])
     rules = args.rules.split(",")
     per_rule: dict[str, dict[str, Any]] = {
-        r: {"validation_pauroc": [], "scores": np.full(len(images), np.nan)} for r in rules
+        r: {"validation_pauroc": [], "scores": np.full(len(images), np.nan), "calibrated": [""] * len(images)}
+        for r in rules
     }
     only = {int(k) for k in args.folds.split(",") if k}
     for fold, split in enumerate(folds):
@@ -76,9 +79,14 @@ def main() -> None:
             vscores = model.predict_bank(
                 bank, val_rows, [geometry_of(images[i].shape, pre) for i in val]
             ).scores
-            tscores = model.predict_bank(
-                bank, test_rows, [geometry_of(images[i].shape, pre) for i in test]
-            ).scores
+            tpred = model.predict_bank(bank, test_rows, [geometry_of(images[i].shape, pre) for i in test])
+            tscores = tpred.scores
+            # a station's operating point: thresholds calibrated on the fold's validation good parts
+            cal = calibrate(vscores[defective[val] == 0], target_frr=0.01, require_bound=False)
+            for i, outcome in zip(
+                test, outcomes(decide_many(tpred, cal.thresholds, regions=False)), strict=True
+            ):
+                per_rule[rule]["calibrated"][i] = outcome
             per_rule[rule]["validation_pauroc"].append(
                 validation_metrics(vscores, defective[val])["validation_pauroc"]
             )
@@ -92,6 +100,7 @@ def main() -> None:
     rows = []
     for rule in rules:
         s = per_rule[rule]["scores"][tested]
+        cal_ = per_rule[rule]["calibrated"]
         good = np.sort(s[y == 0])[::-1]
         recall = recall_at_frr(s, y)
         per_type = {
@@ -107,6 +116,8 @@ def main() -> None:
                 "image_ap": float(average_precision_score(y, s)),
                 "recall_at_1pct_frr": recall,
                 "missed": round((1 - recall) * int(y.sum())),
+                "calibrated_frr": float(np.mean([cal_[i] == "fail" for i in tested if defective[i] == 0])),
+                "calibrated_recall": float(np.mean([cal_[i] == "fail" for i in tested if defective[i] == 1])),
                 "recall_above_second_good_per_type": per_type,
             }
         )
