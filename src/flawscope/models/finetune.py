@@ -120,10 +120,13 @@ class FinetuneLog(TuningLog):
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
         fresh = {"fresh_seconds": round(self.fresh_seconds, 1)} if self.augment == "fresh" else {}
-        return self._as_dict(
-            {"augment": self.augment},
-            {"validation_loss": self.validation_loss, "validation_accuracy": self.validation_accuracy},
-        ) | fresh
+        return (
+            self._as_dict(
+                {"augment": self.augment},
+                {"validation_loss": self.validation_loss, "validation_accuracy": self.validation_accuracy},
+            )
+            | fresh
+        )
 
 
 def check_trunk(trunk: nn.Module, backbone: str) -> LiteTrunk:
