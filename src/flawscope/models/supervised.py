@@ -38,17 +38,17 @@ from flawscope.features.cache import FeatureBank, extract_bank
 from flawscope.features.embedder import STRIDE
 from flawscope.models.base import Model, Progress
 from flawscope.models.engine import make_runner
-from flawscope.models.ensemble import HeadEnsemble, member_count, train_ensemble
-from flawscope.models.finetune import FinetuneConfig, finetune_trunk, load_tuned, tuned_state
+from flawscope.models.ensemble import train_ensemble
+from flawscope.models.finetune import FinetuneConfig, finetune_trunk
 from flawscope.models.heads import DefectHead, SupervisedHead
-from flawscope.models.station import fit_anomaly_head, load_anomaly_head, refit_anomaly_head
+from flawscope.models.station import fit_anomaly_head, refit_anomaly_head
 from flawscope.models.supervised_params import (
     FUSED_PEAKS_MARGIN,
-    SCORES,
     check_params,
     default_params,
     saved_params,
 )
+from flawscope.models.supervised_state import build_head, load_state, state_of
 from flawscope.models.supervised_targets import DEFECT, classes_for, pixel_targets, with_pasted
 from flawscope.models.training import TrainConfig, TrainLog
 from flawscope.models.tuned_head import choose_head
@@ -404,62 +404,15 @@ class SupervisedModel(Model):
     # --- the exported head -------------------------------------------------------------------
     def head(self) -> nn.Module:  # noqa: D102
         if getattr(self, "head_", None) is None:
-            good = self.classes_.index(GOOD) if GOOD in self.classes_ else None
-            defect_classes = [c for c in self.classes_ if c != GOOD]
-            seg_to_class = torch.tensor(
-                [0, *(self.classes_.index(c) for c in defect_classes)], dtype=torch.long
-            )
-            found: Any = getattr(self, "anomaly_", None)
-            anomaly = found.head() if found is not None else None
-            fusion = getattr(self, "fusion_", None) if self._score() == "fused" else None
-            self.head_ = SupervisedHead(
-                self.head_module_, self.temperature_, good, seg_to_class if self.segments else None,
-                self._class_map(), anomaly, fusion, self._fusion_margin(),
-            ).eval()  # fmt: skip
+            self.head_ = build_head(self)
         assert self.head_ is not None
         return self.head_
 
     def state_tensors(self) -> dict[str, torch.Tensor]:  # noqa: D102
-        tensors = {f"head.{k}": v for k, v in self.head_module_.state_dict().items()}
-        tensors["temperature"] = torch.tensor([self.temperature_], dtype=torch.float32)
-        tensors["score_kind"] = torch.tensor([SCORES.index(self._score())], dtype=torch.uint8)
-        if self._score() == "fused" and getattr(self, "fusion_", None) is not None:
-            tensors["fusion"] = self.fusion_
-        found: Any = getattr(self, "anomaly_", None)
-        if found is not None:
-            tensors |= {f"anomaly.{k}": v for k, v in found.state_tensors().items()}
-        if getattr(self, "trunk_tuned_", False):
-            trunk = self._embedder().backbone
-            tensors |= {f"trunk.{k}": v for k, v in tuned_state(trunk, self.params["finetune"]).items()}  # type: ignore[arg-type]
-        return tensors
+        return state_of(self)
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: D102
-        head = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
-        members = member_count(head)
-        channels = int(head["members.0.mean" if members else "mean"].shape[0])
-
-        def new_head() -> DefectHead:
-            return DefectHead(
-                channels, int(self.params["width"]), len(self.classes_), self._seg_classes(),
-                bool(self.params["context"]),
-            )  # fmt: skip
-
-        self.head_module_ = HeadEnsemble([new_head() for _ in range(members)]) if members else new_head()
-        self.head_module_.load_state_dict(head)
-        self.head_module_.eval()
-        self.temperature_ = float(tensors["temperature"][0])
-        if "score_kind" in tensors:  # bundles from before score="auto" judge by the hyperparameter
-            self.score_ = SCORES[int(tensors["score_kind"][0])]
-        self.fusion_ = tensors.get("fusion")
-        trunk = {k.removeprefix("trunk."): v for k, v in tensors.items() if k.startswith("trunk.")}
-        self.trunk_tuned_ = bool(trunk)
-        if trunk:  # a fine-tuned trunk: its weights replace the ImageNet ones they were tuned from
-            load_tuned(self._embedder().backbone, trunk, self.config.backbone)
-            self.runner_ = None
-        self.anomaly_ = None
-        if self.params["anomaly"] == "padim":
-            self.anomaly_ = load_anomaly_head(self, tensors)
-        self.head_ = None
+        load_state(self, tensors)
 
     def fit_head(
         self,
