@@ -108,11 +108,10 @@ def evidence(head: SupervisedHead, bank: FeatureBank, rows: np.ndarray) -> torch
             x = bank.features[index].float()
             anomaly_map = head.anomaly(x) if head.anomaly is not None else None
             seg, logits = head.head(x)
-            if getattr(head, "in_image", False):
+            cells = None
+            if head.in_image:  # the peaks inside each image, as the finished score takes them
                 cells = torch.from_numpy(inner_cells(bank.valid[index].numpy(), head.margin or 0))
-                parts.append(head.evidence(logits, seg, anomaly_map, cells))
-            else:
-                parts.append(head.evidence(logits, seg, anomaly_map))
+            parts.append(head.evidence(logits, seg, anomaly_map, cells))
     return torch.cat(parts)
 
 
