@@ -4,7 +4,7 @@
                               [--image-size 256] [--tta none,flips,d4] [--save BUNDLE | --load BUNDLE]
                               [--out benchmarks/results/elpv.json]
 
-``--write-csv DIR`` writes the cells and ``DIR/labels.csv`` (``path,label,split``, the same test
+``--write-csv DIR`` writes the cells and ``DIR/labels.csv`` (``path,label,split,probability``, the same test
 split) so that the CLI trains the same model: ``flawscope train DIR/labels.csv --task classify
 -o BUNDLE --param finetune=last ...`` (the test rows are never trained on).
 
@@ -55,11 +55,11 @@ def write_csv(folder: Path) -> None:
     (folder / "cells").mkdir(parents=True, exist_ok=True)
     with (folder / "labels.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "label", "split"])
+        writer.writerow(["path", "label", "split", "probability"])
         for i, (image, cls) in enumerate(zip(images, targets.classes, strict=True)):
             name = f"cells/{i:04d}.png"
             cv2.imwrite(str(folder / name), image)
-            writer.writerow([name, cls, "test" if i in test else "train"])
+            writer.writerow([name, cls, "test" if i in test else "train", f"{targets.probabilities[i]:.6f}"])
     print(f"{len(images)} cells ({len(test)} test) -> {folder / 'labels.csv'}")
 
 
@@ -141,7 +141,6 @@ def main() -> None:
 
     from flawscope.models import get_model_class
     from flawscope.models.io import load_model, save_model
-    from flawscope.types import Targets
 
     sys.path.insert(0, str(HERE))
     from supervised import load, splits  # the same data and split as the main benchmark
@@ -172,7 +171,7 @@ def main() -> None:
 
         model.fit(
             [images[i] for i in train],
-            Targets(tuple(targets.classes[i] for i in train)),
+            targets.select(train),  # classes and the labelled probabilities (``soft_labels``)
             progress,
             validation_index=[k for k, i in enumerate(train) if i in validation],
         )

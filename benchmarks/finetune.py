@@ -88,7 +88,7 @@ def run(
         if variant == "frozen":
             runner = make_runner(embedder, h, w, "auto")
         else:
-            from flawscope.models.finetune import Stride8
+            from flawscope.models.tuned_trunk import Stride8
 
             runner = make_runner(Stride8(trunk).eval(), h, w, "auto")
         parts = []

@@ -51,7 +51,9 @@ def load(name: str) -> tuple[list[Any], list[np.ndarray], Any]:
         images, probs, _ = load_elpv()
         classes = tuple("defective" if p >= 0.5 else "good" for p in probs)
         samples = [LabelledSample(f"elpv/{i:04d}", c) for i, c in enumerate(classes)]
-        return samples, [np.ascontiguousarray(im) for im in images], Targets(classes)
+        # The labelled probabilities (0, 1/3, 2/3, 1) ride along for ``soft_labels``.
+        targets = Targets(classes, probabilities=tuple(float(p) for p in probs))
+        return samples, [np.ascontiguousarray(im) for im in images], targets
     pattern = r"kos\d+" if name == "kolektorsdd" else None
     labelled = load_labelled(SHARED / name, pattern)
     loaded = read_labelled(labelled.samples)

@@ -43,16 +43,20 @@ class Targets:
             exclusive); ``()`` when no image has any.
         groups: per image, the physical item it shows (images of one item are never split
             apart); ``()`` when unknown.
+        probabilities: per image, the labelled probability that it is defective (annotators'
+            agreement or confidence, e.g. ELPV's 0, 1/3, 2/3, 1), which ``soft_labels`` trains
+            on; ``()`` when unknown.
     """
 
     classes: tuple[str, ...]
     masks: tuple[np.ndarray | None, ...] = ()
     boxes: tuple[tuple[tuple[float, float, float, float, str], ...], ...] = ()
     groups: tuple[str, ...] = ()
+    probabilities: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.classes)
-        for name in ("masks", "boxes", "groups"):
+        for name in ("masks", "boxes", "groups", "probabilities"):
             items = getattr(self, name)
             if items and len(items) != n:
                 raise ValueError(f"Targets: {len(items)} {name} for {n} images")
@@ -68,6 +72,7 @@ class Targets:
             tuple(self.masks[i] for i in rows) if self.masks else (),
             tuple(self.boxes[i] for i in rows) if self.boxes else (),
             tuple(self.groups[i] for i in rows) if self.groups else (),
+            tuple(self.probabilities[i] for i in rows) if self.probabilities else (),
         )
 
 

@@ -72,6 +72,31 @@ def test_csv_with_groups_and_relative_paths(tmp_path):
     assert [s.group for s in data.samples] == ["p1", "p1", "p2"]
 
 
+def test_csv_probability_column_reaches_the_targets(tmp_path):
+    from flawscope.models.train_supervised import read_labelled
+
+    for i in range(3):
+        _image(tmp_path / "img" / f"a{i}.png")
+    rows = "img/a0.png,good,0\nimg/a1.png,crack,0.666667\nimg/a2.png,good,0.333333\n"
+    (tmp_path / "labels.csv").write_text("path,label,probability\n" + rows)
+    data = load_labelled(tmp_path / "labels.csv")
+    assert [s.probability for s in data.samples] == [0.0, 0.666667, 0.333333]
+    assert read_labelled(data.samples).targets.probabilities == (0.0, 0.666667, 0.333333)
+    (tmp_path / "plain.csv").write_text("path,label\nimg/a0.png,good\n")  # no column: unknown
+    plain = load_labelled(tmp_path / "plain.csv").samples
+    assert plain[0].probability is None and read_labelled(plain).targets.probabilities == ()
+
+
+@pytest.mark.parametrize("value", ["", "high", "1.5", "-0.1", "nan"])
+def test_a_bad_probability_names_the_line(tmp_path, value):
+    _image(tmp_path / "img" / "a0.png")
+    _image(tmp_path / "img" / "a1.png")
+    rows = f"img/a0.png,good,0\nimg/a1.png,crack,{value}\n"
+    (tmp_path / "bad.csv").write_text("path,label,probability\n" + rows)
+    with pytest.raises(InputError, match=r"bad.csv:3.*probability must be a number in \[0, 1\]"):
+        load_labelled(tmp_path / "bad.csv")
+
+
 def test_csv_errors_name_the_line(tmp_path):
     (tmp_path / "bad.csv").write_text("path,label\nmissing.png,good\n")
     with pytest.raises(InputError, match=r"bad.csv:2.*does not exist"):

@@ -8,8 +8,9 @@ Three sources, each listed without decoding an image:
 * **plain layout**: one folder per class (``good/``, ``ok/`` or ``normal/`` is the good class),
   optional ``masks/`` (``masks/<class>/<stem>.png`` or ``masks/<stem>.png``) and optional
   ``annotations/<stem>.xml`` (Pascal VOC boxes).
-* **CSV**: ``path,label[,mask][,group][,split]`` with a header (``class`` is accepted for
-  ``label``); paths relative to the CSV's folder.
+* **CSV**: ``path,label[,mask][,group][,split][,probability]`` with a header (``class`` is
+  accepted for ``label``); paths relative to the CSV's folder; ``probability`` (if the column
+  exists, a number in [0, 1] on every row) is the labelled probability that the part is defective.
 
 A group (the physical item an image shows) comes from the CSV or from ``group_pattern``, a
 regular expression on the file name (``kos\\d+`` for KolektorSDD): images of one item never end up
@@ -54,6 +55,8 @@ class LabelledSample:
         group: the physical item, if known.
         boxes: ``(x0, y0, x1, y1, class)`` boxes in image pixels (x1/y1 exclusive).
         split: ``"train"`` or ``"test"`` when the source fixes it, else ``None``.
+        probability: the labelled probability that the part is defective (a CSV's
+            ``probability`` column: annotators' agreement or confidence), if known.
     """
 
     path: str
@@ -62,6 +65,7 @@ class LabelledSample:
     group: str | None = None
     boxes: tuple[Box, ...] = ()
     split: str | None = None
+    probability: float | None = None
 
     @property
     def label(self) -> int:
@@ -188,7 +192,9 @@ def _load_csv(path: Path, pattern: re.Pattern[str] | None) -> list[LabelledSampl
         raise InputError(path, f"cannot be read as CSV ({exc})") from None
     if not rows:
         raise InputError(
-            path, "has no rows: expected a header path,label[,mask][,group][,split] and one row per image"
+            path,
+            "has no rows: expected a header path,label[,mask][,group][,split][,probability] "
+            "and one row per image",
         )
     header = {k.strip().lower() for k in rows[0] if k}
     label_key = "label" if "label" in header else "class" if "class" in header else None
@@ -216,8 +222,22 @@ def _load_csv(path: Path, pattern: re.Pattern[str] | None) -> list[LabelledSampl
         group = row.get("group") or _group(str(image), pattern)
         xml = annotations / f"{image.stem}.xml"
         boxes = read_voc(xml) if xml.is_file() else ()
-        samples.append(LabelledSample(str(image), label, mask, group, boxes, split))
+        probability = _probability(row.get("probability", ""), f"{path}:{line}", "probability" in header)
+        samples.append(LabelledSample(str(image), label, mask, group, boxes, split, probability))
     return samples
+
+
+def _probability(text: str, where: str, column: bool) -> float | None:
+    """A CSV row's labelled defect probability: ``None`` without the column, else a number in [0, 1]."""
+    if not column:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise InputError(where, f"probability must be a number in [0, 1], got {text!r}")
+    return value
 
 
 def load_labelled(path: str | os.PathLike[str], group_pattern: str | None = None) -> LabelledSet:

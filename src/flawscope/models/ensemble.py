@@ -77,6 +77,7 @@ def train_ensemble(
     config: TrainConfig,
     synthetic_class: int | None = None,
     progress: Progress | None = None,
+    soft: np.ndarray | None = None,
 ) -> tuple[nn.Module, TrainLog]:
     """Train ``members`` heads from seeds ``config.seed + i`` and average them (1: a single head).
 
@@ -90,6 +91,8 @@ def train_ensemble(
         config: how each head is trained (its ``seed`` is the first head's).
         synthetic_class: image class of synthetic anomalies (``None``: none).
         progress: callback ``(stage, done, total)``.
+        soft: ``(M, K)`` class probabilities the training loss learns instead of ``labels``
+            (:func:`~flawscope.models.training.train_head`); ``None``: the labels.
 
     Returns:
         The head (a :class:`DefectHead` for one member, else a :class:`HeadEnsemble`) and the
@@ -98,7 +101,9 @@ def train_ensemble(
     """
     if members <= 1:
         head = make_head()
-        done = train_head(head, bank, train_rows, validation_rows, labels, config, synthetic_class, progress)
+        done = train_head(
+            head, bank, train_rows, validation_rows, labels, config, synthetic_class, progress, soft
+        )
         return head, done
     start = time.perf_counter()
     heads, logs = [], []
@@ -107,7 +112,7 @@ def train_ensemble(
         logs.append(
             train_head(
                 head, bank, train_rows, validation_rows, labels, replace(config, seed=config.seed + i),
-                synthetic_class, progress,
+                synthetic_class, progress, soft,
             )
         )  # fmt: skip
         heads.append(head)

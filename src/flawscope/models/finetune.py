@@ -19,12 +19,12 @@ is the one with the best accuracy on the validation images (lowest loss among ti
 test image. The model then trains its ordinary head on the tuned trunk's features, and saves
 the tuned weights with it (``trunk.*`` tensors), so the exported graph carries them.
 
-Only the EfficientNet-Lite trunks can be fine-tuned (their blocks are what this splits).
+Only the EfficientNet-Lite trunks can be fine-tuned (their blocks are what this splits); the
+tuned part, its cache and the keeper of the best epoch are in :mod:`flawscope.models.tuned_trunk`.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,12 +37,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from flawscope.data.augment import AugmentSpec, augmented_views
-from flawscope.data.preprocess import Preprocessing, to_batch
+from flawscope.data.preprocess import Preprocessing
 from flawscope.errors import InputError
-from flawscope.features.nets import LiteTrunk
 from flawscope.models.engine import make_runner
 from flawscope.models.heads import DefectHead
 from flawscope.models.training import _balanced_weights, choose_threads, torch_threads
+from flawscope.models.tuned_trunk import (
+    EpochKeeper,
+    Stride8,
+    TunedPart,
+    cache_inputs,
+    check_trunk,
+    tuned_prefixes,
+    tuned_state,
+)
 
 FINETUNE_MODES = ("none", "last", "full")
 FINETUNE_AUGMENT = ("fixed", "fresh")
@@ -115,129 +123,22 @@ class FinetuneLog(TuningLog):
     validation_accuracy: list[float] = field(default_factory=list)
     augment: str = "fixed"
     fresh_seconds: float = 0.0  # making and caching the fresh views (``augment="fresh"``)
+    soft: bool = False  # the loss learnt labelled class probabilities (``soft_labels``)
     # The temporary head of the epoch kept (on the tuned trunk's features); not in the manifest.
     head: DefectHead | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
-        fresh = {"fresh_seconds": round(self.fresh_seconds, 1)} if self.augment == "fresh" else {}
+        extra: dict[str, Any] = (
+            {"fresh_seconds": round(self.fresh_seconds, 1)} if self.augment == "fresh" else {}
+        )
+        extra |= {"soft_labels": True} if self.soft else {}
         return (
             self._as_dict(
                 {"augment": self.augment},
                 {"validation_loss": self.validation_loss, "validation_accuracy": self.validation_accuracy},
             )
-            | fresh
+            | extra
         )
-
-
-def check_trunk(trunk: nn.Module, backbone: str) -> LiteTrunk:
-    """The trunk as a :class:`LiteTrunk`, or an error naming the backbone."""
-    if not isinstance(trunk, LiteTrunk):
-        raise InputError(
-            "finetune",
-            f"fine-tuning is implemented for the EfficientNet-Lite trunks, not {backbone!r}; "
-            "choose an efficientnet_lite backbone or finetune='none'",
-        )
-    return trunk
-
-
-def tuned_prefixes(trunk: LiteTrunk, mode: str) -> tuple[str, ...]:
-    """State-dict name prefixes of the trunk weights ``mode`` trains."""
-    if mode == "full":
-        return ("",)
-    return tuple(f"_blocks.{i}." for i in range(trunk.tap8 + 1, len(trunk._blocks)))
-
-
-def tuned_state(trunk: LiteTrunk, mode: str) -> dict[str, torch.Tensor]:
-    """The trunk tensors ``mode`` trains (parameters and their batch-norm buffers), by name."""
-    prefixes = tuned_prefixes(trunk, mode)
-    return {k: v.detach().clone() for k, v in trunk.state_dict().items() if k.startswith(prefixes)}
-
-
-class EpochKeeper:
-    """The tuned trunk weights and the head of the best epoch so far, put back when tuning ends.
-
-    Args:
-        trunk: the trunk being tuned (in place).
-        head: the temporary head trained with it.
-        mode: which trunk weights are tuned (:data:`FINETUNE_MODES`).
-        patience: :meth:`miss` says stop after this many epochs in a row without a better one
-            (0: never).
-    """
-
-    def __init__(self, trunk: LiteTrunk, head: nn.Module, mode: str, patience: int) -> None:
-        self.trunk, self.head, self.mode, self.patience = trunk, head, mode, patience
-        self.keep(0)
-
-    def keep(self, epoch: int) -> None:
-        """This epoch is the best so far: remember its weights."""
-        self.best_epoch, self.stale = epoch, 0
-        self._trunk = tuned_state(self.trunk, self.mode)
-        self._head = copy.deepcopy(self.head.state_dict())
-
-    def miss(self) -> bool:
-        """This epoch was not better; True when patience has run out."""
-        self.stale += 1
-        return bool(self.patience) and self.stale >= self.patience
-
-    def restore(self) -> None:
-        """Put the best epoch's weights back, freeze the trunk again, both in evaluation mode."""
-        self.trunk.load_state_dict(self._trunk, strict=False)
-        for p in self.trunk.parameters():
-            p.requires_grad_(False)
-        self.trunk.eval()
-        self.head.load_state_dict(self._head)
-        self.head.eval()
-
-
-class Stride8(nn.Module):
-    """The frozen part below the tuned blocks: ``(B, 3, H, W)`` to the stride-8 map."""
-
-    def __init__(self, trunk: LiteTrunk):
-        super().__init__()
-        self.trunk = trunk
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` image batch to ``(B, C8, H/8, W/8)`` features."""
-        x = F.relu6(self.trunk._bn0(self.trunk._conv_stem(x)))
-        for block in self.trunk._blocks[: self.trunk.tap8 + 1]:
-            x = block(x)
-        return x
-
-
-class _Tuned(nn.Module):
-    """Cached input (the stride-8 map, or the image for ``"full"``) to the trunk's two maps."""
-
-    def __init__(self, trunk: LiteTrunk, mode: str):
-        super().__init__()
-        self.trunk = trunk
-        self.mode = mode
-        self.channels = trunk.channels
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mode == "full":
-            out: tuple[torch.Tensor, torch.Tensor] = self.trunk(x)
-            return out
-        f8 = x
-        for block in self.trunk._blocks[self.trunk.tap8 + 1 :]:
-            x = block(x)
-        return f8, x
-
-
-def _cache(
-    images: Sequence[np.ndarray],
-    pre: Preprocessing,
-    prefix: Callable[[np.ndarray], torch.Tensor] | None,
-    progress: Progress | None,
-) -> torch.Tensor:
-    """``(N, C, h, w)`` float16 inputs of the tuned part: the stride-8 maps, or the canvases."""
-    parts = []
-    for start in range(0, len(images), 16):
-        batch, _ = to_batch(list(images[start : start + 16]), pre)
-        out = torch.from_numpy(batch) if prefix is None else prefix(batch)
-        parts.append(out.to(torch.float16))
-        if progress is not None:
-            progress("fine-tuning cache", min(start + 16, len(images)), len(images))
-    return torch.cat(parts)
 
 
 def finetune_trunk(
@@ -252,6 +153,7 @@ def finetune_trunk(
     config: FinetuneConfig,
     engine: str = "auto",
     progress: Progress | None = None,
+    soft: np.ndarray | None = None,
 ) -> FinetuneLog:
     """Fine-tune ``embedder.backbone`` in place on image labels (see the module docstring).
 
@@ -267,6 +169,9 @@ def finetune_trunk(
         config: how to fine-tune.
         engine: engine of the frozen part's cache (``"auto"``: ONNX Runtime when it works).
         progress: callback ``(stage, done, total)``.
+        soft: ``(N, K)`` class probabilities of each image that the training loss learns
+            instead of ``labels`` (labelled defect probabilities, ``soft_labels``); ``None``:
+            the labels. The epoch is still chosen by the accuracy on ``labels``.
 
     Returns:
         The log; the trunk holds the weights of the epoch kept, frozen again (eval mode, no grads).
@@ -277,7 +182,9 @@ def finetune_trunk(
     if config.augment not in FINETUNE_AUGMENT:
         raise InputError("finetune_augment", f"must be one of {FINETUNE_AUGMENT}, got {config.augment!r}")
     fresh = augment if config.augment == "fresh" and augment is not None else None
-    result = FinetuneLog(config.mode, augment="fresh" if fresh is not None else "fixed")
+    result = FinetuneLog(
+        config.mode, augment="fresh" if fresh is not None else "fixed", soft=soft is not None
+    )
     threads = choose_threads(config.threads)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -295,14 +202,14 @@ def finetune_trunk(
             if config.mode == "full"
             else make_runner(Stride8(trunk).eval(), pre.height, pre.width, engine)
         )
-        cached = _cache([*images, *extra], pre, prefix, progress)
+        cached = cache_inputs([*images, *extra], pre, prefix, progress)
     del extra
     views: list[list[int]] = [[i] for i in train_idx]
     for k, s in enumerate(source):
         views[s].append(len(images) + k)
     result.cache_seconds = time.perf_counter() - start
 
-    tuned = _Tuned(trunk, config.mode)
+    tuned = TunedPart(trunk, config.mode)
     aggregate = int(getattr(embedder, "aggregate", 1))
 
     def features(rows: Sequence[int] | np.ndarray, source: torch.Tensor | None = None) -> torch.Tensor:
@@ -356,7 +263,12 @@ def finetune_trunk(
                         rows = [views[k][int(rng.integers(len(views[k])))] for k in chosen]
                     else:
                         rows = list(chosen)
-                    y = torch.from_numpy(labels[[train_idx[k] for k in chosen]]).long()
+                    index = [train_idx[k] for k in chosen]
+                    y = (
+                        torch.from_numpy(labels[index]).long()
+                        if soft is None
+                        else torch.from_numpy(soft[index]).float()
+                    )
                     _, logits = head(features(rows, drawn))
                     loss = F.cross_entropy(logits, y, weight=weights)
                     optimiser.zero_grad()
@@ -397,7 +309,7 @@ def _fresh_views(
     """``(len(train_idx), C, h, w)`` cached inputs of one new augmented view of each training image."""
     spec = dataclasses.replace(augment, views=1, seed=seed)
     drawn, _, _ = augmented_views([images[i] for i in train_idx], [None] * len(train_idx), spec)
-    return _cache(drawn, pre, prefix, None)
+    return cache_inputs(drawn, pre, prefix, None)
 
 
 def _evaluate(
@@ -417,19 +329,3 @@ def _evaluate(
             right += int((logits.argmax(1) == y).sum())
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
     return right / len(rows), loss / len(rows)
-
-
-def load_tuned(trunk: nn.Module, tensors: dict[str, torch.Tensor], backbone: str) -> None:
-    """Put saved ``trunk.*`` tensors (names without the prefix) into a freshly loaded trunk.
-
-    Raises:
-        InputError: when a name is not a tensor of this trunk (a bundle from another backbone).
-    """
-    own = trunk.state_dict()
-    unknown = [k for k in tensors if k not in own or tuple(own[k].shape) != tuple(tensors[k].shape)]
-    if unknown:
-        raise InputError(
-            "trunk", f"{len(unknown)} tuned tensors do not fit backbone {backbone!r}, e.g. {unknown[:2]}"
-        )
-    trunk.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)
-    trunk.eval()

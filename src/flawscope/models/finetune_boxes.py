@@ -30,18 +30,17 @@ from flawscope.models.box_head import (
     head_loss,
 )
 from flawscope.models.engine import make_runner
-from flawscope.models.finetune import (
+from flawscope.models.finetune import FinetuneConfig, TuningLog
+from flawscope.models.training import choose_threads, torch_threads
+from flawscope.models.tuned_trunk import (
     EpochKeeper,
-    FinetuneConfig,
     Stride8,
-    TuningLog,
-    _cache,
-    _Tuned,
+    TunedPart,
+    cache_inputs,
     check_trunk,
     tuned_prefixes,
     tuned_state,
 )
-from flawscope.models.training import choose_threads, torch_threads
 
 Progress = Callable[[str, int, int], None]
 CanvasBox = tuple[float, float, float, float, int]
@@ -112,9 +111,9 @@ def finetune_for_boxes(
     train_idx, val_idx = list(train_idx), list(val_idx)
     with torch_threads(threads):
         prefix = make_runner(Stride8(trunk).eval(), pre.height, pre.width, engine)
-        cached = _cache(images, pre, prefix, progress)
+        cached = cache_inputs(images, pre, prefix, progress)
     result.cache_seconds = time.perf_counter() - start
-    tuned = _Tuned(trunk, "last")
+    tuned = TunedPart(trunk, "last")
     aggregate = int(getattr(embedder, "aggregate", 1))
 
     def features(x: torch.Tensor) -> torch.Tensor:

@@ -39,18 +39,20 @@ from flawscope.features.embedder import STRIDE
 from flawscope.models.base import Model, Progress
 from flawscope.models.engine import make_runner
 from flawscope.models.ensemble import train_ensemble
-from flawscope.models.finetune import FinetuneConfig, finetune_trunk
+from flawscope.models.finetune import finetune_trunk
 from flawscope.models.heads import DefectHead, SupervisedHead
 from flawscope.models.station import fit_anomaly_head, refit_anomaly_head
 from flawscope.models.supervised_params import (
     FUSED_PEAKS_MARGIN,
     check_params,
     default_params,
+    finetune_config,
     saved_params,
+    train_config,
 )
 from flawscope.models.supervised_state import build_head, load_state, state_of
-from flawscope.models.supervised_targets import DEFECT, classes_for, pixel_targets, with_pasted
-from flawscope.models.training import TrainConfig, TrainLog
+from flawscope.models.supervised_targets import DEFECT, classes_for, pixel_targets, soft_targets, with_pasted
+from flawscope.models.training import TrainLog
 from flawscope.models.tuned_head import choose_head
 from flawscope.models.views import check_canvas, view_set
 from flawscope.types import Prediction, Targets
@@ -135,23 +137,14 @@ class SupervisedModel(Model):
     def _classes_for(self, targets: Targets) -> tuple[str, ...]:
         return classes_for(targets, self.from_boxes, self.binary)
 
+    def _soft_targets(self, targets: Targets) -> np.ndarray | None:
+        """``soft_labels``: per image, the class probabilities the image loss learns (else ``None``)."""
+        return soft_targets(targets, self._classes_for(targets)) if self.params["soft_labels"] else None
+
     def _image_class(self, cls: str) -> int:
         if self.binary:
             return 0 if cls == GOOD else 1
         return self.classes_.index(cls)
-
-    def _pixel_targets(
-        self, images: Sequence[np.ndarray], targets: Targets
-    ) -> tuple[list[np.ndarray | None], list[int]]:
-        """Per image: its mask (bool) or class map (boxes), and the segmentation class of a bool mask."""
-        return pixel_targets(
-            images,
-            targets,
-            self.classes_,
-            segments=self.segments,
-            from_boxes=self.from_boxes,
-            binary=self.binary,
-        )
 
     # --- fitting -----------------------------------------------------------------------------
     def fit(
@@ -195,6 +188,7 @@ class SupervisedModel(Model):
         pre = self._make_preprocessing([images[i] for i in train_idx] or list(images))
         check_canvas(self.views(), pre.height, pre.width)  # before any training time is spent
         images, targets, train_idx = self._with_pasted(images, targets, train_idx)
+        self._soft_targets(targets)  # refuse labels soft_labels cannot read before any training time
         tuned = self._finetune(images, targets, train_idx, val_idx, progress)
         bank = self.make_bank(images, targets, train_idx, progress)
         self.fit_bank(bank, targets, train_idx, val_idx, progress)
@@ -227,14 +221,11 @@ class SupervisedModel(Model):
         self.classes_ = self._classes_for(targets)
         pre = self._make_preprocessing([images[i] for i in train_idx] or list(images))
         labels = np.array([self._image_class(c) for c in targets.classes])
-        p = self.params
-        config = FinetuneConfig(mode, p["finetune_epochs"], float(p["finetune_lr"]), p["finetune_patience"],
-                                seed=self.config.seed, threads=p["threads"], width=int(p["width"]),
-                                context=bool(p["context"]), augment=str(p["finetune_augment"]))  # fmt: skip
+        config = finetune_config(self.params, self.config.seed)
         spec = self.augment_spec()
         done = finetune_trunk(
             self._embedder(), self.config.backbone, images, labels, train_idx, val_idx, pre,
-            spec if spec.views else None, config, self.config.engine, progress,
+            spec if spec.views else None, config, self.config.engine, progress, self._soft_targets(targets),
         )  # fmt: skip
         self.trunk_tuned_ = True
         self.runner_ = None
@@ -268,7 +259,8 @@ class SupervisedModel(Model):
         self.preprocessing_ = self._make_preprocessing([images[i] for i in train_idx] or list(images))
         pre = self.preprocessing_
         self.runner_ = runner or make_runner(self._embedder(), pre.height, pre.width, self.config.engine)
-        masks, seg = self._pixel_targets(images, targets)
+        masks, seg = pixel_targets(images, targets, self.classes_, segments=self.segments,
+                                   from_boxes=self.from_boxes, binary=self.binary)  # fmt: skip
         spec = self.augment_spec()
         return extract_bank(
             images, masks, seg, pre, self.runner_, spec if spec.views else None, train_idx, progress
@@ -306,12 +298,8 @@ class SupervisedModel(Model):
         mean, std = features.mean(dim=(0, 2, 3)), features.std(dim=(0, 2, 3))
         p = self.params
         shape = (bank.features.shape[1], int(p["width"]), len(self.classes_), self._seg_classes())
-        config = TrainConfig(
-            p["epochs"], p["train_batch"], float(p["lr"]), float(p["weight_decay"]), p["patience"],
-            float(p["seg_weight"]), float(p["synthetic"]), True, self.config.seed, p["threads"],
-            int(p["smooth"]), self._image_class(GOOD) if GOOD in self.classes_ else None,
-            float(p["good_weight"]),
-        )  # fmt: skip
+        config = train_config(p, self.config.seed, self._image_class(GOOD) if GOOD in self.classes_ else None)
+        soft = self._soft_targets(targets)
         synthetic = self._image_class(DEFECT) if self.binary and float(p["synthetic"]) > 0 else None
         self.head_module_: nn.Module
         train_log: TrainLog
@@ -322,6 +310,7 @@ class SupervisedModel(Model):
             retrained = train_ensemble(
                 lambda: DefectHead(*shape, bool(p["context"]), mean, std), int(p["ensemble"]),
                 bank, train_rows, val_rows, labels, config, synthetic, progress,
+                None if soft is None else soft[bank.image],
             )  # fmt: skip
         self.head_module_, train_log, head_choice = choose_head(
             head_mode, retrained, kept, bank, val_rows, labels

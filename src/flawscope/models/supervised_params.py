@@ -48,6 +48,10 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
     finetune_head: after fine-tuning, ``"retrain"`` a head on the tuned features, ``"keep"``
         the head trained with the trunk, or keep the ``"best"`` of both on the validation
         images (the default; :mod:`flawscope.models.tuned_head`).
+    soft_labels: the image loss (the fine-tuning's and the head's) learns each image's labelled
+        defect probability (``Targets.probabilities``, e.g. ELPV's 0, 1/3, 2/3, 1) instead of
+        its class (False, the default); classifier with good and one defect class only.
+        Early stopping, the epoch and head choices and the temperature still judge the classes.
     tta: test-time views whose outputs are averaged inside the graph
         (:mod:`flawscope.models.views`): ``"none"``, ``"flips"`` (4 views) or ``"d4"`` (8, the
         quarter turns too; square canvas). Fitting does not use them (validation choices
@@ -60,7 +64,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from flawscope.errors import InputError
-from flawscope.models.finetune import FINETUNE_AUGMENT, FINETUNE_MODES
+from flawscope.models.finetune import FINETUNE_AUGMENT, FINETUNE_MODES, FinetuneConfig
+from flawscope.models.training import TrainConfig
 from flawscope.models.tuned_head import HEAD_CHOICES
 from flawscope.models.views import check_canvas, view_set
 
@@ -102,6 +107,7 @@ def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
         "tta": "none",
         "finetune_head": "best",
         "fused_peaks": "inner",
+        "soft_labels": False,
     }
     unknown = set(own) - set(shared)
     if unknown:  # a misspelt default would otherwise add a hyperparameter nobody reads
@@ -138,12 +144,12 @@ def check_params(
     Raises:
         InputError: naming the hyperparameter.
     """
-    for name in ("width", "epochs", "train_batch", "smooth", "ensemble"):
-        if not isinstance(p[name], int) or p[name] < 1:
-            raise InputError(name, f"must be a whole number >= 1, got {p[name]!r}")
-    for name in ("views", "rare_below", "patience"):
-        if not isinstance(p[name], int) or p[name] < 0:
-            raise InputError(name, f"must be a whole number >= 0, got {p[name]!r}")
+    for key in ("width", "epochs", "train_batch", "smooth", "ensemble"):
+        if not isinstance(p[key], int) or p[key] < 1:
+            raise InputError(key, f"must be a whole number >= 1, got {p[key]!r}")
+    for key in ("views", "rare_below", "patience"):  # (not ``name``: the messages below need it)
+        if not isinstance(p[key], int) or p[key] < 0:
+            raise InputError(key, f"must be a whole number >= 0, got {p[key]!r}")
     if not 0.0 <= float(p["synthetic"]) <= 1.0:
         raise InputError("synthetic", f"must be in [0, 1], got {p['synthetic']!r}")
     if not isinstance(p["good_weight"], int | float) or not 0.0 < float(p["good_weight"]) <= 100.0:
@@ -180,5 +186,27 @@ def check_params(
     check_canvas(view_set(p["tta"]), *canvas)
     if p["finetune_head"] not in HEAD_CHOICES:
         raise InputError("finetune_head", f"must be one of {list(HEAD_CHOICES)}, got {p['finetune_head']!r}")
+    if not isinstance(p["soft_labels"], bool):
+        raise InputError("soft_labels", f"must be true or false, got {p['soft_labels']!r}")
+    if p["soft_labels"] and name != "classifier":
+        raise InputError("soft_labels", f"is implemented for the classifier, not a {name}")
     if p["augment"] is not None and not isinstance(p["augment"], Mapping):
         raise InputError("augment", "must be a mapping of albumentations transform name to its arguments")
+
+
+def train_config(p: Mapping[str, Any], seed: int, good_class: int | None) -> TrainConfig:
+    """How the heads train, from the hyperparameters ``p`` (``good_class``: the good class's index)."""
+    return TrainConfig(
+        p["epochs"], p["train_batch"], float(p["lr"]), float(p["weight_decay"]), p["patience"],
+        float(p["seg_weight"]), float(p["synthetic"]), True, seed, p["threads"], int(p["smooth"]),
+        good_class, float(p["good_weight"]),
+    )  # fmt: skip
+
+
+def finetune_config(p: Mapping[str, Any], seed: int) -> FinetuneConfig:
+    """How the trunk is fine-tuned, from the hyperparameters ``p``."""
+    return FinetuneConfig(
+        p["finetune"], p["finetune_epochs"], float(p["finetune_lr"]), p["finetune_patience"],
+        seed=seed, threads=p["threads"], width=int(p["width"]), context=bool(p["context"]),
+        augment=str(p["finetune_augment"]),
+    )  # fmt: skip

@@ -14,10 +14,10 @@ import torch
 
 from flawscope.declaration import GOOD
 from flawscope.models.ensemble import HeadEnsemble, member_count
-from flawscope.models.finetune import load_tuned, tuned_state
 from flawscope.models.heads import DefectHead, SupervisedHead
 from flawscope.models.station import load_anomaly_head
 from flawscope.models.supervised_params import SCORES
+from flawscope.models.tuned_trunk import load_tuned, tuned_state
 
 if TYPE_CHECKING:
     from flawscope.models.supervised import SupervisedModel

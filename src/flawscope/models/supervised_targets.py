@@ -1,4 +1,4 @@
-"""What a supervised model learns from, per image: classes, pixel targets and pasted rare defects.
+"""What a supervised model learns from, per image: classes, soft targets, pixel targets, pasted defects.
 
 Pure functions of the labels (:class:`~flawscope.types.Targets`) and of what the model class
 declares it learns (a segmenting model's pixel classes, boxes read as masks, good / defect only);
@@ -13,6 +13,7 @@ import numpy as np
 
 from flawscope.data.augment import paste_defects
 from flawscope.declaration import GOOD
+from flawscope.errors import InputError
 from flawscope.models.boxes import box_class_map
 from flawscope.types import Targets
 
@@ -27,6 +28,49 @@ def classes_for(targets: Targets, from_boxes: bool, binary: bool) -> tuple[str, 
     if binary:
         return (GOOD, DEFECT)
     return tuple(sorted(found, key=lambda c: (c != GOOD, c)))
+
+
+def soft_targets(targets: Targets, classes: Sequence[str]) -> np.ndarray:
+    """``(N, 2)`` float32 targets ``[1 - p, p]`` from each image's labelled defect probability ``p``.
+
+    What ``soft_labels`` trains the image loss on instead of the hard class (ELPV: the
+    annotators' 0, 1/3, 2/3, 1 instead of the cut at 0.5).
+
+    Args:
+        targets: the labels; ``targets.probabilities`` must hold every image's probability.
+        classes: the model's classes: good and one defect class, in that order.
+
+    Raises:
+        InputError: naming ``soft_labels`` when the labels carry no probabilities or the model
+            has other than two classes, and ``probability`` (with the image) when a value is
+            not in [0, 1] or contradicts the image's class (a good image above 0.5, a defective
+            one below).
+    """
+    if not targets.probabilities:
+        raise InputError(
+            "soft_labels",
+            "needs every image's labelled defect probability (a 'probability' column of the "
+            "labels CSV, or Targets.probabilities); these labels carry none",
+        )
+    if len(classes) != 2 or classes[0] != GOOD:
+        raise InputError(
+            "soft_labels", f"needs good and one defect class (a defect probability), got {list(classes)}"
+        )
+    p = np.asarray(targets.probabilities, np.float64)
+    bad = np.flatnonzero(~np.isfinite(p) | (p < 0.0) | (p > 1.0))
+    if len(bad):
+        i = int(bad[0])
+        raise InputError("probability", f"image {i}: must be in [0, 1], got {targets.probabilities[i]!r}")
+    is_good = np.array([c == GOOD for c in targets.classes])
+    wrong = np.flatnonzero((is_good & (p > 0.5)) | (~is_good & (p < 0.5)))
+    if len(wrong):
+        i = int(wrong[0])
+        raise InputError(
+            "probability",
+            f"image {i} is labelled {targets.classes[i]!r} but its defect probability is {p[i]:g} "
+            f"({len(wrong)} such images)",
+        )
+    return np.stack([1.0 - p, p], axis=1).astype(np.float32)
 
 
 def pixel_targets(
@@ -70,7 +114,7 @@ def with_pasted(
     if below <= 0 or not targets.masks:
         return images, targets, train_idx, None
     rng = np.random.default_rng(seed)
-    classes, masks = list(targets.classes), list(targets.masks)
+    classes, masks, probabilities = list(targets.classes), list(targets.masks), list(targets.probabilities)
     good = [images[i] for i in train_idx if classes[i] == GOOD]
     notes = []
     for cls in sorted({classes[i] for i in train_idx} - {GOOD}):
@@ -85,10 +129,12 @@ def with_pasted(
             images.append(image)
             classes.append(cls)
             masks.append(mask)
+            if targets.probabilities:
+                probabilities.append(1.0)  # a pasted defect is certainly defective
         notes.append(f"{len(made)} synthetic {cls!r} images pasted onto good parts ({len(mine)} real)")
     groups = (
         (*targets.groups, *(f"synthetic-{i}" for i in range(len(images) - len(targets))))
         if targets.groups
         else ()
     )
-    return images, Targets(tuple(classes), tuple(masks), (), groups), train_idx, notes
+    return images, Targets(tuple(classes), tuple(masks), (), groups, tuple(probabilities)), train_idx, notes

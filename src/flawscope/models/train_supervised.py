@@ -85,6 +85,9 @@ def read_labelled(samples: Sequence[LabelledSample], masks: bool = True) -> Load
         tuple(read_masks) if masks else (),
         tuple(s.boxes for s in kept) if any(s.boxes for s in kept) else (),
         tuple(s.group or f"\0{i}" for i, s in enumerate(kept)) if any(s.group for s in kept) else (),
+        tuple(float(s.probability) for s in kept if s.probability is not None)
+        if all(s.probability is not None for s in kept)
+        else (),
     )
     return LoadedLabelled(kept, images, targets, skipped)
 

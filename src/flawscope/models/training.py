@@ -1,15 +1,14 @@
 """Training a :class:`~flawscope.models.heads.DefectHead` on cached features.
 
 One loop for every supervised task: class-balanced sampling, free flips of the feature maps,
-optional synthetic anomalies in feature space (SuperSimpleNet, Rolih et al. 2024: noise added
-to the standardised features of good parts inside random blobs, which become defect cells and a
-defective image), the image loss on every image and the segmentation loss (cross-entropy + Dice
-on the defect probability) where the cell targets are known. Early stopping keeps the state with
-the lowest validation loss (optionally averaged over the last few epochs: on 91 validation
-images of a retrained station the loss jumped by 0.4 from one epoch to the next, and the raw
-minimum chose epoch 14 in one retraining, 19 in the next); a temperature for the class
-probabilities is then fitted on the validation images, and their expected calibration error
-(ECE) is reported before and after.
+optional synthetic anomalies in feature space (:mod:`flawscope.models.synthetic`), the image
+loss on every image (on its class, or on labelled class probabilities: ``soft``) and the
+segmentation loss (cross-entropy + Dice on the defect probability) where the cell targets are
+known. Early stopping keeps the state with the lowest validation loss (optionally averaged over
+the last few epochs: on 91 validation images of a retrained station the loss jumped by 0.4 from
+one epoch to the next, and the raw minimum chose epoch 14 in one retraining, 19 in the next); a
+temperature for the class probabilities is then fitted on the validation images, and their
+expected calibration error (ECE) is reported before and after.
 
 Torch runs on one thread when the machine is busier than its cores (os.getloadavg): on a shared
 two-core machine two torch threads ran 11x slower than one (their OpenMP workers wait on each
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from flawscope.evaluate.supervised import expected_calibration_error
 from flawscope.features.cache import UNKNOWN, FeatureBank
 from flawscope.models.heads import DefectHead, defect_probability
+from flawscope.models.synthetic import add_synthetic
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -129,18 +129,6 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def blob_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """A random smooth blob (Perlin-like: coarse noise, upsampled, thresholded) on an ``(h, w)`` grid."""
-    h, w = shape
-    scale = int(rng.choice([2, 4, 8]))
-    coarse = rng.standard_normal((max(2, h // scale), max(2, w // scale))).astype(np.float32)
-    fine = torch.nn.functional.interpolate(
-        torch.from_numpy(coarse)[None, None], size=(h, w), mode="bicubic", align_corners=False
-    )[0, 0].numpy()
-    mask = fine > np.quantile(fine, 1.0 - rng.uniform(0.02, 0.15))
-    return np.asarray(mask)
-
-
 def _losses(
     head: torch.nn.Module,
     x: torch.Tensor,
@@ -150,7 +138,7 @@ def _losses(
     seg_weights: torch.Tensor | None,
     seg_weight: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Total loss and the image logits of a batch."""
+    """Total loss and the image logits of a batch (``labels``: class indices or class probabilities)."""
     seg, logits = head(x)
     loss = F.cross_entropy(logits, labels, weight=class_weights)
     if seg is not None and seg_weights is not None:
@@ -269,6 +257,7 @@ def train_head(
     config: TrainConfig,
     synthetic_class: int | None = None,
     progress: Progress | None = None,
+    soft: np.ndarray | None = None,
 ) -> TrainLog:
     """Train ``head`` in place on bank rows.
 
@@ -281,10 +270,15 @@ def train_head(
         config: how to train.
         synthetic_class: image class of synthetic anomalies (``None``: no synthetic anomalies).
         progress: callback ``(stage, done, total)``.
+        soft: ``(M, K)`` class probabilities of every bank row that the training loss learns
+            instead of ``labels`` (``None``: the labels); sampling, early stopping and the
+            temperature still read ``labels``. Not with synthetic anomalies.
 
     Returns:
         The training log; the head holds the best state found.
     """
+    if soft is not None and synthetic_class is not None:
+        raise ValueError("soft targets and synthetic anomalies cannot be combined")
     log_out = TrainLog(threads=choose_threads(config.threads), seed=config.seed)
     start = time.perf_counter()
     if len(validation_rows) and len(np.unique(labels[validation_rows])) < 2:
@@ -328,7 +322,7 @@ def train_head(
                 cells[~bank.valid[index]] = UNKNOWN
                 y = torch.from_numpy(labels[rows]).long()
                 if synthetic_class is not None and good_rows is not None and config.synthetic > 0:
-                    x, cells, y = _add_synthetic(
+                    x, cells, y = add_synthetic(
                         head, x, cells, y, good_rows[pick], synthetic_class, config.synthetic, rng
                     )
                 if config.flips:
@@ -336,7 +330,8 @@ def train_head(
                         x, cells = x.flip(-1), cells.flip(-1)
                     if rng.random() < 0.5:
                         x, cells = x.flip(-2), cells.flip(-2)
-                loss, _ = _losses(head, x, y, cells, class_weights, seg_weights, config.seg_weight)
+                target = y if soft is None else torch.from_numpy(soft[rows]).float()
+                loss, _ = _losses(head, x, target, cells, class_weights, seg_weights, config.seg_weight)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -380,29 +375,6 @@ def train_head(
         )
     log_out.seconds = time.perf_counter() - start
     return log_out
-
-
-def _add_synthetic(
-    head: DefectHead,
-    x: torch.Tensor,
-    cells: torch.Tensor,
-    y: torch.Tensor,
-    good: np.ndarray,
-    synthetic_class: int,
-    probability: float,
-    rng: np.random.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Turn some good images of a batch into synthetic anomalies in feature space."""
-    x, cells, y = x.clone(), cells.clone(), y.clone()
-    scale = 1.0 / head.inv_std  # noise in units of each channel's spread
-    for i in np.flatnonzero(good & (rng.random(len(good)) < probability)):
-        mask = torch.from_numpy(blob_mask((x.shape[2], x.shape[3]), rng))
-        strength = float(rng.uniform(0.5, 2.0))
-        noise = torch.randn(x.shape[1], *mask.shape) * scale[:, None, None] * strength
-        x[i] += noise * mask
-        cells[i][mask] = 1
-        y[i] = synthetic_class
-    return x, cells, y
 
 
 def _evaluate(
