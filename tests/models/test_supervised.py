@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from flawscope.errors import InputError
 from flawscope.models import get_model_class
 from flawscope.types import Targets
 
@@ -191,3 +193,9 @@ def test_fused_peaks_inside_the_image_are_what_torch_a_loaded_bundle_and_the_run
     runtime = Inspector.load(tmp_path / "d", allow_unsigned=True).score_many(images)
     np.testing.assert_allclose(runtime.scores, prediction.scores, atol=1e-3)
     assert geometry_of(images[0].shape, model.preprocessing_).left > 0
+
+
+def test_a_refused_setting_names_the_model_not_the_last_checked_field():
+    # check_params once reused the model's name as a loop variable: "a patience model".
+    with pytest.raises(InputError, match="which a classifier model does not give"):
+        get_model_class("classifier")(score="map")
