@@ -83,7 +83,19 @@ def test_it_refuses_images_without_boxes():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("box_epochs", 0), ("top_k", -1), ("box_lr", 0.0), ("box_nms", 0.0), ("box_nms", 1.5)],
+    [
+        ("box_epochs", 0),
+        ("top_k", -1),
+        ("box_lr", 0.0),
+        ("box_nms", 0.0),
+        ("box_nms", 1.5),
+        ("box_smooth", 2),
+        ("box_smooth", 0),
+        ("box_vote", 0.0),
+        ("box_vote", "0.5"),
+        ("box_weighting", "area"),
+        ("box_region", 0.0),
+    ],
 )
 def test_box_hyperparameters_name_the_field(field, value):
     with pytest.raises(InputError, match=field):
@@ -97,6 +109,10 @@ def test_a_bundle_saved_before_box_nms_keeps_every_peak():
     assert cls.default_params()["box_nms"] < 1.0
     assert cls.saved_params({})["box_quality"] is False  # nor a quality output
     assert cls.default_params()["box_quality"] is True
+    # nor neighbour smoothing, voting or other regression weights
+    old = cls.saved_params({})
+    assert (old["box_smooth"], old["box_vote"]) == (1, 1.0)
+    assert (old["box_weighting"], old["box_region"]) == ("gaussian", 0.54)
 
 
 def test_iou_aware_boxes_are_learnt_and_survive_save_load(tmp_path):

@@ -13,7 +13,9 @@ from flawscope.models.box_head import (
     flip_targets,
     quality_loss,
     side_boxes,
+    smoothed_boxes,
     suppression,
+    voted_boxes,
 )
 from flawscope.models.engine import trace_to_onnx
 
@@ -168,7 +170,69 @@ def test_side_boxes_grow_with_the_logits():
     torch.testing.assert_close(box, torch.tensor([4.0 - 8, 4.0 - 8, 4.0 + 24, 4.0 + 16]))
 
 
-def test_decoding_in_onnx_runtime_gives_torch_s_boxes():
+def test_ttfnet_weights_give_each_box_the_log_of_its_area_and_a_wider_region_more_cells():
+    big = (0.0, 0.0, 128.0, 128.0, 0)
+    small = (200.0, 200.0, 224.0, 216.0, 1)
+    _, _, plain = box_targets([small, big], 2, 32, 32, STRIDE)
+    heat, target, weight = box_targets([small, big], 2, 32, 32, STRIDE, weighting="ttfnet")
+    big_cells, small_cells = target[2] == 128.0, target[2] == 224.0
+    assert weight[big_cells].sum() == pytest.approx(np.log(128.0 * 128.0), rel=1e-5)
+    assert weight[small_cells].sum() == pytest.approx(np.log(24.0 * 16.0), rel=1e-5)
+    # the raw Gaussian gives the big box many times the small one's share; TTFNet less than twice
+    assert plain[big_cells].sum() / plain[small_cells].sum() > 5
+    assert weight[big_cells].sum() / weight[small_cells].sum() < 2
+    wide_heat, _, wide = box_targets([small, big], 2, 32, 32, STRIDE, region=1.0)
+    np.testing.assert_array_equal(wide_heat, heat)  # the centre heatmap does not change
+    assert (wide > 0).sum() > (plain > 0).sum() and ((plain > 0) <= (wide > 0)).all()
+
+
+def test_smoothed_boxes_are_the_class_confidence_weighted_mean_of_the_neighbours():
+    boxes = torch.zeros(1, 4, 5, 5)
+    boxes[0, :, 2, 2] = torch.tensor([10.0, 10.0, 20.0, 20.0])
+    boxes[0, :, 2, 3] = torch.tensor([14.0, 10.0, 30.0, 24.0])
+    weight = torch.full((1, 2, 5, 5), 1e-9)
+    weight[0, 0, 2, 2], weight[0, 0, 2, 3] = 0.75, 0.25  # class 0 is sure of both cells
+    weight[0, 1, 2, 2] = 1.0  # class 1 only of the first
+    out = smoothed_boxes(boxes, weight, 3)
+    assert out.shape == (1, 2, 4, 5, 5)
+    torch.testing.assert_close(out[0, 0, :, 2, 2], torch.tensor([11.0, 10.0, 22.5, 21.0]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[0, 1, :, 2, 2], boxes[0, :, 2, 2], atol=1e-4, rtol=0)
+    # size 1 is every cell's own box
+    torch.testing.assert_close(smoothed_boxes(boxes, weight, 1)[0, 0], boxes[0])
+
+
+def test_voting_averages_a_class_s_overlapping_boxes_by_their_scores():
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0],
+                           [2.0, 0.0, 12.0, 10.0],  # IoU 0.67 with the first
+                           [2.0, 0.0, 12.0, 10.0],  # the same box of another class
+                           [30.0, 30.0, 40.0, 40.0],  # apart
+                           [0.0, 0.0, 0.0, 0.0]]])  # an empty row  # fmt: skip
+    scores = torch.tensor([[0.6, 0.2, 0.9, 0.5, 0.0]])
+    cls = torch.tensor([[0, 0, 1, 0, 0]])
+    out = voted_boxes(boxes, scores, cls, 0.5)
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.5, 0.0, 10.5, 10.0]))  # (0.6 * 0 + 0.2 * 2) / 0.8
+    torch.testing.assert_close(out[0, 1], out[0, 0])
+    torch.testing.assert_close(out[0, 2:], boxes[0, 2:])  # the other class, the far box, the empty row
+    torch.testing.assert_close(voted_boxes(boxes, scores, cls, 0.7), boxes)  # below the level: unchanged
+
+
+def test_decoder_with_voting_keeps_the_nms_choice_and_moves_the_kept_box():
+    logits = torch.full((1, 1, 16, 16), -10.0)
+    logits[0, 0, 8, 6] = 2.0
+    logits[0, 0, 8, 8] = 1.0  # overlaps the first at IoU 0.6: dropped by NMS 0.5, but it votes
+    sides = torch.full((1, 4, 16, 16), float(np.log(4.0)))  # 64 px boxes, inside the canvas
+    fixed, features = _Fixed(logits, sides), torch.zeros(1, 3, 16, 16)
+    nms = BoxDecoder(fixed, STRIDE, 4, torch.tensor([1]), nms_iou=0.5)(features)  # type: ignore[arg-type]
+    vote = BoxDecoder(fixed, STRIDE, 4, torch.tensor([1]), nms_iou=0.5, vote_iou=0.5)(features)  # type: ignore[arg-type]
+    torch.testing.assert_close(vote[:, :, 4:], nms[:, :, 4:])  # same boxes kept, same confidences
+    s1, s2 = torch.sigmoid(torch.tensor(2.0)), torch.sigmoid(torch.tensor(1.0))
+    shift = float(s2 / (s1 + s2) * 2 * STRIDE)  # the second peak's box is two cells to the right
+    assert float(vote[0, 0, 0] - nms[0, 0, 0]) == pytest.approx(shift, abs=1e-4)
+    assert float(vote[0, 0, 1]) == pytest.approx(float(nms[0, 0, 1]))
+
+
+@pytest.mark.parametrize(("smooth", "vote"), [(1, 1.0), (3, 0.6), (5, 1.0)])
+def test_decoding_in_onnx_runtime_gives_torch_s_boxes(smooth, vote):
     """Boxes equal within 1e-3 and the same classes, with a randomly initialised head."""
     import onnxruntime as ort
 
@@ -176,7 +240,7 @@ def test_decoding_in_onnx_runtime_gives_torch_s_boxes():
 
     torch.manual_seed(0)
     head = CenterBoxHead(24, 16, 3, quality=True).eval()
-    decoder = BoxDecoder(head, STRIDE, 50, torch.tensor([1, 2, 3]), nms_iou=0.6).eval()
+    decoder = BoxDecoder(head, STRIDE, 50, torch.tensor([1, 2, 3]), 0.6, smooth, vote).eval()
     graph = trace_to_onnx(decoder, 12, 16, "boxes", channels=24, input_name="features")  # traced at batch 2
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     other = torch.randn(3, 24, 12, 16)  # another batch size than the traced one

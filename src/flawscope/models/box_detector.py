@@ -31,7 +31,7 @@ from flawscope.errors import InputError
 from flawscope.features.cache import FeatureBank
 from flawscope.features.embedder import STRIDE
 from flawscope.models.base import Progress
-from flawscope.models.box_head import BoxDecoder, CenterBoxHead
+from flawscope.models.box_head import GAUSSIAN_SHARE, BoxDecoder, CenterBoxHead
 from flawscope.models.box_training import CanvasBox, canvas_map, train_box_head
 from flawscope.models.finetune import FinetuneConfig
 from flawscope.models.finetune_boxes import BoxTuning, finetune_for_boxes
@@ -81,6 +81,12 @@ class BoxDetector(SupervisedModel):
             geometric mean of centre and quality (:class:`~flawscope.models.box_head.CenterBoxHead`).
         box_nms: the graph drops a box whose IoU with a higher-scored box of its class is above
             this (fast NMS, :func:`~flawscope.models.box_head.suppression`); 1.0 keeps all peaks.
+        box_smooth: a peak's box is the confidence-weighted mean over its ``box_smooth`` x
+            ``box_smooth`` neighbour cells (odd; 1: the peak's own box), in the graph.
+        box_vote: box voting after the NMS at this IoU (1.0: off), in the graph.
+        box_weighting: the sides' loss weights per cell, ``"gaussian"`` or ``"ttfnet"``
+            (normalised per box, scaled by the log of its area).
+        box_region: the Gaussian share (of the box's size) of the cells that regress a box.
     """
 
     task: ClassVar[Task] = Task.DETECT
@@ -101,12 +107,19 @@ class BoxDetector(SupervisedModel):
             "top_k": 100,
             "box_nms": 0.6,
             "box_quality": True,
+            "box_smooth": 1,
+            "box_vote": 1.0,
+            "box_weighting": "gaussian",
+            "box_region": GAUSSIAN_SHARE,
         }
 
     @classmethod
     def saved_params(cls, params: dict[str, Any]) -> dict[str, Any]:  # noqa: D102
-        # Bundles saved before "box_nms" existed kept every peak (their ONNX graphs have no NMS).
-        return super().saved_params({"box_nms": 1.0, "box_quality": False} | params)
+        # Bundles saved before "box_nms" existed kept every peak (their ONNX graphs have no NMS);
+        # those before "box_smooth" / "box_vote" / "box_weighting" decoded and trained without them.
+        before = {"box_nms": 1.0, "box_quality": False, "box_smooth": 1, "box_vote": 1.0,
+                  "box_weighting": "gaussian", "box_region": GAUSSIAN_SHARE}  # fmt: skip
+        return super().saved_params(before | params)
 
     def check_params(self) -> None:  # noqa: D102
         super().check_params()
@@ -126,8 +139,17 @@ class BoxDetector(SupervisedModel):
             )
         if not isinstance(p["box_quality"], bool):
             raise InputError("box_quality", f"must be true or false, got {p['box_quality']!r}")
-        if not 0.0 < float(p["box_nms"]) <= 1.0:
-            raise InputError("box_nms", f"must be in (0, 1], got {p['box_nms']!r}")
+        for name in ("box_nms", "box_vote"):
+            if isinstance(p[name], bool) or not isinstance(p[name], int | float) or not 0.0 < p[name] <= 1.0:
+                raise InputError(name, f"must be a number in (0, 1], got {p[name]!r}")
+        if not isinstance(p["box_smooth"], int) or isinstance(p["box_smooth"], bool) or p["box_smooth"] < 1 \
+                or p["box_smooth"] % 2 == 0:  # fmt: skip
+            raise InputError("box_smooth", f"must be an odd whole number >= 1, got {p['box_smooth']!r}")
+        if p["box_weighting"] not in ("gaussian", "ttfnet"):
+            raise InputError("box_weighting", f"must be 'gaussian' or 'ttfnet', got {p['box_weighting']!r}")
+        if isinstance(p["box_region"], bool) or not isinstance(p["box_region"], int | float) \
+                or not 0.0 < p["box_region"] <= 3.0:  # fmt: skip
+            raise InputError("box_region", f"must be a number in (0, 3], got {p['box_region']!r}")
         if not float(p["box_lr"]) > 0:
             raise InputError("box_lr", f"must be > 0, got {p['box_lr']!r}")
 
@@ -231,9 +253,9 @@ class BoxDetector(SupervisedModel):
     def decoder(self) -> BoxDecoder:
         """The box head with its in-graph decoding."""
         index = torch.tensor([self.classes_.index(c) for c in self._box_classes()], dtype=torch.long)
-        return BoxDecoder(
-            self.box_module_, STRIDE, int(self.params["top_k"]), index, float(self.params["box_nms"])
-        ).eval()
+        p = self.params
+        return BoxDecoder(self.box_module_, STRIDE, int(p["top_k"]), index, float(p["box_nms"]),
+                          int(p["box_smooth"]), float(p["box_vote"])).eval()  # fmt: skip
 
     def head(self) -> nn.Module:  # noqa: D102
         if getattr(self, "head_", None) is None:

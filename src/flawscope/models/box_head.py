@@ -118,18 +118,31 @@ class BoxDecoder(nn.Module):
         class_index: ``(K,)`` index in the model's ``classes`` of each heatmap channel.
         nms_iou: a box whose IoU with a higher-scored box of its class is above this is dropped
             (its row zeroed); 1.0 keeps every peak.
+        smooth: a peak's box is the mean of the boxes of its ``smooth x smooth`` neighbour cells,
+            weighted by its class's confidence map (:func:`smoothed_boxes`); 1 takes the peak's own.
+        vote_iou: box voting: a kept box becomes the confidence-weighted mean of the top-k boxes
+            of its class whose IoU with it is at least this (:func:`voted_boxes`); 1.0 is off.
     """
 
     class_index: torch.Tensor
 
     def __init__(
-        self, head: CenterBoxHead, stride: int, top_k: int, class_index: torch.Tensor, nms_iou: float = 1.0
+        self,
+        head: CenterBoxHead,
+        stride: int,
+        top_k: int,
+        class_index: torch.Tensor,
+        nms_iou: float = 1.0,
+        smooth: int = 1,
+        vote_iou: float = 1.0,
     ):
         super().__init__()
         self.head = head
         self.stride = stride
         self.top_k = top_k
         self.nms_iou = nms_iou
+        self.smooth = smooth
+        self.vote_iou = vote_iou
         self.register_buffer("class_index", class_index.float().clone())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -155,14 +168,24 @@ class BoxDecoder(nn.Module):
         scores, index = torch.topk(peaks.reshape(-1, k * h * w), n, dim=1)
         cls = torch.div(index, h * w, rounding_mode="floor")
         cell = index - cls * (h * w)
-        boxes = side_boxes(sides, self.stride).reshape(-1, 4, h * w)
-        picked = torch.gather(boxes, 2, cell[:, None, :].expand(-1, 4, n)).transpose(1, 2)
+        boxes = side_boxes(sides, self.stride)
+        if self.smooth > 1:
+            # One box per class and cell, (B, K * h * w, 4): the top-k index addresses it directly.
+            per_class = smoothed_boxes(boxes, heat, self.smooth).permute(0, 1, 3, 4, 2)
+            picked = torch.gather(per_class.reshape(-1, k * h * w, 4), 1, index[..., None].expand(-1, -1, 4))
+        else:
+            flat = boxes.reshape(-1, 4, h * w)
+            picked = torch.gather(flat, 2, cell[:, None, :].expand(-1, 4, n)).transpose(1, 2)
         # Clipped to the canvas before the overlap test (the image's own edges are applied later).
         canvas = torch.tensor([w, h, w, h], dtype=picked.dtype) * self.stride
         picked = torch.minimum(picked.clamp_min(0.0), canvas)
-        if self.nms_iou < 1.0:
+        keep = suppression(picked, cls, self.nms_iou) if self.nms_iou < 1.0 else None
+        if self.vote_iou < 1.0:
+            # Suppression decided on the boxes as found; the kept ones then take the votes.
+            picked = voted_boxes(picked, scores, cls, self.vote_iou)
+        if keep is not None:
             # Dropped boxes get confidence 0 and move behind the kept ones (best first, as declared).
-            scores, order = torch.topk(scores * suppression(picked, cls, self.nms_iou), n, dim=1)
+            scores, order = torch.topk(scores * keep, n, dim=1)
             picked = torch.gather(picked, 1, order[..., None].expand(-1, -1, 4))
             cls = torch.gather(cls, 1, order)
         out = torch.cat([picked, scores[..., None], self.class_index[cls][..., None]], dim=2)
@@ -180,22 +203,74 @@ def suppression(boxes: torch.Tensor, cls: torch.Tensor, iou: float) -> torch.Ten
     exported graph has a fixed shape (Bolya et al. 2019, "YOLACT").
     """
     n = boxes.shape[1]
+    # Only a higher-scored box (earlier row) of the same class can drop a box.
+    overlap = class_overlap(boxes, cls) * torch.ones(n, n).triu(1)
+    return (overlap.amax(dim=1) <= iou).to(boxes.dtype)
+
+
+def class_overlap(boxes: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """``(B, N, N)`` IoU of every pair of ``(B, N, 4)`` boxes of one class (0 across classes ``(B, N)``)."""
     x0, y0, x1, y1 = boxes.unbind(dim=2)
     iw = torch.minimum(x1[:, :, None], x1[:, None]) - torch.maximum(x0[:, :, None], x0[:, None])
     ih = torch.minimum(y1[:, :, None], y1[:, None]) - torch.maximum(y0[:, :, None], y0[:, None])
     inter = iw.clamp_min(0) * ih.clamp_min(0)
     area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
     overlap = inter / (area[:, :, None] + area[:, None, :] - inter).clamp_min(1e-6)
-    # Only a higher-scored box (earlier row) of the same class can drop a box.
-    earlier = torch.ones(n, n).triu(1)
-    overlap = overlap * earlier * (cls[:, :, None] == cls[:, None, :]).to(overlap.dtype)
-    return (overlap.amax(dim=1) <= iou).to(boxes.dtype)
+    return overlap * (cls[:, :, None] == cls[:, None, :]).to(overlap.dtype)
+
+
+def voted_boxes(boxes: torch.Tensor, scores: torch.Tensor, cls: torch.Tensor, iou: float) -> torch.Tensor:
+    """Box voting: each of ``(B, N, 4)`` boxes as the score-weighted mean of its class's overlapping boxes.
+
+    Scores ``(B, N)``, classes ``(B, N)``; every box of the class at IoU >= ``iou`` votes (itself
+    included), as in Gidaris and Komodakis 2015; a fixed-shape matrix product, no loop.
+    """
+    votes = (class_overlap(boxes, cls) >= iou).to(boxes.dtype) * scores[:, None, :]
+    total = votes.sum(dim=2, keepdim=True)
+    # A box with no vote (zero area, or an empty row) keeps its sides.
+    return torch.where(total > 0, torch.bmm(votes, boxes) / total.clamp_min(1e-12), boxes)
+
+
+def smoothed_boxes(boxes: torch.Tensor, weight: torch.Tensor, size: int) -> torch.Tensor:
+    """Per class, every cell's box as the weighted mean over its ``size x size`` neighbours.
+
+    Args:
+        boxes: ``(B, 4, h, w)`` every cell's canvas box.
+        weight: ``(B, K, h, w)`` each class's confidence map.
+        size: the neighbourhood's side in cells (odd).
+
+    Returns:
+        ``(B, K, 4, h, w)``: a cell's neighbours vote for its sides by how sure they are of the class.
+    """
+    k, h, w = weight.shape[1:]
+    weighted = (weight[:, :, None] * boxes[:, None]).reshape(-1, k * 4, h, w)
+    num = F.avg_pool2d(weighted, size, stride=1, padding=size // 2).reshape(-1, k, 4, h, w)
+    den = F.avg_pool2d(weight, size, stride=1, padding=size // 2)[:, :, None]
+    return num / den.clamp_min(1e-12)
 
 
 def box_targets(
-    boxes: Sequence[tuple[float, float, float, float, int]], n_classes: int, h: int, w: int, stride: int
+    boxes: Sequence[tuple[float, float, float, float, int]],
+    n_classes: int,
+    h: int,
+    w: int,
+    stride: int,
+    weighting: str = "gaussian",
+    region: float = GAUSSIAN_SHARE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training targets of one image from its canvas boxes ``(x0, y0, x1, y1, class k)``.
+
+    Args:
+        boxes: the image's canvas boxes.
+        n_classes: defect classes ``K``.
+        h: grid rows.
+        w: grid columns.
+        stride: canvas pixels per cell.
+        weighting: a regressing cell's weight: ``"gaussian"`` its value of the box's Gaussian;
+            ``"ttfnet"`` that value normalised over the box's cells and scaled by the log of its
+            area (TTFNet), so that a small box's few cells weigh about as much as a large one's.
+        region: the Gaussian share of the cells regressing a box (the heatmap's is
+            ``GAUSSIAN_SHARE``; TTFNet's beta).
 
     Returns:
         ``(K, h, w)`` centre heatmap (1 at each box's centre cell, Gaussian around it, the
@@ -205,24 +280,36 @@ def box_targets(
     heat = np.zeros((n_classes, h, w), np.float32)
     target = np.zeros((4, h, w), np.float32)
     weight = np.zeros((h, w), np.float32)
-    ys = np.arange(h, dtype=np.float32)[:, None]
-    xs = np.arange(w, dtype=np.float32)[None, :]
     for x0, y0, x1, y1, k in sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1])):
         if x1 <= x0 or y1 <= y0:
             continue
-        cx, cy = (x0 + x1) / 2 / stride - 0.5, (y0 + y1) / 2 / stride - 0.5
-        sx = max(GAUSSIAN_SHARE * (x1 - x0) / stride / 6, 0.3)
-        sy = max(GAUSSIAN_SHARE * (y1 - y0) / stride / 6, 0.3)
-        g = np.exp(-((xs - cx) ** 2) / (2 * sx**2) - (ys - cy) ** 2 / (2 * sy**2)).astype(np.float32)
-        # The centre's cell: the one holding the box's centre.
-        ci = min(max(int((y0 + y1) / 2 // stride), 0), h - 1)
-        cj = min(max(int((x0 + x1) / 2 // stride), 0), w - 1)
-        g[ci, cj] = 1.0
+        g = _gaussian((x0, y0, x1, y1), GAUSSIAN_SHARE, stride, h, w)
         heat[k] = np.maximum(heat[k], g)
+        if region != GAUSSIAN_SHARE:
+            g = _gaussian((x0, y0, x1, y1), region, stride, h, w)
         inside = g > 0.05
         target[:, inside] = np.array([x0, y0, x1, y1], np.float32)[:, None]
-        weight[inside] = g[inside]
+        if weighting == "ttfnet":
+            weight[inside] = g[inside] / g[inside].sum() * np.log(max((x1 - x0) * (y1 - y0), 2.0))
+        else:
+            weight[inside] = g[inside]
     return heat, target, weight
+
+
+def _gaussian(box: tuple[float, ...], share: float, stride: int, h: int, w: int) -> np.ndarray:
+    """``(h, w)`` elliptical Gaussian of a canvas box, spread ``share`` of its size; 1 at its centre cell."""
+    x0, y0, x1, y1 = box
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    cx, cy = (x0 + x1) / 2 / stride - 0.5, (y0 + y1) / 2 / stride - 0.5
+    sx = max(share * (x1 - x0) / stride / 6, 0.3)
+    sy = max(share * (y1 - y0) / stride / 6, 0.3)
+    g = np.exp(-((xs - cx) ** 2) / (2 * sx**2) - (ys - cy) ** 2 / (2 * sy**2)).astype(np.float32)
+    # The centre's cell: the one holding the box's centre.
+    row = min(max(int((y0 + y1) / 2 // stride), 0), h - 1)
+    col = min(max(int((x0 + x1) / 2 // stride), 0), w - 1)
+    g[row, col] = 1.0
+    return g
 
 
 def flip_targets(

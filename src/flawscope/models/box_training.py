@@ -113,7 +113,8 @@ def train_box_head(
     head = model.box_module_
     h, w = int(bank.features.shape[2]), int(bank.features.shape[3])
     n_classes = len(model._box_classes())
-    made = [box_targets(boxes[int(bank.image[r])], n_classes, h, w, STRIDE) for r in train_rows]
+    made = [box_targets(boxes[int(bank.image[r])], n_classes, h, w, STRIDE, str(p["box_weighting"]),
+                        float(p["box_region"])) for r in train_rows]  # fmt: skip
     heat = torch.from_numpy(np.stack([m[0] for m in made]))
     target = torch.from_numpy(np.stack([m[1] for m in made]))
     weight = torch.from_numpy(np.stack([m[2] for m in made]))
