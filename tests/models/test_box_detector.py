@@ -113,6 +113,8 @@ def test_a_bundle_saved_before_box_nms_keeps_every_peak():
     old = cls.saved_params({})
     assert (old["box_smooth"], old["box_vote"]) == (1, 1.0)
     assert (old["box_weighting"], old["box_region"]) == ("gaussian", 0.54)
+    assert cls.default_params()["box_weighting"] == "ttfnet"
+    assert cls.saved_params({"box_weighting": "ttfnet"})["box_weighting"] == "ttfnet"
 
 
 def test_iou_aware_boxes_are_learnt_and_survive_save_load(tmp_path):

@@ -109,7 +109,7 @@ class BoxDetector(SupervisedModel):
             "box_quality": True,
             "box_smooth": 1,
             "box_vote": 1.0,
-            "box_weighting": "gaussian",
+            "box_weighting": "ttfnet",  # chosen on NEU's validation images (RESULTS)
             "box_region": GAUSSIAN_SHARE,
         }
 
@@ -239,8 +239,8 @@ class BoxDetector(SupervisedModel):
                                 p["box_batch"], self.config.seed, p["threads"])  # fmt: skip
         score = functools.partial(canvas_map, classes)
         tuning = BoxTuning(boxes, len(classes), int(p["box_width"]), float(p["box_lr"]), STRIDE,
-                           float(p["box_nms"]), bool(p["box_flips"]), score,
-                           bool(p["box_quality"]))  # fmt: skip
+                           float(p["box_nms"]), bool(p["box_flips"]), score, bool(p["box_quality"]),
+                           str(p["box_weighting"]), float(p["box_region"]))  # fmt: skip
         done, tuned = finetune_for_boxes(
             self._embedder(), self.config.backbone, images, train_idx, val_idx, pre, config, tuning,
             self.config.engine, progress,

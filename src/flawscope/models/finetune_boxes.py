@@ -23,6 +23,7 @@ from torch import nn
 
 from flawscope.data.preprocess import Preprocessing
 from flawscope.models.box_head import (
+    GAUSSIAN_SHARE,
     BoxDecoder,
     CenterBoxHead,
     box_targets,
@@ -71,6 +72,8 @@ class BoxTuning:
         flips: flip the stride-8 maps and the targets at random.
         score: ``(found, truth) -> mAP@0.5`` of per-image ``(x0, y0, x1, y1, conf, k)`` boxes.
         quality: the head also learns each cell's box IoU (IoU-aware confidences).
+        weighting: the sides' loss weights per cell (:func:`~flawscope.models.box_head.box_targets`).
+        region: the Gaussian share of the cells that regress a box.
     """
 
     boxes: Sequence[Sequence[CanvasBox]]
@@ -82,6 +85,8 @@ class BoxTuning:
     flips: bool
     score: Callable[[list[list[tuple[float, ...]]], list[list[CanvasBox]]], float]
     quality: bool = False
+    weighting: str = "gaussian"
+    region: float = GAUSSIAN_SHARE
 
 
 def finetune_for_boxes(
@@ -129,7 +134,8 @@ def finetune_for_boxes(
     head = CenterBoxHead(int(sample.shape[1]), tuning.width, tuning.n_classes,
                          sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3)), tuning.quality)  # fmt: skip
     h, w = int(sample.shape[2]), int(sample.shape[3])
-    made = [box_targets(tuning.boxes[i], tuning.n_classes, h, w, tuning.stride) for i in train_idx]
+    shape = (tuning.n_classes, h, w, tuning.stride, tuning.weighting, tuning.region)
+    made = [box_targets(tuning.boxes[i], *shape) for i in train_idx]
     heat, target, weight = (torch.from_numpy(np.stack([m[j] for m in made])) for j in range(3))
     prefixes = tuned_prefixes(trunk, "last")
     params = [p for name, p in trunk.named_parameters() if name.startswith(prefixes)]
