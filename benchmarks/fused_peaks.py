@@ -1,16 +1,19 @@
 """Re-score saved cross-validation folds with each ``fused_peaks`` rule, without retraining (issue 13).
 
     python benchmarks/fused_peaks.py --save DIR --cache DIR [--dataset magnetic_tile]
-                                     [--rules canvas,image,inner] [--out benchmarks/results/fused_peaks.json]
+                                     [--rules canvas,image,inner] [--defects probability,log_odds]
+                                     [--out benchmarks/results/fused_peaks.json]
 
 ``DIR`` is what ``benchmarks/supervised.py --save DIR --cache CACHE --param anomaly='"padim"' --param
 score='"fused"'`` wrote (one trained segmenter per fold) and its feature cache. ``fused_peaks`` changes
 no training: only where the fused score takes its two maps' peaks, and so the standardisation
-the model learns on its validation good parts. For each rule every fold's saved model is given
-the rule, learns that standardisation again on the fold's validation good parts (the model's own
-``_choose_score``), and scores its validation and test images through ``predict_bank`` (the
-finishing the runtime uses). The criterion is the benchmark's: the mean over folds of each fold's
-validation partial AUROC to 5% FRR; the pooled test folds are reported, never chosen on.
+the model learns on its validation good parts; nor does ``fused_defect`` (the defect map's peak
+read as a probability or as log-odds), so ``--defects`` crosses both with the rules. For each
+rule every fold's saved model is given the rule, learns that standardisation again on the
+fold's validation good parts (the model's own ``_choose_score``), and scores its validation
+and test images through ``predict_bank`` (the finishing the runtime uses). The criterion is the
+benchmark's: the mean over folds of each fold's validation partial AUROC to 5% FRR; the pooled
+test folds are reported, never chosen on.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def main() -> None:
     parser.add_argument("--cache", required=True, help="its feature cache")
     parser.add_argument("--dataset", default="magnetic_tile")
     parser.add_argument("--rules", default="canvas,image,inner")
+    parser.add_argument("--defects", default="probability", help="fused_defect values crossed with --rules")
     parser.add_argument("--folds", default="", help="only these folds (e.g. 0,1), default all")
     parser.add_argument("--out", default=str(HERE / "results" / "fused_peaks.json"))
     args = parser.parse_args()
@@ -57,7 +61,9 @@ def main() -> None:
         raise SystemExit(f"{args.cache}: expected one {args.dataset} segment bank, found {len(found)}")
     bank = FeatureBank.load(found[0])
     defective = np.array([0 if c == "good" else 1 for c in targets.classes])
-    rules = args.rules.split(",")
+    # a rule is "FUSED_PEAKS" (with the first --defects value alone) or "FUSED_PEAKS/FUSED_DEFECT"
+    defects = args.defects.split(",")
+    rules = [r if len(defects) == 1 else f"{r}/{d}" for r in args.rules.split(",") for d in defects]
     per_rule: dict[str, dict[str, Any]] = {
         r: {"validation_pauroc": [], "scores": np.full(len(images), np.nan), "calibrated": [""] * len(images)}
         for r in rules
@@ -73,7 +79,8 @@ def main() -> None:
         val, test = list(split.validation), list(split.test)
         val_rows, test_rows = bank.rows(val, views=False), bank.rows(test, views=False)
         for rule in rules:
-            model.params["fused_peaks"] = rule
+            peaks, _, defect = rule.partition("/")
+            model.params["fused_peaks"], model.params["fused_defect"] = peaks, defect or defects[0]
             model.head_, model.fusion_, model.score_ = None, None, "class"
             model.score_ = model._choose_score(bank, val_rows, labels)
             vscores = model.predict_bank(
@@ -109,7 +116,8 @@ def main() -> None:
         }
         rows.append(
             {
-                "fused_peaks": rule,
+                "fused_peaks": rule.partition("/")[0],
+                "fused_defect": rule.partition("/")[2] or defects[0],
                 "validation_pauroc": per_rule[rule]["validation_pauroc"],
                 "validation_pauroc_mean": float(np.mean(per_rule[rule]["validation_pauroc"])),
                 "image_auroc": float(roc_auc_score(y, s)),
@@ -121,11 +129,11 @@ def main() -> None:
                 "recall_above_second_good_per_type": per_type,
             }
         )
-    print("fused_peaks | val pAUROC@5% (mean; per fold) | image AUROC | AP | recall@FRR<=1% (pooled test)")
+    print("peaks/defect | val pAUROC@5% (mean; per fold) | image AUROC | AP | recall@FRR<=1% (pooled test)")
     for r in rows:
         folds_text = "/".join(f"{v:.3f}" for v in r["validation_pauroc"])
         print(
-            f"{r['fused_peaks']} | {r['validation_pauroc_mean']:.4f} ({folds_text}) | "
+            f"{r['fused_peaks']}/{r['fused_defect']} | {r['validation_pauroc_mean']:.4f} ({folds_text}) | "
             f"{r['image_auroc']:.4f} | {r['image_ap']:.4f} | {r['recall_at_1pct_frr']:.3f}"
         )
     out = Path(args.out)

@@ -106,13 +106,14 @@ def test_the_segmenters_good_weight_and_ensemble_defaults_and_older_bundles_keep
     old = {
         k: v
         for k, v in seg().hyperparameters().items()
-        if k not in ("good_weight", "ensemble", "fused_peaks")
+        if k not in ("good_weight", "ensemble", "fused_peaks", "fused_defect")
     }
     before = seg(**seg.saved_params(old)).params  # trained before either existed
     assert before["good_weight"] == 1.0 and before["ensemble"] == 1
     assert seg.saved_params({**old, "good_weight": 4.0})["good_weight"] == 4.0
     assert seg.saved_params({**old, "ensemble": 2})["ensemble"] == 2
     assert seg().params["fused_peaks"] == "inner" and before["fused_peaks"] == "canvas"
+    assert before["fused_defect"] == "probability"
     import pytest
 
     from flawscope.errors import InputError
@@ -121,6 +122,8 @@ def test_the_segmenters_good_weight_and_ensemble_defaults_and_older_bundles_keep
         seg(good_weight=0)
     with pytest.raises(InputError, match="fused_peaks"):
         seg(fused_peaks="border")
+    with pytest.raises(InputError, match="fused_defect"):
+        seg(fused_defect="logit")
 
 
 def test_a_default_segmenter_trains_three_heads_and_a_classifier_one(tiny_labelled):
@@ -199,3 +202,45 @@ def test_a_refused_setting_names_the_model_not_the_last_checked_field():
     # check_params once reused the model's name as a loop variable: "a patience model".
     with pytest.raises(InputError, match="which a classifier model does not give"):
         get_model_class("classifier")(score="map")
+
+
+def test_a_fused_score_reading_the_defect_maps_log_odds_is_what_torch_a_loaded_bundle_and_the_runtime_give(
+    tiny_labelled, tmp_path
+):
+    from flawscope.data.preprocess import to_batch
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.models.io import load_model, save_model
+    from flawscope.runtime import Inspector
+
+    targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
+    params = {**FAST, "score": "fused", "anomaly": "padim", "validation": 0.3, "fused_defect": "log_odds"}
+    model = get_model_class("segmenter")(**params).fit(tiny_labelled["images"], targets)
+    images = [*tiny_labelled["good_test"], *tiny_labelled["bad"]]
+    batch, _ = to_batch(images, model.preprocessing_)
+    raw = model.raw_outputs(batch)
+    # the fused score's defect channel is the standardised log-odds of the defect map, which
+    # itself stays a probability
+    p = raw["defect_map"].astype(np.float64)
+    assert p.min() >= 0.0 and p.max() <= 1.0
+    fusion = model.fusion_.numpy()
+    expected = (np.log(p / (1.0 - p)) - fusion[0, 2]) / fusion[1, 2]
+    readable = (p > 1e-4) & (p < 1.0 - 1e-4)  # float32 probabilities lose the log-odds beyond these
+    assert readable.mean() > 0.5
+    np.testing.assert_allclose(raw["fusion_maps"][:, 1][readable], expected[readable], rtol=1e-3, atol=1e-3)
+    prediction = model.predict(images)
+    assert np.isfinite(prediction.scores).all()
+    assert np.median(prediction.scores[4:]) > np.median(prediction.scores[:4])
+    probability = get_model_class("segmenter")(**{**params, "fused_defect": "probability"})
+    probability.fit(tiny_labelled["images"], targets)
+    assert not np.allclose(probability.predict(images).scores, prediction.scores, atol=1e-3)
+    save_model(model, tmp_path / "b")
+    again, _ = load_model(tmp_path / "b")
+    assert again.params["fused_defect"] == "log_odds"
+    np.testing.assert_allclose(again.predict(images).scores, prediction.scores, atol=1e-5)
+    from flawscope.bundle import read_bundle, update_manifest
+    from flawscope.decide.thresholds import ThresholdHistory, Thresholds
+
+    update_manifest(read_bundle(tmp_path / "b"), thresholds=ThresholdHistory().add(Thresholds.explicit(5.0)))
+    export_bundle(tmp_path / "b", tmp_path / "d")
+    runtime = Inspector.load(tmp_path / "d", allow_unsigned=True).score_many(images)
+    np.testing.assert_allclose(runtime.scores, prediction.scores, atol=1e-3)

@@ -110,6 +110,15 @@ def defect_probability(seg: torch.Tensor) -> torch.Tensor:
     return 1.0 - torch.softmax(seg, dim=1)[:, 0]
 
 
+def defect_log_odds(seg: torch.Tensor) -> torch.Tensor:
+    """``(B, h, w)`` log-odds that a cell is not background, from ``(B, S, h, w)`` logits.
+
+    The logit of :func:`defect_probability`, computed from the logits so that it neither
+    saturates at 1 nor rounds to 0 in float32.
+    """
+    return torch.logsumexp(seg[:, 1:], dim=1) - seg[:, 0]
+
+
 class SupervisedHead(nn.Module):
     """The exported head: features to the declared outputs, in declared order.
 
@@ -134,6 +143,9 @@ class SupervisedHead(nn.Module):
             output, ``fusion_maps`` ``(B, 2, h, w)``, whose in-image peaks the finishing adds
             (:func:`~flawscope.data.outputs.finish_outputs`; the graph does not know where the
             image lies in the canvas).
+        map_log_odds: with ``fusion``, the defect map's evidence is its peak log-odds
+            (:func:`defect_log_odds`) instead of its peak probability (bundles from before
+            ``fused_defect``); the ``defect_map`` output stays a probability either way.
     """
 
     seg_to_class: torch.Tensor
@@ -149,6 +161,7 @@ class SupervisedHead(nn.Module):
         anomaly: nn.Module | None = None,
         fusion: torch.Tensor | None = None,
         margin: int | None = None,
+        map_log_odds: bool = False,
     ):
         super().__init__()
         self.head = head
@@ -162,6 +175,7 @@ class SupervisedHead(nn.Module):
         self.fused = fusion is not None
         self.margin = margin
         self.in_image = margin is not None
+        self.map_log_odds = map_log_odds
         self.register_buffer("fusion", torch.zeros(2, 3) if fusion is None else fusion.float().clone())
 
     def evidence(
@@ -172,6 +186,8 @@ class SupervisedHead(nn.Module):
         valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(B, 3)``: log-odds of a defect, the anomaly map's peak and the defect map's peak.
+
+        The defect map's peak is a probability, or its log-odds with ``map_log_odds``.
 
         The log-odds are read from the logits, not from ``1 - P(good)``, which saturates at 1 in
         float32 for confident defects and confident false alarms alike.
@@ -184,10 +200,14 @@ class SupervisedHead(nn.Module):
                 only (``None``: over the whole canvas).
         """
         assert seg is not None and anomaly_map is not None
-        maps = torch.stack([anomaly_map, defect_probability(seg)], dim=1)  # (B, 2, h, w)
+        maps = torch.stack([anomaly_map, self.defect_evidence(seg)], dim=1)  # (B, 2, h, w)
         if valid is not None:
             maps = maps.masked_fill(~valid[:, None], float("-inf"))
         return torch.cat([self.log_odds(logits)[:, None], maps.flatten(2).amax(dim=2)], dim=1)
+
+    def defect_evidence(self, seg: torch.Tensor) -> torch.Tensor:
+        """``(B, h, w)`` the defect map as the fused score reads it (probability or log-odds)."""
+        return defect_log_odds(seg) if self.map_log_odds else defect_probability(seg)
 
     def log_odds(self, logits: torch.Tensor) -> torch.Tensor:
         """``(B,)`` temperature-scaled log-odds of any defect class against ``good``."""
@@ -210,7 +230,7 @@ class SupervisedHead(nn.Module):
         if self.fused and self.in_image:
             assert seg is not None and anomaly_map is not None
             score = (self.log_odds(logits) - self.fusion[0, 0]) / self.fusion[1, 0]
-            maps = torch.stack([anomaly_map, defect_probability(seg)], dim=1)
+            maps = torch.stack([anomaly_map, self.defect_evidence(seg)], dim=1)
             fusion_maps = (maps - self.fusion[0, 1:, None, None]) / self.fusion[1, 1:, None, None]
         elif self.fused:
             score = ((self.evidence(logits, seg, anomaly_map) - self.fusion[0]) / self.fusion[1]).sum(dim=1)

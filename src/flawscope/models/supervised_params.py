@@ -45,6 +45,12 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
         canvas, padding included (bundles from before this choice). Chosen on magnetic_tile's
         validation folds, where several of the good parts that scored highest had a map's peak
         in the padding or on that seam (benchmarks/RESULTS.md, issue 13).
+    fused_defect: how a fused score reads the defect map's peak: ``"log_odds"``, the peak's
+        log-odds of a defect, ``log(p / (1 - p))`` from the segmentation logits, or
+        ``"probability"``, the peak probability ``p`` (bundles from before this choice). The
+        probability is bounded and skewed: near 1 it saturates (a confident false alarm and a
+        confident defect look alike) and near 0 it compresses the faint, partly seen defects
+        that the sum must add up, which log-odds spread as the head's own evidence already does.
     finetune_head: after fine-tuning, ``"retrain"`` a head on the tuned features, ``"keep"``
         the head trained with the trunk, or keep the ``"best"`` of both on the validation
         images (the default; :mod:`flawscope.models.tuned_head`).
@@ -75,6 +81,8 @@ SCORES = ("class", "map", "fused")
 FUSED_PEAKS = ("image", "inner", "canvas")
 # Cells a fused score's peaks keep from the padding for each ``fused_peaks`` (None: none left out).
 FUSED_PEAKS_MARGIN: dict[str, int | None] = {"image": 0, "inner": 1, "canvas": None}
+# How a fused score reads the defect map's peak (``fused_defect``).
+FUSED_DEFECT = ("probability", "log_odds")
 
 
 def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
@@ -108,6 +116,7 @@ def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
         "finetune_head": "best",
         "fused_peaks": "inner",
         "soft_labels": False,
+        "fused_defect": "probability",
     }
     unknown = set(own) - set(shared)
     if unknown:  # a misspelt default would otherwise add a hyperparameter nobody reads
@@ -124,8 +133,11 @@ def saved_params(params: dict[str, Any]) -> dict[str, Any]:
 
     # Bundles from before finetune_head retrained the head after fine-tuning, those from
     # before good_weight trained with the balanced loss (1), and those from before ensemble
-    # trained a single head; a fused score took its peaks over the whole canvas before fused_peaks.
-    params = {"finetune_head": "retrain", "good_weight": 1.0, "ensemble": 1, "fused_peaks": "canvas"} | params
+    # trained a single head; a fused score took its peaks over the whole canvas before fused_peaks
+    # and read the defect map's peak as a probability before fused_defect.
+    before = {"finetune_head": "retrain", "good_weight": 1.0, "ensemble": 1, "fused_peaks": "canvas",
+              "fused_defect": "probability"}  # fmt: skip
+    params = before | params
     return params | {"augment": thaw(params["augment"])} if "augment" in params else params
 
 
@@ -162,6 +174,8 @@ def check_params(
         raise InputError("score", f"must be one of {[*SCORES, 'auto']}, got {p['score']!r}")
     if p["fused_peaks"] not in FUSED_PEAKS:
         raise InputError("fused_peaks", f"must be one of {list(FUSED_PEAKS)}, got {p['fused_peaks']!r}")
+    if p["fused_defect"] not in FUSED_DEFECT:
+        raise InputError("fused_defect", f"must be one of {list(FUSED_DEFECT)}, got {p['fused_defect']!r}")
     if p["score"] == "fused" and p["anomaly"] != "padim":
         raise InputError("score", "'fused' needs the anomaly head: anomaly='padim'")
     if p["score"] != "class" and not segments:

@@ -35,6 +35,7 @@ def build_head(model: SupervisedModel) -> SupervisedHead:
     return SupervisedHead(
         model.head_module_, model.temperature_, good, seg_to_class if model.segments else None,
         model._class_map(), anomaly, fusion, model._fusion_margin(),
+        model.params["fused_defect"] == "log_odds",
     ).eval()  # fmt: skip
 
 
