@@ -113,7 +113,7 @@ def test_the_segmenters_good_weight_and_ensemble_defaults_and_older_bundles_keep
     assert seg.saved_params({**old, "good_weight": 4.0})["good_weight"] == 4.0
     assert seg.saved_params({**old, "ensemble": 2})["ensemble"] == 2
     assert seg().params["fused_peaks"] == "inner" and before["fused_peaks"] == "canvas"
-    assert before["fused_defect"] == "probability"
+    assert seg().params["fused_defect"] == "log_odds" and before["fused_defect"] == "probability"
     import pytest
 
     from flawscope.errors import InputError

@@ -45,12 +45,13 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
         canvas, padding included (bundles from before this choice). Chosen on magnetic_tile's
         validation folds, where several of the good parts that scored highest had a map's peak
         in the padding or on that seam (benchmarks/RESULTS.md, issue 13).
-    fused_defect: how a fused score reads the defect map's peak: ``"log_odds"``, the peak's
-        log-odds of a defect, ``log(p / (1 - p))`` from the segmentation logits, or
+    fused_defect: how a fused score reads the defect map's peak: ``"log_odds"`` (the default),
+        the peak's log-odds of a defect, ``log(p / (1 - p))`` from the segmentation logits, or
         ``"probability"``, the peak probability ``p`` (bundles from before this choice). The
         probability is bounded and skewed: near 1 it saturates (a confident false alarm and a
         confident defect look alike) and near 0 it compresses the faint, partly seen defects
         that the sum must add up, which log-odds spread as the head's own evidence already does.
+        Chosen on magnetic_tile's validation folds (benchmarks/RESULTS.md, issue 13).
     finetune_head: after fine-tuning, ``"retrain"`` a head on the tuned features, ``"keep"``
         the head trained with the trunk, or keep the ``"best"`` of both on the validation
         images (the default; :mod:`flawscope.models.tuned_head`).
@@ -116,7 +117,7 @@ def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
         "finetune_head": "best",
         "fused_peaks": "inner",
         "soft_labels": False,
-        "fused_defect": "probability",
+        "fused_defect": "log_odds",
     }
     unknown = set(own) - set(shared)
     if unknown:  # a misspelt default would otherwise add a hyperparameter nobody reads
