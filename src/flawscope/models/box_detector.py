@@ -87,6 +87,7 @@ class BoxDetector(SupervisedModel):
         box_weighting: the sides' loss weights per cell, ``"gaussian"`` or ``"ttfnet"``
             (normalised per box, scaled by the log of its area).
         box_region: the Gaussian share (of the box's size) of the cells that regress a box.
+        box_side_weight: the sides' GIoU loss weight against the centre loss (TTFNet: 5).
     """
 
     task: ClassVar[Task] = Task.DETECT
@@ -111,6 +112,7 @@ class BoxDetector(SupervisedModel):
             "box_vote": 1.0,
             "box_weighting": "ttfnet",  # chosen on NEU's validation images (RESULTS)
             "box_region": GAUSSIAN_SHARE,
+            "box_side_weight": 1.0,
         }
 
     @classmethod
@@ -118,7 +120,8 @@ class BoxDetector(SupervisedModel):
         # Bundles saved before "box_nms" existed kept every peak (their ONNX graphs have no NMS);
         # those before "box_smooth" / "box_vote" / "box_weighting" decoded and trained without them.
         before = {"box_nms": 1.0, "box_quality": False, "box_smooth": 1, "box_vote": 1.0,
-                  "box_weighting": "gaussian", "box_region": GAUSSIAN_SHARE}  # fmt: skip
+                  "box_weighting": "gaussian", "box_region": GAUSSIAN_SHARE,
+                  "box_side_weight": 1.0}  # fmt: skip
         return super().saved_params(before | params)
 
     def check_params(self) -> None:  # noqa: D102
@@ -150,6 +153,9 @@ class BoxDetector(SupervisedModel):
         if isinstance(p["box_region"], bool) or not isinstance(p["box_region"], int | float) \
                 or not 0.0 < p["box_region"] <= 3.0:  # fmt: skip
             raise InputError("box_region", f"must be a number in (0, 3], got {p['box_region']!r}")
+        side = p["box_side_weight"]
+        if isinstance(side, bool) or not isinstance(side, int | float) or not 0.0 < side <= 100.0:
+            raise InputError("box_side_weight", f"must be a number in (0, 100], got {side!r}")
         if not float(p["box_lr"]) > 0:
             raise InputError("box_lr", f"must be > 0, got {p['box_lr']!r}")
 
@@ -240,7 +246,8 @@ class BoxDetector(SupervisedModel):
         score = functools.partial(canvas_map, classes)
         tuning = BoxTuning(boxes, len(classes), int(p["box_width"]), float(p["box_lr"]), STRIDE,
                            float(p["box_nms"]), bool(p["box_flips"]), score, bool(p["box_quality"]),
-                           str(p["box_weighting"]), float(p["box_region"]))  # fmt: skip
+                           str(p["box_weighting"]), float(p["box_region"]),
+                           float(p["box_side_weight"]))  # fmt: skip
         done, tuned = finetune_for_boxes(
             self._embedder(), self.config.backbone, images, train_idx, val_idx, pre, config, tuning,
             self.config.engine, progress,

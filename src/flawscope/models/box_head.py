@@ -378,10 +378,13 @@ def quality_loss(
 
 
 def head_loss(out: Sequence[torch.Tensor], heat: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-              stride: int) -> torch.Tensor:  # fmt: skip
-    """The box head's training loss: centre focal loss, GIoU of the sides, and the quality's BCE if any."""
+              stride: int, side_weight: float = 1.0) -> torch.Tensor:  # fmt: skip
+    """The box head's training loss: centre focal loss, GIoU of the sides, the quality's BCE if any.
+
+    ``side_weight`` multiplies the GIoU term (TTFNet's is 5).
+    """
     boxes = side_boxes(out[1], stride)
-    loss = focal_loss(out[0], heat) + giou_loss(boxes, target, weight)
+    loss = focal_loss(out[0], heat) + side_weight * giou_loss(boxes, target, weight)
     if len(out) > 2:
         loss = loss + quality_loss(out[2], boxes, target, weight)
     return loss

@@ -146,7 +146,7 @@ def train_box_head(
                     if rng.random() < 0.5:
                         x = x.flip(-2)
                         t_heat, t_box, t_weight = flip_targets(t_heat, t_box, t_weight, h * STRIDE, -2)
-                loss = head_loss(head(x), t_heat, t_box, t_weight, STRIDE)
+                loss = head_loss(head(x), t_heat, t_box, t_weight, STRIDE, float(p["box_side_weight"]))
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()

@@ -74,6 +74,7 @@ class BoxTuning:
         quality: the head also learns each cell's box IoU (IoU-aware confidences).
         weighting: the sides' loss weights per cell (:func:`~flawscope.models.box_head.box_targets`).
         region: the Gaussian share of the cells that regress a box.
+        side_weight: the GIoU loss's weight against the centre loss.
     """
 
     boxes: Sequence[Sequence[CanvasBox]]
@@ -87,6 +88,7 @@ class BoxTuning:
     quality: bool = False
     weighting: str = "gaussian"
     region: float = GAUSSIAN_SHARE
+    side_weight: float = 1.0
 
 
 def finetune_for_boxes(
@@ -171,7 +173,8 @@ def finetune_for_boxes(
                     if tuning.flips and rng.random() < 0.5:
                         x = x.flip(-2)
                         t_heat, t_box, t_weight = flip_targets(t_heat, t_box, t_weight, h * tuning.stride, -2)
-                    loss = head_loss(head(features(x)), t_heat, t_box, t_weight, tuning.stride)
+                    out = head(features(x))
+                    loss = head_loss(out, t_heat, t_box, t_weight, tuning.stride, tuning.side_weight)
                     optimiser.zero_grad()
                     loss.backward()
                     optimiser.step()
