@@ -95,6 +95,8 @@ def test_it_refuses_images_without_boxes():
         ("box_vote", "0.5"),
         ("box_weighting", "area"),
         ("box_region", 0.0),
+        ("box_side_weight", 0.0),
+        ("box_side_weight", True),
     ],
 )
 def test_box_hyperparameters_name_the_field(field, value):
@@ -112,7 +114,7 @@ def test_a_bundle_saved_before_box_nms_keeps_every_peak():
     # nor neighbour smoothing, voting or other regression weights
     old = cls.saved_params({})
     assert (old["box_smooth"], old["box_vote"]) == (1, 1.0)
-    assert (old["box_weighting"], old["box_region"]) == ("gaussian", 0.54)
+    assert (old["box_weighting"], old["box_region"], old["box_side_weight"]) == ("gaussian", 0.54, 1.0)
     assert cls.default_params()["box_weighting"] == "ttfnet"
     assert cls.saved_params({"box_weighting": "ttfnet"})["box_weighting"] == "ttfnet"
 

@@ -164,6 +164,20 @@ def test_quality_loss_is_lowest_when_the_quality_says_the_box_s_iou():
         assert float(quality_loss(wrong, pred, target, weight)) > float(right)
 
 
+def test_side_weight_scales_only_the_giou_term():
+    from flawscope.models.box_head import giou_loss, head_loss
+
+    torch.manual_seed(0)
+    out = (torch.randn(1, 2, 4, 4), torch.randn(1, 4, 4, 4), torch.randn(1, 1, 4, 4))
+    made = box_targets([(4.0, 4.0, 20.0, 28.0, 1)], 2, 4, 4, STRIDE)
+    heat, target, weight = (torch.from_numpy(t)[None] for t in made)
+    one = head_loss(out, heat, target, weight, STRIDE)
+    five = head_loss(out, heat, target, weight, STRIDE, 5.0)
+    giou = giou_loss(side_boxes(out[1], STRIDE), target, weight)
+    assert float(giou) > 0.1
+    torch.testing.assert_close(five - one, 4 * giou)
+
+
 def test_side_boxes_grow_with_the_logits():
     sides = torch.tensor([0.0, 0.0, float(np.log(3.0)), float(np.log(2.0))]).reshape(1, 4, 1, 1)
     box = side_boxes(sides, STRIDE)[0, :, 0, 0]
