@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.models.test_training import _bank
 
 from flawscope.errors import InputError
-from flawscope.features.cache import FeatureBank
 from flawscope.models import get_model_class
 from flawscope.models.heads import DefectHead
 from flawscope.models.supervised_targets import soft_targets
@@ -87,24 +87,8 @@ def test_labels_without_probabilities_are_refused_before_training(tiny_labelled,
         model.fit(tiny_labelled["images"], Targets(classes))
 
 
-def _bank(n: int = 30) -> tuple[FeatureBank, np.ndarray]:
-    """``n`` parts, every third a defect whose first channel is 4 higher (easily separated)."""
-    rng = np.random.default_rng(0)
-    labels = np.array([i % 3 == 0 for i in range(n)], dtype=np.int64)
-    features = rng.normal(size=(n, 8, 4, 4)).astype(np.float32)
-    features[labels == 1, 0] += 4.0
-    bank = FeatureBank(
-        torch.from_numpy(features).half(),
-        torch.ones(n, 4, 4, dtype=torch.bool),
-        torch.zeros(n, 4, 4, dtype=torch.int16),
-        np.arange(n),
-        np.zeros(n, dtype=np.int64),
-    )
-    return bank, labels
-
-
 def test_a_head_trained_on_soft_targets_learns_the_probability_not_the_class():
-    bank, labels = _bank()
+    bank, labels = _bank(30, shift=4.0)  # every third a defect, easily separated
     rows = np.arange(len(labels))
     config = TrainConfig(40, 8, 2e-2, 0.0, 0, 1.0, 0.0, False, 0, 1)
     p = np.where(labels == 1, 0.6, 0.0)
