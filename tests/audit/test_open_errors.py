@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -139,6 +140,32 @@ def test_sqlite_pragmas(tmp_path, make_record):
                 assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level
                 assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
                 assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+
+
+def test_opening_waits_for_another_writer_of_a_new_file_instead_of_failing(tmp_path, make_record):
+    # Two processes creating one new log: while one holds the write lock of the file, still in
+    # rollback mode, SQLite refuses the other's switch to WAL at once ("database is locked").
+    path = tmp_path / "audit.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        started = time.monotonic()
+        with AuditLog.open(f"sqlite:///{path}", busy_timeout_s=10.0) as log:
+            assert time.monotonic() - started >= 0.4  # it waited for the other writer
+            log.append(make_record(0))
+            assert log.count() == 1
+    finally:
+        release.join()
+        other.close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:  # a writer that keeps its lock: a clear error once the busy timeout has passed
+        with pytest.raises(InputError, match="database is locked"):
+            AuditLog.open(f"sqlite:///{path}", busy_timeout_s=0.3)
+    finally:
+        other.close()
 
 
 def test_append_after_close(tmp_path, make_record):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -268,8 +270,6 @@ def create_audit_engine(
         return sa.create_engine(url, connect_args=args, pool_pre_ping=True)
     engine = sa.create_engine(url, connect_args={"timeout": busy_timeout_s})
     pragmas = [f"PRAGMA synchronous={synchronous}", f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}"]
-    if not read_only:
-        pragmas.insert(0, "PRAGMA journal_mode=WAL")
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -277,6 +277,8 @@ def create_audit_engine(
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         try:
+            if not read_only:
+                switch_to_wal(cursor, busy_timeout_s)
             for pragma in pragmas:
                 cursor.execute(pragma)
         finally:
@@ -288,6 +290,31 @@ def create_audit_engine(
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def switch_to_wal(cursor: Any, timeout_s: float) -> None:
+    """Put a SQLite database in WAL mode, waiting up to ``timeout_s`` for other connections.
+
+    While another connection holds a write lock on a database still in rollback mode (another
+    process creating the same new log), SQLite refuses the switch at once with "database is
+    locked" and never calls the busy handler, so the wait is done here.
+
+    Args:
+        cursor: a cursor of a DB-API ``sqlite3`` connection.
+        timeout_s: how long to keep trying before the refusal is raised.
+
+    Raises:
+        sqlite3.OperationalError: still locked after ``timeout_s``, or any other SQLite error.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def lock_for_write(conn: Connection, timeout_s: float) -> None:
