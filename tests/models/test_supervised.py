@@ -14,6 +14,18 @@ QUICK = {"image_size": 64, "engine": "torch", "views": 0, "patience": 0, "thread
 FAST = {**QUICK, "epochs": 12, "width": 16, "ensemble": 1}
 
 
+def deployed(tmp_path, images):
+    """The bundle saved at ``tmp_path / "b"``, given a threshold, exported and run by the ONNX runtime."""
+    from flawscope.bundle import read_bundle, update_manifest
+    from flawscope.decide.thresholds import ThresholdHistory, Thresholds
+    from flawscope.export.onnx_export import export_bundle
+    from flawscope.runtime import Inspector
+
+    update_manifest(read_bundle(tmp_path / "b"), thresholds=ThresholdHistory().add(Thresholds.explicit(5.0)))
+    export_bundle(tmp_path / "b", tmp_path / "d")
+    return Inspector.load(tmp_path / "d", allow_unsigned=True).score_many(images)
+
+
 def test_a_map_score_is_the_top_area_mean_of_the_defect_map(tiny_labelled):
     targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
     model = get_model_class("segmenter")(**FAST, score="map", score_area=32)
@@ -60,9 +72,7 @@ def test_choose_score_keeps_the_best_ranking_candidate_and_the_head_on_ties():
 
 
 def test_a_fused_score_runs_in_the_graph_and_survives_export(tiny_labelled, tmp_path):
-    from flawscope.export.onnx_export import export_bundle
     from flawscope.models.io import save_model
-    from flawscope.runtime import Inspector
 
     targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
     model = get_model_class("segmenter")(**FAST, score="fused", anomaly="padim", validation=0.3)
@@ -78,12 +88,7 @@ def test_a_fused_score_runs_in_the_graph_and_survives_export(tiny_labelled, tmp_
     assert prediction.scores.min() < 0 or prediction.scores.max() > 1  # standardised, not a probability
     assert np.median(prediction.scores[4:]) > np.median(prediction.scores[:4])
     save_model(model, tmp_path / "b")
-    from flawscope.bundle import read_bundle, update_manifest
-    from flawscope.decide.thresholds import ThresholdHistory, Thresholds
-
-    update_manifest(read_bundle(tmp_path / "b"), thresholds=ThresholdHistory().add(Thresholds.explicit(5.0)))
-    export_bundle(tmp_path / "b", tmp_path / "d")
-    runtime = Inspector.load(tmp_path / "d", allow_unsigned=True).score_many(images)
+    runtime = deployed(tmp_path, images)
     np.testing.assert_allclose(runtime.scores, prediction.scores, atol=1e-3)
 
 
@@ -163,9 +168,7 @@ def test_fused_peaks_inside_the_image_are_what_torch_a_loaded_bundle_and_the_run
     tiny_labelled, tmp_path
 ):
     from flawscope.data.preprocess import canvas_valid_mask, geometry_of, inner_cells, to_batch
-    from flawscope.export.onnx_export import export_bundle
     from flawscope.models.io import load_model, save_model
-    from flawscope.runtime import Inspector
 
     targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
     params = {**FAST, "score": "fused", "anomaly": "padim", "validation": 0.3, "fused_peaks": "image"}
@@ -188,12 +191,7 @@ def test_fused_peaks_inside_the_image_are_what_torch_a_loaded_bundle_and_the_run
     again, _ = load_model(tmp_path / "b")
     assert again.params["fused_peaks"] == "image"
     np.testing.assert_allclose(again.predict(images).scores, prediction.scores, atol=1e-5)
-    from flawscope.bundle import read_bundle, update_manifest
-    from flawscope.decide.thresholds import ThresholdHistory, Thresholds
-
-    update_manifest(read_bundle(tmp_path / "b"), thresholds=ThresholdHistory().add(Thresholds.explicit(5.0)))
-    export_bundle(tmp_path / "b", tmp_path / "d")
-    runtime = Inspector.load(tmp_path / "d", allow_unsigned=True).score_many(images)
+    runtime = deployed(tmp_path, images)
     np.testing.assert_allclose(runtime.scores, prediction.scores, atol=1e-3)
     assert geometry_of(images[0].shape, model.preprocessing_).left > 0
 
@@ -208,9 +206,7 @@ def test_a_fused_score_reading_the_defect_maps_log_odds_is_what_torch_a_loaded_b
     tiny_labelled, tmp_path
 ):
     from flawscope.data.preprocess import to_batch
-    from flawscope.export.onnx_export import export_bundle
     from flawscope.models.io import load_model, save_model
-    from flawscope.runtime import Inspector
 
     targets = Targets(tiny_labelled["classes"], tiny_labelled["masks"])
     params = {**FAST, "score": "fused", "anomaly": "padim", "validation": 0.3, "fused_defect": "log_odds"}
@@ -237,10 +233,5 @@ def test_a_fused_score_reading_the_defect_maps_log_odds_is_what_torch_a_loaded_b
     again, _ = load_model(tmp_path / "b")
     assert again.params["fused_defect"] == "log_odds"
     np.testing.assert_allclose(again.predict(images).scores, prediction.scores, atol=1e-5)
-    from flawscope.bundle import read_bundle, update_manifest
-    from flawscope.decide.thresholds import ThresholdHistory, Thresholds
-
-    update_manifest(read_bundle(tmp_path / "b"), thresholds=ThresholdHistory().add(Thresholds.explicit(5.0)))
-    export_bundle(tmp_path / "b", tmp_path / "d")
-    runtime = Inspector.load(tmp_path / "d", allow_unsigned=True).score_many(images)
+    runtime = deployed(tmp_path, images)
     np.testing.assert_allclose(runtime.scores, prediction.scores, atol=1e-3)
