@@ -16,8 +16,11 @@ training image instead (no clean view), and only those pass the frozen part agai
 ``"last"`` about a third more CPU than an epoch of the tuned blocks). Batch norm
 keeps its ImageNet statistics (batches of 16 are too small to re-estimate them). The epoch kept
 is the one with the best accuracy on the validation images (lowest loss among ties): never a
-test image. The model then trains its ordinary head on the tuned trunk's features, and saves
-the tuned weights with it (``trunk.*`` tensors), so the exported graph carries them.
+test image. With ``ema`` (``finetune_ema``) an exponential moving average of the tuned weights
+and the temporary head is what each epoch's validation judges and what is kept
+(:mod:`flawscope.models.weight_average`); the exported graph is the same, only its weights
+differ. The model then trains its ordinary head on the tuned trunk's features, and saves the
+tuned weights with it (``trunk.*`` tensors), so the exported graph carries them.
 
 Only the EfficientNet-Lite trunks can be fine-tuned (their blocks are what this splits); the
 tuned part, its cache and the keeper of the best epoch are in :mod:`flawscope.models.tuned_trunk`.
@@ -25,6 +28,7 @@ tuned part, its cache and the keeper of the best epoch are in :mod:`flawscope.mo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +55,7 @@ from flawscope.models.tuned_trunk import (
     tuned_prefixes,
     tuned_state,
 )
+from flawscope.models.weight_average import WeightAverage
 
 FINETUNE_MODES = ("none", "last", "full")
 FINETUNE_AUGMENT = ("fixed", "fresh")
@@ -74,6 +79,9 @@ class FinetuneConfig:
         context: the temporary head's 3x3 convolutions and context branch (the model's ``context``).
         augment: ``"fixed"`` (the augmented views made once, drawn from every epoch) or
             ``"fresh"`` (a new augmented view of every training image every epoch).
+        ema: decay per step of an exponential moving average of the tuned trunk weights and
+            the temporary head (:mod:`flawscope.models.weight_average`): the average is what
+            each epoch's validation judges and what is kept; 0 (the default): off.
     """
 
     mode: str = "last"
@@ -86,6 +94,7 @@ class FinetuneConfig:
     width: int = 32
     context: bool = True
     augment: str = "fixed"
+    ema: float = 0.0
 
 
 @dataclass
@@ -124,6 +133,7 @@ class FinetuneLog(TuningLog):
     augment: str = "fixed"
     fresh_seconds: float = 0.0  # making and caching the fresh views (``augment="fresh"``)
     soft: bool = False  # the loss learnt labelled class probabilities (``soft_labels``)
+    ema: float = 0.0  # decay of the weights' moving average (``finetune_ema``; 0: off)
     # The temporary head of the epoch kept (on the tuned trunk's features); not in the manifest.
     head: DefectHead | None = field(default=None, repr=False)
 
@@ -132,6 +142,7 @@ class FinetuneLog(TuningLog):
             {"fresh_seconds": round(self.fresh_seconds, 1)} if self.augment == "fresh" else {}
         )
         extra |= {"soft_labels": True} if self.soft else {}
+        extra |= {"ema": self.ema} if self.ema else {}
         return (
             self._as_dict(
                 {"augment": self.augment},
@@ -182,9 +193,12 @@ def finetune_trunk(
     if config.augment not in FINETUNE_AUGMENT:
         raise InputError("finetune_augment", f"must be one of {FINETUNE_AUGMENT}, got {config.augment!r}")
     fresh = augment if config.augment == "fresh" and augment is not None else None
+    if isinstance(config.ema, bool) or not 0.0 <= config.ema < 1.0:
+        raise InputError("finetune_ema", f"must be a number in [0, 1) (0: off), got {config.ema!r}")
     result = FinetuneLog(
-        config.mode, augment="fresh" if fresh is not None else "fixed", soft=soft is not None
-    )
+        config.mode, augment="fresh" if fresh is not None else "fixed", soft=soft is not None,
+        ema=float(config.ema),
+    )  # fmt: skip
     threads = choose_threads(config.threads)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -245,6 +259,18 @@ def finetune_trunk(
     )
     best: tuple[float, float] | None = None
     keeper = EpochKeeper(trunk, head, config.mode, config.patience)
+    # With ``ema`` the averaged weights are swapped in to be judged and kept at each epoch's end.
+    average = (
+        WeightAverage(
+            {**{f"trunk.{n}": p for n, p in trunk.named_parameters() if n.startswith(prefixes)},
+             **{f"head.{n}": p for n, p in head.named_parameters()},
+             **{f"head.{n}": b for n, b in head.named_buffers()}},
+            config.ema,
+        )
+        if config.ema
+        else None
+    )  # fmt: skip
+    judged = average.swapped if average is not None else contextlib.nullcontext
     trunk.eval()  # batch norm keeps its ImageNet statistics; only the weights learn
     try:
         with torch_threads(threads):
@@ -275,21 +301,25 @@ def finetune_trunk(
                     loss.backward()
                     optimiser.step()
                     schedule.step()
+                    if average is not None:
+                        average.update()
                     total, seen = total + float(loss.detach()) * len(chosen), seen + len(chosen)
                     if progress is not None:
                         progress(f"fine-tuning epoch {epoch}", min(b + len(chosen), len(order)), len(order))
                 result.train_loss.append(total / max(seen, 1))
                 result.epochs_run = epoch
-                if not val_idx:
-                    keeper.keep(epoch)
-                    continue
-                accuracy, val_loss = _evaluate(head, features, val_idx, labels)
-                result.validation_accuracy.append(accuracy)
-                result.validation_loss.append(val_loss)
-                if best is None or (accuracy, -val_loss) > best:
-                    best = (accuracy, -val_loss)
-                    keeper.keep(epoch)
-                elif keeper.miss():
+                with judged():
+                    if not val_idx:
+                        keeper.keep(epoch)
+                        continue
+                    accuracy, val_loss = _evaluate(head, features, val_idx, labels)
+                    result.validation_accuracy.append(accuracy)
+                    result.validation_loss.append(val_loss)
+                    improved = best is None or (accuracy, -val_loss) > best
+                    if improved:
+                        best = (accuracy, -val_loss)
+                        keeper.keep(epoch)
+                if not improved and keeper.miss():
                     break
     finally:
         keeper.restore()

@@ -30,6 +30,10 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
     finetune_augment: ``"fixed"`` (the default: fine-tuning draws from the ``views``
         augmented views made once per training image and the clean one) or ``"fresh"`` (a new
         albumentations draw of every training image every fine-tuning epoch; classifier only).
+    finetune_ema: decay per step of an exponential moving average of the weights being
+        fine-tuned (the trunk's and the temporary head's), which each fine-tuning epoch's
+        validation judges and which is kept (:mod:`flawscope.models.weight_average`); 0 or
+        ``None`` (the default 0, and bundles from before it): off. Classifier only.
     score: what the thresholds judge: ``"class"``, the image head's ``1 - P(good)``;
         ``"map"`` (segmenting models), the defect-probability map inside the image, its
         peak or (``score_area`` > 0) the mean of its ``score_area`` highest pixels on the
@@ -113,6 +117,7 @@ def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
         "finetune_lr": 3e-4,
         "finetune_patience": 0,
         "finetune_augment": "fixed",
+        "finetune_ema": 0.0,
         "tta": "none",
         "finetune_head": "best",
         "fused_peaks": "inner",
@@ -135,9 +140,10 @@ def saved_params(params: dict[str, Any]) -> dict[str, Any]:
     # Bundles from before finetune_head retrained the head after fine-tuning, those from
     # before good_weight trained with the balanced loss (1), and those from before ensemble
     # trained a single head; a fused score took its peaks over the whole canvas before fused_peaks
-    # and read the defect map's peak as a probability before fused_defect.
+    # and read the defect map's peak as a probability before fused_defect; fine-tuning kept the
+    # live weights (no moving average) before finetune_ema.
     before = {"finetune_head": "retrain", "good_weight": 1.0, "ensemble": 1, "fused_peaks": "canvas",
-              "fused_defect": "probability"}  # fmt: skip
+              "fused_defect": "probability", "finetune_ema": 0.0}  # fmt: skip
     params = before | params
     return params | {"augment": thaw(params["augment"])} if "augment" in params else params
 
@@ -198,6 +204,13 @@ def check_params(
         raise InputError(
             "finetune_augment", f"must be one of {list(FINETUNE_AUGMENT)}, got {p['finetune_augment']!r}"
         )
+    ema = p["finetune_ema"]
+    if ema is not None and (
+        isinstance(ema, bool) or not isinstance(ema, int | float) or not 0.0 <= ema < 1.0
+    ):
+        raise InputError("finetune_ema", f"must be a number in [0, 1) (0 or None: off), got {ema!r}")
+    if ema and name != "classifier":
+        raise InputError("finetune_ema", f"is implemented for the classifier's fine-tuning, not a {name}")
     check_canvas(view_set(p["tta"]), *canvas)
     if p["finetune_head"] not in HEAD_CHOICES:
         raise InputError("finetune_head", f"must be one of {list(HEAD_CHOICES)}, got {p['finetune_head']!r}")
@@ -223,5 +236,5 @@ def finetune_config(p: Mapping[str, Any], seed: int) -> FinetuneConfig:
     return FinetuneConfig(
         p["finetune"], p["finetune_epochs"], float(p["finetune_lr"]), p["finetune_patience"],
         seed=seed, threads=p["threads"], width=int(p["width"]), context=bool(p["context"]),
-        augment=str(p["finetune_augment"]),
+        augment=str(p["finetune_augment"]), ema=float(p["finetune_ema"] or 0.0),
     )  # fmt: skip
