@@ -91,8 +91,8 @@ def recall_at_frr(scores: np.ndarray, labels: np.ndarray, frr: float = 0.01) -> 
 def bank_key(model: Any) -> str:
     """A short hash of what changes a feature bank: the trunk, the canvas, the augmented views.
 
-    Cached banks are named by it, so a run with another backbone, canvas or ``views`` extracts
-    its own features instead of reading another configuration's.
+    Cached banks are named by it, so a run with another backbone, canvas, ``views`` or
+    ``fine_level`` extracts its own features instead of reading another configuration's.
     """
     import dataclasses
     import hashlib
@@ -101,8 +101,10 @@ def bank_key(model: Any) -> str:
     for ignored in ("engine", "batch_size", "score_area"):  # same features either way
         config.pop(ignored, None)
     spec = model.augment_spec().to_dict()
-    text = json.dumps({"config": config, "augment": spec, "finetune": model.params.get("finetune")},
-                      sort_keys=True, default=str)  # fmt: skip
+    key = {"config": config, "augment": spec, "finetune": model.params.get("finetune")}
+    if model.params.get("fine_level"):  # absent when off: the banks cached before keep their names
+        key["fine_level"] = True
+    text = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 

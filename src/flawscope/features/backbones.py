@@ -107,7 +107,10 @@ register_backbone(
 
 
 class TorchvisionTrunk(nn.Module):
-    """A torchvision ResNet up to ``layer3``: stride-8 (``layer2``) and stride-16 (``layer3``) maps."""
+    """A torchvision ResNet up to ``layer3``: stride-8 (``layer2``) and stride-16 (``layer3``) maps.
+
+    :meth:`levels` also gives the stride-4 map (``layer1``).
+    """
 
     def __init__(self, arch: str):
         super().__init__()
@@ -118,11 +121,17 @@ class TorchvisionTrunk(nn.Module):
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
         width = 1 if arch == "resnet18" else 4
         self.channels = (128 * width, 256 * width)
+        self.fine_channels = 64 * width
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        f8 = self.layer2(self.layer1(x))
-        return f8, self.layer3(f8)
+        _, f8, f16 = self.levels(x)
+        return f8, f16
+
+    def levels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stride-4, stride-8 and stride-16 maps of ``(B, 3, H, W)``, from one pass."""
+        f4 = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        f8 = self.layer2(f4)
+        return f4, f8, self.layer3(f8)
 
 
 for _arch, _file in (
@@ -216,7 +225,8 @@ def load_backbone(
     Returns:
         An ``nn.Module`` in eval mode, ``requires_grad`` off, mapping ``(B, 3, H, W)`` to the
         stride-8 ``(B, C8, H/8, W/8)`` and stride-16 ``(B, C16, H/16, W/16)`` feature maps; its
-        ``channels`` attribute is ``(C8, C16)``.
+        ``channels`` attribute is ``(C8, C16)``; its ``levels`` method gives the stride-4 map
+        ``(B, C4, H/4, W/4)`` too, C4 its ``fine_channels`` attribute.
 
     Raises:
         OfflineError: when the weights are not available locally.

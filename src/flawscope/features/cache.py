@@ -26,6 +26,7 @@ import torch
 
 from flawscope.data.augment import AugmentSpec, augmented_views
 from flawscope.data.preprocess import Geometry, Preprocessing, canvas_valid_mask, to_batch
+from flawscope.errors import InputError
 
 log = logging.getLogger(__name__)
 STRIDE = 8
@@ -62,6 +63,20 @@ class FeatureBank:
         if not views:
             chosen &= self.view == 0
         return np.flatnonzero(chosen)
+
+    def check_channels(self, expected: int) -> None:
+        """Refuse features of another width than the model's (e.g. a bank cached without ``fine_level``).
+
+        Raises:
+            InputError: naming ``fine_level``, the one hyperparameter that changes the width on a
+                given backbone.
+        """
+        if self.features.shape[1] != expected:
+            raise InputError(
+                "fine_level",
+                f"the feature bank has {self.features.shape[1]} channels, this model's features "
+                f"{expected}: extract the bank with the model's own fine_level and backbone",
+            )
 
     def save(self, path: Path, key: str) -> None:
         """Write the bank as safetensors (atomic)."""
@@ -126,9 +141,10 @@ def cell_targets(
 def bank_key(
     hashes: Sequence[str], pre: Preprocessing, backbone: str, weights: str | None, aggregate: int,
     augment: AugmentSpec | None, augment_rows: Sequence[int], targets: Sequence[str],
+    fine_level: bool = False,
 ) -> str:  # fmt: skip
     """What identifies a bank: change any of it and the features or targets change."""
-    payload = {
+    payload: dict[str, object] = {
         "images": list(hashes),
         "targets": list(targets),
         "preprocessing": pre.to_dict(),
@@ -137,6 +153,8 @@ def bank_key(
         "augment": None if augment is None else {**augment.to_dict(), "rows": list(augment_rows)},
         "format": 1,
     }
+    if fine_level:  # absent when off: the banks cached before the option keep their keys
+        payload["fine_level"] = True
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

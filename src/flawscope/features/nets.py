@@ -104,7 +104,8 @@ class LiteTrunk(nn.Module):
     """EfficientNet-Lite up to stride 16, returning the stride-8 and stride-16 feature maps.
 
     Input ``(B, 3, H, W)`` with H, W multiples of 32; outputs ``(B, C8, H/8, W/8)`` and
-    ``(B, C16, H/16, W/16)``.
+    ``(B, C16, H/16, W/16)``; :meth:`levels` also gives the stride-4 map ``(B, C4, H/4, W/4)``
+    (``fine_channels`` = C4).
     """
 
     def __init__(self, variant: str):
@@ -115,7 +116,7 @@ class LiteTrunk(nn.Module):
         self._bn0 = nn.BatchNorm2d(32, eps=eps)
         blocks: list[nn.Module] = []
         cin = 32
-        self.tap8 = -1
+        self.tap4 = self.tap8 = -1
         for index, stage in enumerate(stages):
             for r in range(stage.repeats):
                 blocks.append(
@@ -124,19 +125,29 @@ class LiteTrunk(nn.Module):
                     )
                 )
                 cin = stage.channels
+            if index == 1:
+                self.tap4 = len(blocks) - 1
             if index == 2:
                 self.tap8 = len(blocks) - 1
         self._blocks = nn.ModuleList(blocks)
         self.channels = (stages[2].channels, stages[4].channels)
+        self.fine_channels = stages[1].channels
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+        _, f8, f16 = self.levels(x)
+        return f8, f16
+
+    def levels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stride-4, stride-8 and stride-16 maps of ``(B, 3, H, W)``, from one pass."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        f8 = x
+        f4 = f8 = x
         for i, block in enumerate(self._blocks):
             x = block(x)
+            if i == self.tap4:
+                f4 = x
             if i == self.tap8:
                 f8 = x
-        return f8, x
+        return f4, f8, x
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int = 1) -> list[nn.Module]:
@@ -168,7 +179,8 @@ class MobileNetV2Trunk(nn.Module):
     """MobileNetV2 (width 1.0) up to stride 16: ``features.0`` to ``features.13``.
 
     Returns the stride-8 map (32 channels, after ``features.6``) and the stride-16 map
-    (96 channels, after ``features.13``).
+    (96 channels, after ``features.13``); :meth:`levels` also the stride-4 map (24 channels,
+    after ``features.3``).
     """
 
     SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1))
@@ -183,7 +195,14 @@ class MobileNetV2Trunk(nn.Module):
                 cin = c
         self.features = nn.Sequential(*layers)
         self.channels = (32, 96)
+        self.fine_channels = 24
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         f8 = self.features[:7](x)
         return f8, self.features[7:](f8)
+
+    def levels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stride-4, stride-8 and stride-16 maps of ``(B, 3, H, W)``, from one pass."""
+        f4 = self.features[:4](x)
+        f8 = self.features[4:7](f4)
+        return f4, f8, self.features[7:](f8)

@@ -309,8 +309,13 @@ class Model(ABC):
 
     def _embedder(self) -> Embedder:
         if getattr(self, "embedder_", None) is None:
-            self.embedder_ = Embedder(load_backbone(self.config.backbone), self.config.aggregate)
+            backbone = load_backbone(self.config.backbone)
+            self.embedder_ = Embedder(backbone, self.config.aggregate, fine=self._fine_level())
         return self.embedder_
+
+    def _fine_level(self) -> bool:
+        """Whether the embedder adds the stride-4 level (:class:`Embedder`; models trained on labels)."""
+        return False
 
     def _make_preprocessing(self, images: Sequence[np.ndarray]) -> Preprocessing:
         spec = BACKBONES[self.config.backbone]

@@ -3,7 +3,9 @@
 With ``anomaly="padim"`` a :class:`~flawscope.models.supervised.SupervisedModel` fits a PaDiM head
 on the same cached features of its good training images; the exported graph then runs the trunk
 once for both, and the verdict sends unknown-looking parts to review. These functions fit, load
-and refit that head; the PaDiM shares the model's embedder (one trunk).
+and refit that head; the PaDiM shares the model's embedder (one trunk). With ``fine_level`` it
+is fitted on the embedder's first ``coarse_channels`` only (the stride-4 level is the trained
+heads'), and its graph selects those channels, so its evidence is what it was without the level.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ def fit_anomaly_head(model: Model, bank: FeatureBank, good_rows: np.ndarray) -> 
     if not len(good_rows):
         raise InputError("anomaly", "a PaDiM head needs good training images, and there are none")
     padim = new_anomaly_head(model)
+    coarse = anomaly_channels(model)
 
     def batches() -> Iterator[tuple[torch.Tensor, np.ndarray]]:
         for start in range(0, len(good_rows), 32):
             index = torch.from_numpy(good_rows[start : start + 32])
-            yield bank.features[index].float(), bank.valid[index].numpy()
+            yield bank.features[index, :coarse].float(), bank.valid[index].numpy()
 
     padim._fit_features(batches(), len(good_rows), None)
     padim.preprocessing_ = model.preprocessing_
@@ -74,5 +77,11 @@ def refit_anomaly_head(
     anomaly = copy.copy(found)
     anomaly.preprocessing_ = model.preprocessing_
     anomaly.embedder_ = model._embedder()
-    anomaly.fit_head(images, extract, progress)
+    coarse = anomaly_channels(model)
+    anomaly.fit_head(images, lambda batch: extract(batch)[:, :coarse], progress)
     return anomaly
+
+
+def anomaly_channels(model: Model) -> int:
+    """How many of the model's feature channels its anomaly head reads (the first ones)."""
+    return model._embedder().coarse_channels

@@ -87,6 +87,9 @@ class SupervisedModel(Model):
         check_params(self.params, self.name, segments=self.segments, tunable=self.tunable,
                      canvas=self.config.canvas or (32, 32))  # fmt: skip
 
+    def _fine_level(self) -> bool:
+        return bool(self.params["fine_level"])
+
     # --- declaration -----------------------------------------------------------------------
     def _seg_classes(self) -> int:
         return (1 + len([c for c in self.classes_ if c != GOOD])) if self.segments else 0
@@ -286,6 +289,7 @@ class SupervisedModel(Model):
             progress: callback ``(stage, done, total)``.
             geometries: every image's place in the canvas; read by models that learn boxes.
         """
+        bank.check_channels(self._embedder().channels)
         labels = np.array([self._image_class(targets.classes[i]) for i in bank.image])
         train_rows = bank.rows(train_idx, views=True)
         val_rows = bank.rows(val_idx, views=False)

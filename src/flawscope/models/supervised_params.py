@@ -63,6 +63,16 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
         defect probability (``Targets.probabilities``, e.g. ELPV's 0, 1/3, 2/3, 1) instead of
         its class (False, the default); classifier with good and one defect class only.
         Early stopping, the epoch and head choices and the temperature still judge the classes.
+    fine_level: the trained heads also read the backbone's stride-4 map (False, the default:
+        the fused stride-8 and stride-16 maps only). The map is rearranged space-to-depth onto
+        the stride-8 grid (pixel-unshuffle: each cell gets its 2 x 2 stride-4 cells' channels,
+        96 for EfficientNet-Lite0) and appended to the features after the neighbourhood pooling,
+        which would blur the sub-cell detail away (:class:`~flawscope.features.embedder.Embedder`);
+        the head's first 1 x 1 convolution then acts as a learnt 2 x 2 stride-2 convolution of the
+        stride-4 map. For defects smaller than a stride-8 cell (magnetic_tile's blowholes and
+        cracks). The PaDiM head of ``anomaly="padim"`` keeps reading the other channels only, so
+        its evidence is unchanged; the feature bank holds the extra channels (a new bank: cached
+        banks are keyed by it). Not with a fine-tuned trunk (``finetune`` must be ``"none"``).
     tta: test-time views whose outputs are averaged inside the graph
         (:mod:`flawscope.models.views`): ``"none"``, ``"flips"`` (4 views) or ``"d4"`` (8, the
         quarter turns too; square canvas). Fitting does not use them (validation choices
@@ -123,6 +133,7 @@ def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
         "fused_peaks": "inner",
         "soft_labels": False,
         "fused_defect": "log_odds",
+        "fine_level": False,
     }
     unknown = set(own) - set(shared)
     if unknown:  # a misspelt default would otherwise add a hyperparameter nobody reads
@@ -141,9 +152,10 @@ def saved_params(params: dict[str, Any]) -> dict[str, Any]:
     # before good_weight trained with the balanced loss (1), and those from before ensemble
     # trained a single head; a fused score took its peaks over the whole canvas before fused_peaks
     # and read the defect map's peak as a probability before fused_defect; fine-tuning kept the
-    # live weights (no moving average) before finetune_ema.
+    # live weights (no moving average) before finetune_ema; heads read no stride-4 level before
+    # fine_level.
     before = {"finetune_head": "retrain", "good_weight": 1.0, "ensemble": 1, "fused_peaks": "canvas",
-              "fused_defect": "probability", "finetune_ema": 0.0}  # fmt: skip
+              "fused_defect": "probability", "finetune_ema": 0.0, "fine_level": False}  # fmt: skip
     params = before | params
     return params | {"augment": thaw(params["augment"])} if "augment" in params else params
 
@@ -218,6 +230,10 @@ def check_params(
         raise InputError("soft_labels", f"must be true or false, got {p['soft_labels']!r}")
     if p["soft_labels"] and name != "classifier":
         raise InputError("soft_labels", f"is implemented for the classifier, not a {name}")
+    if not isinstance(p["fine_level"], bool):
+        raise InputError("fine_level", f"must be true or false, got {p['fine_level']!r}")
+    if p["fine_level"] and p["finetune"] != "none":
+        raise InputError("fine_level", "reads the frozen trunk's stride-4 map: needs finetune='none'")
     if p["augment"] is not None and not isinstance(p["augment"], Mapping):
         raise InputError("augment", "must be a mapping of albumentations transform name to its arguments")
 
