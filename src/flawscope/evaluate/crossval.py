@@ -205,6 +205,12 @@ def cross_validate(
                 "au_pro": m.au_pro,
                 "per_type_image_auroc": {k: v.image_auroc for k, v in summary.per_type.items()},
                 "per_type_pixel_auroc": {k: v.pixel_auroc for k, v in summary.per_type.items()},
+                # the defects of each type below the pooled threshold (the same goods set it)
+                "missed_at_frr_by_type": {
+                    k: round(v.n_defect * (1.0 - v.recall_at_frr))
+                    for k, v in summary.per_type.items()
+                    if v.recall_at_frr is not None
+                },
             }
         )
         if (cal != "").all():
