@@ -69,6 +69,10 @@ def test_a_fine_station_feeds_the_level_to_its_head_only_and_survives_save_load_
     np.testing.assert_allclose(again.predict(images).scores, prediction.scores, atol=1e-5)
     runtime = deployed(tmp_path, images)
     np.testing.assert_allclose(runtime.scores, prediction.scores, atol=1e-3)
+    # INT8 export re-learns the PaDiM head on the quantised trunk's features: still the coarse ones.
+    again.fit_head(tiny_labelled["good"], again._runner())
+    assert torch.equal(again.anomaly_.channels_, torch.arange(coarse))
+    assert again.raw_outputs(batch)["patch_scores"].shape == raw["patch_scores"].shape
 
 
 def test_a_bank_extracted_without_the_fine_level_is_refused(tiny_labelled):
