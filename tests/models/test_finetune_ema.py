@@ -11,7 +11,9 @@ from flawscope.errors import InputError
 from flawscope.models import get_model_class
 from flawscope.types import Targets
 
+# One thread: the comparisons of runs are exact, and with threads=None the count follows the load.
 FAST = {"image_size": 64, "engine": "torch", "epochs": 2, "views": 0, "patience": 0, "width": 16}
+FAST["threads"] = 1
 TUNE = {"finetune": "last", "finetune_epochs": 3, "validation": 0.25}
 
 
