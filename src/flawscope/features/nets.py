@@ -198,8 +198,8 @@ class MobileNetV2Trunk(nn.Module):
         self.fine_channels = 24
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
-        f8 = self.features[:7](x)
-        return f8, self.features[7:](f8)
+        _, f8, f16 = self.levels(x)
+        return f8, f16
 
     def levels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The stride-4, stride-8 and stride-16 maps of ``(B, 3, H, W)``, from one pass."""
