@@ -163,7 +163,7 @@ def choose_model_score(
         stats = torch.stack([found.mean(dim=0), found.std(dim=0).clamp_min(1e-6)])
     if requested == "fused":
         if stats is None:
-            raise InputError("score", "'fused' needs the anomaly head (anomaly='padim')")
+            raise InputError("score", "'fused' needs an anomaly head (anomaly='padim' or 'patchcore')")
         return ModelScore(
             "fused", [f"fused score standardised on {len(val_good)} validation good parts"], None, stats
         )

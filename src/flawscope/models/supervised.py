@@ -321,7 +321,7 @@ class SupervisedModel(Model):
         )
         self.temperature_ = float(train_log.temperature)
         self.anomaly_: Any = None
-        if p["anomaly"] == "padim":
+        if p["anomaly"]:
             # The validation images only stop the trained head early; the good-parts head has no
             # such use for them, and a PaDiM fitted on fewer good parts is a weaker one (found on
             # magnetic_tile: the station's head missed old defect types the live PaDiM caught).

@@ -17,7 +17,14 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
     augment: albumentations transforms and their arguments (``None``: the defaults).
     rare_below: classes with fewer training images get synthetic pasted defects up to this.
     validation: share of the training groups held out for early stopping and temperature.
-    anomaly: ``"padim"`` adds a good-parts anomaly head on the same features (a station).
+    anomaly: adds a good-parts anomaly head on the same features (a station): ``"padim"`` (a
+        Gaussian per grid position) or ``"patchcore"`` (distance to the nearest of a coreset of
+        ``anomaly_bank`` good patches, searched exactly in the graph; position-free); None: none.
+        Both give the same ``patch_scores``, which the fused score and the verdict read alike
+        (:mod:`flawscope.models.station`).
+    anomaly_bank: with ``anomaly="patchcore"``, the patches its coreset keeps (a whole number
+        >= 1); the graph's search costs about ``anomaly_bank`` x (channels + 1) multiply-adds per
+        grid cell. Read by no other head.
     threads: torch threads while training (``None``: 1 on a busy machine, else all cores).
     finetune: ``"none"`` (frozen ImageNet trunk), ``"last"`` (its stride-16 blocks) or
         ``"full"`` (every trunk weight), trained on the image labels before the head
@@ -40,7 +47,7 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
         canvas, so a defect must cover that area to score high; ``"auto"`` (segmenting
         models) chooses among the image head and the map at several areas on the
         validation images (:mod:`flawscope.models.score_choice`); ``"fused"`` (segmenting
-        models with ``anomaly="padim"``) sums the head's defect log-odds, the anomaly map's
+        models with an anomaly head) sums the head's defect log-odds, the anomaly map's
         peak and the defect map's peak, each standardised on the validation good parts;
         ``"auto"`` then has it among its candidates.
     fused_peaks: where a fused score takes its two maps' peaks: ``"inner"`` (the default), the
@@ -70,7 +77,7 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
         which would blur the sub-cell detail away (:class:`~flawscope.features.embedder.Embedder`);
         the head's first 1 x 1 convolution then acts as a learnt 2 x 2 stride-2 convolution of the
         stride-4 map. For defects smaller than a stride-8 cell (magnetic_tile's blowholes and
-        cracks). The PaDiM head of ``anomaly="padim"`` keeps reading the other channels only, so
+        cracks). The anomaly head (PaDiM or PatchCore) keeps reading the other channels only, so
         its evidence is unchanged; the feature bank holds the extra channels (a new bank: cached
         banks are keyed by it). Not with a fine-tuned trunk (``finetune`` must be ``"none"``).
     tta: test-time views whose outputs are averaged inside the graph
@@ -86,6 +93,7 @@ from typing import Any
 
 from flawscope.errors import InputError
 from flawscope.models.finetune import FINETUNE_AUGMENT, FINETUNE_MODES, FinetuneConfig
+from flawscope.models.station import ANOMALY_HEADS
 from flawscope.models.training import TrainConfig
 from flawscope.models.tuned_head import HEAD_CHOICES
 from flawscope.models.views import check_canvas, view_set
@@ -120,6 +128,7 @@ def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
         "rare_below": 0,
         "validation": 0.15,
         "anomaly": None,
+        "anomaly_bank": 512,
         "threads": None,
         "score": "class",
         "finetune": "none",
@@ -187,16 +196,19 @@ def check_params(
         raise InputError("good_weight", f"must be a number in (0, 100], got {p['good_weight']!r}")
     if not 0.0 <= float(p["validation"]) < 0.9:
         raise InputError("validation", f"must be in [0, 0.9), got {p['validation']!r}")
-    if p["anomaly"] not in (None, "padim"):
-        raise InputError("anomaly", f"must be 'padim' or None, got {p['anomaly']!r}")
+    if p["anomaly"] not in (None, *ANOMALY_HEADS):
+        raise InputError("anomaly", f"must be one of {list(ANOMALY_HEADS)} or None, got {p['anomaly']!r}")
+    bank = p["anomaly_bank"]
+    if isinstance(bank, bool) or not isinstance(bank, int) or bank < 1:
+        raise InputError("anomaly_bank", f"must be a whole number >= 1, got {bank!r}")
     if p["score"] not in (*SCORES, "auto"):
         raise InputError("score", f"must be one of {[*SCORES, 'auto']}, got {p['score']!r}")
     if p["fused_peaks"] not in FUSED_PEAKS:
         raise InputError("fused_peaks", f"must be one of {list(FUSED_PEAKS)}, got {p['fused_peaks']!r}")
     if p["fused_defect"] not in FUSED_DEFECT:
         raise InputError("fused_defect", f"must be one of {list(FUSED_DEFECT)}, got {p['fused_defect']!r}")
-    if p["score"] == "fused" and p["anomaly"] != "padim":
-        raise InputError("score", "'fused' needs the anomaly head: anomaly='padim'")
+    if p["score"] == "fused" and p["anomaly"] is None:
+        raise InputError("score", "'fused' needs an anomaly head: anomaly='padim' or 'patchcore'")
     if p["score"] != "class" and not segments:
         raise InputError("score", f"'map' needs a defect map, which a {name} model does not give")
     if p["finetune"] not in FINETUNE_MODES:

@@ -1,9 +1,10 @@
 """What a trained :class:`~flawscope.models.supervised.SupervisedModel` exports and saves.
 
-The exported head (the trained heads, the optional PaDiM head and the score's fusion, run on one
-trunk pass) and the model's tensors: what ``state_tensors`` writes to the bundle's safetensors and
-``load_state_tensors`` reads back (heads, temperature, the score chosen, the fusion statistics, the
-PaDiM head and, when the trunk was fine-tuned, its tuned weights).
+The exported head (the trained heads, the optional anomaly head, PaDiM or PatchCore, and the
+score's fusion, run on one trunk pass) and the model's tensors: what ``state_tensors`` writes to
+the bundle's safetensors and ``load_state_tensors`` reads back (heads, temperature, the score
+chosen, the fusion statistics, the anomaly head and, when the trunk was fine-tuned, its tuned
+weights).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from flawscope.declaration import GOOD
 from flawscope.models.ensemble import HeadEnsemble, member_count
 from flawscope.models.heads import DefectHead, SupervisedHead
-from flawscope.models.station import load_anomaly_head
+from flawscope.models.station import anomaly_module, load_anomaly_head
 from flawscope.models.supervised_params import SCORES
 from flawscope.models.tuned_trunk import load_tuned, tuned_state
 
@@ -30,7 +31,7 @@ def build_head(model: SupervisedModel) -> SupervisedHead:
     defect_classes = [c for c in classes if c != GOOD]
     seg_to_class = torch.tensor([0, *(classes.index(c) for c in defect_classes)], dtype=torch.long)
     found: Any = getattr(model, "anomaly_", None)
-    anomaly = found.head() if found is not None else None
+    anomaly = anomaly_module(model, found) if found is not None else None
     fusion = getattr(model, "fusion_", None) if model._score() == "fused" else None
     return SupervisedHead(
         model.head_module_, model.temperature_, good, seg_to_class if model.segments else None,
@@ -80,6 +81,6 @@ def load_state(model: SupervisedModel, tensors: dict[str, torch.Tensor]) -> None
         load_tuned(model._embedder().backbone, trunk, model.config.backbone)
         model.runner_ = None
     model.anomaly_ = None
-    if p["anomaly"] == "padim":
+    if p["anomaly"]:
         model.anomaly_ = load_anomaly_head(model, tensors)
     model.head_ = None
