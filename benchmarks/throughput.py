@@ -6,11 +6,13 @@ least 150 img/s at batch 8, p99 at most 15 ms at batch 1, runtime RSS under 500 
 under 2 s. Prints one table and writes benchmarks/results/throughput.json.
 
     python benchmarks/throughput.py [--models padim,patchcore] [--threads 2] [--seconds 4]
-    python benchmarks/throughput.py --station [--seconds 8]
+    python benchmarks/throughput.py --station [--station-anomaly padim,patchcore] [--seconds 8]
 
 ``--station`` compares, in one run and interleaved, the anomaly-only runtime (PaDiM) with the
 combined station (PaDiM + classifier + segmenter heads on one trunk pass: the ``segmenter`` model
 with ``anomaly="padim"``), per part at batch 8 (issue 13's target: at most 1.25x).
+``--station-anomaly padim,patchcore`` times a station for each anomaly head in the same run (rows
+``station``, ``station-patchcore``; each against the same PaDiM alone).
 """
 
 from __future__ import annotations
@@ -358,7 +360,7 @@ def prepare_model(
 def station_probes(
     dataset: Any, images: list[np.ndarray], folder: Path, args: argparse.Namespace
 ) -> tuple[dict[str, Any], list[Probe]]:
-    """PaDiM alone and the station (PaDiM + trained heads), exported fp32 and INT8, as probes."""
+    """PaDiM alone and the stations (an anomaly head + trained heads), exported fp32 and INT8, as probes."""
     from flawscope.data.datasets import read_samples
     from flawscope.data.preprocess import to_batch
     from flawscope.decide.thresholds import ThresholdHistory, Thresholds
@@ -385,10 +387,13 @@ def station_probes(
         tuple(["good"] * len(goods) + [d[2] for d in defects]),
         tuple([np.zeros(g.shape[:2], bool) for g in goods] + [d[1] for d in defects]),
     )
-    model = get_model_class("segmenter")(image_size=args.size, anomaly="padim", epochs=4, views=0)
-    model.fit(images_fit, targets)
-    save_model(model, folder / "station", training=TrainingSection(task="segment"))
-    out: dict[str, Any] = {"station_outputs": model.declaration().output_names}
+    stations = [station_name(head) for head in args.station_anomaly.split(",")]
+    out: dict[str, Any] = {}
+    for head, name in zip(args.station_anomaly.split(","), stations, strict=True):
+        model = get_model_class("segmenter")(image_size=args.size, anomaly=head, epochs=4, views=0)
+        model.fit(images_fit, targets)
+        save_model(model, folder / name, training=TrainingSection(task="segment"))
+        out[f"{name}_outputs"] = model.declaration().output_names
     probes: list[Probe] = []
     calibration = goods[:64]
     # Like for like: each model's thresholds sit just above its scores on held-back good parts,
@@ -397,11 +402,11 @@ def station_probes(
     # trained heads failed 5 of the 8 good parts, so only the station cut regions.)
     held_back = goods[-32:]
     bad = [d[0] for d in defects][:8]
-    for name in ("padim", "station"):
+    for name in ("padim", *stations):
         from flawscope.bundle import read_bundle, update_manifest
 
         bundle = read_bundle(folder / name)
-        rules = {"anomaly_reject": 1e9, "min_confidence": 0.5} if name == "station" else {}
+        rules = {"anomaly_reject": 1e9, "min_confidence": 0.5} if name != "padim" else {}
         thresholds = Thresholds.explicit(1e9, **rules)
         update_manifest(bundle, thresholds=ThresholdHistory().add(thresholds))
         export_bundle(
@@ -418,7 +423,7 @@ def station_probes(
             )
             seen = inspector.inspect_many(held_back)
             top = max(v.score for v in seen) * 1.001
-            if name == "station":
+            if name != "padim":
                 anomaly_top = max(float(v.anomaly_score or 0.0) for v in seen) * 1.001
                 rules = {"anomaly_reject": anomaly_top, "min_confidence": 0.5}
             inspector.thresholds = Thresholds.explicit(top, **rules)
@@ -437,6 +442,11 @@ def station_probes(
             probes.append((name, f"{label} graph only b8", graph_call(inspector.session, batch8), 8))
         out[f"{name}_graph_mb"] = (folder / f"{name}-deployed" / "model.onnx").stat().st_size / 1e6
     return out, probes
+
+
+def station_name(head: str) -> str:
+    """The rows' name of the station with this anomaly head (``station`` for PaDiM, as before)."""
+    return "station" if head == "padim" else f"station-{head}"
 
 
 def log(message: str) -> None:
@@ -509,6 +519,14 @@ def main() -> None:
     parser.add_argument(
         "--station", action="store_true", help="station (PaDiM + trained heads) against PaDiM"
     )
+    parser.add_argument(
+        "--station-out", default="throughput_station.json", help="with --station: the JSON under results/"
+    )
+    parser.add_argument(
+        "--station-anomaly",
+        default="padim",
+        help="with --station: the stations' anomaly heads, comma-separated (padim, patchcore)",
+    )
     args = parser.parse_args()
     if args.startup:
         startup_child(args.startup[0], args.startup[1], args.threads, args.int8)
@@ -546,30 +564,33 @@ def main() -> None:
             out, more = station_probes(dataset, images, folder, args)
             results = measure([*probes, *more], args.rounds, args.seconds)
             rows = {f"{m} {r}": v for (m, r), v in results.items()}
-            for label in ("fp32", "int8"):
-                for what in ("good", "defects"):
-                    alone = rows[f"padim {label} inspect_many b8 {what}"]["img_per_s"]
-                    both = rows[f"station {label} inspect_many b8 {what}"]["img_per_s"]
-                    out[f"station_cost_ratio_{label}_b8_{what}"] = alone / both
+            names = [station_name(head) for head in args.station_anomaly.split(",")]
+            for name in names:
+                for label in ("fp32", "int8"):
+                    for what in ("good", "defects"):
+                        alone = rows[f"padim {label} inspect_many b8 {what}"]["img_per_s"]
+                        both = rows[f"{name} {label} inspect_many b8 {what}"]["img_per_s"]
+                        out[f"{name}_cost_ratio_{label}_b8_{what}"] = alone / both
             out["rows"] = rows
             out["load_average"] = [load_start, os.getloadavg()]
             out["date"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             out["command"] = (
                 "python benchmarks/throughput.py --station "
-                + f"--seconds {args.seconds} --rounds {args.rounds}"
+                + f"--station-anomaly {args.station_anomaly} --seconds {args.seconds} --rounds {args.rounds}"
             )
             for key, row in rows.items():
                 timing = f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms"
                 print(f"{key:40s} {row['img_per_s']:7.1f} img/s  {timing}")
-            for label in ("fp32", "int8"):
-                for what in ("good", "defects"):
-                    ratio = out[f"station_cost_ratio_{label}_b8_{what}"]
-                    print(
-                        f"station / anomaly-only cost per part at batch 8 ({label}, {what} parts): "
-                        f"{ratio:.3f}"
-                    )
+            for name in names:
+                for label in ("fp32", "int8"):
+                    for what in ("good", "defects"):
+                        ratio = out[f"{name}_cost_ratio_{label}_b8_{what}"]
+                        print(
+                            f"{name} / anomaly-only cost per part at batch 8 ({label}, {what} parts): "
+                            f"{ratio:.3f}"
+                        )
             (HERE / "results").mkdir(exist_ok=True)
-            (HERE / "results" / "throughput_station.json").write_text(json.dumps(out, indent=2, default=str))
+            (HERE / "results" / args.station_out).write_text(json.dumps(out, indent=2, default=str))
             return
         for name in args.models.split(","):
             slot = folder / f"model{len(models)}"

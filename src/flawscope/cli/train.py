@@ -203,7 +203,9 @@ def train_command(
     station: Annotated[
         bool,
         typer.Option(
-            "--station", help="With --task: add a good-parts anomaly head (PaDiM) on the same trunk pass."
+            "--station",
+            help="With --task: add a good-parts anomaly head on the same trunk pass "
+            "(PaDiM; --param anomaly=patchcore for PatchCore).",
         ),
     ] = False,
 ) -> None:
@@ -219,8 +221,8 @@ def train_command(
 
         check_calibration_options(target_frr)
     if task is not None:
-        if station:
-            params["anomaly"] = "padim"
+        if station:  # PaDiM unless --param anomaly names the head
+            params.setdefault("anomaly", "padim")
         _train_labelled(data, output, task, holdout, target_frr, params, group_pattern, classes, model)
         return
     model = model or "padim"
