@@ -9,6 +9,9 @@ STAMP  := $(VENV)/.installed
 SYSTAMP := $(VENV)/.system-packages
 # Debian packages of the real parts the tests start: PostgreSQL (audit), Chromium (report),
 # Aravis' fake GigE Vision camera (+ headers to build PyGObject for the venv), mosquitto (MQTT broker).
+# The suite runs its test files side by side on every core, at most 4 workers (each holds about
+# 2 GB; each file on one worker, so its fixtures are built once): TEST_WORKERS=0 runs one process.
+TEST_WORKERS ?= auto
 SYSTEM_PACKAGES := postgresql chromium aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config mosquitto
 
 .PHONY: demo test lint bench install system-packages clean
@@ -41,7 +44,7 @@ demo: $(STAMP)
 	$(VENV)/bin/flawscope demo --out demo-out
 
 test: $(STAMP) $(SYSTAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

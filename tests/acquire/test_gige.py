@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,12 +68,16 @@ def fake_camera() -> Iterator[FakeCamera]:
     _aravis()
     if shutil.which(FAKE) is None:
         pytest.skip(f"{FAKE} not installed (Debian package aravis-tools)")
-    camera = FakeCamera()
-    camera.start()
-    try:
-        yield camera
-    finally:
-        camera.stop()
+    # One fake camera on the machine at a time: they all answer on GVCP's well-known port, and
+    # make test runs test files side by side (this fixture is also test_gigeline's).
+    with open(Path(tempfile.gettempdir()) / "flawscope-tests-gige.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        camera = FakeCamera()
+        camera.start()
+        try:
+            yield camera
+        finally:
+            camera.stop()
 
 
 def test_gige_frames_from_the_fake_camera(fake_camera: FakeCamera) -> None:

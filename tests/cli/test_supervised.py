@@ -166,6 +166,18 @@ def test_a_model_of_another_task_is_refused_naming_the_choices(labelled: Path, t
     assert not (tmp_path / "b").exists()
 
 
+def test_station_keeps_the_anomaly_head_named_by_param(labelled: Path, tmp_path: Path):
+    # --station means PaDiM only when --param names no head: a named one reaches the checks (a
+    # bad name is refused naming the field, so it was not replaced by 'padim').
+    run = flawscope(
+        "train", labelled, "-o", tmp_path / "b", "--task", "segment", "--station", *FAST,
+        "--param", "anomaly=knn", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.rc == 2 and "Traceback" not in run.err
+    assert "anomaly" in run.error_lines[0] and "patchcore" in run.error_lines[0]
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_fine_tuned_classifier_from_the_command_line(labelled: Path, tmp_path: Path):
     from flawscope.bundle import read_bundle
 
