@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.models.test_supervised import deployed
 
 from flawscope.errors import InputError
 from flawscope.models import get_model_class
@@ -14,18 +15,6 @@ from flawscope.types import Targets
 FAST = {"image_size": 64, "engine": "torch", "views": 0, "patience": 0, "threads": 1,
         "epochs": 6, "width": 16, "ensemble": 1}  # fmt: skip
 STATION = {**FAST, "score": "fused", "anomaly": "padim", "validation": 0.3}
-
-
-def deployed(tmp_path, images):
-    """The bundle saved at ``tmp_path / "b"``, given a threshold, exported and run by the ONNX runtime."""
-    from flawscope.bundle import read_bundle, update_manifest
-    from flawscope.decide.thresholds import ThresholdHistory, Thresholds
-    from flawscope.export.onnx_export import export_bundle
-    from flawscope.runtime import Inspector
-
-    update_manifest(read_bundle(tmp_path / "b"), thresholds=ThresholdHistory().add(Thresholds.explicit(5.0)))
-    export_bundle(tmp_path / "b", tmp_path / "d")
-    return Inspector.load(tmp_path / "d", allow_unsigned=True).score_many(images)
 
 
 def test_fine_level_is_off_by_default_and_for_older_bundles_and_a_bad_setting_is_named():

@@ -5,29 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.models.test_fine_level import FAST
+from tests.models.test_supervised import deployed_inspector
 
 from flawscope.errors import InputError
 from flawscope.models import get_model_class
 from flawscope.types import Targets
 
-# One head, few epochs: these tests are about the anomaly head, not how well the head learns.
-FAST = {"image_size": 64, "engine": "torch", "views": 0, "patience": 0, "threads": 1,
-        "epochs": 6, "width": 16, "ensemble": 1}  # fmt: skip
+# FAST: one head, few epochs (these tests are about the anomaly head, not how well the head learns).
 STATION = {**FAST, "score": "fused", "validation": 0.3}
 BANK = 48
-
-
-def deployed(path, images, int8=False, good=()):
-    """The trained bundle ``path / "b"`` given a threshold, exported (``int8``), in the ONNX runtime."""
-    from flawscope.bundle import read_bundle, update_manifest
-    from flawscope.decide.thresholds import ThresholdHistory, Thresholds
-    from flawscope.export.onnx_export import export_bundle
-    from flawscope.runtime import Inspector
-
-    update_manifest(read_bundle(path / "b"), thresholds=ThresholdHistory().add(Thresholds.explicit(5.0)))
-    extra = {"calibration_images": good, "refit_images": good, "good_images": good} if int8 else {}
-    export_bundle(path / "b", path / "d", int8=int8, **extra)
-    return Inspector.load(path / "d", int8=int8, allow_unsigned=True)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +84,7 @@ def test_a_patchcore_station_survives_save_load_and_runs_in_one_onnx_graph(fitte
     assert recorded["anomaly"] == "patchcore" and recorded["anomaly_bank"] == BANK
     assert torch.equal(again.anomaly_.memory_bank_, model.anomaly_.memory_bank_)
     np.testing.assert_allclose(again.predict(images).scores, prediction.scores, atol=1e-5)
-    inspector = deployed(tmp_path, images)
+    inspector = deployed_inspector(tmp_path)
     np.testing.assert_allclose(inspector.score_many(images).scores, prediction.scores, atol=1e-3)
     graph = onnx.load(str(tmp_path / "d" / "model.onnx")).graph
     assert "ReduceMin" in {node.op_type for node in graph.node}  # the search is in the graph
@@ -117,7 +104,7 @@ def test_int8_export_refits_the_patchcore_coreset_on_the_quantised_features(fitt
     assert again.anomaly_.memory_bank_.shape == before.shape
     assert not torch.equal(again.anomaly_.memory_bank_, before)
     assert model.anomaly_.memory_bank_ is not again.anomaly_.memory_bank_  # the trained model's is kept
-    inspector = deployed(tmp_path, tiny_labelled["good_test"], int8=True, good=tiny_labelled["good"])
+    inspector = deployed_inspector(tmp_path, int8=True, good=tiny_labelled["good"])
     scores = inspector.score_many([*tiny_labelled["good_test"], *tiny_labelled["bad"]]).scores
     assert np.isfinite(scores).all()
 

@@ -14,16 +14,22 @@ QUICK = {"image_size": 64, "engine": "torch", "views": 0, "patience": 0, "thread
 FAST = {**QUICK, "epochs": 12, "width": 16, "ensemble": 1}
 
 
-def deployed(tmp_path, images):
-    """The bundle saved at ``tmp_path / "b"``, given a threshold, exported and run by the ONNX runtime."""
+def deployed_inspector(path, int8=False, good=()):
+    """The bundle at ``path / "b"`` with a threshold, exported (``int8``) to ``path / "d"``, run by ONNX."""
     from flawscope.bundle import read_bundle, update_manifest
     from flawscope.decide.thresholds import ThresholdHistory, Thresholds
     from flawscope.export.onnx_export import export_bundle
     from flawscope.runtime import Inspector
 
-    update_manifest(read_bundle(tmp_path / "b"), thresholds=ThresholdHistory().add(Thresholds.explicit(5.0)))
-    export_bundle(tmp_path / "b", tmp_path / "d")
-    return Inspector.load(tmp_path / "d", allow_unsigned=True).score_many(images)
+    update_manifest(read_bundle(path / "b"), thresholds=ThresholdHistory().add(Thresholds.explicit(5.0)))
+    extra = {"calibration_images": good, "refit_images": good, "good_images": good} if int8 else {}
+    export_bundle(path / "b", path / "d", int8=int8, **extra)
+    return Inspector.load(path / "d", int8=int8, allow_unsigned=True)
+
+
+def deployed(tmp_path, images):
+    """The scores the ONNX runtime gives ``images`` with the bundle saved at ``tmp_path / "b"``."""
+    return deployed_inspector(tmp_path).score_many(images)
 
 
 def test_a_map_score_is_the_top_area_mean_of_the_defect_map(tiny_labelled):
