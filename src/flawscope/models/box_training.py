@@ -23,7 +23,7 @@ from flawscope.features.cache import FeatureBank
 from flawscope.features.embedder import STRIDE
 from flawscope.models.base import Progress
 from flawscope.models.box_head import box_targets, flip_targets, head_loss
-from flawscope.models.training import choose_threads, torch_threads
+from flawscope.models.device import choose_threads, torch_threads
 
 if TYPE_CHECKING:
     from flawscope.models.box_detector import BoxDetector

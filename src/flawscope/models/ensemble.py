@@ -124,6 +124,7 @@ def train_ensemble(
         train_loss=first.train_loss,
         validation_loss=first.validation_loss,
         threads=first.threads,
+        device=first.device,
         seed=config.seed,
         notes=list(dict.fromkeys(n for log in logs for n in log.notes)),
     )

@@ -43,9 +43,10 @@ from torch import nn
 from flawscope.data.augment import AugmentSpec, augmented_views
 from flawscope.data.preprocess import Preprocessing
 from flawscope.errors import InputError
+from flawscope.models.device import choose_threads, torch_threads
 from flawscope.models.engine import make_runner
 from flawscope.models.heads import DefectHead
-from flawscope.models.training import _balanced_weights, choose_threads, torch_threads
+from flawscope.models.training import _balanced_weights
 from flawscope.models.tuned_trunk import (
     EpochKeeper,
     Stride8,

@@ -30,9 +30,9 @@ from flawscope.models.box_head import (
     flip_targets,
     head_loss,
 )
+from flawscope.models.device import choose_threads, torch_threads
 from flawscope.models.engine import make_runner
 from flawscope.models.finetune import FinetuneConfig, TuningLog
-from flawscope.models.training import choose_threads, torch_threads
 from flawscope.models.tuned_trunk import (
     EpochKeeper,
     Stride8,

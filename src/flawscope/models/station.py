@@ -53,6 +53,20 @@ def new_anomaly_head(model: Model) -> AnomalyModel:
     return head
 
 
+def anomaly_rows(score: str, good_rows: np.ndarray, val_good: np.ndarray | None) -> np.ndarray:
+    """The bank rows the anomaly head is fitted on: the good training rows, and for some scores more.
+
+    The validation images only stop the trained head early; the good-parts head has no such use
+    for them, and a PaDiM fitted on fewer good parts is a weaker one (found on magnetic_tile: the
+    station's head missed old defect types the live PaDiM caught). So with ``score`` ``"class"``
+    or ``"map"`` the validation good rows ``val_good`` join the fit. A fused or chosen score
+    standardises the head's evidence on the validation good parts, so there they stay out of it.
+    """
+    if score in ("class", "map") and val_good is not None:
+        return np.sort(np.concatenate([good_rows, val_good]))
+    return good_rows
+
+
 def fit_anomaly_head(model: Model, bank: FeatureBank, good_rows: np.ndarray) -> AnomalyModel:
     """The anomaly head fitted on the bank rows of good training images.
 

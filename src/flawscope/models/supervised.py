@@ -37,11 +37,12 @@ from flawscope.errors import InputError
 from flawscope.features.cache import FeatureBank, extract_bank
 from flawscope.features.embedder import STRIDE
 from flawscope.models.base import Model, Progress
+from flawscope.models.device import device_runner, training_device
 from flawscope.models.engine import make_runner
 from flawscope.models.ensemble import train_ensemble
 from flawscope.models.finetune import finetune_trunk
 from flawscope.models.heads import DefectHead, SupervisedHead
-from flawscope.models.station import fit_anomaly_head, refit_anomaly_head
+from flawscope.models.station import anomaly_rows, fit_anomaly_head, refit_anomaly_head
 from flawscope.models.supervised_params import (
     FUSED_PEAKS_MARGIN,
     check_params,
@@ -190,6 +191,7 @@ class SupervisedModel(Model):
             train_idx = [i for i in range(len(images)) if i not in set(val_idx)]
         pre = self._make_preprocessing([images[i] for i in train_idx] or list(images))
         check_canvas(self.views(), pre.height, pre.width)  # before any training time is spent
+        training_device(str(self.params["device"]))  # a GPU asked for must be there, also before
         images, targets, train_idx = self._with_pasted(images, targets, train_idx)
         self._soft_targets(targets)  # refuse labels soft_labels cannot read before any training time
         tuned = self._finetune(images, targets, train_idx, val_idx, progress)
@@ -262,11 +264,15 @@ class SupervisedModel(Model):
         self.preprocessing_ = self._make_preprocessing([images[i] for i in train_idx] or list(images))
         pre = self.preprocessing_
         self.runner_ = runner or make_runner(self._embedder(), pre.height, pre.width, self.config.engine)
+        extract = self.runner_  # predictions keep the CPU runner; only the bank is made on a GPU
+        device = training_device(str(self.params["device"]))
+        if runner is None and device.type != "cpu":
+            extract = device_runner(self._embedder(), device)
         masks, seg = pixel_targets(images, targets, self.classes_, segments=self.segments,
                                    from_boxes=self.from_boxes, binary=self.binary)  # fmt: skip
         spec = self.augment_spec()
         return extract_bank(
-            images, masks, seg, pre, self.runner_, spec if spec.views else None, train_idx, progress
+            images, masks, seg, pre, extract, spec if spec.views else None, train_idx, progress
         )
 
     def fit_bank(
@@ -322,16 +328,9 @@ class SupervisedModel(Model):
         self.temperature_ = float(train_log.temperature)
         self.anomaly_: Any = None
         if p["anomaly"]:
-            # The validation images only stop the trained head early; the good-parts head has no
-            # such use for them, and a PaDiM fitted on fewer good parts is a weaker one (found on
-            # magnetic_tile: the station's head missed old defect types the live PaDiM caught).
-            # A fused or chosen score standardises the head's evidence on the validation good
-            # parts, so there they stay out of its fit.
-            anomaly_rows = good_rows
-            if p["score"] in ("class", "map") and GOOD in self.classes_:
-                val_good = val_rows[labels[val_rows] == self._image_class(GOOD)]
-                anomaly_rows = np.sort(np.concatenate([good_rows, val_good]))
-            self.anomaly_ = fit_anomaly_head(self, bank, anomaly_rows)
+            good = self._image_class(GOOD) if GOOD in self.classes_ else None
+            val_good = val_rows[labels[val_rows] == good] if good is not None else None
+            self.anomaly_ = fit_anomaly_head(self, bank, anomaly_rows(str(p["score"]), good_rows, val_good))
         self.head_: nn.Module | None = None
         self.fusion_: torch.Tensor | None = None
         self._score_notes: list[str] = []

@@ -26,6 +26,10 @@ Hyperparameters of :class:`~flawscope.models.supervised.SupervisedModel` (beside
         >= 1); the graph's search costs about ``anomaly_bank`` x (channels + 1) multiply-adds per
         grid cell. Read by no other head.
     threads: torch threads while training (``None``: 1 on a busy machine, else all cores).
+    device: ``"cpu"`` (the default), or ``"cuda"`` / ``"cuda:N"``: the feature extraction and
+        the heads' training run on that GPU (:mod:`flawscope.models.device`); the fitted model,
+        its export and every prediction are on the CPU either way. Not with ``finetune`` or a
+        box detector (they train on the CPU only).
     finetune: ``"none"`` (frozen ImageNet trunk), ``"last"`` (its stride-16 blocks) or
         ``"full"`` (every trunk weight), trained on the image labels before the head
         (classifier and box_detector; :mod:`flawscope.models.finetune`); the tuned weights are saved.
@@ -92,6 +96,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flawscope.errors import InputError
+from flawscope.models.device import check_device
 from flawscope.models.finetune import FINETUNE_AUGMENT, FINETUNE_MODES, FinetuneConfig
 from flawscope.models.station import ANOMALY_HEADS
 from flawscope.models.training import TrainConfig
@@ -130,6 +135,7 @@ def default_params(own: Mapping[str, Any]) -> dict[str, Any]:
         "anomaly": None,
         "anomaly_bank": 512,
         "threads": None,
+        "device": "cpu",
         "score": "class",
         "finetune": "none",
         "finetune_epochs": 6,
@@ -248,6 +254,10 @@ def check_params(
         raise InputError("fine_level", "reads the frozen trunk's stride-4 map: needs finetune='none'")
     if p["augment"] is not None and not isinstance(p["augment"], Mapping):
         raise InputError("augment", "must be a mapping of albumentations transform name to its arguments")
+    check_device(p["device"])  # whether the GPU exists is asked when fitting: a bundle loads anywhere
+    if p["device"] != "cpu" and (p["finetune"] != "none" or name == "box_detector"):
+        what = "fine-tuning the trunk" if p["finetune"] != "none" else "the box head's training"
+        raise InputError("device", f"{what} runs on the CPU only: use device='cpu' with it")
 
 
 def train_config(p: Mapping[str, Any], seed: int, good_class: int | None) -> TrainConfig:
@@ -255,7 +265,7 @@ def train_config(p: Mapping[str, Any], seed: int, good_class: int | None) -> Tra
     return TrainConfig(
         p["epochs"], p["train_batch"], float(p["lr"]), float(p["weight_decay"]), p["patience"],
         float(p["seg_weight"]), float(p["synthetic"]), True, seed, p["threads"], int(p["smooth"]),
-        good_class, float(p["good_weight"]),
+        good_class, float(p["good_weight"]), str(p.get("device", "cpu")),
     )  # fmt: skip
 
 

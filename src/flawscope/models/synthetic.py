@@ -38,12 +38,12 @@ def add_synthetic(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Turn some good images of a batch into synthetic anomalies in feature space."""
     x, cells, y = x.clone(), cells.clone(), y.clone()
-    scale = 1.0 / head.inv_std  # noise in units of each channel's spread
+    scale = 1.0 / head.inv_std.cpu()  # noise in units of each channel's spread, drawn on the CPU
     for i in np.flatnonzero(good & (rng.random(len(good)) < probability)):
         mask = torch.from_numpy(blob_mask((x.shape[2], x.shape[3]), rng))
         strength = float(rng.uniform(0.5, 2.0))
         noise = torch.randn(x.shape[1], *mask.shape) * scale[:, None, None] * strength
-        x[i] += noise * mask
+        x[i] += (noise * mask).to(x.device)  # drawn on the CPU: the same noise on any device
         cells[i][mask] = 1
         y[i] = synthetic_class
     return x, cells, y

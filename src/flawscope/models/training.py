@@ -8,22 +8,17 @@ known. Early stopping keeps the state with the lowest validation loss (optionall
 the last few epochs: on 91 validation images of a retrained station the loss jumped by 0.4 from
 one epoch to the next, and the raw minimum chose epoch 14 in one retraining, 19 in the next); a
 temperature for the class probabilities is then fitted on the validation images, and their
-expected calibration error (ECE) is reported before and after.
-
-Torch runs on one thread when the machine is busier than its cores (os.getloadavg): on a shared
-two-core machine two torch threads ran 11x slower than one (their OpenMP workers wait on each
-other while other processes hold the cores).
+expected calibration error (ECE) is reported before and after. Where it runs (CPU threads or
+a GPU) is :mod:`flawscope.models.device`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +28,7 @@ import torch.nn.functional as F
 
 from flawscope.evaluate.supervised import expected_calibration_error
 from flawscope.features.cache import UNKNOWN, FeatureBank
+from flawscope.models.device import choose_threads, full_precision, torch_threads
 from flawscope.models.heads import DefectHead, defect_probability
 from flawscope.models.synthetic import add_synthetic
 
@@ -63,6 +59,8 @@ class TrainConfig:
         good_class: image class index of the good parts (``None``: no such class).
         good_weight: multiplies the good class's weight in the image loss (training and
             validation); sampling stays class-balanced. 1 keeps every class's loss balanced.
+        device: the torch device the head trains on (:mod:`flawscope.models.device`); the
+            trained head is returned on the CPU.
     """
 
     epochs: int = 20
@@ -78,6 +76,7 @@ class TrainConfig:
     smooth: int = 1
     good_class: int | None = None
     good_weight: float = 1.0
+    device: str = "cpu"
 
 
 @dataclass
@@ -96,6 +95,7 @@ class TrainLog:
     notes: list[str] = field(default_factory=list)
     seed: int = 0
     members: list[dict[str, Any]] = field(default_factory=list)
+    device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
         data = asdict(self)
@@ -104,29 +104,6 @@ class TrainLog:
         if not self.members:
             del data["members"]  # a single head: its log is this one
         return data
-
-
-def choose_threads(requested: int | None) -> int:
-    """Torch threads for training: as asked, else 1 when the load exceeds the cores."""
-    if requested is not None:
-        return max(1, int(requested))
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0] > cores
-    except OSError:
-        busy = False
-    return 1 if busy else cores
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch threads, then restore the previous count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _losses(
@@ -279,7 +256,7 @@ def train_head(
     """
     if soft is not None and synthetic_class is not None:
         raise ValueError("soft targets and synthetic anomalies cannot be combined")
-    log_out = TrainLog(threads=choose_threads(config.threads), seed=config.seed)
+    log_out = TrainLog(threads=choose_threads(config.threads), seed=config.seed, device=config.device)
     start = time.perf_counter()
     if len(validation_rows) and len(np.unique(labels[validation_rows])) < 2:
         # Good parts only (a mixed model with a few labelled defects): the lowest validation loss
@@ -299,6 +276,13 @@ def train_head(
     sample_p = class_weights.numpy()[labels[train_rows]] / per_image[bank.image[train_rows]]
     sample_p = sample_p / sample_p.sum()
     class_weights = weigh_good(class_weights, config)
+    # On a GPU (``config.device``) the head goes there, and the bank's features too, once (half
+    # precision, as cached): each batch is then indexed and converted there instead of copied
+    # from the CPU every step. The batches' random draws are made on the CPU either way.
+    device = torch.device(config.device)
+    head.to(device)
+    features = bank.features if device.type == "cpu" else bank.features.to(device)
+    weights_on = (class_weights.to(device), None if seg_weights is None else seg_weights.to(device))
     # An epoch is one image's worth of steps per training image; augmented views are alternatives
     # drawn in their image's place, not extra passes (which would multiply the training time).
     n_images = len(np.unique(bank.image[train_rows]))
@@ -309,7 +293,7 @@ def train_head(
     )
     best_state, best_loss, stale = copy.deepcopy(head.state_dict()), math.inf, 0
     warm_up = math.ceil(WARM_UP * config.epochs)
-    with torch_threads(log_out.threads):
+    with torch_threads(log_out.threads), full_precision():
         for epoch in range(config.epochs):
             head.train()
             total = 0.0
@@ -317,7 +301,7 @@ def train_head(
                 pick = rng.choice(len(train_rows), size=config.batch_size, p=sample_p)
                 rows = train_rows[pick]
                 index = torch.from_numpy(rows)
-                x = bank.features[index].float()
+                x = features[index.to(features.device)].float()
                 cells = bank.cells[index].clone()
                 cells[~bank.valid[index]] = UNKNOWN
                 y = torch.from_numpy(labels[rows]).long()
@@ -331,7 +315,9 @@ def train_head(
                     if rng.random() < 0.5:
                         x, cells = x.flip(-2), cells.flip(-2)
                 target = y if soft is None else torch.from_numpy(soft[rows]).float()
-                loss, _ = _losses(head, x, target, cells, class_weights, seg_weights, config.seg_weight)
+                loss, _ = _losses(
+                    head, x.to(device), target.to(device), cells.to(device), *weights_on, config.seg_weight
+                )
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -344,9 +330,7 @@ def train_head(
             if len(validation_rows) == 0:
                 best_state, log_out.best_epoch = copy.deepcopy(head.state_dict()), epoch + 1
                 continue
-            val_loss, _ = _evaluate(
-                head, bank, validation_rows, labels, class_weights, seg_weights, config.seg_weight
-            )
+            val_loss, _ = _evaluate(head, bank, validation_rows, labels, *weights_on, config.seg_weight)
             log_out.validation_loss.append(val_loss)
             window = log_out.validation_loss[-max(1, config.smooth) :]
             if len(window) < config.smooth and epoch + 1 < config.epochs:
@@ -369,6 +353,7 @@ def train_head(
                 if config.patience and stale >= config.patience and epoch + 1 > warm_up:
                     break
         head.load_state_dict(best_state)
+        head.to("cpu")
         head.eval()
         calibrate_head(
             head, bank, validation_rows, labels, class_weights, seg_weights, config.seg_weight, log_out
@@ -386,8 +371,12 @@ def _evaluate(
     seg_weights: torch.Tensor | None,
     seg_weight: float,
 ) -> tuple[float, torch.Tensor]:
-    """Mean loss and image logits over rows (no flips, no synthetic anomalies)."""
+    """Mean loss and image logits (on the CPU) over rows (no flips, no synthetic anomalies).
+
+    The batches run on the head's device; the weights must be there too.
+    """
     head.eval()
+    device = next(head.parameters()).device
     total, logits = 0.0, []
     with torch.no_grad():
         for start in range(0, len(rows), 32):
@@ -395,9 +384,10 @@ def _evaluate(
             cells = bank.cells[index].clone()
             cells[~bank.valid[index]] = UNKNOWN
             y = torch.from_numpy(labels[rows[start : start + 32]]).long()
+            x = bank.features[index].float()
             loss, out = _losses(
-                head, bank.features[index].float(), y, cells, class_weights, seg_weights, seg_weight
+                head, x.to(device), y.to(device), cells.to(device), class_weights, seg_weights, seg_weight
             )
             total += float(loss) * len(index)
-            logits.append(out)
+            logits.append(out.cpu())
     return total / max(len(rows), 1), torch.cat(logits)
