@@ -24,10 +24,6 @@ reported, never chosen on.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +72,7 @@ def main() -> None:
     from flawscope.features.cache import FeatureBank
     from flawscope.models.io import load_model
     from flawscope.models.station import fit_anomaly_head
+    from run_record import RunRecord
     from supervised import bank_key, load, recall_at_frr, splits
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -90,7 +87,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results" / "anomaly_pair.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    t0, c0 = time.perf_counter(), time.process_time()
+    record = RunRecord()
     samples, images, targets = load(args.dataset)
     folds = splits(args.dataset, samples)
     first, _ = load_model(Path(args.save[0]) / f"{args.dataset}-segment" / "fold0")
@@ -186,18 +183,7 @@ def main() -> None:
             f"{r['candidate']} | {r['validation_pauroc_mean']:.4f} ({folds_text}) | {r['image_auroc']:.4f} | "
             f"{r['image_ap']:.4f} | {r['recall_at_1pct_frr']:.3f} | {r['missed']} {r['missed_per_type']}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "command": "python benchmarks/anomaly_pair.py " + " ".join(f"{k}={v}" for k, v in vars(args).items()),
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - t0, 1),
-        "cpu_seconds": round(time.process_time() - c0, 1),
-        "load_average": os.getloadavg(),
-        "candidates": rows_out,
-    }
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {out}")
+    record.write(args.out, args, candidates=rows_out)
 
 
 if __name__ == "__main__":

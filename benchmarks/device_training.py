@@ -17,8 +17,6 @@ its heads are close to, not equal to, the CPU's).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import platform
 import time
@@ -107,11 +105,14 @@ def fit_on(device: str, data: dict[str, Any], threads: int) -> dict[str, Any]:
 def main() -> None:
     import torch
 
+    from run_record import RunRecord
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", default="cpu,cuda", help="devices to fit on, in order")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (CPU work)")
     parser.add_argument("--out", default=str(HERE / "results" / "device_training.json"))
     args = parser.parse_args()
+    record = RunRecord()
     t0 = time.perf_counter()
     data = parts()
     made = time.perf_counter() - t0
@@ -142,20 +143,9 @@ def main() -> None:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-    options = [f"--{k}={v}" for k, v in vars(args).items()]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "command": " ".join(["python benchmarks/device_training.py", *options]),
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine,
-        "load_average": os.getloadavg(),
-        "rank_correlation": agreement,
-        "cuda_init_seconds": cuda_init,
-        "runs": runs,
-    }  # fmt: skip
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {out}")
+    record.write(
+        args.out, args, machine=machine, rank_correlation=agreement, cuda_init_seconds=cuda_init, runs=runs
+    )
 
 
 if __name__ == "__main__":

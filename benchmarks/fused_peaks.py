@@ -19,10 +19,6 @@ test folds are reported, never chosen on.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +37,7 @@ def main() -> None:
     from flawscope.evaluate.crossval import validation_metrics
     from flawscope.features.cache import FeatureBank
     from flawscope.models.io import load_model
+    from run_record import RunRecord
     from supervised import load, recall_at_frr, splits
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -53,7 +50,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results" / "fused_peaks.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    t0, c0 = time.perf_counter(), time.process_time()
+    record = RunRecord()
     samples, images, targets = load(args.dataset)
     folds = splits(args.dataset, samples)
     found = sorted(Path(args.cache).glob(f"{args.dataset}-segment-*-bank.safetensors"))
@@ -136,18 +133,7 @@ def main() -> None:
             f"{r['fused_peaks']}/{r['fused_defect']} | {r['validation_pauroc_mean']:.4f} ({folds_text}) | "
             f"{r['image_auroc']:.4f} | {r['image_ap']:.4f} | {r['recall_at_1pct_frr']:.3f}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "command": "python benchmarks/fused_peaks.py " + " ".join(f"{k}={v}" for k, v in vars(args).items()),
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - t0, 1),
-        "cpu_seconds": round(time.process_time() - c0, 1),
-        "load_average": os.getloadavg(),
-        "rules": rows,
-    }
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {out}")
+    record.write(args.out, args, rules=rows)
 
 
 if __name__ == "__main__":
