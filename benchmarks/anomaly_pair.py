@@ -65,7 +65,6 @@ def standardised(model: Any, bank: Any, rows: np.ndarray, geometries: list[Any])
 
 def main() -> None:
     import torch
-    from sklearn.metrics import average_precision_score, roc_auc_score
 
     from flawscope.data.preprocess import geometry_of
     from flawscope.evaluate.crossval import validation_metrics
@@ -73,7 +72,7 @@ def main() -> None:
     from flawscope.models.io import load_model
     from flawscope.models.station import fit_anomaly_head
     from run_record import RunRecord
-    from supervised import bank_key, load, recall_at_frr, splits
+    from supervised import bank_key, load, pooled_line, pooled_metrics, splits
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -160,29 +159,13 @@ def main() -> None:
         ]
         s = np.concatenate([c[name][f["test"]] for c, f in zip(scored, per_fold, strict=True)])
         second_good = np.sort(s[y == 0])[::-1][1]
-        recall = recall_at_frr(s, y)
-        rows_out.append(
-            {
-                "candidate": name,
-                "validation_pauroc": pauroc,
-                "validation_pauroc_mean": float(np.mean(pauroc)),
-                "image_auroc": float(roc_auc_score(y, s)),
-                "image_ap": float(average_precision_score(y, s)),
-                "recall_at_1pct_frr": recall,
-                "missed": round((1 - recall) * int(y.sum())),
-                "missed_per_type": {
-                    c: int(np.sum((s <= second_good) & (classes == c)))
-                    for c in sorted(set(classes) - {"good"})
-                },
-            }
-        )
+        missed = {
+            c: int(np.sum((s <= second_good) & (classes == c))) for c in sorted(set(classes) - {"good"})
+        }
+        rows_out.append({"candidate": name, **pooled_metrics(pauroc, s, y), "missed_per_type": missed})
     print("candidate | val pAUROC@5% (mean; per fold) | image AUROC | AP | recall@FRR<=1% pooled | missed")
     for r in rows_out:
-        folds_text = "/".join(f"{v:.3f}" for v in r["validation_pauroc"])
-        print(
-            f"{r['candidate']} | {r['validation_pauroc_mean']:.4f} ({folds_text}) | {r['image_auroc']:.4f} | "
-            f"{r['image_ap']:.4f} | {r['recall_at_1pct_frr']:.3f} | {r['missed']} {r['missed_per_type']}"
-        )
+        print(pooled_line(r["candidate"], r), f"| {r['missed']} {r['missed_per_type']}")
     record.write(args.out, args, candidates=rows_out)
 
 

@@ -29,7 +29,6 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> None:
     import torch
-    from sklearn.metrics import average_precision_score, roc_auc_score
 
     from flawscope.data.preprocess import geometry_of
     from flawscope.decide.calibration import calibrate
@@ -38,7 +37,7 @@ def main() -> None:
     from flawscope.features.cache import FeatureBank
     from flawscope.models.io import load_model
     from run_record import RunRecord
-    from supervised import load, recall_at_frr, splits
+    from supervised import load, pooled_line, pooled_metrics, splits
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--save", required=True, help="the --save folder of a benchmarks/supervised.py run")
@@ -106,7 +105,6 @@ def main() -> None:
         s = per_rule[rule]["scores"][tested]
         cal_ = per_rule[rule]["calibrated"]
         good = np.sort(s[y == 0])[::-1]
-        recall = recall_at_frr(s, y)
         per_type = {
             c: float(np.mean([s[j] > good[1] for j, i in enumerate(tested) if targets.classes[i] == c]))
             for c in sorted({targets.classes[i] for i in tested} - {"good"})
@@ -115,12 +113,7 @@ def main() -> None:
             {
                 "fused_peaks": rule.partition("/")[0],
                 "fused_defect": rule.partition("/")[2] or defects[0],
-                "validation_pauroc": per_rule[rule]["validation_pauroc"],
-                "validation_pauroc_mean": float(np.mean(per_rule[rule]["validation_pauroc"])),
-                "image_auroc": float(roc_auc_score(y, s)),
-                "image_ap": float(average_precision_score(y, s)),
-                "recall_at_1pct_frr": recall,
-                "missed": round((1 - recall) * int(y.sum())),
+                **pooled_metrics(per_rule[rule]["validation_pauroc"], s, y),
                 "calibrated_frr": float(np.mean([cal_[i] == "fail" for i in tested if defective[i] == 0])),
                 "calibrated_recall": float(np.mean([cal_[i] == "fail" for i in tested if defective[i] == 1])),
                 "recall_above_second_good_per_type": per_type,
@@ -128,11 +121,7 @@ def main() -> None:
         )
     print("peaks/defect | val pAUROC@5% (mean; per fold) | image AUROC | AP | recall@FRR<=1% (pooled test)")
     for r in rows:
-        folds_text = "/".join(f"{v:.3f}" for v in r["validation_pauroc"])
-        print(
-            f"{r['fused_peaks']}/{r['fused_defect']} | {r['validation_pauroc_mean']:.4f} ({folds_text}) | "
-            f"{r['image_auroc']:.4f} | {r['image_ap']:.4f} | {r['recall_at_1pct_frr']:.3f}"
-        )
+        print(pooled_line(f"{r['fused_peaks']}/{r['fused_defect']}", r))
     record.write(args.out, args, rules=rows)
 
 

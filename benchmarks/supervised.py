@@ -88,6 +88,30 @@ def recall_at_frr(scores: np.ndarray, labels: np.ndarray, frr: float = 0.01) -> 
     return float(evaluate_scores(scores, labels, types, frr=frr).overall.recall_at_frr or 0.0)
 
 
+def pooled_metrics(validation_pauroc: list[float], scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """A configuration's criterion (the mean of its folds' validation pAUROC) and pooled test figures."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    recall = recall_at_frr(scores, labels)
+    return {
+        "validation_pauroc": list(validation_pauroc),
+        "validation_pauroc_mean": float(np.mean(validation_pauroc)),
+        "image_auroc": float(roc_auc_score(labels, scores)),
+        "image_ap": float(average_precision_score(labels, scores)),
+        "recall_at_1pct_frr": recall,
+        "missed": round((1 - recall) * int(np.sum(labels))),
+    }
+
+
+def pooled_line(name: str, row: dict[str, Any]) -> str:
+    """One table line of :func:`pooled_metrics`: name | criterion (per fold) | AUROC | AP | recall."""
+    folds = "/".join(f"{v:.3f}" for v in row["validation_pauroc"])
+    return (
+        f"{name} | {row['validation_pauroc_mean']:.4f} ({folds}) | {row['image_auroc']:.4f} | "
+        f"{row['image_ap']:.4f} | {row['recall_at_1pct_frr']:.3f}"
+    )
+
+
 def bank_key(model: Any) -> str:
     """A short hash of what changes a feature bank: the trunk, the canvas, the augmented views.
 
