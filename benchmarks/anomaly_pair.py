@@ -160,7 +160,7 @@ def main() -> None:
         s = np.concatenate([c[name][f["test"]] for c, f in zip(scored, per_fold, strict=True)])
         second_good = np.sort(s[y == 0])[::-1][1]
         missed = {
-            c: int(np.sum((s <= second_good) & (classes == c))) for c in sorted(set(classes) - {"good"})
+            str(c): int(np.sum((s <= second_good) & (classes == c))) for c in sorted(set(classes) - {"good"})
         }
         rows_out.append({"candidate": name, **pooled_metrics(pauroc, s, y), "missed_per_type": missed})
     print("candidate | val pAUROC@5% (mean; per fold) | image AUROC | AP | recall@FRR<=1% pooled | missed")
