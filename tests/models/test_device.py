@@ -90,3 +90,16 @@ def test_a_station_trained_on_the_gpu_is_a_cpu_model_that_learns_like_the_cpu_on
     again, _ = load_model(tmp_path / "b")
     np.testing.assert_allclose(again.predict(images).scores, gpu_scores, atol=1e-5)
     np.testing.assert_allclose(deployed(tmp_path, images).scores, gpu_scores, atol=1e-3)
+
+
+@GPU
+def test_synthetic_anomalies_are_drawn_alike_for_a_model_trained_on_the_gpu(tiny_labelled):
+    # A mixed model trained on good parts alone learns from synthetic anomalies in feature
+    # space; they are drawn on the CPU and added on the GPU, so the first epoch matches the CPU's.
+    logs = [
+        get_model_class("mixed")(**FAST, device=device).fit(tiny_labelled["good"]).training_["log"]
+        for device in ("cuda", "cpu")
+    ]
+    assert [log["device"] for log in logs] == ["cuda", "cpu"]
+    assert logs[0]["train_loss"][0] == pytest.approx(logs[1]["train_loss"][0], rel=1e-3)
+    assert np.isfinite(logs[0]["train_loss"]).all()
