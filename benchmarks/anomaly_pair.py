@@ -41,7 +41,7 @@ def standardised(model: Any, bank: Any, rows: np.ndarray, geometries: list[Any])
     """
     import torch
 
-    from flawscope.data.preprocess import canvas_valid_mask, inner_cells
+    from flawscope.data.outputs import in_image_peaks
     from flawscope.features.cache import STRIDE
 
     names = model.declaration().output_names
@@ -51,10 +51,12 @@ def standardised(model: Any, bank: Any, rows: np.ndarray, geometries: list[Any])
             head(bank.features[torch.from_numpy(rows[s : s + 32])].float()) for s in range(0, len(rows), 32)
         ]
     raw = {name: torch.cat([o[j] for o in outs]).numpy() for j, name in enumerate(names)}
-    cells = inner_cells(
-        canvas_valid_mask(geometries, model.preprocessing_, STRIDE), model._fusion_margin() or 0
-    )
-    peaks = np.where(cells[:, None], raw["fusion_maps"], -np.inf).reshape(len(rows), 2, -1).max(axis=2)
+    # each map's peak inside the image, as the finishing takes it (one channel at a time)
+    margin = model._fusion_margin() or 0
+    peaks = np.column_stack([
+        in_image_peaks(raw["fusion_maps"][:, [c]], geometries, model.preprocessing_, STRIDE, margin)
+        for c in range(raw["fusion_maps"].shape[1])
+    ])  # fmt: skip
     z = np.column_stack([raw["defect_score"], peaks]).astype(np.float64)
     finished = model.predict_bank(bank, rows, geometries).scores
     gap = float(np.abs(z.sum(axis=1) - finished).max())

@@ -44,10 +44,8 @@ def paired_ratio(alone: Callable[[], object], station: Callable[[], object], sec
 def main() -> None:
     import torch
 
-    from flawscope.data.datasets import read_samples
-    from flawscope.data.synthetic import SyntheticSpec, write_dataset
     from run_record import RunRecord
-    from throughput import station_name, station_probes
+    from throughput import station_name, station_probes, synthetic_parts
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--station-anomaly", default="padim,patchcore", help="the stations' anomaly heads")
@@ -63,11 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         # the parts and bundles of throughput.py --station, made the same way
-        spec = SyntheticSpec(
-            size=(args.size, args.size), n_train=args.n_train, n_test_good=24, n_test_defect_per_type=2
-        )
-        dataset = write_dataset(folder / "data", spec)
-        images = list(read_samples(dataset.test, masks=False).images)
+        dataset, images = synthetic_parts(folder, args.size, args.n_train)
         out, probes = station_probes(dataset, images, folder, args)
         calls = {(model, row): call for model, row, call, _ in probes}
         pairs = [

@@ -444,6 +444,16 @@ def station_probes(
     return out, probes
 
 
+def synthetic_parts(folder: Path, size: int, n_train: int) -> tuple[Any, list[np.ndarray]]:
+    """The generated dataset every row is timed on, and its test images (decoded once, reused)."""
+    from flawscope.data.datasets import read_samples
+    from flawscope.data.synthetic import SyntheticSpec, write_dataset
+
+    spec = SyntheticSpec(size=(size, size), n_train=n_train, n_test_good=24, n_test_defect_per_type=2)
+    dataset = write_dataset(folder / "data", spec)
+    return dataset, list(read_samples(dataset.test, masks=False).images)
+
+
 def station_name(head: str) -> str:
     """The rows' name of the station with this anomaly head (``station`` for PaDiM, as before)."""
     return "station" if head == "padim" else f"station-{head}"
@@ -534,9 +544,7 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from flawscope.data.datasets import read_samples
     from flawscope.data.preprocess import Preprocessing, to_batch
-    from flawscope.data.synthetic import SyntheticSpec, write_dataset
     from flawscope.export.onnx_export import export_scorer
     from flawscope.features.backbones import BACKBONES
 
@@ -545,11 +553,7 @@ def main() -> None:
     notes = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        spec = SyntheticSpec(
-            size=(args.size, args.size), n_train=args.n_train, n_test_good=24, n_test_defect_per_type=2
-        )
-        dataset = write_dataset(folder / "data", spec)
-        images = list(read_samples(dataset.test, masks=False).images)  # decoded once, reused by every row
+        dataset, images = synthetic_parts(folder, args.size, args.n_train)
         spec_b = BACKBONES["efficientnet_lite0"]
         pre = Preprocessing(args.size, args.size, "fit_pad", spec_b.mean, spec_b.std)
         log("bare trunk")
