@@ -35,31 +35,14 @@ sys.path.insert(0, str(HERE))
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def region_matches(verdicts: list[Any], truth: list[tuple[Any, ...]]) -> dict[str, float]:
-    """Precision, recall, F1 of verdict regions against true boxes (greedy, one match each)."""
-    hits = n_regions = n_truth = 0
-    for verdict, boxes in zip(verdicts, truth, strict=True):
-        free = list(boxes)
-        n_truth += len(boxes)
-        for region in sorted(verdict.regions, key=lambda r: -r.peak):
-            n_regions += 1
-            scored = [(_iou(region.bbox, t[:4]), j) for j, t in enumerate(free) if t[4] == region.category]
-            best = max(scored, default=(0.0, -1))
-            if best[0] >= 0.5:
-                hits += 1
-                free.pop(best[1])
-    precision = hits / n_regions if n_regions else 0.0
-    recall = hits / n_truth if n_truth else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"regions": n_regions, "true_boxes": n_truth, "precision": precision, "recall": recall, "f1": f1}
+    """Precision, recall, F1 of verdict regions against true boxes (``evaluate.supervised.region_f1``)."""
+    from flawscope.evaluate.supervised import region_f1
+
+    found = [[(*r.bbox, r.peak, r.category) for r in v.regions] for v in verdicts]
+    r = region_f1(found, truth)
+    return {"regions": r["kept"], "true_boxes": r["true_boxes"], "precision": r["precision"],
+            "recall": r["recall"], "f1": r["f1"]}  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
@@ -142,6 +125,7 @@ def main() -> None:
             )
         out["validation_regions"] = rows
         out["best_level_by_validation_f1"] = max(rows, key=lambda r: r["f1"])["level"]
+        out["learnt_box_level"] = prediction.box_level  # the bundle's own (None: trained before it)
     out["cpu_seconds"] = round(time.process_time() - c0, 1)
     out["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     out["load_average_after"] = os.getloadavg()

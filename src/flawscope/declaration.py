@@ -18,7 +18,9 @@ Output kinds (``B`` parts, ``h x w`` the canvas grid at the output's stride, ``K
   background), from which regions get their category and boxes their class.
 * ``boxes``: ``(B, N, 6)`` float detections per image, highest confidence first: ``x0, y0, x1,
   y1`` in canvas pixels (x1/y1 exclusive), the confidence in ``[0, 1]`` and the class index into
-  ``classes`` (stored as a float); a row whose confidence is 0 is empty (all zeros).
+  ``classes`` (stored as a float); a row whose confidence is 0 is empty (all zeros). The
+  declaration's ``extra["box_level"]``, where a detector learnt one on its validation images, is
+  the confidence a box needs to be a verdict's region unless the thresholds set ``region_level``.
 * ``fusion_maps``: ``(B, 2, h, w)`` float standardised anomaly and defect maps of a fused score:
   the decision's ``image_score`` is completed by adding each map's highest cell *inside the
   image* (cells whose centre lies in the image, not in the mirrored padding; the declaration's

@@ -121,6 +121,8 @@ class Prediction:
         class_maps: N ``(H_i, W_i)`` int per-pixel class indices into ``classes``, or ``()``.
         boxes: per image, its detected boxes ``(x0, y0, x1, y1, confidence, class)`` in image
             pixels, highest confidence first, from a model with a ``boxes`` output; ``()`` otherwise.
+        box_level: the confidence a box needs to be a region, as the model learnt it on its
+            validation images (the declaration's ``extra["box_level"]``); ``None``: the default.
     """
 
     scores: np.ndarray
@@ -132,6 +134,7 @@ class Prediction:
     classes: tuple[str, ...] = ()
     class_maps: tuple[np.ndarray, ...] = ()
     boxes: tuple[tuple[tuple[float, float, float, float, float, str], ...], ...] = ()
+    box_level: float | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -153,6 +156,7 @@ class Prediction:
             classes=self.classes,
             class_maps=pick(self.class_maps),
             boxes=tuple(self.boxes[i] for i in rows) if self.boxes else (),
+            box_level=self.box_level,
         )
 
 

@@ -211,3 +211,14 @@ def test_a_box_that_is_not_finite_is_an_error():
     v = decide_many(replace(prediction, boxes=(bad, *prediction.boxes[1:])), Thresholds.explicit(0.5))
     assert v[0].outcome is Outcome.ERROR and "box" in v[0].reason
     assert v[1].outcome is Outcome.FAIL
+
+
+def test_a_detector_s_learnt_box_level_is_the_default_and_the_thresholds_override_it():
+    from dataclasses import replace
+
+    learnt = replace(_detections(), box_level=0.7)
+    v = decide_many(learnt, Thresholds.explicit(0.5))
+    assert [r.category for r in v[0].regions] == ["crack"]  # the 0.6 spot is below the learnt 0.7
+    both = decide_many(learnt, Thresholds.explicit(0.5, region_level=0.5))
+    assert [r.category for r in both[0].regions] == ["crack", "spot"]  # the thresholds' level wins
+    assert learnt.select([0]).box_level == 0.7

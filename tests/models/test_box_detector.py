@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -140,3 +141,51 @@ def test_iou_aware_boxes_are_learnt_and_survive_save_load(tmp_path):
     np.testing.assert_allclose(
         [d[4] for b in again for d in b], [d[4] for b in prediction.boxes for d in b], atol=1e-6
     )
+
+
+def test_the_region_level_is_chosen_on_validation_boxes():
+    from flawscope.models.box_training import BOX_LEVELS, choose_box_level
+
+    truth = [[(0.0, 0.0, 10.0, 10.0, "a")], [(20.0, 20.0, 30.0, 30.0, "a")], [(5.0, 5.0, 9.0, 9.0, "b")]]
+    # true boxes found at 0.55-0.7, false alarms at 0.3-0.45: every level in (0.45, 0.55] keeps
+    # only the hits (F1 1.0)
+    found = [
+        [(0.0, 0.0, 10.0, 10.0, 0.7, "a"), (40.0, 40.0, 50.0, 50.0, 0.45, "a")],
+        [(20.0, 20.0, 30.0, 31.0, 0.55, "a"), (0.0, 0.0, 4.0, 4.0, 0.3, "b")],
+        [(5.0, 5.0, 9.0, 9.0, 0.6, "b")],
+    ]
+    level, rows = choose_box_level(found, truth, default=0.3)
+    assert level == 0.5 and [r["level"] for r in rows] == list(BOX_LEVELS)
+    assert next(r for r in rows if r["level"] == 0.5)["f1"] == 1.0
+    assert next(r for r in rows if r["level"] == 0.3)["f1"] < 1.0
+    # equal F1s keep the level nearest the default; no match at all keeps the default (None)
+    one = [[(0.0, 0.0, 10.0, 10.0, "a")]]
+    assert choose_box_level([[(0.0, 0.0, 10.0, 10.0, 0.9, "a")]], one, 0.3)[0] == 0.3
+    assert choose_box_level([[(50.0, 50.0, 60.0, 60.0, 0.9, "a")]], one, 0.3)[0] is None
+
+
+def test_a_fitted_detector_learns_its_region_level_and_its_bundle_keeps_it(tmp_path):
+    from flawscope.decide.thresholds import Thresholds
+    from flawscope.decide.verdict import DEFAULT_BOX_LEVEL, decide_many
+    from flawscope.models.io import load_model, save_model
+
+    fitted = fitted_on_scenes()
+    model, test = fitted.model, fitted.test
+    log = model.training_["box_log"]
+    assert model.box_level_ == log["box_level"] and model.box_level_ is not None
+    best = max(r["f1"] for r in log["region_levels"])
+    assert next(r for r in log["region_levels"] if r["level"] == model.box_level_)["f1"] == best
+    assert model.declaration().extra["box_level"] == model.box_level_
+    prediction = model.predict(test)
+    assert prediction.box_level == model.box_level_
+    verdicts = decide_many(prediction, Thresholds.explicit(1e-9))  # every part fails: all get regions
+    assert all(v.outcome.value == "fail" for v in verdicts)
+    for verdict, boxes in zip(verdicts, prediction.boxes, strict=True):
+        assert len(verdict.regions) == sum(b[4] >= model.box_level_ for b in boxes)
+    save_model(model, tmp_path / "b")
+    loaded, _ = load_model(tmp_path / "b")
+    assert loaded.box_level_ == model.box_level_ and loaded.predict(test[:2]).box_level == model.box_level_
+    # a bundle from before the level was learnt declares none: its verdicts keep the default
+    older = type(model).__new__(type(model))
+    older.load_declaration(dataclasses.replace(model.declaration(), extra={}))
+    assert older.box_level_ is None and DEFAULT_BOX_LEVEL == 0.3

@@ -51,6 +51,8 @@ def test_the_runtime_s_regions_are_the_models_boxes(box_bundle):
 
     inspector = Inspector.load(box_bundle.path, threads=1)
     got = inspector.inspect_many(box_bundle.images)
+    # the deployed bundle carries the region level the detector learnt (here overridden by THRESHOLDS)
+    assert inspector.score_many(box_bundle.images[:1]).box_level == box_bundle.model.box_level_ is not None
     prediction = box_bundle.model.predict(box_bundle.images)  # type: ignore[attr-defined]
     rules = {k: v for k, v in THRESHOLDS.items() if k != "reject"}
     want = decide_many(prediction, Thresholds.explicit(THRESHOLDS["reject"], **rules))

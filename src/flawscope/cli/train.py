@@ -138,6 +138,9 @@ def _train_labelled(
     if log.get("ece_after") is not None:
         ece = f"{log['ece_before']:.3f} -> {log['ece_after']:.3f} (T = {log['temperature']:.2f})"
         table.add_row("validation ECE (before -> after temperature)", ece)
+    boxes = model.training_.get("box_log") or {}
+    if "box_level" in boxes:
+        table.add_row("region level of the boxes", _box_level_row(boxes))
     table.add_row("outputs", ", ".join(model.declaration().output_names))
     table.add_row("fit time", f"{result.fit_seconds:.1f} s")
     table.add_row("bundle", escape(str(output)))
@@ -145,6 +148,15 @@ def _train_labelled(
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     _calibrate_on_holdout(result, output, target_frr)
+
+
+def _box_level_row(box_log: dict[str, Any]) -> str:
+    """A detector's learnt region level, with the validation F1 that chose it."""
+    level = box_log["box_level"]
+    if level is None:
+        return "default (no validation boxes matched)"
+    row = next(r for r in box_log.get("region_levels", []) if r["level"] == level)
+    return f"{level:g} (validation F1 {row['f1']:.3f}; thresholds' region_level overrides it)"
 
 
 def train_command(

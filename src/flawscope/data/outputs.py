@@ -150,6 +150,7 @@ def finish_outputs(
             margin = int(declaration.extra.get("fusion_margin", 0))
             fusion_peaks = in_image_peaks(value, geometries, config, spec.stride or 1, margin)
     kind = declaration.decision_kind
+    level = declaration.extra.get("box_level") if boxes else None
     if kind is OutputKind.ANOMALY_MAP:
         assert anomaly_scores is not None
         return Prediction(
@@ -176,6 +177,7 @@ def finish_outputs(
         classes=declaration.classes,
         class_maps=class_maps,
         boxes=boxes,
+        box_level=None if level is None else float(level),
     )
 
 
@@ -199,6 +201,7 @@ def concat_predictions(parts: Sequence[Prediction]) -> Prediction:
         classes=first.classes,
         class_maps=tuple(m for p in parts for m in p.class_maps),
         boxes=tuple(b for p in parts for b in p.boxes),
+        box_level=first.box_level,
     )
 
 

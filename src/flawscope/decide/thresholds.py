@@ -84,7 +84,8 @@ class Thresholds:
             goes to review ("looks unlike the good parts, yet no defect class is confident");
             for stations that have an anomaly head beside a trained one.
         region_level: level at which regions are cut from a defect-probability map (default
-            0.5), and the confidence a detected box needs to be a region (default 0.3, see
+            0.5), and the confidence a detected box needs to be a region (default: the level the
+            detector learnt on its validation images, else 0.3, see
             :data:`flawscope.decide.verdict.DEFAULT_BOX_LEVEL`); maps on the score's scale are
             always cut at the reject threshold.
         recall: share of calibration defective parts rejected, if defect scores were given.

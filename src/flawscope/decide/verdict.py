@@ -153,7 +153,8 @@ def decide_many(
     score's scale, at ``region_level`` (default 0.5) when they hold probabilities; only for
     parts that do not pass (a passing part's score-scale map has nothing at the threshold).
     A model without maps but with detected boxes (``prediction.boxes``) has one region per box
-    whose confidence reaches ``region_level`` (default :data:`DEFAULT_BOX_LEVEL`), with the
+    whose confidence reaches ``region_level`` (else the level the model learnt on its validation
+    images, ``prediction.box_level``, else :data:`DEFAULT_BOX_LEVEL`), with the
     box's class as its category and its confidence as its peak; the region rules (area,
     count) apply to them alike.
 
@@ -188,7 +189,9 @@ def decide_many(
     boxes = prediction.boxes
     if boxes and len(boxes) != n:
         raise ValueError(f"prediction has {n} scores but {len(boxes)} sets of boxes")
-    box_level = thresholds.region_level if thresholds.region_level is not None else DEFAULT_BOX_LEVEL
+    box_level = next(
+        v for v in (thresholds.region_level, prediction.box_level, DEFAULT_BOX_LEVEL) if v is not None
+    )
 
     verdicts = []
     for i in range(n):

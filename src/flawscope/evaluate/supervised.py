@@ -3,7 +3,8 @@
 * categories: accuracy, the confusion matrix, per-class precision and recall;
 * confidences: expected calibration error (ECE) of the top class probability;
 * segmentation: Dice and IoU per class, pooled over all pixels of the images with masks;
-* detection: average precision at IoU 0.5 per class (VOC all-point) and its mean (mAP@0.5).
+* detection: average precision at IoU 0.5 per class (VOC all-point) and its mean (mAP@0.5);
+  the precision, recall and F1 of the boxes kept at one confidence level (a station's regions).
 
 Pure numpy; nothing here raises for a degenerate split: a metric that cannot be computed is
 ``None``.
@@ -250,3 +251,46 @@ def detection_map(
     per_class = {c: average_precision(predicted, truth, c, iou) for c in classes if c != "good"}
     values = [v for v in per_class.values() if v is not None]
     return {"iou": iou, "ap": per_class, "map": float(np.mean(values)) if values else None}
+
+
+def region_f1(
+    predicted: Sequence[Sequence[tuple[float, float, float, float, float, str]]],
+    truth: Sequence[Sequence[Box]],
+    level: float = 0.0,
+    iou: float = 0.5,
+) -> dict[str, float]:
+    """Precision, recall and F1 of the boxes at or above a confidence ``level`` (a station's regions).
+
+    Unlike the AP, which ranks every detection, this judges what a verdict keeps: the boxes whose
+    confidence reaches the level. Per image, the kept boxes, most confident first, each take the
+    unmatched true box of their class they overlap most; a match needs IoU >= ``iou``.
+
+    Args:
+        predicted: per image ``(x0, y0, x1, y1, confidence, class)`` boxes.
+        truth: per image ``(x0, y0, x1, y1, class)`` boxes.
+        level: the confidence a box needs to be kept.
+        iou: the IoU a kept box needs with a true box of its class.
+
+    Returns:
+        ``kept``, ``true_boxes``, ``hits``, ``precision``, ``recall`` and ``f1`` (0 where undefined).
+    """
+    hits = kept = n_true = 0
+    for boxes, true in zip(predicted, truth, strict=True):
+        free = list(true)
+        n_true += len(true)
+        for box in sorted((b for b in boxes if b[4] >= level), key=lambda b: -b[4]):
+            kept += 1
+            same = [j for j, t in enumerate(free) if t[4] == box[5]]
+            if not same:
+                continue
+            candidates = np.array([free[j][:4] for j in same], np.float64)
+            overlaps = box_iou(np.array([box[:4]], np.float64), candidates)[0]
+            best = int(overlaps.argmax())
+            if overlaps[best] >= iou:
+                hits += 1
+                free.pop(same[best])
+    precision = hits / kept if kept else 0.0
+    recall = hits / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"kept": kept, "true_boxes": n_true, "hits": hits,
+            "precision": precision, "recall": recall, "f1": f1}  # fmt: skip

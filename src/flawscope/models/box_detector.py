@@ -32,7 +32,13 @@ from flawscope.features.cache import FeatureBank
 from flawscope.features.embedder import STRIDE
 from flawscope.models.base import Progress
 from flawscope.models.box_head import GAUSSIAN_SHARE, BoxDecoder, CenterBoxHead
-from flawscope.models.box_training import CanvasBox, canvas_map, train_box_head
+from flawscope.models.box_training import (
+    CanvasBox,
+    canvas_map,
+    choose_box_level,
+    train_box_head,
+    validation_boxes,
+)
 from flawscope.models.finetune import FinetuneConfig
 from flawscope.models.finetune_boxes import BoxTuning, finetune_for_boxes
 from flawscope.models.registry import register
@@ -166,7 +172,18 @@ class BoxDetector(SupervisedModel):
         base = super().declaration()
         import dataclasses
 
-        return dataclasses.replace(base, outputs=(*base.outputs, OutputSpec("boxes", OutputKind.BOXES)))
+        # The region level learnt on the validation images: the verdicts' default for these boxes.
+        level = getattr(self, "box_level_", None)
+        extra = {**base.extra, "box_level": level} if level is not None else base.extra
+        return dataclasses.replace(
+            base, outputs=(*base.outputs, OutputSpec("boxes", OutputKind.BOXES)), extra=extra
+        )
+
+    def load_declaration(self, declaration: ModelDeclaration) -> None:  # noqa: D102
+        super().load_declaration(declaration)
+        # Bundles from before the level was learnt have none: their verdicts keep the default.
+        level = declaration.extra.get("box_level")
+        self.box_level_ = None if level is None else float(level)
 
     def make_bank(self, images: Sequence[np.ndarray], targets: Targets, train_idx: Sequence[int],
                   progress: Progress | None = None, runner: Any = None) -> FeatureBank:  # fmt: skip
@@ -224,6 +241,16 @@ class BoxDetector(SupervisedModel):
             **self.training_["augmentation"],
             "box_head": {"flips": bool(self.params["box_flips"]), "views": "clean views only"},
         }
+        self.box_level_ = None
+        if len(val_rows):
+            from flawscope.decide.verdict import DEFAULT_BOX_LEVEL
+
+            found, truth = validation_boxes(self, bank, val_rows, boxes)
+            self.box_level_, levels = choose_box_level(found, truth, DEFAULT_BOX_LEVEL)
+            self.training_["box_log"]["region_levels"] = [
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in levels
+            ]
+        self.training_["box_log"]["box_level"] = self.box_level_
         self.head_ = None
         return self
 

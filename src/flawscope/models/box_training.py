@@ -63,17 +63,22 @@ def canvas_map(classes: Sequence[str], found: list[list[tuple[float, ...]]],
     return float(value) if value is not None else 0.0
 
 
-def _validation_map(model: BoxDetector, bank: FeatureBank, rows: np.ndarray,
-                    boxes: Sequence[Sequence[CanvasBox]]) -> float:  # fmt: skip
-    """mAP@0.5 of the box head on bank rows, in canvas pixels."""
+Found = list[list[tuple[float, float, float, float, float, str]]]
+Truth = list[list[tuple[float, float, float, float, str]]]
+# The confidence levels a trained detector's region level is chosen among (``box_level_``).
+BOX_LEVELS = tuple(round(0.1 + 0.05 * k, 2) for k in range(13))
+
+
+def validation_boxes(model: BoxDetector, bank: FeatureBank, rows: np.ndarray,
+                     boxes: Sequence[Sequence[CanvasBox]]) -> tuple[Found, Truth]:  # fmt: skip
+    """The box head's decoded boxes on bank rows and the true ones, in canvas pixels, named."""
     from flawscope.data.outputs import MIN_BOX_CONFIDENCE
-    from flawscope.evaluate.supervised import detection_map
 
     decoder = model.decoder()
     classes = list(model.classes_)
     names = model._box_classes()
-    found: list[list[tuple[float, float, float, float, float, str]]] = []
-    truth: list[list[tuple[float, float, float, float, str]]] = []
+    found: Found = []
+    truth: Truth = []
     with torch.inference_mode():
         for start in range(0, len(rows), 64):
             chunk = rows[start : start + 64]
@@ -87,8 +92,45 @@ def _validation_map(model: BoxDetector, bank: FeatureBank, rows: np.ndarray,
                     ]
                 )
                 truth.append([(b[0], b[1], b[2], b[3], names[b[4]]) for b in boxes[int(bank.image[row])]])
-    value = detection_map(found, truth, classes)["map"]
+    return found, truth
+
+
+def _validation_map(model: BoxDetector, bank: FeatureBank, rows: np.ndarray,
+                    boxes: Sequence[Sequence[CanvasBox]]) -> float:  # fmt: skip
+    """mAP@0.5 of the box head on bank rows, in canvas pixels."""
+    from flawscope.evaluate.supervised import detection_map
+
+    found, truth = validation_boxes(model, bank, rows, boxes)
+    value = detection_map(found, truth, list(model.classes_))["map"]
     return float(value) if value is not None else 0.0
+
+
+def choose_box_level(
+    found: Found, truth: Truth, default: float
+) -> tuple[float | None, list[dict[str, float]]]:
+    """The confidence level whose kept boxes match the true ones best (F1 at IoU >= 0.5).
+
+    A station's regions of a detector are its boxes at or above a level; the box confidences'
+    scale depends on the model (a head that also learns each box's IoU gives sharper ones), so
+    the level is learnt on the validation images rather than fixed.
+
+    Args:
+        found: per validation image, its decoded boxes ``(x0, y0, x1, y1, confidence, class)``.
+        truth: per validation image, its true boxes ``(x0, y0, x1, y1, class)``.
+        default: the level kept among equal F1s when it is one of them, else the nearest to it.
+
+    Returns:
+        The level (``None`` when no level's boxes match a true box: the default then applies)
+        and every level's ``level``, ``precision``, ``recall`` and ``f1``.
+    """
+    from flawscope.evaluate.supervised import region_f1
+
+    rows = [{"level": level, **region_f1(found, truth, level)} for level in BOX_LEVELS]
+    best = max(r["f1"] for r in rows)
+    if best <= 0.0:
+        return None, rows
+    tied = [r["level"] for r in rows if r["f1"] >= best - 1e-12]
+    return min(tied, key=lambda level: (abs(level - default), level)), rows
 
 
 def train_box_head(
