@@ -9,9 +9,10 @@ as ``DIR/neu_surface-detect/fold0``). Two measurements, with the deployed graphs
 as a station runs them):
 
 * Regions: the verdicts' regions (``decide_many``, one region per box at or above the box level)
-  on the **validation** images, matched to the true boxes (same class, IoU >= 0.5): precision,
-  recall and F1 per level. The level is a rule of the thresholds (``region_level``), so it is
-  chosen here on validation images only.
+  on the **validation** and the **test** images, matched to the true boxes (same class, IoU >=
+  0.5): precision, recall and F1 per level, and at the level the detector learnt on its
+  validation images (its bundle's own; the thresholds' ``region_level`` overrides it). Only the
+  validation rows may choose a level; the test rows are reported.
 * INT8: the bundle exported with an INT8 graph (activation ranges from ``--calibration``
   training images of every class), both graphs' mAP@0.5 on the 360 **test** images
   (``int8_check.validate``), or on the 206 validation images with ``--int8-on validation``.
@@ -111,20 +112,27 @@ def main() -> None:
             out["int8"][f"{name}_ms_per_image"] = round(1000 * min(passes) / len(timed), 2)
         speed = out["int8"]
         print(f"ms per image, fp32 {speed['fp32_ms_per_image']}, INT8 {speed['int8_ms_per_image']}")
-        val = list(split.validation)
-        prediction = Inspector.load(deployed.path, threads=1).score_many([images[i] for i in val])
-        rows = []
-        for level in LEVELS:
-            verdicts = decide_many(prediction, Thresholds.explicit(0.5, region_level=level))
-            rows.append({"level": level, **region_matches(verdicts, [boxes[i] for i in val])})
-            r = rows[-1]
-            print(
-                f"box level {level}: {r['regions']} regions on {len(val)} validation images, precision "
-                f"{r['precision']:.3f}, recall {r['recall']:.3f}, F1 {r['f1']:.3f}",
-                flush=True,
-            )
-        out["validation_regions"] = rows
-        out["best_level_by_validation_f1"] = max(rows, key=lambda r: r["f1"])["level"]
+        # Regions per level on validation (which may choose a level) and on test (reported only);
+        # level None is the bundle's own: the level the detector learnt on its validation images.
+        inspector = Inspector.load(deployed.path, threads=1)
+        for part, index in (("validation", list(split.validation)), ("test", list(split.test))):
+            prediction = inspector.score_many([images[i] for i in index])
+            rows = []
+            for level in (*LEVELS, None):
+                rules = {} if level is None else {"region_level": level}
+                verdicts = decide_many(prediction, Thresholds.explicit(0.5, **rules))
+                rows.append({"level": level, **region_matches(verdicts, [boxes[i] for i in index])})
+                r = rows[-1]
+                name = f"{level}" if level is not None else f"{prediction.box_level} (the bundle's own)"
+                print(
+                    f"box level {name}: {r['regions']} regions on {len(index)} {part} images, precision "
+                    f"{r['precision']:.3f}, recall {r['recall']:.3f}, F1 {r['f1']:.3f}",
+                    flush=True,
+                )
+            out[f"{part}_regions"] = rows
+        out["best_level_by_validation_f1"] = max(
+            (r for r in out["validation_regions"] if r["level"] is not None), key=lambda r: r["f1"]
+        )["level"]
         out["learnt_box_level"] = prediction.box_level  # the bundle's own (None: trained before it)
     out["cpu_seconds"] = round(time.process_time() - c0, 1)
     out["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -47,6 +47,9 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory):
     return write_dataset(root, spec)
 
 
+KEY_STORE = pytest.StashKey[str]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Sign with a key store of the test session's own, never the user's (subprocesses inherit it)."""
     import os
@@ -54,7 +57,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
     from flawscope.signing.keys import ENV_VAR
 
-    os.environ[ENV_VAR] = tempfile.mkdtemp(prefix="flawscope-test-keys-")
+    made = tempfile.mkdtemp(prefix="flawscope-test-keys-")
+    config.stash[KEY_STORE] = made
+    os.environ[ENV_VAR] = made
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the key store this process made (each xdist worker makes its own)."""
+    import shutil
+
+    made = config.stash.get(KEY_STORE, None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -109,7 +109,7 @@ class RayHead:
         ]
 
     def stop(self) -> None:
-        """Kill the whole cluster (its process group), SIGTERM then SIGKILL."""
+        """Kill the whole cluster (its process group), SIGTERM then SIGKILL, and remove its folder."""
         for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
             try:
                 os.killpg(self.process.pid, sig)
@@ -119,6 +119,12 @@ class RayHead:
             while time.monotonic() < deadline and self.process.poll() is None:
                 time.sleep(0.1)
         self.process.wait(timeout=10)
+        # Workers run in sessions of their own and may still write their logs for a moment after
+        # the head is gone: remove the folder until it stays removed (it was left in /tmp before).
+        deadline = time.monotonic() + 10
+        while self.temp.exists() and time.monotonic() < deadline:
+            shutil.rmtree(self.temp, ignore_errors=True)
+            time.sleep(0.2)
 
 
 def start_ray_head(cpus: int = 2) -> RayHead:
@@ -168,4 +174,3 @@ def ray_head() -> Iterator[RayHead]:
         if ray.is_initialized():
             ray.shutdown()
         head.stop()
-        shutil.rmtree(head.temp, ignore_errors=True)
