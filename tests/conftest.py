@@ -47,27 +47,32 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory):
     return write_dataset(root, spec)
 
 
-KEY_STORE = pytest.StashKey[str]()
+MADE = pytest.StashKey[list[str]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Sign with a key store of the test session's own, never the user's (subprocesses inherit it)."""
+    """Give the test session its own signing key store and bundle cache, never the user's.
+
+    Subprocesses, Ray's workers included, inherit both through the environment.
+    """
     import os
     import tempfile
 
+    from flawscope.reinspect.worker import CACHE_ENV
     from flawscope.signing.keys import ENV_VAR
 
-    made = tempfile.mkdtemp(prefix="flawscope-test-keys-")
-    config.stash[KEY_STORE] = made
-    os.environ[ENV_VAR] = made
+    keys = tempfile.mkdtemp(prefix="flawscope-test-keys-")
+    bundles = tempfile.mkdtemp(prefix="flawscope-test-bundles-")
+    config.stash[MADE] = [keys, bundles]
+    os.environ[ENV_VAR] = keys
+    os.environ[CACHE_ENV] = bundles
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the key store this process made (each xdist worker makes its own)."""
+    """Remove the folders this process made (each xdist worker makes its own)."""
     import shutil
 
-    made = config.stash.get(KEY_STORE, None)
-    if made:
+    for made in config.stash.get(MADE, []):
         shutil.rmtree(made, ignore_errors=True)
 
 

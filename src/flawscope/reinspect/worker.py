@@ -106,10 +106,23 @@ def bundle_payload(
     return BundlePayload(files, pem, allow_unsigned=trust.allow_unsigned)
 
 
+CACHE_ENV = "FLAWSCOPE_BUNDLE_CACHE"
+
+
+def bundle_cache() -> Path:
+    """Where this machine keeps the bundles shipped to it.
+
+    ``$FLAWSCOPE_BUNDLE_CACHE``, else ``<temp>/flawscope-bundles``; a Ray worker reads the
+    environment its node was started with.
+    """
+    chosen = os.environ.get(CACHE_ENV)
+    return Path(chosen) if chosen else Path(tempfile.gettempdir()) / "flawscope-bundles"
+
+
 def _materialise(payload: BundlePayload) -> Path:
     """Write the bundle's files once per machine, under a folder named by the manifest's hash."""
     digest = payload.digest[:24]
-    root = Path(tempfile.gettempdir()) / "flawscope-bundles" / digest
+    root = bundle_cache() / digest
     if (root / MANIFEST).is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
