@@ -83,7 +83,7 @@ def main() -> None:
         "ap": found["ap"],
         "accuracy": category.accuracy,
         "finetune": tuned,
-        "box_log": model.training_.get("box_log"),
+        "box_log": model.training_["log"].get("box_head"),
         "fit_seconds": round(fit_s, 1),
         "fit_cpu_seconds": round(fit_cpu, 1),
         "threads": torch.get_num_threads(),

@@ -70,7 +70,7 @@ def test_it_finds_the_boxes_of_scenes_it_did_not_train_on():
     found = detection_map(prediction.boxes, test_boxes, model.classes_)
     # 30 training scenes, 30 epochs: 0.50 measured; boxes placed at random score about 0
     assert found["map"] >= 0.3, found
-    assert model.training_["box_log"]["epochs_run"] == 30
+    assert model.training_["log"]["box_head"]["epochs_run"] == 30
     assert model.training_["augmentation"]["box_head"]["flips"] is True
 
 
@@ -165,13 +165,15 @@ def test_the_region_level_is_chosen_on_validation_boxes():
 
 
 def test_a_fitted_detector_learns_its_region_level_and_its_bundle_keeps_it(tmp_path):
+    from flawscope.bundle import read_bundle
     from flawscope.decide.thresholds import Thresholds
     from flawscope.decide.verdict import DEFAULT_BOX_LEVEL, decide_many
+    from flawscope.manifest import TrainingSection
     from flawscope.models.io import load_model, save_model
 
     fitted = fitted_on_scenes()
     model, test = fitted.model, fitted.test
-    log = model.training_["box_log"]
+    log = model.training_["log"]["box_head"]
     assert model.box_level_ == log["box_level"] and model.box_level_ is not None
     best = max(r["f1"] for r in log["region_levels"])
     assert next(r for r in log["region_levels"] if r["level"] == model.box_level_)["f1"] == best
@@ -182,9 +184,14 @@ def test_a_fitted_detector_learns_its_region_level_and_its_bundle_keeps_it(tmp_p
     assert all(v.outcome.value == "fail" for v in verdicts)
     for verdict, boxes in zip(verdicts, prediction.boxes, strict=True):
         assert len(verdict.regions) == sum(b[4] >= model.box_level_ for b in boxes)
-    save_model(model, tmp_path / "b")
+    # the training log, with every level's F1, goes to the manifest as train_supervised writes it
+    save_model(model, tmp_path / "b", training=TrainingSection(task="detect", log=model.training_["log"]))
     loaded, _ = load_model(tmp_path / "b")
     assert loaded.box_level_ == model.box_level_ and loaded.predict(test[:2]).box_level == model.box_level_
+    recorded = read_bundle(tmp_path / "b").manifest.training
+    assert recorded is not None and recorded.log is not None
+    assert recorded.log["box_head"]["box_level"] == model.box_level_
+    assert [dict(r) for r in recorded.log["box_head"]["region_levels"]] == log["region_levels"]
     # a bundle from before the level was learnt declares none: its verdicts keep the default
     older = type(model).__new__(type(model))
     older.load_declaration(dataclasses.replace(model.declaration(), extra={}))

@@ -43,7 +43,7 @@ def test_the_stride16_blocks_learn_boxes_and_the_head_comes_with_them():
     log = model.training_["log"]["finetune"]
     assert log["objective"] == "boxes" and 1 <= log["best_epoch"] <= log["epochs_run"] == 30
     assert log["validation_map"][log["best_epoch"] - 1] == max(log["validation_map"])
-    assert model.training_["box_log"]["trained_with"] == "finetune"
+    assert model.training_["log"]["box_head"]["trained_with"] == "finetune"
     found = detection_map(model.predict(test).boxes, test_boxes, model.classes_)
     # the head of the chosen epoch on scenes it did not train on; boxes placed at random score about 0
     assert found["map"] >= 0.3, found

@@ -138,7 +138,7 @@ def _train_labelled(
     if log.get("ece_after") is not None:
         ece = f"{log['ece_before']:.3f} -> {log['ece_after']:.3f} (T = {log['temperature']:.2f})"
         table.add_row("validation ECE (before -> after temperature)", ece)
-    boxes = model.training_.get("box_log") or {}
+    boxes = log.get("box_head") or {}
     if "box_level" in boxes:
         table.add_row("region level of the boxes", _box_level_row(boxes))
     table.add_row("outputs", ", ".join(model.declaration().output_names))

@@ -127,7 +127,7 @@ def cross_validate(
             cal = calibrate(val_good, target_frr=0.01, require_bound=False)
             pooled["calibrated"][test] = outcomes(decide_many(pred, cal.thresholds, regions=False))
         log_ = model.training_["log"]
-        box_log = model.training_.get("box_log")
+        box_log = log_.get("box_head")
         n_train_images = len(split.train)
         fold_rows.append(
             {

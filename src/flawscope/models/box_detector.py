@@ -228,15 +228,13 @@ class BoxDetector(SupervisedModel):
         if tuned is not None and getattr(self, "trunk_tuned_", False):
             # The head trained with the tuned trunk, at the epoch validation chose for both.
             self.box_module_, self._tuned_box_head = tuned, None
-            self.training_["box_log"] = {"trained_with": "finetune", "seconds": 0.0}
+            box_log: dict[str, Any] = {"trained_with": "finetune", "seconds": 0.0}
         else:
             self.box_module_ = CenterBoxHead(
                 int(bank.features.shape[1]), int(self.params["box_width"]), len(classes),
                 sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3)), bool(self.params["box_quality"]),
             )  # fmt: skip
-            self.training_["box_log"] = train_box_head(
-                self, bank, train_rows, val_rows, boxes, progress
-            ).to_dict()
+            box_log = train_box_head(self, bank, train_rows, val_rows, boxes, progress).to_dict()
         self.training_["augmentation"] = {
             **self.training_["augmentation"],
             "box_head": {"flips": bool(self.params["box_flips"]), "views": "clean views only"},
@@ -247,10 +245,12 @@ class BoxDetector(SupervisedModel):
 
             found, truth = validation_boxes(self, bank, val_rows, boxes)
             self.box_level_, levels = choose_box_level(found, truth, DEFAULT_BOX_LEVEL)
-            self.training_["box_log"]["region_levels"] = [
+            box_log["region_levels"] = [
                 {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in levels
             ]
-        self.training_["box_log"]["box_level"] = self.box_level_
+        box_log["box_level"] = self.box_level_
+        # In the training log, so the manifest records how the box head and its level were chosen.
+        self.training_["log"]["box_head"] = box_log
         self.head_ = None
         return self
 
