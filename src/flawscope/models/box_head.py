@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flawscope.features.upsample import upsample_bilinear
 from flawscope.models.heads import register_standardisation
 
 # Prior of a centre in the heatmap's bias (focal-loss initialisation, Lin et al. 2017): 0.1.
@@ -87,7 +88,7 @@ class CenterBoxHead(nn.Module):
         x = F.relu(self.reduce_norm(F.conv2d(features, weight, bias)))
         x = self.body(x)
         coarse = self.coarse(F.avg_pool2d(x, 4, ceil_mode=True))
-        x = x + F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        x = x + upsample_bilinear(coarse, x.shape[-2:])
         if self.quality is None:
             return self.heat(x), self.sides(x)
         return self.heat(x), self.sides(x), self.quality(x)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flawscope.features.upsample import upsample_bilinear
+
 
 def register_standardisation(
     module: nn.Module, channels: int, mean: torch.Tensor | None, std: torch.Tensor | None
@@ -95,7 +97,7 @@ class DefectHead(nn.Module):
         x = self.body(x)
         if self.context:
             coarse = self.coarse(F.avg_pool2d(x, 4))
-            x = x + F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            x = x + upsample_bilinear(coarse, x.shape[-2:])
         pooled = [x.mean(dim=(2, 3)), x.amax(dim=(2, 3))]
         seg = None
         if self.seg is not None:
@@ -106,7 +108,18 @@ class DefectHead(nn.Module):
 
 
 def defect_probability(seg: torch.Tensor) -> torch.Tensor:
-    """``(B, h, w)`` probability that a cell is not background, from ``(B, S, h, w)`` logits."""
+    """``(B, h, w)`` probability that a cell is not background, from ``(B, S, h, w)`` logits.
+
+    In an exported graph it is computed as ``1 - 1 / sum_j exp(s_j - s_0)``, the same function
+    without a ``Softmax`` node: ONNX Runtime runs a softmax over the channel axis of a 4-D map
+    by transposing it there and back, which made the station's softmaxes cost more than its
+    heads' convolutions (benchmarks/RESULTS.md, "The station's heads without Softmax and
+    Resize"). The form cannot overflow into a wrong value: an ``exp`` that overflows to
+    infinity gives a probability of exactly 1, and the sum is at least 1 (the ``j = 0`` term).
+    Torch keeps the softmax, so training is unchanged to the bit.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return 1.0 - 1.0 / torch.exp(seg - seg[:, :1]).sum(dim=1)
     return 1.0 - torch.softmax(seg, dim=1)[:, 0]
 
 
