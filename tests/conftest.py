@@ -58,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
     import os
     import tempfile
 
-    from flawscope.reinspect.worker import CACHE_ENV
+    from flawscope.reinspect.bundle_cache import CACHE_ENV
     from flawscope.signing.keys import ENV_VAR
 
     keys = tempfile.mkdtemp(prefix="flawscope-test-keys-")

@@ -38,15 +38,16 @@ def test_store_writes_each_key_once(tmp_path: Path) -> None:
 
 
 def test_a_machine_keeps_shipped_bundles_where_it_is_told(archive, tmp_path: Path, monkeypatch) -> None:
-    from flawscope.reinspect.worker import CACHE_ENV, _materialise, bundle_cache, bundle_payload
+    from flawscope.reinspect.bundle_cache import CACHE_ENV, bundle_cache, materialise
+    from flawscope.reinspect.worker import bundle_payload
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     assert bundle_cache() == tmp_path / "cache"
     payload = bundle_payload(archive.bundle)
-    folder = _materialise(payload)
+    folder = materialise(payload.digest, payload.files)
     assert folder.parent == tmp_path / "cache" and folder.name == payload.digest[:24]
     assert sorted(p.name for p in folder.iterdir()) == sorted(payload.files)
-    assert _materialise(payload) == folder  # written once
+    assert materialise(payload.digest, payload.files) == folder  # written once
     monkeypatch.delenv(CACHE_ENV)
     assert bundle_cache().name == "flawscope-bundles"
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from flawscope.bundle import MANIFEST
+from flawscope.reinspect.bundle_cache import materialise
 
 logger = logging.getLogger(__name__)
 BATCH = 8
@@ -106,38 +106,6 @@ def bundle_payload(
     return BundlePayload(files, pem, allow_unsigned=trust.allow_unsigned)
 
 
-CACHE_ENV = "FLAWSCOPE_BUNDLE_CACHE"
-
-
-def bundle_cache() -> Path:
-    """Where this machine keeps the bundles shipped to it.
-
-    ``$FLAWSCOPE_BUNDLE_CACHE``, else ``<temp>/flawscope-bundles``; a Ray worker reads the
-    environment its node was started with.
-    """
-    chosen = os.environ.get(CACHE_ENV)
-    return Path(chosen) if chosen else Path(tempfile.gettempdir()) / "flawscope-bundles"
-
-
-def _materialise(payload: BundlePayload) -> Path:
-    """Write the bundle's files once per machine, under a folder named by the manifest's hash."""
-    digest = payload.digest[:24]
-    root = bundle_cache() / digest
-    if (root / MANIFEST).is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=root.parent))
-    for name, data in payload.files.items():
-        (staging / Path(name).name).write_bytes(data)
-    try:
-        os.rename(staging, root)
-    except OSError:  # another process of this machine got there first: use theirs
-        for item in staging.iterdir():
-            item.unlink()
-        staging.rmdir()
-    return root
-
-
 def _inspector(payload: BundlePayload, threads: int | None) -> Any:
     from flawscope.runtime import Inspector
 
@@ -145,7 +113,7 @@ def _inspector(payload: BundlePayload, threads: int | None) -> Any:
     with _lock:
         found = _inspectors.get(key)
         if found is None:
-            folder = _materialise(payload)
+            folder = materialise(payload.digest, payload.files)
             trust = None
             if payload.signer_pem is not None:
                 trust = folder.with_name(f"{folder.name}.signer.pub")
