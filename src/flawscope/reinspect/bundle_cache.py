@@ -12,6 +12,7 @@ may be between writing it and loading it. A process that finds its bundle remove
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ IDLE_S = 600.0
 # A staging folder this old was left by a process killed while writing a bundle.
 STALE_STAGING_S = 3600.0
 _DIGEST = re.compile(r"^[0-9a-f]{24}$")
+log = logging.getLogger(__name__)
 
 
 def bundle_cache() -> Path:
@@ -46,14 +48,17 @@ def bundle_cache() -> Path:
 def cache_keep() -> int:
     """How many bundles a machine keeps: ``$FLAWSCOPE_BUNDLE_CACHE_KEEP``, 0 for all.
 
-    Raises:
-        ValueError: the variable is set to anything but a whole number >= 0 (named in the message).
+    A value that is not a whole number >= 0 is logged, naming the variable, and keeps every
+    bundle: a cache setting never stops an inspection, and never removes what it was not meant to.
     """
     raw = os.environ.get(KEEP_ENV, "").strip()
     if not raw:
         return DEFAULT_KEEP
     if not raw.isdigit():
-        raise ValueError(f"${KEEP_ENV} must be a whole number of bundles >= 0 (0 keeps all), got {raw!r}")
+        log.warning(
+            "$%s must be a whole number of bundles >= 0 (0 keeps all), got %r: keeping all", KEEP_ENV, raw
+        )
+        return 0
     return int(raw)
 
 
