@@ -45,20 +45,25 @@ def find_regions(
     if not np.isfinite(threshold):
         raise InputError("threshold", f"must be finite, got {threshold}")
     above = values >= threshold
-    if not above.any():
+    rows = np.flatnonzero(above.any(axis=1))
+    if not rows.size:
         return ()
+    # Labelled inside the smallest window holding every pixel above the level: the components
+    # are the same, and the labelling's cost follows the window's area, not the map's (a
+    # failing part's region covers a small share of it).
+    cols = np.flatnonzero(above.any(axis=0))
+    top, left = int(rows[0]), int(cols[0])
+    window = (slice(top, int(rows[-1]) + 1), slice(left, int(cols[-1]) + 1))
+    above, values = np.ascontiguousarray(above[window]), values[window]
     # BBDT: OpenCV's default algorithm spends 0.5 ms on the statistics of a 256 x 256 map even
     # when it is empty; BBDT gives the same components and statistics in 0.16 ms.
     n_labels, labels, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
-        above.astype(np.uint8), 8, cv2.CV_32S, cv2.CCL_BBDT
+        above.view(np.uint8), 8, cv2.CV_32S, cv2.CCL_BBDT
     )
-    # Peak per label in one pass: sort the above-threshold pixels by label, reduce each run.
-    pixel_labels = labels[above]
-    order = np.argsort(pixel_labels, kind="stable")
-    sorted_labels = pixel_labels[order]
-    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-    peaks = np.full(n_labels, -np.inf)
-    peaks[sorted_labels[starts]] = np.maximum.reduceat(values[above][order].astype(np.float64), starts)
+    peaks = _peaks(values, above, labels, stats)  # inside the window: before the offset below
+    stats[:, 0] += left
+    stats[:, 1] += top
+    centroids += (left, top)
 
     regions = []
     for k in range(1, n_labels):
@@ -76,6 +81,30 @@ def find_regions(
         )
     regions.sort(key=lambda r: (-r.area_px, -r.peak))
     return tuple(regions if max_regions is None else regions[:max_regions])
+
+
+# Up to this many regions, each region's peak is read inside its own box; beyond, in one pass.
+_FEW_REGIONS = 8
+
+
+def _peaks(values: np.ndarray, above: np.ndarray, labels: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """``(n_labels,)`` float64 maximum of ``values`` over each label's pixels (label 0: ``-inf``).
+
+    A failing part usually has one to a few regions: then each peak is read inside the region's
+    box, which costs that box's area however large the region (a region covering the whole map
+    cost 4-10x more through one pass over every pixel above the level). Many regions go through
+    one unbuffered maximum per label (``np.maximum.at``).
+    """
+    n_labels = len(stats)
+    peaks = np.full(n_labels, -np.inf)
+    if n_labels - 1 <= _FEW_REGIONS:
+        for k in range(1, n_labels):
+            x, y, w, h = (int(v) for v in stats[k, :4])
+            box = (slice(y, y + h), slice(x, x + w))
+            peaks[k] = float(values[box][labels[box] == k].max())
+        return peaks
+    np.maximum.at(peaks, labels[above], values[above].astype(np.float64))
+    return peaks
 
 
 Box = tuple[float, float, float, float, float, str]
