@@ -390,7 +390,10 @@ def station_probes(
     stations = [station_name(head) for head in args.station_anomaly.split(",")]
     out: dict[str, Any] = {}
     for head, name in zip(args.station_anomaly.split(","), stations, strict=True):
-        model = get_model_class("segmenter")(image_size=args.size, anomaly=head, epochs=4, views=0)
+        # The segmenter's defaults, as a user deploys it. (Until 2026-12-01 it was trained for 4
+        # epochs without augmented views, to save a minute: its defect map was above 0.5 at every
+        # pixel of every part, good ones included, so a failing part's region was the whole part.)
+        model = get_model_class("segmenter")(image_size=args.size, anomaly=head)
         model.fit(images_fit, targets)
         save_model(model, folder / name, training=TrainingSection(task="segment"))
         out[f"{name}_outputs"] = model.declaration().output_names
