@@ -3,7 +3,7 @@
 ``F.interpolate(..., mode="bilinear", align_corners=False)`` exports as an ONNX ``Resize``,
 which ONNX Runtime's CPU kernel runs several times slower on small feature maps than the same
 map computed as two matrix products (a head's coarse branch; benchmarks/RESULTS.md, "The
-station's heads without Softmax and Resize"). Bilinear interpolation is separable, one linear
+combined station", the twelfth session's update). Bilinear interpolation is separable, one linear
 map per axis, so in an exported graph :func:`upsample_bilinear` applies those two maps as constant
 matrices; in torch (training, prediction) it calls ``F.interpolate`` itself, so trained weights
 and torch outputs are unchanged to the bit.

@@ -112,9 +112,9 @@ def defect_probability(seg: torch.Tensor) -> torch.Tensor:
 
     In an exported graph it is computed as ``1 - 1 / sum_j exp(s_j - s_0)``, the same function
     without a ``Softmax`` node: ONNX Runtime runs a softmax over the channel axis of a 4-D map
-    by transposing it there and back, which made the station's softmaxes cost more than its
-    heads' convolutions (benchmarks/RESULTS.md, "The station's heads without Softmax and
-    Resize"). The form cannot overflow into a wrong value: an ``exp`` that overflows to
+    by transposing it there and back, which made the station's softmaxes cost nearly as much as
+    its heads' convolutions (benchmarks/RESULTS.md, "The combined station", the twelfth
+    session's update). The form cannot overflow into a wrong value: an ``exp`` that overflows to
     infinity gives a probability of exactly 1, and the sum is at least 1 (the ``j = 0`` term).
     Torch keeps the softmax, so training is unchanged to the bit.
     """
