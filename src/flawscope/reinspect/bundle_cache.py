@@ -116,9 +116,14 @@ def prune(cache: Path, keep: int, keep_also: Path | None = None, now: float | No
         if old == keep_also or now - old.stat().st_mtime < IDLE_S:
             continue
         shutil.rmtree(old, ignore_errors=True)
-        old.with_name(f"{old.name}.signer.pub").unlink(missing_ok=True)
+        signer_key(old).unlink(missing_ok=True)
         removed.append(old)
     return removed
+
+
+def signer_key(folder: Path) -> Path:
+    """Where the public key a bundle was shipped with lies, beside its folder (removed with it)."""
+    return folder.with_name(f"{folder.name}.signer.pub")
 
 
 def _touch(folder: Path) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from flawscope.bundle import MANIFEST
-from flawscope.reinspect.bundle_cache import materialise
+from flawscope.reinspect.bundle_cache import materialise, signer_key
 
 logger = logging.getLogger(__name__)
 BATCH = 8
@@ -116,7 +116,7 @@ def _inspector(payload: BundlePayload, threads: int | None) -> Any:
             folder = materialise(payload.digest, payload.files)
             trust = None
             if payload.signer_pem is not None:
-                trust = folder.with_name(f"{folder.name}.signer.pub")
+                trust = signer_key(folder)
                 if not trust.is_file():
                     trust.write_bytes(payload.signer_pem)
             found = Inspector.load(
