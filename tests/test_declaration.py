@@ -96,3 +96,17 @@ def test_the_manifest_carries_the_declaration_typed():
     data["model"]["declaration"]["task"] = "guess"
     with pytest.raises(InputError, match=r"manifest\.model\.declaration\.task"):
         Manifest.from_dict(data)
+
+
+def test_which_decisions_are_probabilities():
+    assert _station().score_is_probability
+    assert ModelDeclaration.from_dict({**_station().to_dict(), "decision": "defect_map"}).score_is_probability
+    assert not anomaly_declaration().score_is_probability
+    fused = ModelDeclaration.from_dict(
+        {
+            **_station().to_dict(),
+            "outputs": [o.to_dict() for o in _station().outputs]
+            + [OutputSpec("fusion_maps", OutputKind.FUSION_MAPS, 8).to_dict()],
+        }
+    )
+    assert not fused.score_is_probability  # a sum of standardised evidence

@@ -173,6 +173,14 @@ class ModelDeclaration:
         return self.output(self.decision).kind
 
     @property
+    def score_is_probability(self) -> bool:
+        """Whether the thresholds judge a trained head's defect probability.
+
+        Not an anomaly score, nor a fused sum of standardised evidence (``fusion_maps``).
+        """
+        return self.decision_kind != OutputKind.ANOMALY_MAP and self.first(OutputKind.FUSION_MAPS) is None
+
+    @property
     def defect_classes(self) -> tuple[str, ...]:
         """The classes that are defects (all but ``"good"``)."""
         return tuple(c for c in self.classes if c != GOOD)

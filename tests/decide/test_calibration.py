@@ -161,6 +161,38 @@ def test_outlier_is_kept_counted_and_reported():
     assert clean.outliers == () and clean.warnings == ()
 
 
+def test_probability_outliers_are_the_good_parts_the_head_calls_defects():
+    # A trained head scores most good parts near 0: a tenth of them lie "10 MADs" above the
+    # median while the head still calls them good, so the MAD rule would name them all.
+    rng = np.random.default_rng(0)
+    goods = rng.beta(0.6, 150.0, size=200)
+    goods[::10] = rng.uniform(0.03, 0.3, size=20)
+    goods[[7, 42]] = [0.93, 0.61]
+    names = [f"good_{i:03d}.png" for i in range(200)]
+    linear = calibrate(goods, names=names)
+    assert len(linear.outliers) > 20
+    result = calibrate(goods, names=names, probability=True)
+    assert result.outliers == (7, 42)
+    flagged = [w for w in result.warnings if "calls it a defect" in w]
+    assert len(flagged) == 2 and "good_007.png" in flagged[0] and "good_042.png" in flagged[1]
+    # Scores outside [0, 1] are not probabilities, whatever the caller says: the MAD rule.
+    shifted = calibrate(goods + 0.5, names=names, probability=True)
+    assert shifted.outliers == calibrate(goods + 0.5, names=names).outliers
+    assert len(shifted.outliers) > 20
+
+
+def test_many_outliers_share_one_warning_after_the_first_five():
+    goods = list(_goods(300))
+    for i in range(12):
+        goods[i * 20] = 60.0 + i
+    result = calibrate(goods, target_frr=0.05, names=[f"g{i}.png" for i in range(300)])
+    assert len(result.outliers) == 12
+    outlier_warnings = [w for w in result.warnings if "g" in w and ".png" in w]
+    assert len(outlier_warnings) == 6  # five named one by one (highest first), then one for the rest
+    assert "'g220.png'" in outlier_warnings[0]  # 71.0, the highest
+    assert outlier_warnings[-1].startswith("7 more good images") and "'outliers'" in outlier_warnings[-1]
+
+
 def test_result_is_json_ready_and_goes_into_a_history():
     result = calibrate(_goods(300), defect_scores=_goods(20, seed=3) + 2, review_rate=0.02)
     data = json.loads(json.dumps(result.to_dict()))

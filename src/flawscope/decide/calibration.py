@@ -39,6 +39,10 @@ from flawscope.errors import InputError
 MIN_GOOD = 10
 # A calibration score above median + OUTLIER_MADS * MAD of the good scores gets a warning.
 OUTLIER_MADS = 10.0
+# A probability score (a trained head's) at or above this: the model calls the good part a defect.
+PROBABILITY_DEFECT = 0.5
+# Outliers named one per warning; the rest share one warning (the record lists every index).
+MAX_OUTLIER_WARNINGS = 5
 _MARGIN = 1e-6
 
 
@@ -161,28 +165,55 @@ def _just_above(sorted_scores: np.ndarray, value: float) -> float:
 
 
 def _outlier_warnings(
-    goods: np.ndarray, reject: float, names: Sequence[str] | None
+    goods: np.ndarray, reject: float, names: Sequence[str] | None, probability: bool = False
 ) -> tuple[tuple[int, ...], list[str]]:
-    median = float(np.median(goods))
-    deviation = np.abs(goods - median)
-    scale = float(np.median(deviation))
-    if scale == 0.0:
-        # Over half the scores are equal: fall back to the mean deviation (normal-consistent).
-        scale = 1.2533 * float(deviation.mean())
-    if scale == 0.0:
-        return (), []
-    limit = median + OUTLIER_MADS * scale
-    found = tuple(int(i) for i in np.flatnonzero(goods > limit))
+    """Good calibration scores worth a person's look, and one warning each (the highest first).
+
+    An unbounded score (an anomaly score, a fused sum) is far above the rest beyond
+    ``median + OUTLIER_MADS * MAD``. A probability is not judged that way: a trained head scores
+    most good parts near 0, so its MAD is tiny and a tenth of the parts would lie "10 MADs" out
+    while the head still calls them good. A probability score is flagged where the model itself
+    calls the good part a defect (``score >= 0.5``).
+    """
+    if probability:
+        limit, rule = PROBABILITY_DEFECT, f"the model calls it a defect (score >= {PROBABILITY_DEFECT:g})"
+    else:
+        median = float(np.median(goods))
+        deviation = np.abs(goods - median)
+        scale = float(np.median(deviation))
+        if scale == 0.0:
+            # Over half the scores are equal: fall back to the mean deviation (normal-consistent).
+            scale = 1.2533 * float(deviation.mean())
+        if scale == 0.0:
+            return (), []
+        limit = median + OUTLIER_MADS * scale
+        rule = (
+            f"far above the other good images (median {median:.6g}, more than {OUTLIER_MADS:g} MADs of "
+            f"{scale:.3g})"
+        )
+    above = goods >= limit if probability else goods > limit
+    found = np.flatnonzero(above)
+    found = found[np.argsort(-goods[found], kind="stable")]
+
+    def which(i: int) -> str:
+        return f"{names[i]!r} (index {i})" if names is not None else f"good image {i}"
+
     warnings = []
-    for i in found:
-        which = f"{names[i]!r} (index {i})" if names is not None else f"good image {i}"
+    for i in found[:MAX_OUTLIER_WARNINGS]:
         fate = "counted as a false reject" if goods[i] >= reject else "it passes"
         warnings.append(
-            f"{which} scores {goods[i]:.6g}, far above the other good images (median {median:.6g}, "
-            f"more than {OUTLIER_MADS:g} MADs of {scale:.3g}): check that it really is a good part; "
+            f"{which(int(i))} scores {goods[i]:.6g}: {rule}; check that it really is a good part; "
             f"it is included in the calibration ({fate})"
         )
-    return found, warnings
+    rest = found[MAX_OUTLIER_WARNINGS:]
+    if rest.size:
+        listed = ", ".join(which(int(i)) for i in rest[:MAX_OUTLIER_WARNINGS])
+        more = f" and {rest.size - MAX_OUTLIER_WARNINGS} more" if rest.size > MAX_OUTLIER_WARNINGS else ""
+        warnings.append(
+            f"{rest.size} more good images score like that ({goods[rest[0]]:.6g} to {goods[rest[-1]]:.6g}): "
+            f"{listed}{more}; the calibration record's 'outliers' lists every index"
+        )
+    return tuple(sorted(int(i) for i in found)), warnings
 
 
 def _outcomes(scores: np.ndarray, reject: float, review: float | None = None) -> np.ndarray:
@@ -211,6 +242,7 @@ def calibrate(
     review_threshold: float | None = None,
     names: Sequence[str] | None = None,
     require_bound: bool = True,
+    probability: bool = False,
 ) -> CalibrationResult:
     """Choose the reject threshold from held-out good scores (see the module docstring).
 
@@ -224,6 +256,9 @@ def calibrate(
         review_threshold: explicit review threshold, at most the reject threshold.
         names: n names (files) of the good images, used in messages.
         require_bound: aim for the FRR upper bound (True) or only the empirical FRR (False).
+        probability: the scores are a trained head's defect probabilities in ``[0, 1]``: a good
+            image is reported as an outlier where the model calls it a defect, not by its
+            distance from the median (see ``_outlier_warnings``).
 
     Returns:
         The thresholds and what they achieve.
@@ -300,7 +335,10 @@ def calibrate(
             )
     achieved_review = _review_share(goods, reject, review) if review < reject else None
 
-    outliers, outlier_warnings = _outlier_warnings(goods, reject, names)
+    # A sum of standardised evidence (a fused score) is declared as the head's score but is not
+    # a probability: the range decides.
+    probability = probability and bool(goods.min() >= 0.0 and goods.max() <= 1.0)
+    outliers, outlier_warnings = _outlier_warnings(goods, reject, names, probability)
     warnings += outlier_warnings
 
     recall = recall_ci = recall_incl_review = None

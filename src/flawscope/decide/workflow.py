@@ -98,6 +98,7 @@ def calibrate_bundle(
         review_rate=review_rate,
         review_threshold=review_threshold,
         names=names,
+        probability=model.declaration().score_is_probability,
     )
     result = _with_station_rules(result, model, predicted, target_frr, names, min_confidence, band_rule)
     # The version number comes from the manifest as it is now, not as it was before scoring: a
