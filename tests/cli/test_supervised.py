@@ -57,6 +57,28 @@ def test_train_records_task_split_and_augmentation(supervised_bundle: Path):
     assert training.holdout.n_images >= 10
 
 
+def test_calibration_finds_the_hold_out_and_refuses_the_training_images(
+    supervised_bundle: Path, labelled: Path, tmp_path: Path
+):
+    from flawscope.bundle import read_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(supervised_bundle, bundle)
+    training = read_bundle(bundle).manifest.training
+    assert (
+        len(training.files) == training.n_images and len(training.holdout.files) == training.holdout.n_images
+    )
+    trained = {f.sha256 for f in training.files}
+    assert trained.isdisjoint(f.sha256 for f in training.holdout.files)
+    # The group-stratified hold-out is found by content, not by repeating a split of the names.
+    run = flawscope("calibrate", bundle, "--holdout-of", labelled, cwd=tmp_path)
+    assert run.rc == 0, run.err[-3000:]
+    assert f"{training.holdout.n_images}" in run.out and "version 2" in run.out
+    # train/good holds images the segmenter was fitted on: refused, as for an anomaly bundle.
+    run = flawscope("calibrate", bundle, labelled, cwd=tmp_path)
+    assert run.rc == 2 and len(run.error_lines) == 1 and "used to train this bundle" in run.error_lines[0]
+
+
 def test_evaluate_reports_categories_and_segmentation(
     supervised_bundle: Path, labelled: Path, tmp_path: Path
 ):

@@ -152,3 +152,27 @@ def test_runtime_imports_no_torch_for_the_station(station, tmp_path):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["heavy_modules_loaded"] == []
     assert report["verdict"]["outcome"] in ("pass", "review", "fail")
+
+
+def test_int8_inputs_follow_the_recorded_hold_out(station):
+    # A retrained candidate holds out its base model's calibration parts, which the seeded split
+    # would not draw again: INT8 maps its scores on the hold-out as recorded, by content.
+    from dataclasses import replace
+
+    from flawscope.bundle import read_bundle
+    from flawscope.data.imageio import read_image
+    from flawscope.export.inputs import int8_inputs
+
+    manifest = read_bundle(station.trained).manifest
+    training = manifest.training
+    assert len(int8_inputs(manifest).holdout) == training.holdout.n_images
+    root = Path(training.dataset)
+    trained_good = [f for f in training.files if f.path.startswith("train/good/")]
+    other = tuple(trained_good[:3])  # good parts the seeded split trained on
+    changed = replace(
+        manifest,
+        training=replace(training, holdout=replace(training.holdout, files=other, n_images=len(other))),
+    )
+    inputs = int8_inputs(changed)
+    held = sorted(read_image(root / f.path).tobytes() for f in other)
+    assert sorted(image.tobytes() for image in inputs.holdout) == held

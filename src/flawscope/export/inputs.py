@@ -77,6 +77,7 @@ def _supervised_inputs(manifest: Manifest, validation_folder: str | os.PathLike[
     on its training images of every class.
     """
     from flawscope.data.labelled import load_labelled
+    from flawscope.data.splits import file_hashes
     from flawscope.declaration import OutputKind
     from flawscope.models.train_supervised import calibration_holdout, read_labelled
 
@@ -86,7 +87,14 @@ def _supervised_inputs(manifest: Manifest, validation_folder: str | os.PathLike[
     labelled = load_labelled(training.dataset, labels.get("group_pattern"))
     train_side = [s for s in labelled.samples if s.split != "test"]
     seed = int(manifest.model.hyperparameters.get("seed", 0))
-    train_idx, held_idx = calibration_holdout(train_side, training.holdout.fraction, seed)
+    recorded = frozenset(f.sha256 for f in training.holdout.files)
+    if recorded:
+        # The hold-out as recorded (by content): a retrained candidate held out its base model's
+        # calibration parts, which the seeded split would not draw again.
+        hashes = file_hashes(train_side)
+        train_idx, held_idx = calibration_holdout(train_side, 0.0, seed, hashes, recorded)
+    else:
+        train_idx, held_idx = calibration_holdout(train_side, training.holdout.fraction, seed)
     fitted = read_labelled([train_side[i] for i in train_idx if train_side[i].cls == "good"], masks=False)
     kept = read_labelled([train_side[i] for i in held_idx], masks=False)
     skipped = fitted.skipped + kept.skipped

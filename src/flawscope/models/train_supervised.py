@@ -28,12 +28,12 @@ from flawscope.data.splits import Split, check_disjoint, file_hashes, holdout
 from flawscope.decide.calibration import MIN_GOOD
 from flawscope.declaration import GOOD, Task
 from flawscope.errors import InputError
-from flawscope.manifest import HoldoutSection, SkippedFile, TrainingSection
 from flawscope.models.base import Progress
 from flawscope.models.io import save_model
+from flawscope.models.provenance import training_section
 from flawscope.models.registry import MODELS, get_model_class
 from flawscope.models.supervised import SupervisedModel
-from flawscope.models.train import check_params, file_list_hash
+from flawscope.models.train import check_params
 from flawscope.types import Targets
 
 log = logging.getLogger(__name__)
@@ -226,23 +226,23 @@ def train_supervised(
     model.fit(loaded.images, loaded.targets, progress=progress)
     fit_seconds = time.perf_counter() - start
     notes += model.training_.get("notes", [])
-    training = TrainingSection(
+    # Per-file records, as an anomaly bundle has: calibration refuses the images trained on, and
+    # `calibrate --holdout-of` finds the held-out ones by content (the group-stratified hold-out
+    # cannot be repeated from the file names alone).
+    training = training_section(
+        [s.path for s in loaded.samples],
+        [s.path for s in held.samples],
+        labelled.root,
+        fraction=holdout_fraction,
+        rule=(
+            "the base model's calibration images (by content), never trained on"
+            if holdout_hashes is not None
+            else "good images, stratified by group (data.splits.holdout), never trained on"
+        ),
+        skipped=loaded.skipped + held.skipped,
         dataset=str(Path(data).resolve()) if not isinstance(data, LabelledSet) else labelled.root,
         dataset_name=labelled.name,
         layout=labelled.layout,
-        n_images=len(loaded.images),
-        file_list_sha256=file_list_hash(loaded.samples, labelled.root),  # type: ignore[arg-type]
-        skipped=tuple(SkippedFile(p, why) for p, why in loaded.skipped + held.skipped),
-        holdout=HoldoutSection(
-            fraction=holdout_fraction,
-            n_images=len(held.images),
-            rule=(
-                "the base model's calibration images (by content), never trained on"
-                if holdout_hashes is not None
-                else "good images, stratified by group (data.splits.holdout), never trained on"
-            ),
-            file_list_sha256=file_list_hash(held.samples, labelled.root) if held.samples else None,  # type: ignore[arg-type]
-        ),
         fit_seconds=round(fit_seconds, 3),
         task=str(task),
         split=model.training_.get("split"),
