@@ -209,6 +209,29 @@ def test_thresholds_with_review_band(parts, tmp_path: Path) -> None:
     assert ">Review</th>" in html and "No thresholds were given" not in html
 
 
+def test_parts_a_rule_sends_to_review_have_their_column_without_a_band(parts, tmp_path: Path) -> None:
+    # No review band, but no region is ever 10,000 px: every fail becomes a review; one part's
+    # map holds a NaN (an error, never passed). Every part must be in a column of its row.
+    maps = [m.copy() for m in parts["maps"]]
+    maps[1][0, 0] = np.nan
+    reject = float(np.sort(parts["scores"][parts["labels"] == 1])[-4])
+    thresholds = Thresholds.explicit(reject=reject, min_area_px=10_000)
+    out = write_report(data_for(parts, maps=maps, thresholds=thresholds), tmp_path / "report.html")
+    point = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))["operating_point"]
+    assert not point["has_review_band"] and point["shows_review"] and point["shows_error"]
+    assert point["counts"]["defect"]["review"] >= 4 and point["counts"]["good"]["error"] == 1
+    html = out.read_text(encoding="utf-8")
+    table = re.search(r'<table class="confusion">(.*?)</table>', html, re.S)
+    assert table is not None
+    for label, truth in (("Good part", "good"), ("Defective part", "defect")):
+        row = re.search(rf"<th>{label}</th>(.*?)</tr>", table.group(1), re.S)
+        assert row is not None
+        cells = [int(c) for c in re.findall(r'<td class="num[^"]*">(\d+)', row.group(1))]
+        *outcomes, total = cells
+        assert sum(outcomes) == total == sum(point["counts"][truth].values())
+    assert ">Review</th>" in html and ">Error</th>" in html and "min_area_px=10000" in html
+
+
 def test_galleries_show_worst_parts_in_order(parts, tmp_path: Path) -> None:
     reject = float(np.sort(parts["scores"][parts["labels"] == 0])[-4])
     out = write_report(data_for(parts, thresholds=(reject, reject)), tmp_path / "report.html")

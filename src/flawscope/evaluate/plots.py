@@ -124,13 +124,16 @@ def curves_png(
     return _png(fig)
 
 
-def histogram_png(scores: np.ndarray, labels: np.ndarray, marker: OperatingMarker) -> bytes:
+def histogram_png(
+    scores: np.ndarray, labels: np.ndarray, marker: OperatingMarker, score_name: str = "Image anomaly score"
+) -> bytes:
     """Histograms of the image scores of good and defective parts, with the thresholds drawn.
 
     Args:
-        scores: ``(N,)`` image anomaly scores.
+        scores: ``(N,)`` image scores (the thresholds' scale).
         labels: ``(N,)`` 0 for good, 1 for defective.
         marker: the operating point (its reject and review thresholds are drawn).
+        score_name: the x axis's label (what the score is).
 
     Returns:
         PNG bytes (1000 x 380 px).
@@ -157,8 +160,7 @@ def histogram_png(scores: np.ndarray, labels: np.ndarray, marker: OperatingMarke
             label=f"review threshold {marker.review:.4g}",
         )
     ax.axvline(marker.reject, color=REJECT_COLOUR, linewidth=2, label=f"reject threshold {marker.reject:.4g}")
-    ax.set(
-        title="Image scores of good and defective test parts", xlabel="Image anomaly score", ylabel="Parts"
-    )
-    ax.legend(loc="upper right", fontsize=8, frameon=False)
+    ax.set(title="Image scores of good and defective test parts", xlabel=score_name, ylabel="Parts")
+    # "best": a trained head's defect scores pile up at the right edge, under an upper-right legend.
+    ax.legend(loc="best", fontsize=8, frameon=False)
     return _png(fig)

@@ -249,6 +249,15 @@ def _tiles(data: ReportData, point: Mapping[str, Any]) -> tuple[dict[str, list[T
     return tiles, scale
 
 
+def _score_name(data: ReportData) -> str:
+    """What the image score is: a trained head's defect probability or a good-parts anomaly score."""
+    prediction = data.prediction
+    trained = prediction is not None and (
+        prediction.class_probs is not None or prediction.map_scale == "probability"
+    )
+    return "Image defect score" if trained else "Image anomaly score"
+
+
 def _figures(data: ReportData, content: Mapping[str, Any]) -> dict[str, bytes | None]:
     point = content["operating_point"]
     labels, scores = np.asarray(data.labels), np.asarray(data.scores)
@@ -263,7 +272,7 @@ def _figures(data: ReportData, content: Mapping[str, Any]) -> dict[str, bytes | 
     both = 0 < int(labels.sum()) < labels.size
     return {
         "curves": curves_png(scores, labels, marker, data.summary.overall.image_auroc) if both else None,
-        "histogram": histogram_png(scores, labels, marker),
+        "histogram": histogram_png(scores, labels, marker, _score_name(data)),
     }
 
 

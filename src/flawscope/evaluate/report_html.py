@@ -118,7 +118,7 @@ def _cards(content: Mapping[str, Any]) -> str:
             "Clopper-Pearson, on the good test parts",
         ),
     ]
-    if point["has_review_band"]:
+    if point["shows_review"]:
         cards.append(("Sent to review", _pct(point["review_rate"]), "share of all test parts"))
 
     def grid(items: Sequence[tuple[str, str, str]]) -> str:
@@ -144,13 +144,16 @@ def _notes(notes: Sequence[str], calibrated: bool) -> str:
 
 
 def _confusion(point: Mapping[str, Any]) -> str:
-    band = point["has_review_band"]
-    columns = ["pass", "review", "fail"] if band else ["pass", "fail"]
+    # Every part is in a column: the rows add up to their totals.
+    columns = ["pass", *(["review"] if point["shows_review"] else []), "fail"]
+    columns += ["error"] if point["shows_error"] else []
     styles = {
         ("good", "pass"): "ok",
         ("good", "fail"): "bad",
         ("defect", "pass"): "bad",
         ("defect", "fail"): "ok",
+        ("good", "error"): "bad",
+        ("defect", "error"): "bad",
     }
     head = "".join(f'<th class="num">{c.capitalize()}</th>' for c in columns)
     rows = []
@@ -340,6 +343,13 @@ def render_html(
         if band
         else "Fail at or above the reject threshold, pass below it (no review band)."
     )
+    if point["shows_review"] and not band:
+        why = f" ({', '.join(point['rules'])})" if point["rules"] else ""
+        outcome_text += (
+            f" The parts under Review were sent there by the station's rules{why}, as on the line."
+        )
+    if point["shows_error"]:
+        outcome_text += " Error: the model's outputs could not be judged (never passed)."
     sections = [
         _section("summary", "Summary", _meta(content) + _cards(content) + notes),
         _section("operating-point", "Outcomes at the operating point", _confusion(point), outcome_text),
@@ -348,7 +358,7 @@ def render_html(
         _section(
             "per-type",
             "Per defect type",
-            _per_type(content["per_type"], band),
+            _per_type(content["per_type"], point["shows_review"] or point["shows_error"]),
             "Each defect type against all good test parts; recall at the operating point above.",
         ),
         *(

@@ -89,6 +89,10 @@ def point_content(data: ReportData) -> dict[str, Any]:
         "reject": reject,
         "review": review,
         "has_review_band": review < reject,
+        # Parts go to review without a band too (a station rule: a low-confidence category, an
+        # unknown-looking part, a defect too small): the outcome table shows them whenever any did.
+        "shows_review": review < reject or any(counts[t]["review"] for t in counts),
+        "shows_error": any(counts[t]["error"] for t in counts),
         "threshold_version": thresholds.version if thresholds else None,
         "method": thresholds.method if thresholds else None,
         "frr_target": None if calibrated else overall.frr_target,
@@ -110,7 +114,7 @@ def point_content(data: ReportData) -> dict[str, Any]:
 
 
 def _rules(thresholds: Thresholds | None) -> list[str]:
-    """The station's region rules, which the score-only outcomes of this report do not apply."""
+    """The station's rules beyond the two thresholds, which the report's outcomes apply."""
     if thresholds is None:
         return []
     rules = []
@@ -120,4 +124,8 @@ def _rules(thresholds: Thresholds | None) -> list[str]:
         rules.append(f"min_area_mm2={thresholds.min_area_mm2}")
     if thresholds.max_regions is not None:
         rules.append(f"max_regions={thresholds.max_regions}")
+    if thresholds.min_confidence is not None:
+        rules.append(f"min_confidence={thresholds.min_confidence:g}")
+    if thresholds.anomaly_reject is not None:
+        rules.append(f"anomaly_reject={thresholds.anomaly_reject:.6g}")
     return rules
