@@ -95,6 +95,8 @@ def test_classifier_category_confidence_and_unknown_parts():
     assert v[1].category == "crack" and v[1].confidence == pytest.approx(0.9 / 0.95)
     assert "confidence" in v[2].reason and v[2].category == "crack"
     assert "unlike the good parts" in v[3].reason and v[3].anomaly_score == 20.0
+    # Stopped, not passed: the reviewer sees the likeliest defect, not "good".
+    assert v[3].category == "crack" and v[3].confidence == pytest.approx(0.02 / 0.03)
 
 
 def test_segmenter_regions_carry_their_class():
@@ -110,6 +112,20 @@ def test_segmenter_regions_carry_their_class():
     assert v.outcome is Outcome.FAIL
     assert {r.category for r in v.regions} == {"crack", "spot"}
     assert v.category == "crack"  # the largest region's class
+
+
+def test_a_fail_whose_map_stays_below_the_region_level_still_shows_where():
+    # The classifier fails the part; its defect map peaks at 0.4 (< the 0.5 region level).
+    amap = np.zeros((30, 40), np.float32)
+    amap[10:16, 20:28] = 0.4
+    amap[11:13, 22:24] = 0.1  # a dip below half the peak: left out of the region
+    prediction = Prediction(np.array([0.95, 0.2]), (amap, amap * 0), "probability")
+    v = decide_many(prediction, Thresholds.explicit(0.5))
+    assert [x.outcome for x in v] == [Outcome.FAIL, Outcome.PASS]
+    (region,) = v[0].regions
+    assert region.bbox == (20, 10, 28, 16) and region.area_px == 6 * 8 - 4
+    assert "half its peak 0.4" in v[0].reason
+    assert v[1].regions == ()
 
 
 def test_every_caller_gives_the_same_outcome(tmp_path: Path):

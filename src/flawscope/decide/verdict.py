@@ -252,6 +252,18 @@ def decide_many(
                     mm_per_px=thresholds.mm_per_px,
                     max_regions=None,
                 )
+        if (
+            outcome is not Outcome.PASS
+            and not part_regions
+            and amap is not None
+            and prediction.map_scale == "probability"
+            and regions
+        ):
+            part_regions, hint = _where_to_look(amap, level, thresholds.mm_per_px)
+            reason += hint
+        if outcome is Outcome.REVIEW and category == GOOD and cats.present and cats.defect[i] is not None:
+            # The part is stopped, not passed: the reviewer gets the likeliest defect, as for a fail.
+            category, confidence = cats.defect[i], float(cats.defect_conf[i])
         verdicts.append(
             Verdict(
                 outcome=outcome,
@@ -267,6 +279,22 @@ def decide_many(
             )
         )
     return verdicts
+
+
+def _where_to_look(amap: np.ndarray, level: float, mm_per_px: float | None) -> tuple[tuple[Region, ...], str]:
+    """Regions at half the peak of a defect-probability map that has no pixel at ``level``.
+
+    A part stopped by its image score (the classifier's) whose map stays below the region level
+    would otherwise reach the operator without a location.
+    """
+    peak = float(amap.max())
+    if not peak > 0.0:
+        return (), ""
+    found = find_regions(amap, peak / 2.0, mm_per_px=mm_per_px, max_regions=None)
+    return found, (
+        f"; no pixel reaches the region level {level:g}: the regions shown are where the defect map is "
+        f"at least half its peak {peak:.3g}"
+    )
 
 
 def _rule(
