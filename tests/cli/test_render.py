@@ -32,3 +32,14 @@ def test_a_part_line_shows_outcome_share_and_id_and_the_reason_of_an_unjudged_pa
     )
     line = part_line(error)
     assert " - " in line and "cannot read p9.png" in line
+
+
+def test_a_stopped_part_shows_the_defect_the_model_names():
+    failed = SimpleNamespace(
+        seq=9, outcome=Outcome.FAIL, normalized_score=1.2, part_id="p1", reason="score", category="crack"
+    )
+    assert part_line(failed).endswith("[red]crack[/red]")
+    passed = SimpleNamespace(
+        seq=10, outcome=Outcome.PASS, normalized_score=0.2, part_id="p2", reason="score", category="good"
+    )
+    assert "good" not in part_line(passed)

@@ -52,14 +52,19 @@ def share_of_threshold(ratio: float) -> str:
 def part_line(record: Any) -> str:
     """One recorded part, as ``flawscope inspect`` lists it (Rich markup; ids and reasons escaped).
 
-    The score is shown as a share of the reject threshold (1.00 is the threshold); a part that
-    was not judged shows its reason instead.
+    The score is shown as a share of the reject threshold (1.00 is the threshold); a stopped part
+    (review, fail) shows its defect category when the model names one; a part that was not judged
+    shows its reason instead.
     """
     outcome = record.outcome.value
     style = OUTCOME_STYLE.get(outcome, "magenta")
     ratio = record.normalized_score
     score = share_of_threshold(ratio) if isinstance(ratio, float) and math.isfinite(ratio) else "-"
     line = f"{record.seq:>6}  [{style}]{outcome:<13}[/{style}]  {score:>11}  {escape(record.part_id)}"
+    category = getattr(record, "category", None)
+    if outcome in ("review", "fail") and category:
+        # What the operator looks for on a stopped part: the defect the model names.
+        line += f"  [{style}]{escape(category)}[/{style}]"
     if outcome not in ("pass", "review", "fail") and record.reason:
         line += f"  [dim]{escape(record.reason)}[/dim]"
     return line
