@@ -19,6 +19,7 @@ from flawscope.errors import InputError
 from flawscope.evaluate.gallery import HeatScale, draw_tile
 from flawscope.evaluate.metrics import evaluate_scores
 from flawscope.evaluate.report import GALLERY_SIZE, CalibrationInfo, ReportData, write_report
+from flawscope.types import Prediction
 
 SECTIONS = (
     "summary",
@@ -335,11 +336,51 @@ def test_no_operating_point_without_defects_or_thresholds(parts, tmp_path: Path)
         maps=None,
         masks=None,
     )
-    with pytest.raises(InputError, match="thresholds"):
-        write_report(data, tmp_path / "report.html")
+    # No point: the report is written and says so; no outcome is counted or shown.
+    out = write_report(data, tmp_path / "none.html")
+    twin = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert not twin["operating_point"]["exists"] and twin["headline"]["recall"] is None
+    assert twin["galleries"] == {} and all(row["fail"] is None for row in twin["per_type"])
+    html = out.read_text(encoding="utf-8")
+    assert "No operating point" in html and 'id="operating-point"' not in html
+    assert 'class="confusion"' not in html
     # With thresholds, a report of good parts only still works (no curves).
     html = write_report(data_for_thresholds(data, 1.0), tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Curves need both good and defective test parts" in html
+
+
+def test_a_classifier_of_defect_types_only_gets_its_categories_without_a_point(parts, tmp_path: Path) -> None:
+    # A sorting station (NEU-like): every test part is a defect of one of three types, no good
+    # part, no thresholds. The categories are the result.
+    defect = parts["labels"] == 1
+    pick = lambda items: [x for x, d in zip(items, defect, strict=True) if d]  # noqa: E731
+    types = pick(parts["types"])
+    classes = ("scratch", "spot")
+    probs = np.array([[0.9, 0.1] if t == "scratch" else [0.2, 0.8] for t in types], np.float32)
+    probs[0] = probs[0][::-1]  # one scratch called a spot
+    scores = np.ones(len(types), np.float32)
+    prediction = Prediction(scores=scores, class_probs=probs, classes=classes)
+    summary = evaluate_scores(scores, parts["labels"][defect], types)
+    data = data_for(
+        parts,
+        paths=pick(parts["paths"]),
+        labels=parts["labels"][defect],
+        defect_types=types,
+        scores=scores,
+        summary=summary,
+        maps=None,
+        masks=None,
+        prediction=prediction,
+    )
+    out = write_report(data, tmp_path / "sort.html")
+    twin = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert twin["categories"]["accuracy"] == pytest.approx((len(types) - 1) / len(types))
+    html = out.read_text(encoding="utf-8")
+    assert 'id="categories"' in html and "No operating point" in html
+    assert "Category accuracy" in html
+    # Every score is 1 and no part has an outcome: no curves, histogram, per-type rows or galleries.
+    assert not [t for t, _, _ in parse(html).links if t == "img"]
+    assert not {"operating-point", "curves", "scores", "per-type", "false-rejects"} & parse(html).ids
 
 
 def data_for_thresholds(data: ReportData, reject: float) -> ReportData:

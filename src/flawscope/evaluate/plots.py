@@ -125,14 +125,17 @@ def curves_png(
 
 
 def histogram_png(
-    scores: np.ndarray, labels: np.ndarray, marker: OperatingMarker, score_name: str = "Image anomaly score"
+    scores: np.ndarray,
+    labels: np.ndarray,
+    marker: OperatingMarker | None,
+    score_name: str = "Image anomaly score",
 ) -> bytes:
     """Histograms of the image scores of good and defective parts, with the thresholds drawn.
 
     Args:
         scores: ``(N,)`` image scores (the thresholds' scale).
         labels: ``(N,)`` 0 for good, 1 for defective.
-        marker: the operating point (its reject and review thresholds are drawn).
+        marker: the operating point (its reject and review thresholds are drawn); ``None``: none.
         score_name: the x axis's label (what the score is).
 
     Returns:
@@ -140,8 +143,9 @@ def histogram_png(
     """
     fig, (ax,) = _figure(10.0, 3.8)
     finite = scores[np.isfinite(scores)]
-    low = min(float(finite.min()), marker.review)
-    high = max(float(finite.max()), marker.reject)
+    low, high = float(finite.min()), float(finite.max())
+    if marker is not None:
+        low, high = min(low, marker.review), max(high, marker.reject)
     if high <= low:
         high = low + 1.0
     edges = np.linspace(low, high, 61).tolist()
@@ -150,7 +154,7 @@ def histogram_png(
         if part.size:
             ax.hist(part, bins=edges, color=colour, alpha=0.55, label=f"{name} ({part.size})")
             ax.hist(part, bins=edges, color=colour, histtype="step", linewidth=1.2)
-    if marker.review < marker.reject:
+    if marker is not None and marker.review < marker.reject:
         ax.axvspan(marker.review, marker.reject, color=REVIEW_COLOUR, alpha=0.12, label="review band")
         ax.axvline(
             marker.review,
@@ -159,7 +163,10 @@ def histogram_png(
             linewidth=1.5,
             label=f"review threshold {marker.review:.4g}",
         )
-    ax.axvline(marker.reject, color=REJECT_COLOUR, linewidth=2, label=f"reject threshold {marker.reject:.4g}")
+    if marker is not None:
+        ax.axvline(
+            marker.reject, color=REJECT_COLOUR, linewidth=2, label=f"reject threshold {marker.reject:.4g}"
+        )
     ax.set(title="Image scores of good and defective test parts", xlabel=score_name, ylabel="Parts")
     # "best": a trained head's defect scores pile up at the right edge, under an upper-right legend.
     ax.legend(loc="best", fontsize=8, frameon=False)

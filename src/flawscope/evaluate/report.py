@@ -8,7 +8,9 @@ base64: the file opens offline, prints, and can be archived with the bundle.
 The operating point is the given thresholds (calibrated on held-out good parts, or set by hand).
 Without thresholds it is the lowest threshold whose false-reject rate on the *test* good parts
 is at most the summary's FRR target (1% by default), and the report says that this point was
-chosen on the test set itself and is optimistic (:mod:`flawscope.evaluate.report_point`).
+chosen on the test set itself and is optimistic (:mod:`flawscope.evaluate.report_point`). Where
+neither exists (a test set of defect types only: a classifier that sorts defects) the report has
+no outcomes, curves or galleries and says so; its categories are the result.
 
 This module assembles the content (per defect type, categories, segmentation, notes, galleries,
 figures) and writes the files; the page itself is drawn by :mod:`flawscope.evaluate.report_html`.
@@ -58,25 +60,28 @@ def _clean(value: Any) -> Any:
 def _per_type(data: ReportData, point: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     types = np.asarray(data.defect_types)
-    found = np.asarray(point["outcomes"], dtype=object)
+    found = np.asarray(point["outcomes"] or ["-"] * len(data.labels), dtype=object)
     items: list[tuple[str, Metrics, np.ndarray]] = [
         (name, m, types == name) for name, m in sorted(data.summary.per_type.items())
     ]
     items.append(("all defect types", data.summary.overall, types != GOOD))
     for name, metrics, keep in items:
         part = found[keep]
-        fail = int((part == "fail").sum())
-        review = int(((part == "review") | (part == "error")).sum())
-        recall = fail / part.size if part.size else None
+        fail: int | None = int((part == "fail").sum())
+        review: int | None = int(((part == "review") | (part == "error")).sum())
+        missed: int | None = int((part == "pass").sum())
+        recall = int((part == "fail").sum()) / part.size if part.size else None
         if not point["calibrated"]:
             recall = metrics.recall_at_frr
+        if not point["exists"]:
+            fail = review = missed = None
         rows.append(
             {
                 "defect_type": name,
                 "count": int(part.size),
                 "fail": fail,
                 "review": review,
-                "missed": int(part.size) - fail - review,
+                "missed": missed,
                 "recall": recall,
                 "image_auroc": metrics.image_auroc,
                 "pixel_auroc": metrics.pixel_auroc,
@@ -121,7 +126,13 @@ def _segmentation(data: ReportData) -> dict[str, Any] | None:
 
 def _notes(data: ReportData, point: dict[str, Any]) -> list[str]:
     notes = []
-    if not point["calibrated"]:
+    if not point["exists"]:
+        notes.append(
+            "No operating point: no thresholds were given and the test set cannot choose one (it needs "
+            "good and defective parts), so there are no pass/fail outcomes, recall or false-reject rate "
+            "here. Calibrate on held-out good parts ('flawscope calibrate') for a station's verdicts."
+        )
+    elif not point["calibrated"]:
         notes.append(
             f"No thresholds were given: the operating point is the lowest threshold with at most "
             f"{data.summary.overall.frr_target:.2%} false rejects on the good test parts, chosen on the test "
@@ -164,6 +175,8 @@ def build_content(data: ReportData, tiles: Mapping[str, Sequence[Tile]] | None =
     tiles = tiles or {}
     created = data.created_at or datetime.now(UTC).replace(microsecond=0).isoformat()
     totals = {"false_rejects": point["false_rejects"], "missed_defects": point["counts"]["defect"]["pass"]}
+    if not point["exists"]:
+        totals = {}  # the galleries show parts by their outcome
     if "segmentation" in tiles:
         totals["segmentation"] = int(np.sum(np.asarray(data.labels) == 1))
     content = {
@@ -204,7 +217,9 @@ def build_content(data: ReportData, tiles: Mapping[str, Sequence[Tile]] | None =
     return cleaned
 
 
-def _tiles(data: ReportData, point: Mapping[str, Any]) -> tuple[dict[str, list[Tile]], HeatScale]:
+def _tiles(data: ReportData, point: Mapping[str, Any]) -> tuple[dict[str, list[Tile]], HeatScale | None]:
+    if not point["exists"]:
+        return {}, None
     labels, scores = np.asarray(data.labels), np.asarray(data.scores)
     _, _, verdicts = decided(data)
     chosen = {
@@ -261,6 +276,14 @@ def _score_name(data: ReportData) -> str:
 def _figures(data: ReportData, content: Mapping[str, Any]) -> dict[str, bytes | None]:
     point = content["operating_point"]
     labels, scores = np.asarray(data.labels), np.asarray(data.scores)
+    if not point["exists"]:
+        finite = scores[np.isfinite(scores)]
+        # Every score equal (a classifier without a good class scores every part 1): nothing to draw.
+        spread = finite.size > 0 and float(np.ptp(finite)) > 0.0
+        return {
+            "curves": None,
+            "histogram": histogram_png(scores, labels, None, _score_name(data)) if spread else None,
+        }
     marker = OperatingMarker(
         reject=point["reject"],
         review=point["review"],
@@ -287,8 +310,7 @@ def write_report(data: ReportData, html_path: str | Path) -> Path:
         The HTML file's path.
 
     Raises:
-        InputError: when no operating point can be set (no thresholds and a test set without
-            good or defective images) or the folder cannot be written.
+        InputError: when the folder cannot be written.
     """
     html_path = Path(html_path)
     point = point_content(data)

@@ -38,6 +38,10 @@ def _pct(value: Any, digits: int = 2) -> str:
     return "—" if value is None else f"{100 * value:.{digits}f}%"
 
 
+def _int(value: Any) -> str:
+    return "—" if value is None else str(value)
+
+
 def _png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
@@ -45,10 +49,13 @@ def _png_uri(data: bytes) -> str:
 def _header(content: Mapping[str, Any]) -> str:
     model = content["model"]
     name = model.get("name") or "model"
+    point = content["operating_point"]
     warning = (
         ""
-        if content["operating_point"]["calibrated"]
+        if point["calibrated"]
         else '<p class="flag">Operating point not calibrated: chosen on the test set (see notes)</p>'
+        if point["exists"]
+        else '<p class="flag">No operating point: no pass/fail outcomes (see notes)</p>'
     )
     return (
         f'<header class="top"><div class="inner"><h1>Validation report — {escape(str(name))}</h1>'
@@ -73,10 +80,13 @@ def _meta(content: Mapping[str, Any]) -> str:
         cell = "—" if value is None else escape(str(value))
         rows.append((label, f"<code>{cell}</code>" if key in ("model_hash", "bundle_version") else cell))
     rows += [(escape(str(key)), escape(str(value))) for key, value in model.items()]
-    thresholds = f"reject {point['reject']:.6g}"
-    if point["has_review_band"]:
-        thresholds += f", review {point['review']:.6g}"
-    thresholds += f" — {escape(point['source'])}"
+    if point["exists"]:
+        thresholds = f"reject {point['reject']:.6g}"
+        if point["has_review_band"]:
+            thresholds += f", review {point['review']:.6g}"
+        thresholds += f" — {escape(point['source'])}"
+    else:
+        thresholds = escape(point["source"])
     rows.append(("Operating point", thresholds))
     calibration = content["calibration"]
     if calibration:
@@ -129,9 +139,24 @@ def _cards(content: Mapping[str, Any]) -> str:
         )
         return f'<div class="cards" style="grid-template-columns:repeat({len(items)}, 1fr)">{body}</div>'
 
+    quality_cards = cards[:3]
+    if content.get("categories"):
+        cat = content["categories"]
+        quality_cards.append(
+            (
+                "Category accuracy",
+                _num(cat["accuracy"]),
+                f"{cat['n']} parts; confidence ECE {_num(cat['ece'], 3)}",
+            )
+        )
+    if not point["exists"]:
+        # Nothing but the categories, where there are some: the other cards would all read "—".
+        quality_cards = [c for c in quality_cards if c[1] != "—"] or quality_cards
+    quality = f"<h3>Detection quality</h3>{grid(quality_cards)}"
+    if not point["exists"]:
+        return quality
     return (
-        f"<h3>Detection quality</h3>{grid(cards[:3])}"
-        f"<h3>At the operating point (reject threshold {point['reject']:.6g})</h3>{grid(cards[3:])}"
+        quality + f"<h3>At the operating point (reject threshold {point['reject']:.6g})</h3>{grid(cards[3:])}"
     )
 
 
@@ -226,9 +251,9 @@ def _per_type(rows: Sequence[Mapping[str, Any]], band: bool) -> str:
     for row in rows:
         cells = [
             str(row["count"]),
-            str(row["fail"]),
-            *([str(row["review"])] if band else []),
-            str(row["missed"]),
+            _int(row["fail"]),
+            *([_int(row["review"])] if band else []),
+            _int(row["missed"]),
             _pct(row["recall"], 1),
             _num(row["image_auroc"]),
             _num(row["pixel_auroc"]),
@@ -352,14 +377,24 @@ def render_html(
         outcome_text += " Error: the model's outputs could not be judged (never passed)."
     sections = [
         _section("summary", "Summary", _meta(content) + _cards(content) + notes),
-        _section("operating-point", "Outcomes at the operating point", _confusion(point), outcome_text),
-        _section("curves", "ROC and precision-recall curves", curves_html),
-        _section("scores", "Score distributions", histogram_html),
-        _section(
-            "per-type",
-            "Per defect type",
-            _per_type(content["per_type"], point["shows_review"] or point["shows_error"]),
-            "Each defect type against all good test parts; recall at the operating point above.",
+        *(
+            [_section("operating-point", "Outcomes at the operating point", _confusion(point), outcome_text)]
+            if point["exists"]
+            else []
+        ),
+        *([_section("curves", "ROC and precision-recall curves", curves_html)] if point["exists"] else []),
+        *([_section("scores", "Score distributions", histogram_html)] if histogram else []),
+        *(
+            [
+                _section(
+                    "per-type",
+                    "Per defect type",
+                    _per_type(content["per_type"], point["shows_review"] or point["shows_error"]),
+                    "Each defect type against all good test parts; recall at the operating point above.",
+                )
+            ]
+            if point["exists"] or content["headline"]["image_auroc"] is not None
+            else []
         ),
         *(
             [

@@ -4,6 +4,8 @@ With thresholds given (calibrated on held-out good parts, or set by hand) every 
 by :func:`~flawscope.decide.verdict.decide_many` under them and the rates are counted. Without, the
 point is the lowest threshold whose false-reject rate on the *test* good parts is at most the
 summary's FRR target, and the rates are the summary's own (chosen on the test set: optimistic).
+Without thresholds and with a test set that cannot choose a point (no good or no defective
+parts: a classifier that sorts defect types) there is none: the report has no outcomes.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ def _bare_thresholds(reject: float, review: float) -> Thresholds:
     return Thresholds.explicit(float(reject), float(review), note="report operating point")
 
 
+def has_point(data: ReportData) -> bool:
+    """Whether the report has an operating point (thresholds given, or the test set can choose one)."""
+    reject, review = threshold_pair(data.thresholds)
+    given = isinstance(data.thresholds, Thresholds) or (reject is not None and review is not None)
+    return given or data.summary.overall.threshold_at_frr is not None
+
+
 def decided(data: ReportData) -> tuple[Thresholds, bool, list[Verdict]]:
     """The report's thresholds and every part's verdict under them (:func:`decide_many`)."""
     thresholds, given = _decision_thresholds(data)
@@ -55,7 +64,13 @@ def decided(data: ReportData) -> tuple[Thresholds, bool, list[Verdict]]:
 
 
 def point_content(data: ReportData) -> dict[str, Any]:
-    """Thresholds, outcome counts and rates at the report's operating point (and each part's outcome)."""
+    """Thresholds, outcome counts and rates at the report's operating point (and each part's outcome).
+
+    ``exists`` is False where there is no point (see the module docstring): no thresholds, no
+    counts, no rates.
+    """
+    if not has_point(data):
+        return _no_point(data)
     overall = data.summary.overall
     decision, calibrated, verdicts = decided(data)
     reject, review = decision.reject, decision.review
@@ -84,6 +99,7 @@ def point_content(data: ReportData) -> dict[str, Any]:
     else:
         source = "thresholds given"
     return {
+        "exists": True,
         "calibrated": calibrated,
         "source": source,
         "reject": reject,
@@ -110,6 +126,35 @@ def point_content(data: ReportData) -> dict[str, Any]:
         / len(labels),
         "rules": _rules(thresholds),
         "outcomes": [str(o) for o in found],
+    }
+
+
+def _no_point(data: ReportData) -> dict[str, Any]:
+    """The operating point's content where there is none: every count zero, every rate undefined."""
+    counts = {truth: dict.fromkeys(("pass", "review", "fail", "error"), 0) for truth in ("good", "defect")}
+    return {
+        "exists": False,
+        "calibrated": False,
+        "source": "none: no thresholds given, and the test set needs good and defective parts to choose one",
+        "reject": None,
+        "review": None,
+        "has_review_band": False,
+        "shows_review": False,
+        "shows_error": False,
+        "threshold_version": None,
+        "method": None,
+        "frr_target": None,
+        "counts": counts,
+        "false_rejects": 0,
+        "frr": None,
+        "frr_upper_bound": None,
+        "frr_confidence": CONFIDENCE,
+        "recall": None,
+        "recall_ci": None,
+        "precision": None,
+        "review_rate": None,
+        "rules": [],
+        "outcomes": [],
     }
 
 
