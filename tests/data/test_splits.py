@@ -68,8 +68,11 @@ def test_always_trained_images_are_never_tested():
 def test_a_group_on_both_sides_is_refused_naming_it():
     samples = _samples(4, 2)
     bad = Split(train=(0, 2, 4), validation=(6,), test=(1, 3))  # kos00 in train (0) and test (1)
-    with pytest.raises(InputError, match=r"group 'kos00'.*both sides"):
+    with pytest.raises(InputError, match=r"group 'kos00'.*both sides") as err:
         check_disjoint(samples, bad)
+    # The file on each side, and every other group that is split too (kos01: 2 and 3).
+    assert samples[0].path in str(err.value) and samples[1].path in str(err.value)
+    assert "1 more: 'kos01'" in str(err.value)
 
 
 def test_the_same_image_in_train_and_test_is_refused_by_hash():

@@ -216,14 +216,25 @@ def check_disjoint(
         InputError: naming the group or the two files.
     """
     sides = {"train": split.train, "validation": split.validation, "test": split.test}
-    seen: dict[str, str] = {}
+    # group -> side -> one file there: every group on two sides is named, not only the first.
+    group_sides: dict[str, dict[str, str]] = {}
     for side, index in sides.items():
         for i in index:
             g = samples[i].group
-            if g is None:
-                continue
-            if seen.setdefault(g, side) != side:
-                raise InputError(f"group {g!r}", f"is on both sides of the split ({seen[g]} and {side})")
+            if g is not None:
+                group_sides.setdefault(g, {}).setdefault(side, samples[i].path)
+    both = [(g, found) for g, found in group_sides.items() if len(found) > 1]
+    if both:
+        g, found = both[0]
+        first = " and ".join(f"{side} ({path})" for side, path in found.items())
+        others = ", ".join(repr(name) for name, _ in both[1:6])
+        others += f" and {len(both) - 6} others" if len(both) > 6 else ""
+        more = f"; so are {len(both) - 1} more: {others}" if len(both) > 1 else ""
+        raise InputError(
+            f"group {g!r}",
+            f"is on both sides of the split: {first}{more}. A group is one physical part: move all "
+            "of its images to one side",
+        )
     if hashes is None:
         return
     where: dict[str, tuple[str, int]] = {}
