@@ -43,3 +43,29 @@ def test_a_stopped_part_shows_the_defect_the_model_names():
         seq=10, outcome=Outcome.PASS, normalized_score=0.2, part_id="p2", reason="score", category="good"
     )
     assert "good" not in part_line(passed)
+
+
+def test_cross_validation_says_how_many_good_parts_set_each_folds_thresholds():
+    from rich.console import Console
+
+    from flawscope.cli.render import supervised_table
+
+    result = {
+        "image_auroc": 0.99,
+        "calibrated": {
+            "frr": 0.069,
+            "recall": 0.98,
+            "review_rate": 0.0,
+            "n_calibration": [33, 35, 31],
+            "frr_upper_bound": [0.0867, 0.0819, 0.0921],
+        },
+    }
+    console = Console(width=200, record=True)
+    console.print(supervised_table(result))
+    text = console.export_text()
+    assert "0.069 / 0.980" in text
+    assert "31-35; each fold's FRR bound 8.2%-9.2%" in text
+    result["calibrated"]["n_calibration"] = [35, 35, 35]
+    result["calibrated"]["frr_upper_bound"] = [0.0819] * 3
+    console.print(supervised_table(result))
+    assert "35; each fold's FRR bound 8.2% " in console.export_text()

@@ -177,6 +177,12 @@ def operating_table(point: Any) -> Table:
     return table
 
 
+def _span(values: list[Any], fmt: str) -> str:
+    """``lo-hi`` of some numbers in a format, or the one value when they are all equal."""
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
 def supervised_table(result: dict[str, Any], title: str = "Categories and segmentation") -> Table:
     """Image, category and segmentation metrics of a model trained on labels (evaluation or CV)."""
     table = kv_table(title)
@@ -195,6 +201,14 @@ def supervised_table(result: dict[str, Any], title: str = "Categories and segmen
             "at thresholds calibrated per fold: FRR / recall",
             f"{calibrated['frr']:.3f} / {calibrated['recall']:.3f}",
         )
+        counts, bounds = calibrated.get("n_calibration"), calibrated.get("frr_upper_bound")
+        if counts and bounds:
+            # A fold's few validation good parts cannot show a 1% FRR: say so beside the FRR.
+            add(
+                "  calibrated on (good parts per fold)",
+                f"{_span(counts, '{}')}; each fold's FRR bound {_span(bounds, '{:.1%}')} "
+                "(a station calibrates on more)",
+            )
     categories = result.get("categories") or result.get("category")
     if categories:
         add("category accuracy", categories.get("accuracy"))

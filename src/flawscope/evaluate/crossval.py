@@ -123,9 +123,12 @@ def cross_validate(
         )
         validation = validation_metrics(vscores, labels[val])
         val_good = vscores[labels[val] == 0]
+        calibration: dict[str, Any] = {}
         if len(val_good) >= 10 and "good" in model.classes_:
             cal = calibrate(val_good, target_frr=0.01, require_bound=False)
             pooled["calibrated"][test] = outcomes(decide_many(pred, cal.thresholds, regions=False))
+            # The fold's few good parts bound the FRR they can show: kept to read the FRR above by.
+            calibration = {"n_calibration": len(val_good), "calibration_frr_bound": cal.frr_upper_bound}
         log_ = model.training_["log"]
         box_log = log_.get("box_head")
         n_train_images = len(split.train)
@@ -145,6 +148,7 @@ def cross_validate(
                 "temperature": log_["temperature"],
                 "ece_validation_after": log_["ece_after"],
                 **validation,
+                **calibration,
                 **({"box_head": box_log} if box_log else {}),
             }
         )
@@ -218,6 +222,8 @@ def cross_validate(
                 "frr": float((cal[y == 0] == "fail").mean()),
                 "recall": float((cal[y == 1] == "fail").mean()),
                 "review_rate": float((cal == "review").mean()),
+                "n_calibration": [r["n_calibration"] for r in fold_rows],
+                "frr_upper_bound": [r["calibration_frr_bound"] for r in fold_rows],
             }
         if has_maps:
             over = overlap_metrics(
