@@ -40,6 +40,9 @@ def test_the_candidate_says_where_it_comes_from(plant, candidate) -> None:
     assert manifest.preprocessing == live.preprocessing  # comparable part by part
     assert manifest.select_thresholds() is not None and manifest.signature is not None
     assert manifest.training.n_images > live.training.n_images  # the feedback's good parts were fitted on
+    # An anomaly model is never fitted on defects: the 6 reviewed cracks measure its recall.
+    thresholds = manifest.select_thresholds()
+    assert thresholds is not None and thresholds.recall is not None
 
 
 def test_retrain_without_the_training_set_names_the_fix(plant, tmp_path: Path) -> None:

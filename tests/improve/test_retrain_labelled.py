@@ -27,6 +27,9 @@ def test_a_mixed_candidate_learns_the_new_type_with_lineage(plant, tmp_path: Pat
     assert dict(lineage.data[1].labels) == {"crack": 6, "good": 7}  # the conflicting image stays out
     assert plant.conflict in lineage.excluded and lineage.new_classes == ("crack",)
     assert any("learnt from the reviews (crack)" in n for n in lineage.notes)
+    # It was fitted on the 6 reviewed cracks: its recall on them is no evidence and is not claimed.
+    assert result.calibration.recall is None and result.calibration.n_defect == 0
+    assert any("counts the 0 reviewed defective images" in n and "not the 6" in n for n in lineage.notes)
     assert manifest.training.task == "mixed" and manifest.preprocessing == live.preprocessing
     # A retrained head is an ensemble of three seeds, each stopped on a smoothed validation loss.
     hyper = manifest.model.hyperparameters

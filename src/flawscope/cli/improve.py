@@ -87,7 +87,7 @@ def retrain_command(
             bundle, feedback, output, data=data, target_frr=target_frr, task=task, params=params or None,
             base_defects=base_defects,
         )  # fmt: skip
-    lineage, fb = result.lineage, result.feedback
+    lineage = result.lineage
     table = kv_table("Candidate")
     table.add_row("deployable bundle", escape(str(result.deployed)))
     table.add_row("base model", lineage.base_version)
@@ -97,14 +97,19 @@ def retrain_command(
     table.add_row("reviews behind the labels", str(len(lineage.reviews)))
     if lineage.new_classes:
         table.add_row("[yellow]new defect types[/yellow]", ", ".join(lineage.new_classes))
-    for where, why in list(fb.excluded.items())[:20]:
+    left_out = dict(lineage.excluded)  # the feedback's own and the fit's: every file, in the lineage
+    for where, why in list(left_out.items())[:5]:
         table.add_row("[yellow]left out[/yellow]", f"{escape(where)}: {escape(why)}")
+    if len(left_out) > 5:
+        table.add_row(
+            "[yellow]left out[/yellow]", f"{len(left_out) - 5} more (the manifest's lineage lists each)"
+        )
     c = result.calibration
     table.add_row(
         "calibration", f"reject {c.thresholds.reject:.4g}, FRR bound {c.frr_upper_bound:.2%} ({c.guarantee})"
     )
     if c.recall is not None:
-        table.add_row("recall on feedback defects", f"{c.recall:.1%} of {c.n_defect}")
+        table.add_row("recall on feedback defects not fitted on", f"{c.recall:.1%} of {c.n_defect}")
     for note in lineage.notes:
         table.add_row("note", escape(note))
     console.print(table)

@@ -53,6 +53,8 @@ class LabelledRetrainSet:
         feedback: the feedback's samples used (after duplicates and rare classes).
         notes: what was decided, for the user and the lineage.
         left_out: image path -> why it is not fitted on.
+        unfitted_defects: paths of the feedback's defective images that are fitted on neither
+            as feedback nor as a base image (a class too rare to learn): evidence of recall.
     """
 
     labelled: LabelledSet
@@ -60,6 +62,7 @@ class LabelledRetrainSet:
     feedback: tuple[LabelledSample, ...]
     notes: tuple[str, ...]
     left_out: dict[str, str]
+    unfitted_defects: frozenset[str] = frozenset()
 
 
 def check_task(task: str) -> Task:
@@ -155,6 +158,7 @@ def labelled_for_retraining(
         label = GOOD if image.is_good else image.label
         chosen.append(LabelledSample(image.path, label, mask_path=image.mask if not image.is_good else None))
     counts = Counter(s.cls for s in (*original, *chosen))
+    unfitted: frozenset[str] = frozenset()
     rare = sorted(c for c, n in counts.items() if c != GOOD and n < min_per_class)
     if rare and task is Task.MIXED:
         notes.append(
@@ -175,6 +179,7 @@ def labelled_for_retraining(
         for s in (*original, *chosen):
             if s.cls in rare:
                 left_out[s.path] = f"class {s.cls!r} has fewer than {min_per_class} images"
+        unfitted = frozenset(s.path for s in chosen if s.cls in rare)
         chosen = [s for s in chosen if s.cls not in rare]
         original = tuple(s for s in original if s.cls not in rare)
     samples = (*original, *chosen)
@@ -192,7 +197,7 @@ def labelled_for_retraining(
     )
     for note in notes:
         logger.info("retrain: %s", note)
-    return LabelledRetrainSet(labelled, original, tuple(chosen), tuple(notes), left_out)
+    return LabelledRetrainSet(labelled, original, tuple(chosen), tuple(notes), left_out, unfitted)
 
 
 def label_counts(samples: Sequence[LabelledSample]) -> dict[str, int]:

@@ -3,7 +3,9 @@
 The base bundle's manifest names its training set (``training.dataset``) and its hold-out rule;
 the candidate is fitted on that set's good images plus the feedback's good images, held out the
 same way for calibration, calibrated for the base thresholds' target false-reject rate (reporting
-recall on the feedback's defective images), exported, and given a lineage section in its manifest:
+recall on the feedback's defective images it was not fitted on: all of them for an anomaly model,
+only those of classes too rare to learn for one that learns from labels), exported, and given a
+lineage section in its manifest:
 which data, which reviews, which base model, what was left out and why.
 
 The preprocessing stays the base model's (same canvas and resize mode), so that the candidate can
@@ -30,7 +32,7 @@ from flawscope.data.datasets import Dataset, load_dataset, read_samples
 from flawscope.decide.calibration import MIN_GOOD, CalibrationResult
 from flawscope.decide.thresholds import utc_now_iso
 from flawscope.errors import InputError
-from flawscope.improve.feedback import FeedbackSet, read_feedback
+from flawscope.improve.feedback import FeedbackImage, FeedbackSet, read_feedback
 from flawscope.manifest import DataSource, LineageSection
 from flawscope.types import Sample
 
@@ -196,7 +198,7 @@ def retrain(
     notes = [*fitted.notes, *notes]
     for note in notes:
         logger.info("retrain: %s", note)
-    defect_images = read_samples(_samples(feedback_set.defects, 1), masks=False).images
+    defect_images = read_samples(_samples(fitted.unseen_defects, 1), masks=False).images
     calibration = calibrate_bundle(
         out / "trained",
         fitted.holdout_images,
@@ -225,13 +227,18 @@ def retrain(
 
 @dataclass(frozen=True)
 class _Fitted:
-    """A fitted (not yet calibrated) candidate: its hold-out, data sources, notes and left-out files."""
+    """A fitted (not yet calibrated) candidate: its hold-out, data sources, notes and left-out files.
+
+    ``unseen_defects``: the feedback's defective images the candidate was not fitted on, the only
+    ones whose recall at calibration is evidence.
+    """
 
     holdout_images: list[Any]
     holdout_paths: list[str]
     data: tuple[DataSource, ...]
     notes: list[str]
     left_out: dict[str, str]
+    unseen_defects: tuple[FeedbackImage, ...]
 
 
 def base_task_of(manifest: Any) -> str:
@@ -300,7 +307,9 @@ def _fit_anomaly(
             labels=MappingProxyType(feedback_set.counts()),
         ),
     )
-    return _Fitted(list(result.holdout_images), list(result.holdout_paths), data, notes, {})
+    return _Fitted(
+        list(result.holdout_images), list(result.holdout_paths), data, notes, {}, feedback_set.defects
+    )
 
 
 def _fit_labelled(
@@ -376,7 +385,17 @@ def _fit_labelled(
             labels=MappingProxyType(label_counts(made.feedback)),
         ),
     )
-    return _Fitted(list(result.holdout_images), list(result.holdout_paths), data, notes, made.left_out)
+    unseen = tuple(i for i in feedback_set.defects if i.path in made.unfitted_defects)
+    if len(unseen) < len(feedback_set.defects):
+        # A head fitted on a defect image catches it: recall on those would be no evidence.
+        notes.append(
+            f"recall at calibration counts the {len(unseen)} reviewed defective images the candidate "
+            f"was not fitted on, not the {len(feedback_set.defects) - len(unseen)} it was; judge it "
+            "with 'flawscope model compare' on other parts"
+        )
+    return _Fitted(
+        list(result.holdout_images), list(result.holdout_paths), data, notes, made.left_out, unseen
+    )
 
 
 def base_holdout(manifest: Any, samples: Sequence[Any]) -> frozenset[str]:

@@ -27,7 +27,9 @@ router = APIRouter(include_in_schema=False)
 Operator = Annotated[Principal, Depends(require("operator"))]
 REASONS = {
     "flagged": "flagged by an operator",
-    "review_band": "the model was unsure (review band)",
+    # Not only the score band: a station rule (low category confidence, an unknown-looking part, a
+    # defect too small) sends parts too; the page shows the record's reason under "Why".
+    "review_band": "the model sent it to review",
     "sample": "random check of a passed part",
 }
 
