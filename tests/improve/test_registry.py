@@ -42,7 +42,9 @@ def test_comparison_with_intervals_and_a_refused_preprocessing(plant, candidate,
     assert not result.refused and result.live is not None and result.candidate is not None
     assert set(result.candidate.recall_by_type) == {"crack", "scratch", "spot"}
     rate = result.candidate.recall
-    assert rate.n == 24 and rate.low <= rate.rate <= rate.high and result.candidate.frr.n == 20
+    # The candidate was fitted on the 5 reviewed good parts taken from this set: they are left out.
+    assert result.trained_on == 5 and sum(result.labelled.values()) == len(labelled) - 5
+    assert rate.n == 24 and rate.low <= rate.rate <= rate.high and result.candidate.frr.n == 20 - 5
     assert result.agreement is not None and result.agreement.n == 10
     names = [g.name for g in result.gates]
     assert "recall on crack" in names and "false rejects on good parts (paired)" in names
@@ -55,7 +57,9 @@ def test_comparison_with_intervals_and_a_refused_preprocessing(plant, candidate,
         replace(item, origin="review", review_seq=seq) for item, seq in zip(labelled, reviews, strict=False)
     ]
     fair = compare_models(plant.live, candidate, [*marked, *labelled[len(marked) :]])
-    assert fair.trained_on == len(marked) and sum(fair.labelled.values()) == len(labelled) - len(marked)
+    fitted = {i.path for i in labelled} - set(result.candidate.stopped)  # the 5 above
+    expected = len(marked) + sum(1 for i in labelled[len(marked) :] if i.path in fitted)
+    assert fair.trained_on == expected and sum(fair.labelled.values()) == len(labelled) - expected
     # A candidate made with another canvas is refused for part-by-part comparison, with the reason.
     other = train(plant.dataset, tmp_path / "t", model="padim", holdout=0.4, params={"image_size": 96})
     calibrate_bundle(tmp_path / "t", other.holdout_images, target_frr=0.05)

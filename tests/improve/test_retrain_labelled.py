@@ -46,6 +46,15 @@ def test_a_mixed_candidate_learns_the_new_type_with_lineage(plant, tmp_path: Pat
     comparison = compare_models(plant.live, result.deployed, labelled_from_dataset(plant.later))
     assert not comparison.refused and comparison.candidate is not None
     assert "crack" in comparison.candidate.recall_by_type
+    # On the base set's test split it was fitted on the defects: they are left out, not judged.
+    base_test = labelled_from_dataset(plant.dataset)
+    on_base = compare_models(plant.live, result.deployed, base_test)
+    defects = [i for i in base_test if i.label != "good"]
+    assert defects and on_base.trained_on == len(defects)
+    assert on_base.candidate is not None and on_base.candidate.recall.n == 0
+    assert on_base.candidate.frr.n == len(base_test) - len(defects)  # its good parts still count
+    gate = next(g for g in on_base.gates if g.name == "recall on all labelled defects")
+    assert not gate.passed and "no labelled defect to judge" in gate.detail and not on_base.passed
 
 
 def test_rare_classes_are_named_and_handled(plant, tmp_path: Path) -> None:

@@ -248,8 +248,8 @@ def print_comparison(result: Any) -> None:
     console.print(table)
     if result.trained_on:
         console.print(
-            f"left out: {result.trained_on} reviewed part(s) whose review a model was retrained from "
-            "(not evidence about it)"
+            f"left out: {result.trained_on} labelled part(s) a model was fitted on or retrained from "
+            "the review of (not evidence about it)"
         )
     gates = Table(title="Gates", caption=escape(result.config.describe()))
     for column in ("gate", "holds", "detail"):

@@ -125,7 +125,9 @@ class Comparison:
         unreadable: labelled or unlabelled images that could not be read.
         created_at: ISO 8601 UTC time.
         config: the gates applied.
-        trained_on: reviewed parts left out because either model was retrained from their review.
+        trained_on: labelled parts left out because either model was retrained from their review
+            or fitted on their image (by content: a candidate that learnt from the base set's test
+            defects is not judged on them).
     """
 
     live: ModelResults | None
@@ -228,9 +230,11 @@ def compare_models(
     config = config or GateConfig()
     live_inspector = live if hasattr(live, "inspect_many") else Inspector.load(live)
     candidate_inspector = candidate if hasattr(candidate, "inspect_many") else Inspector.load(candidate)
-    # A part whose review a model was retrained from is not evidence about that model.
+    # A part whose review a model was retrained from, or whose image it was fitted on, is not
+    # evidence about that model.
     seen = _reviews_trained_on(live_inspector) | _reviews_trained_on(candidate_inspector)
     kept = [item for item in labelled if item.review_seq is None or item.review_seq not in seen]
+    kept = _not_fitted_on(kept, (live_inspector, candidate_inspector))
     trained_on, labelled = len(labelled) - len(kept), kept
     counts: dict[str, int] = {}
     for item in labelled:
@@ -261,6 +265,28 @@ def compare_models(
         live_results, cand_results, agreement, paired, gates, "", counts, tuple(bad), utc_now_iso(), config,
         trained_on,
     )  # fmt: skip
+
+
+def _not_fitted_on(labelled: list[Labelled], inspectors: Sequence[Any]) -> list[Labelled]:
+    """The labelled parts whose image neither model was fitted on (the manifests' file records)."""
+    from flawscope.data.imageio import sha256_file
+    from flawscope.models.provenance import trained_on
+
+    fitted: set[str] = set()
+    for inspector in inspectors:
+        fitted |= set(trained_on(inspector.bundle.manifest) or ())
+    if not fitted:
+        return labelled
+
+    def content(item: Labelled) -> str:
+        if item.sha256:
+            return item.sha256
+        try:
+            return sha256_file(item.path)
+        except OSError:
+            return ""  # unreadable: judged (and listed as unreadable) like any other
+
+    return [item for item in labelled if content(item) not in fitted]
 
 
 def _reviews_trained_on(inspector: Any) -> set[int]:

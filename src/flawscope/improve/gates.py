@@ -198,7 +198,9 @@ def evaluate_gates(
         Gate(
             "recall on all labelled defects",
             test.passed,
-            f"candidate {candidate.recall.rate:.1%} vs live {live.recall.rate:.1%}: {test.describe()}",
+            f"candidate {candidate.recall.rate:.1%} vs live {live.recall.rate:.1%}: {test.describe()}"
+            if candidate.recall.n
+            else "no labelled defect to judge (none given, or every one was fitted on)",
             test,
         ),
     ]
