@@ -79,3 +79,13 @@ def test_compare_with_another_preprocessing_says_why(plant, stretched, tmp_path:
     assert "Traceback" not in shown and "different preprocessing" in shown
     line = _error_line(_cli("model", "promote", other, "--by", "ann", "--reason", "try", *common))
     assert "refused" in line and "different preprocessing" in line
+
+
+def test_a_line_with_a_shadow_says_how_the_candidate_decided(plant, candidate, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    source = plant.later / "test"
+    done = _cli("inspect", str(plant.live), "--source", str(source), "--audit", url, "--shadow", str(candidate))
+    assert done.returncode == 0, done.stderr
+    n = sum(1 for p in source.rglob("*.png"))
+    line = next(text for text in done.stdout.splitlines() if text.startswith("shadow "))
+    assert f"judged {n} parts: the same decision on " in line and "shadow:station-1" in line

@@ -44,6 +44,9 @@ def test_shadow_records_the_candidate_and_leaves_the_line_alone(plant, candidate
     assert [r.score for r in records] == pytest.approx([r.score for r in plain], rel=1e-5)
     agreement = shadow_agreement(records, rows)
     assert agreement.n == 60 and 0 <= agreement.low <= agreement.rate <= agreement.high <= 1
+    # The running counts of the line's summary agree with the stored rows.
+    assert agreement.k == shadow.same and shadow.same + shadow.stopped_more + shadow.passed_more == 60
+    assert f"the same decision on {shadow.same} " in shadow.describe()
 
 
 def test_a_candidate_with_another_preprocessing_is_refused_for_shadow(plant, tmp_path: Path) -> None:

@@ -210,6 +210,9 @@ def inspect_command(
         head = log.head()
         url = log.url
     console.print(line_summary_table(summary, _where(url), store.root if store else None, _drift_line(drift)))
+    describe = getattr(observer, "describe", None) if shadow is not None else None
+    if describe is not None:
+        console.print(f"shadow {escape(str(shadow))}: {escape(describe())}", soft_wrap=True)
     console.print(
         f"audit head {head.seq}:{head.record_hash} (publish it; 'flawscope audit verify "
         "--expected-head SEQ:HASH' then detects records removed from the end)",

@@ -58,6 +58,12 @@ class ShadowObserver:
         self.scope = shadow_scope(station, candidate)
         self.then = then
         self.parts = 0
+        # Running decisions against the live model's (stop = review, fail or error), for the
+        # line's summary; the stored rows stay the record (shadow_agreement, model compare).
+        self.same = 0
+        self.stopped_more = 0  # parts the live model passed and the candidate stopped
+        self.passed_more = 0  # parts the live model stopped and the candidate passed
+        self.failed_batches = 0
 
     def observe_many(
         self, images: Sequence[np.ndarray | None], verdicts: Sequence[Verdict], part_ids: Sequence[str]
@@ -90,8 +96,31 @@ class ShadowObserver:
             ]
             self.store.write(self.scope, rows)
             self.parts += len(rows)
+            for (i, _), v in zip(judged, shadow, strict=True):
+                live_stop, cand_stop = verdicts[i].outcome is not Outcome.PASS, v.outcome is not Outcome.PASS
+                self.same += int(live_stop == cand_stop)
+                self.stopped_more += int(cand_stop and not live_stop)
+                self.passed_more += int(live_stop and not cand_stop)
         except Exception:
+            self.failed_batches += 1
             logger.exception("the shadow model failed on a batch (the line goes on)")
+
+    def describe(self) -> str:
+        """One line for the line's summary: how the candidate decided beside the live model."""
+        if not self.parts:
+            text = "judged no part"
+        else:
+            text = (
+                f"judged {self.parts} parts: the same decision on {self.same} "
+                f"({self.same / self.parts:.1%}); stopped {self.stopped_more} the live model passed, "
+                f"passed {self.passed_more} it stopped"
+            )
+        if self.failed_batches:
+            text += f"; failed on {self.failed_batches} batch(es) (logged)"
+        return (
+            f"{text}. Verdicts in archive {self.scope.archive!r}; 'flawscope model compare' judges the "
+            "reviewed parts"
+        )
 
 
 def shadow_agreement(
