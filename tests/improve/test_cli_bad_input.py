@@ -84,7 +84,9 @@ def test_compare_with_another_preprocessing_says_why(plant, stretched, tmp_path:
 def test_a_line_with_a_shadow_says_how_the_candidate_decided(plant, candidate, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     source = plant.later / "test"
-    done = _cli("inspect", str(plant.live), "--source", str(source), "--audit", url, "--shadow", str(candidate))
+    done = _cli(
+        "inspect", str(plant.live), "--source", str(source), "--audit", url, "--shadow", str(candidate)
+    )
     assert done.returncode == 0, done.stderr
     n = sum(1 for p in source.rglob("*.png"))
     line = next(text for text in done.stdout.splitlines() if text.startswith("shadow "))
