@@ -318,6 +318,9 @@ class InspectionRecord:
         web_across_mm: the same across the web, mm from the web's first pixel (schema 6).
         web_length_mm: its extent along the web, mm (schema 6).
         web_width_mm: its extent across the web, mm (schema 6).
+        category_confidence: the probability of ``category`` (for a defect class: given that the
+            part is defective), what a reviewer weighs; 0 when the model names no category with a
+            probability (schema 7; 0, not NaN, for the reason given for the ``web_*`` numbers).
         seq: position in the log (set by the log).
         prev_hash: hash of the previous record (set by the log).
         record_hash: hash of this record (set by the log).
@@ -351,6 +354,7 @@ class InspectionRecord:
     web_across_mm: float = added(6, 0.0)
     web_length_mm: float = added(6, 0.0)
     web_width_mm: float = added(6, 0.0)
+    category_confidence: float = added(7, 0.0)
     seq: int | None = None
     prev_hash: str = ""
     record_hash: str = field(default="", metadata={HASHED: False})

@@ -69,6 +69,7 @@ def test_every_hashed_field_changes_the_hash(make_record):
         "web_across_mm": 300.0,
         "web_length_mm": 4.0,
         "web_width_mm": 3.0,
+        "category_confidence": 0.875,
     }
     assert set(changed) | {"seq", "prev_hash"} == set(HASHED_FIELDS)
     for name, value in changed.items():

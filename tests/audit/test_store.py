@@ -54,7 +54,7 @@ def test_log_persists_across_reopen(audit_url, make_record):
 def test_meta_table_holds_schema_version_and_genesis(audit_url, run_sql):
     AuditLog.open(audit_url).close()
     meta = dict(run_sql(audit_url, "SELECT key, value FROM meta"))
-    assert meta["schema_version"] == str(SCHEMA_VERSION) == "6"
+    assert meta["schema_version"] == str(SCHEMA_VERSION) == "7"
     assert meta["hash_scheme"] == "sha256-canonical-json-v2"
     assert meta["genesis_hash"] == GENESIS_HASH
 

@@ -29,7 +29,10 @@ USERS = {"alice": "operator", "erin": "engineer", "root": "admin"}
 
 
 class BlobInspector:
-    """Score = peak of a smoothed bright-blob map: pass < 0.6 <= review < 1.0 <= fail."""
+    """Score = peak of a smoothed bright-blob map: pass < 0.6 <= review < 1.0 <= fail.
+
+    A stopped part is named a ``scratch`` with a confidence that grows with the score.
+    """
 
     model_hash = "b" * 64
     version = "blob.t1"
@@ -52,6 +55,8 @@ class BlobInspector:
                     threshold_version=1,
                     model_hash=self.model_hash,
                     anomaly_map=amap,
+                    category=None if outcome is Outcome.PASS else "scratch",
+                    confidence=None if outcome is Outcome.PASS else min(0.5 + score / 4.0, 0.99),
                 )
             )
         return out

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from tests.web.conftest import Station, make_station
+from tests.web.conftest import Station, login, make_station
 
 from flawscope.audit import AuditLog
 from flawscope.errors import InputError
@@ -182,3 +183,19 @@ def test_skipping_goes_to_the_next_entry_in_the_reviewers_order(desk) -> None:  
     for here, after in itertools.pairwise(order):
         assert review_queue.pending(db, limit=1, after_id=here)[0].id == after
     assert review_queue.pending(db, limit=1, after_id=order[-1]) == []
+
+
+def test_the_review_page_shows_the_models_category_and_how_sure_it_was(served) -> None:
+
+    with served.client() as browser:
+        login(browser, "alice")
+        page = browser.get("/review")
+        assert page.status_code == 200
+        found = re.search(r"Model's type <strong>scratch</strong> \((\d+)% sure\)", page.text)
+        assert found is not None, "the recorded confidence is shown"
+        assert 50 <= int(found.group(1)) <= 99
+    with AuditLog.open(served.station.url) as log:
+        stopped = [r for r in log.records() if r.kind == "inspection" and r.outcome is not Outcome.PASS]
+        passed = [r for r in log.records() if r.kind == "inspection" and r.outcome is Outcome.PASS]
+    assert stopped and all(0.5 <= r.category_confidence <= 0.99 for r in stopped)
+    assert passed and all(r.category_confidence == 0.0 and r.category is None for r in passed)

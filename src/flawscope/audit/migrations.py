@@ -119,6 +119,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "web_across_mm, web_length_mm, web_width_mm)",
         add_fields(6),
     ),
+    Migration(7, "records carry the probability of their category (category_confidence)", add_fields(7)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -115,6 +115,12 @@ def judge(frames: Sequence[Frame], inspector: InspectorLike) -> list[Verdict]:
     return [v for v in verdicts if v is not None]
 
 
+def _confidence(verdict: Verdict) -> float:
+    """The verdict's category probability as the record stores it (0: none, or not a number)."""
+    value = verdict.confidence
+    return float(value) if value is not None and math.isfinite(value) and verdict.category else 0.0
+
+
 def make_record(
     frame: Frame,
     verdict: Verdict,
@@ -142,6 +148,7 @@ def make_record(
         normalized_score=verdict.normalized_score,
         regions=verdict.regions,
         category=verdict.category,
+        category_confidence=_confidence(verdict),
         image_sha256=image_sha256,
         image_uri=image_uri,
         model_hash=verdict.model_hash or inspector.model_hash,

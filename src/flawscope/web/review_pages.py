@@ -64,7 +64,7 @@ def _review_page(
             "queue_left": left,
             "reason_text": REASONS.get(item.reason, "") if item else "",
             **picture_fields(image),
-            "confidence": getattr(record, "confidence", None),
+            "confidence": record.category_confidence or None,  # 0: no category probability
             "categories": state.categories(),
             "history": state.history(record.part_id),
             "request_id": uuid.uuid4().hex,

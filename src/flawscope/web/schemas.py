@@ -48,6 +48,9 @@ class InspectionOut(BaseModel):
     score: float | None
     normalized_score: float | None = Field(description="score / reject threshold")
     category: str | None
+    category_confidence: float | None = Field(
+        default=None, description="probability of the category (a defect's: given that the part is defective)"
+    )
     regions: list[RegionOut]
     model_version: str
     threshold_version: int | None
@@ -72,6 +75,7 @@ class InspectionOut(BaseModel):
             score=_num(r.score),
             normalized_score=_num(r.normalized_score),
             category=r.category,
+            category_confidence=r.category_confidence or None,
             regions=[
                 RegionOut(
                     bbox=list(g.bbox),
