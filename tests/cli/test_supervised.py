@@ -214,3 +214,35 @@ def test_a_fine_tuned_classifier_from_the_command_line(labelled: Path, tmp_path:
     assert manifest.model.hyperparameters["finetune"] == "last"
     assert manifest.training is not None and manifest.training.log is not None
     assert manifest.training.log["finetune"]["epochs_run"] == 1
+
+
+def test_a_box_detector_says_when_its_box_head_stopped(tmp_path: Path):
+    import cv2
+    import numpy as np
+
+    # NEU's layout: defect classes only, splits.csv, VOC boxes around bright rectangles.
+    root = tmp_path / "neu"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["path,class,split"]
+    for cls, value in (("crazing", 200), ("patches", 30)):
+        for i in range(10):
+            name = f"{cls}_{i}"
+            image = rng.normal(120, 8, (64, 64)).clip(0, 255).astype(np.uint8)
+            x, y = int(rng.integers(4, 30)), int(rng.integers(4, 30))
+            image[y : y + 20, x : x + 24] = value
+            cv2.imwrite(str(root / "images" / f"{name}.png"), image)
+            (root / "annotations" / f"{name}.xml").write_text(
+                f"<annotation><object><name>{cls}</name><bndbox><xmin>{x}</xmin><ymin>{y}</ymin>"
+                f"<xmax>{x + 24}</xmax><ymax>{y + 20}</ymax></bndbox></object></annotation>"
+            )
+            rows.append(f"images/{name}.png,{cls},{'test' if i >= 8 else 'train'}")
+    (root / "splits.csv").write_text("\n".join(rows) + "\n")
+    run = flawscope(
+        "train", root / "splits.csv", "--task", "detect", "-o", tmp_path / "det", "--image-size", "64",
+        "--param", "epochs=3", "--param", "views=0", "--param", "box_epochs=4", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.rc == 0, run.err[-3000:]
+    row = next(line for line in run.out.splitlines() if "box head: epochs (best)" in line)
+    assert " of 4 (" in row

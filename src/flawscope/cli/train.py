@@ -139,6 +139,13 @@ def _train_labelled(
         ece = f"{log['ece_before']:.3f} -> {log['ece_after']:.3f} (T = {log['temperature']:.2f})"
         table.add_row("validation ECE (before -> after temperature)", ece)
     boxes = log.get("box_head") or {}
+    if "epochs_run" in boxes:
+        # The box head stops early on its own validation loss: its progress bar ends short of it.
+        most = getattr(model, "params", {}).get("box_epochs")
+        table.add_row(
+            "box head: epochs (best)",
+            f"{boxes['epochs_run']}" + (f" of {most}" if most else "") + f" ({boxes['best_epoch']})",
+        )
     if "box_level" in boxes:
         table.add_row("region level of the boxes", _box_level_row(boxes))
     table.add_row("outputs", ", ".join(model.declaration().output_names))
