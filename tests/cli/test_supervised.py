@@ -246,3 +246,12 @@ def test_a_box_detector_says_when_its_box_head_stopped(tmp_path: Path):
     assert run.rc == 0, run.err[-3000:]
     row = next(line for line in run.out.splitlines() if "box head: epochs (best)" in line)
     assert " of 4 (" in row
+    # Its report has the detection's average precision, as the command's table does.
+    run = flawscope(
+        "evaluate", tmp_path / "det", root / "splits.csv", "--report", tmp_path / "r.html", cwd=tmp_path
+    )
+    assert run.rc == 0, run.err[-3000:]
+    twin = json.loads((tmp_path / "r.json").read_text())
+    html = (tmp_path / "r.html").read_text()
+    assert twin["detection"]["iou"] == 0.5 and set(twin["detection"]["ap"]) == {"crazing", "patches"}
+    assert 'id="detection"' in html and f"{twin['detection']['map']:.3f}" in html

@@ -206,6 +206,7 @@ def build_content(data: ReportData, tiles: Mapping[str, Sequence[Tile]] | None =
         "per_type": per_type,
         "categories": _categories(data),
         "segmentation": _segmentation(data),
+        "detection": dict(data.detection) if data.detection else None,
         "metrics": data.summary.to_dict(),
         "galleries": {
             name: {"total": totals[name], "shown": [t.to_dict() for t in tiles.get(name, ())]}
@@ -359,5 +360,6 @@ def build_report(run: EvaluationRun, bundle: Bundle, dataset_name: str, html_pat
         masks=list(run.masks),
         thresholds=run.operating_point.thresholds if run.operating_point else None,
         prediction=run.prediction,
+        detection=run.supervised.get("detection"),
     )
     return write_report(data, html_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,9 @@ class ReportData:
         created_at: report time, ISO 8601 (default: when written, UTC).
         prediction: the model's full outputs for these parts (class probabilities, defect maps),
             when there is more than ``scores`` and ``maps``; verdicts are then decided on it.
+        detection: a detector's boxes against the test split's boxes:
+            ``{"iou": 0.5, "map": float, "ap": {class: float | None}}``
+            (:func:`~flawscope.evaluate.supervised.detection_map`), or ``None``.
     """
 
     dataset: str
@@ -84,6 +88,7 @@ class ReportData:
     loader: Callable[[str], np.ndarray] = read_image
     created_at: str | None = None
     prediction: Prediction | None = None
+    detection: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         paths = tuple(str(p) for p in self.paths)

@@ -234,6 +234,16 @@ def _overlaps(seg: Mapping[str, Any]) -> str:
     return f'<table><tr><th>Class</th><th class="num">Dice</th><th class="num">IoU</th></tr>{rows}</table>'
 
 
+def _detection(found: Mapping[str, Any]) -> str:
+    """Average precision per class of a detector's boxes."""
+    rows = "".join(
+        f'<tr><td>{escape(c)}</td><td class="num">{_num(ap, 3)}</td></tr>' for c, ap in found["ap"].items()
+    )
+    iou = f"{found['iou']:g}"
+    total = f'<tr class="total"><td>mean (mAP@{iou})</td><td class="num">{_num(found["map"], 3)}</td></tr>'
+    return f'<table><tr><th>Class</th><th class="num">AP@{iou}</th></tr>{rows}{total}</table>'
+
+
 def _per_type(rows: Sequence[Mapping[str, Any]], band: bool) -> str:
     head = [
         "Defect type",
@@ -421,6 +431,20 @@ def render_html(
                 )
             ]
             if content.get("segmentation")
+            else []
+        ),
+        *(
+            [
+                _section(
+                    "detection",
+                    "Detection: average precision",
+                    _detection(content["detection"]),
+                    "Each class's detected boxes, ranked by confidence, against the test split's "
+                    "boxes: a detection is correct where it overlaps an unmatched true box of its "
+                    f"class by an IoU of at least {content['detection']['iou']:g}.",
+                )
+            ]
+            if content.get("detection")
             else []
         ),
         *(
