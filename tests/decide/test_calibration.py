@@ -206,3 +206,20 @@ def test_calibration_of_1000_scores_is_fast():
     start = time.perf_counter()
     calibrate(goods, defect_scores=defects, review_rate=0.02)
     assert time.perf_counter() - start < 0.5
+
+
+def test_good_parts_at_the_probability_ceiling_are_said_to_leave_no_part_failing():
+    # A trained head certain that 2 of 50 good parts are defects (float32 saturates at 1): the
+    # threshold above them is above every probability, and no part could ever fail.
+    goods = np.concatenate([np.linspace(0.001, 0.3, 48), [1.0, np.float32(0.99999994)]])
+    result = calibrate(goods, target_frr=0.01, probability=True, require_bound=False)
+    assert result.thresholds.reject > 1.0
+    assert (
+        result.warnings[0].startswith("NO PART CAN FAIL")
+        and "2 good calibration image(s)" in result.warnings[0]
+    )
+    assert "--target-frr 0.04 or more" in result.warnings[0]
+    # At that target the two are rejected and the threshold is within reach.
+    assert calibrate(goods, target_frr=0.04, probability=True, require_bound=False).thresholds.reject <= 1.0
+    # An unbounded score above 1 is no such case.
+    assert not any("NO PART" in w for w in calibrate(goods * 10, target_frr=0.01).warnings)

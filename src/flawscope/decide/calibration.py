@@ -340,6 +340,19 @@ def calibrate(
     probability = probability and bool(goods.min() >= 0.0 and goods.max() <= 1.0)
     outliers, outlier_warnings = _outlier_warnings(goods, reject, names, probability)
     warnings += outlier_warnings
+    if probability and reject > 1.0:
+        # Good parts at the probability's ceiling: a threshold above them is above every score the
+        # model can give, and the station would pass every part.
+        ceiling = int((goods * (1.0 + _MARGIN) > 1.0).sum())  # those a threshold must sit above
+        warnings.insert(
+            0,
+            f"NO PART CAN FAIL: the reject threshold {reject:.7g} is above 1, the highest defect "
+            f"probability the model gives, because {ceiling} good calibration image(s) score 1 to within "
+            f"{_MARGIN:g} (the "
+            "model is certain they are defects: mislabelled parts, or an overconfident model). Check "
+            f"them (the warnings below name them), calibrate for a target that lets them be rejected "
+            f"(--target-frr {min(ceiling / n, 0.49):.3g} or more), or retrain",
+        )
 
     recall = recall_ci = recall_incl_review = None
     if defects.size:
