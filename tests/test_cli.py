@@ -151,6 +151,11 @@ def test_models_lists_models_and_backbones(work: Path):
     assert run.rc == 0, run.err
     for name in ("padim", "patchcore", "efficientnet_lite0", "mobilenet_v2", "resnet18", "wide_resnet50_2"):
         assert name in run.out
+    # Each model with the task it learns ('train --task'), the good-parts models first.
+    cells = [[c.strip() for c in line.split("│")] for line in run.out.splitlines() if line.count("│") >= 4]
+    rows = {c[1]: c[2] for c in cells if c[1] and c[2]}
+    assert rows["padim"] == "anomaly" and rows["segmenter"] == "segment" and rows["box_detector"] == "detect"
+    assert run.out.index("patchcore") < run.out.index("classifier")
     assert "Traceback" not in run.err
 
 

@@ -48,18 +48,25 @@ def _check_output(path: Path, overwrite: bool) -> None:
 
 
 def models_command() -> None:
-    """List the registered anomaly models and the available backbones."""
+    """List the registered models (the task each learns, 'train --task') and the available backbones."""
     from flawscope.features.backbones import BACKBONES
     from flawscope.models import MODELS
 
-    table = Table(title="Anomaly models")
+    table = Table(title="Models (train --task TASK --model NAME; anomaly models learn from good parts alone)")
     table.add_column("name", no_wrap=True)
+    table.add_column("task", no_wrap=True)
     table.add_column("description", overflow="fold")
     table.add_column("hyperparameters (defaults)", overflow="fold")
-    for name, cls in sorted(MODELS.items()):
+    # Good-parts models first, then those that learn from labels, by task.
+    for name, cls in sorted(
+        MODELS.items(), key=lambda item: (item[1].task != "anomaly", str(item[1].task), item[0])
+    ):
         doc = plain_text((cls.__doc__ or "").strip().splitlines()[0])
         table.add_row(
-            name, escape(doc), escape(", ".join(f"{k}={v}" for k, v in cls.default_params().items()))
+            name,
+            str(cls.task),
+            escape(doc),
+            escape(", ".join(f"{k}={v}" for k, v in cls.default_params().items())),
         )
     console.print(table)
     backbones = Table(title="Backbones")
