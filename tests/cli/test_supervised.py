@@ -168,6 +168,24 @@ def test_a_model_without_good_parts_is_not_calibrated(labelled: Path, tmp_path: 
     assert run.rc == 0, run.err[-3000:]
     run = flawscope("calibrate", out, data / "test" / "spot", cwd=tmp_path)
     assert run.rc == 2 and len(run.error_lines) == 1 and "without good parts" in run.error_lines[0]
+    assert "--reject" in run.error_lines[0]
+    # A sorter gets its threshold by hand: every part then fails, with its category.
+    mistakes = [
+        (("--reject", "-1"), "--reject"),
+        (("--reject", "0.5", "--review-threshold", "0.9"), "--review-threshold"),
+        (("--reject", "0.5", str(data / "test")), "--reject"),
+    ]
+    for bad, named in mistakes:
+        run = flawscope("calibrate", out, *bad, cwd=tmp_path)
+        assert run.rc == 2 and len(run.error_lines) == 1 and named in run.error_lines[0], run.err
+    run = flawscope("calibrate", out, "--reject", "0.5", cwd=tmp_path)
+    assert run.rc == 0 and "set by hand" in run.out, run.err
+    from flawscope.bundle import read_bundle
+
+    active = read_bundle(out).manifest.select_thresholds()
+    assert active is not None and active.reject == 0.5 and active.method == "explicit" and active.version == 1
+    run = flawscope("evaluate", out, data, cwd=tmp_path)
+    assert run.rc == 0 and "recall on defective test parts" in run.out and "100.00%" in run.out, run.err
 
 
 def test_a_model_of_another_task_is_refused_naming_the_choices(labelled: Path, tmp_path: Path):

@@ -50,6 +50,15 @@ def calibrate_command(
     review_threshold: Annotated[
         float | None, typer.Option(metavar="SCORE", help="Explicit review threshold (raw score).")
     ] = None,
+    reject: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SCORE",
+            help="Set the reject threshold by hand, without images (no false-reject rate stands "
+            "behind it): for a model trained on defect classes only, which every part fails with "
+            "its category.",
+        ),
+    ] = None,
     allow_training_images: Annotated[
         bool,
         typer.Option(
@@ -65,11 +74,19 @@ def calibrate_command(
     recognised by content). Use the hold-out kept at training (--holdout-of DATA) or other good
     parts.
     """
+    if reject is not None:
+        if good_images is not None or holdout_of is not None or review_rate is not None:
+            raise InputError(
+                "--reject", "sets thresholds by hand: give no images, --holdout-of or --review-rate"
+            )
+        _by_hand(bundle, reject, review_threshold)
+        return
     if (good_images is None) == (holdout_of is None):
         # Before the imports below (torch, SciPy): a usage mistake is answered at once.
         raise InputError(
             "GOOD_IMAGES",
-            "give a folder of good images or --holdout-of DATA (the bundle's own hold-out), one of them",
+            "give a folder of good images or --holdout-of DATA (the bundle's own hold-out), one of them "
+            "(or --reject SCORE to set the threshold by hand)",
         )
     from flawscope.bundle import read_bundle
     from flawscope.decide.calibration import MIN_GOOD
@@ -83,7 +100,8 @@ def calibrate_command(
         raise InputError(
             bundle,
             f"was trained without good parts (classes {', '.join(declared.classes)}): every part is a "
-            "defect to it and it has no false-reject rate to calibrate; retrain with a good/ class",
+            "defect to it and it has no false-reject rate to calibrate; retrain with a good/ class, or "
+            "set the threshold by hand (--reject 0.5: every part fails, with its category)",
         )
     check_writable(bundle, "new thresholds (the bundle's manifest)")
     if holdout_of is not None:
@@ -135,6 +153,23 @@ def calibrate_command(
     signature = read_bundle(bundle).manifest.signature
     if signature is not None:
         console.print(f"threshold version {result.thresholds.version} signed by key {signature.key_id}")
+
+
+def _by_hand(bundle: Path, reject: float, review: float | None) -> None:
+    """Thresholds set by a person: a new version, signed like a calibrated one."""
+    from flawscope.bundle import read_bundle
+    from flawscope.decide.workflow import set_thresholds_by_hand
+
+    check_writable(bundle, "new thresholds (the bundle's manifest)")
+    stored = set_thresholds_by_hand(bundle, reject, review)
+    band = f", review {stored.review:.6g}" if stored.has_review_band else ""
+    console.print(
+        f"threshold version {stored.version}: reject {stored.reject:.6g}{band}, set by hand (no "
+        "false-reject rate calibrated)"
+    )
+    signature = read_bundle(bundle).manifest.signature
+    if signature is not None:
+        console.print(f"threshold version {stored.version} signed by key {signature.key_id}")
 
 
 def _read(paths: list[str]) -> tuple[list[Any], list[str], list[tuple[str, str]]]:

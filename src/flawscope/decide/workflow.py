@@ -183,3 +183,44 @@ def check_calibration_options(
 
 def _with_version(result: CalibrationResult, version: int) -> CalibrationResult:
     return replace(result, thresholds=replace(result.thresholds, version=version))
+
+
+def set_thresholds_by_hand(
+    bundle_path: str | os.PathLike[str], reject: float, review: float | None = None, note: str = ""
+) -> Any:
+    """Add thresholds set by a person (no calibration images) as the bundle's next version.
+
+    For a model that cannot be calibrated for a false-reject rate: one trained on defect classes
+    only (a sorter of defect types scores every part 1, so ``reject`` at or below 1 fails every
+    part with its category and boxes). The record says who set it and that no false-reject rate
+    stands behind it.
+
+    Args:
+        bundle_path: trained bundle.
+        reject: reject threshold (raw score), finite and positive.
+        review: review threshold, at most ``reject`` (default: no review band).
+        note: why, and by whom.
+
+    Returns:
+        The thresholds as stored (with their version).
+
+    Raises:
+        InputError: naming ``--reject`` or ``--review-threshold`` for a value out of range.
+    """
+    from flawscope.decide.thresholds import Thresholds
+
+    if not (math.isfinite(reject) and reject > 0):
+        raise InputError("--reject", f"must be a finite score above 0, got {reject}")
+    if review is not None and not (math.isfinite(review) and 0 < review <= reject):
+        raise InputError(
+            "--review-threshold", f"must be above 0 and at most --reject {reject:g}, got {review}"
+        )
+    bundle = read_bundle(bundle_path)
+    thresholds = Thresholds.explicit(
+        float(reject),
+        None if review is None else float(review),
+        note=note or "set by hand (flawscope calibrate --reject): no false-reject rate was calibrated",
+    )
+    history = bundle.thresholds.add(thresholds)
+    update_manifest(bundle, thresholds=history)
+    return history.active
