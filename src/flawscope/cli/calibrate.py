@@ -150,14 +150,11 @@ def calibrate_command(
             allow_training_images=allow_training_images,
         )
     print_calibration(result)
-    signature = read_bundle(bundle).manifest.signature
-    if signature is not None:
-        console.print(f"threshold version {result.thresholds.version} signed by key {signature.key_id}")
+    _print_signer(bundle, result.thresholds.version)
 
 
 def _by_hand(bundle: Path, reject: float, review: float | None) -> None:
     """Thresholds set by a person: a new version, signed like a calibrated one."""
-    from flawscope.bundle import read_bundle
     from flawscope.decide.workflow import set_thresholds_by_hand
 
     check_writable(bundle, "new thresholds (the bundle's manifest)")
@@ -167,9 +164,16 @@ def _by_hand(bundle: Path, reject: float, review: float | None) -> None:
         f"threshold version {stored.version}: reject {stored.reject:.6g}{band}, set by hand (no "
         "false-reject rate calibrated)"
     )
+    _print_signer(bundle, stored.version)
+
+
+def _print_signer(bundle: Path, version: int) -> None:
+    """Which key signed the bundle with its new threshold version (nothing when it is unsigned)."""
+    from flawscope.bundle import read_bundle
+
     signature = read_bundle(bundle).manifest.signature
     if signature is not None:
-        console.print(f"threshold version {stored.version} signed by key {signature.key_id}")
+        console.print(f"threshold version {version} signed by key {signature.key_id}")
 
 
 def _read(paths: list[str]) -> tuple[list[Any], list[str], list[tuple[str, str]]]:

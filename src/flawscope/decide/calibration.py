@@ -347,11 +347,10 @@ def calibrate(
         warnings.insert(
             0,
             f"NO PART CAN FAIL: the reject threshold {reject:.7g} is above 1, the highest defect "
-            f"probability the model gives, because {ceiling} good calibration image(s) score 1 to within "
-            f"{_MARGIN:g} (the "
-            "model is certain they are defects: mislabelled parts, or an overconfident model). Check "
-            f"them (the warnings below name them), calibrate for a target that lets them be rejected "
-            f"(--target-frr {min(ceiling / n, 0.49):.3g} or more), or retrain",
+            f"probability the model gives, because {ceiling} good calibration image(s) score 1 to "
+            f"within {_MARGIN:g} (the model is certain they are defects: mislabelled parts, or an "
+            "overconfident model). Check them (the warnings below name them), calibrate for a target "
+            f"that lets them be rejected (--target-frr {min(ceiling / n, 0.49):.3g} or more), or retrain",
         )
 
     recall = recall_ci = recall_incl_review = None

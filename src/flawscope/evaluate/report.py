@@ -67,21 +67,19 @@ def _per_type(data: ReportData, point: dict[str, Any]) -> list[dict[str, Any]]:
     items.append(("all defect types", data.summary.overall, types != GOOD))
     for name, metrics, keep in items:
         part = found[keep]
-        fail: int | None = int((part == "fail").sum())
-        review: int | None = int(((part == "review") | (part == "error")).sum())
-        missed: int | None = int((part == "pass").sum())
-        recall = int((part == "fail").sum()) / part.size if part.size else None
+        fail = int((part == "fail").sum())
+        recall = fail / part.size if part.size else None
         if not point["calibrated"]:
             recall = metrics.recall_at_frr
-        if not point["exists"]:
-            fail = review = missed = None
+        # Without an operating point no part has an outcome: the counts are undefined, not 0.
+        exists = point["exists"]
         rows.append(
             {
                 "defect_type": name,
                 "count": int(part.size),
-                "fail": fail,
-                "review": review,
-                "missed": missed,
+                "fail": fail if exists else None,
+                "review": int(((part == "review") | (part == "error")).sum()) if exists else None,
+                "missed": int((part == "pass").sum()) if exists else None,
                 "recall": recall,
                 "image_auroc": metrics.image_auroc,
                 "pixel_auroc": metrics.pixel_auroc,

@@ -24,22 +24,20 @@ from flawscope.types import Prediction, Verdict
 
 def _decision_thresholds(data: ReportData) -> tuple[Thresholds, bool]:
     """The thresholds the report decides with, and whether they were given (not chosen on the test set)."""
-    reject, review = threshold_pair(data.thresholds)
-    overall = data.summary.overall
+    if not has_point(data):
+        raise InputError(
+            "thresholds",
+            "none given, and the test set cannot choose an operating point (it needs good and defective "
+            "images): pass the bundle's thresholds",
+        )
     if isinstance(data.thresholds, Thresholds):
         return data.thresholds, True
-    if reject is None or review is None:
-        if overall.threshold_at_frr is None:
-            raise InputError(
-                "thresholds",
-                "none given, and the test set cannot choose an operating point (it needs good and defective "
-                "images): pass the bundle's thresholds",
-            )
-        reject = review = overall.threshold_at_frr
-        given = False
-    else:
-        given = True
-    return _bare_thresholds(reject, review), given
+    reject, review = threshold_pair(data.thresholds)
+    if reject is not None and review is not None:
+        return _bare_thresholds(reject, review), True
+    chosen = data.summary.overall.threshold_at_frr
+    assert chosen is not None  # has_point
+    return _bare_thresholds(chosen, chosen), False
 
 
 def _bare_thresholds(reject: float, review: float) -> Thresholds:
